@@ -1,0 +1,1 @@
+"""whale-kit: win identity-recognition competitions (humpback flukes, MAP@5)."""

@@ -1,0 +1,30 @@
+"""What every script shares: one-line errors and exit codes."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from kit.errors import KitError
+
+
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Call a script's main; a KitError becomes `error: ...` on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def parser(description: str, example: str) -> argparse.ArgumentParser:
+    """An argument parser whose --help ends with a worked example."""
+    return argparse.ArgumentParser(
+        description=description,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

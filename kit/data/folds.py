@@ -1,0 +1,72 @@
+"""Local validation folds, the winners' scheme scaled to the dataset.
+
+On the real 2019 data the top teams held out one image each of 512 identities (chosen among those
+with two or more images, so the identity stays findable in train) plus 230 new_whale images, and
+kept identities with a single image in train. `make_folds` builds `n_folds` such sets with disjoint
+identities; `folds.csv` has columns `Image,Id,fold` where `fold` is the fold an image is held out
+in, or -1 for images that always train.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+from kit.io import read_csv, write_csv
+
+# The real 2019 validation: 512 of the 2,931 ids with >= 2 images, and 230 new_whale images.
+HELD_OUT_ID_SHARE = 512 / 2931
+UNKNOWN_PER_ID = 230 / 512
+MIN_IDS_PER_FOLD = 100  # below this a fold's MAP@5 is too noisy to tune on
+
+
+def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Assign a validation fold to held-out images of `train` (columns image, label)."""
+    if n_folds < 1:
+        raise KitError(f"n_folds must be >= 1, got {n_folds}")
+    rng = np.random.default_rng(seed)
+    counts = train["label"].value_counts()
+    eligible = np.array(sorted(counts[(counts >= 2) & (counts.index != unknown)].index))
+    per_fold = max(round(HELD_OUT_ID_SHARE * len(eligible)), MIN_IDS_PER_FOLD)
+    per_fold = min(per_fold, len(eligible) // n_folds)
+    if per_fold < 1:
+        raise KitError(f"too few identities with two or more images ({len(eligible)}) for {n_folds} fold(s)")
+    unknown_idx = np.flatnonzero(train["label"].to_numpy() == unknown)
+    per_fold_unknown = min(round(UNKNOWN_PER_ID * per_fold), len(unknown_idx) // n_folds)
+
+    fold = np.full(len(train), -1, dtype=np.int64)
+    ids = rng.permutation(eligible)
+    rows_by_label = train.groupby("label").indices
+    unknown_perm = rng.permutation(unknown_idx)
+    for f in range(n_folds):
+        for label in ids[f * per_fold:(f + 1) * per_fold]:
+            fold[rng.choice(rows_by_label[label])] = f
+        fold[unknown_perm[f * per_fold_unknown:(f + 1) * per_fold_unknown]] = f
+    return pd.DataFrame({"Image": train["image"].to_numpy(), "Id": train["label"].to_numpy(), "fold": fold})
+
+
+def write_folds(path: str | Path, folds: pd.DataFrame) -> None:
+    write_csv(path, folds)
+
+
+def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Read folds.csv → image, label, fold; if `train` is given, check it covers the same images."""
+    frame = read_csv(path, ("Image", "Id", "fold"), "validation folds")
+    try:
+        fold = frame["fold"].astype(int)
+    except ValueError:
+        raise KitError(f"{path}: column fold must hold integers") from None
+    out = pd.DataFrame({"image": frame["Image"], "label": frame["Id"], "fold": fold.to_numpy()})
+    if train is not None and set(out["image"]) != set(train["image"]):
+        raise KitError(f"{path}: does not cover the images of train.csv; run `python scripts/prepare.py DIR` again")
+    return out
+
+
+def split(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train rows, validation rows) for one fold; fold -1 means train on everything."""
+    if fold != -1 and fold not in set(folds["fold"]):
+        raise KitError(f"fold {fold} does not exist; folds.csv has {sorted(set(folds['fold']) - {-1})}")
+    held = folds["fold"].to_numpy() == fold
+    return folds[~held].reset_index(drop=True), folds[held].reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Post-processing: blend, leak, new_whale, balance, pseudo-labels, scoring. Never imports torch."""

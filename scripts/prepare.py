@@ -1,0 +1,58 @@
+"""Prepare a competition: validation folds and perceptual hashes; or generate a synthetic one first."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kit import cli
+from kit.data import load_competition
+from kit.data.folds import make_folds, write_folds
+from kit.errors import KitError
+
+
+def prepare(data: Path, n_folds: int, seed: int) -> None:
+    comp = load_competition(data)
+    folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed)
+    write_folds(data / "folds.csv", folds)
+    held = folds[folds["fold"] == 0]
+    unknown_share = (held["Id"] == comp.unknown).mean()
+    print(
+        f"{data}: {comp.layout.name} layout, {len(comp.train):,} train / {len(comp.test_images):,} test images, "
+        f"{len(comp.known_labels):,} identities + {comp.unknown}"
+    )
+    print(f"  folds.csv: {n_folds} fold(s) of {len(held)} images each ({unknown_share:.0%} {comp.unknown})")
+    from kit.post.phash import write_hashes  # light: Pillow + numba, no torch
+
+    write_hashes(comp, data / "hashes.csv")
+    print(f"  hashes.csv: perceptual hashes of {len(comp.train) + len(comp.test_images):,} images")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser(
+        "Write folds.csv and hashes.csv for a competition directory; with --synthetic, generate one first.",
+        "python scripts/prepare.py --synthetic small --out data/small --seed 0\n"
+        "  python scripts/prepare.py ~/kaggle/humpback-whale-identification",
+    )
+    p.add_argument("data", nargs="?", help="competition directory (Kaggle layout) to prepare")
+    p.add_argument("--synthetic", metavar="SIZE", help="generate a synthetic competition: tiny, small, medium or kaggle")
+    p.add_argument("--out", help="where --synthetic writes the competition")
+    p.add_argument("--seed", type=int, default=0, help="seed for the generator and the folds (default 0)")
+    p.add_argument("--folds", type=int, default=5, help="number of validation folds (default 5)")
+    args = p.parse_args(argv)
+
+    if args.synthetic:
+        if not args.out:
+            raise KitError("--synthetic needs --out DIR")
+        from kit.data.synthetic import generate
+
+        data = Path(args.out)
+        generate(data, size=args.synthetic, seed=args.seed)
+    elif args.data:
+        data = Path(args.data)
+    else:
+        raise KitError("give a competition directory, or --synthetic SIZE --out DIR")
+    prepare(data, args.folds, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

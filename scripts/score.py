@@ -1,0 +1,41 @@
+"""Score a submission with Kaggle's MAP@5, or check it against a competition."""
+from __future__ import annotations
+
+import json
+
+from kit import cli
+from kit.data import load_competition
+from kit.errors import KitError
+from kit.post.score import check_submission, score_files
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser(
+        "MAP@5 of SUBMISSION against TRUTH (one true label per image), or --check a submission's format.",
+        "python scripts/score.py submissions/final.csv data/small/test_truth.csv --json\n"
+        "  python scripts/score.py --check submissions/final.csv --data data/small",
+    )
+    p.add_argument("submission", help="submission CSV: image, space-separated labels (first 5 count)")
+    p.add_argument("truth", nargs="?", help="truth CSV: image, one label (e.g. test_truth.csv)")
+    p.add_argument("--json", action="store_true", help='print {"map5": float, "n": int}')
+    p.add_argument("--check", action="store_true", help="validate the submission against --data's test set and labels")
+    p.add_argument("--data", help="competition directory, for --check")
+    args = p.parse_args(argv)
+
+    if args.check:
+        if not args.data:
+            raise KitError("--check needs --data DIR (the competition the submission is for)")
+        problems = check_submission(args.submission, load_competition(args.data, check_images=False))
+        if problems:
+            raise KitError(f"{args.submission}: " + "; ".join(problems))
+        print(f"{args.submission}: valid submission for {args.data}")
+        return 0
+    if not args.truth:
+        raise KitError("give TRUTH (a CSV with one label per image), or use --check --data DIR")
+    value, n = score_files(args.submission, args.truth)
+    print(json.dumps({"map5": value, "n": n}) if args.json else f"MAP@5 {value:.5f} on {n} images")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

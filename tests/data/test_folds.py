@@ -1,0 +1,65 @@
+"""Local validation folds follow the winners' scheme, scaled to the data, deterministic."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.data.folds import make_folds, read_folds, split, write_folds
+from kit.errors import KitError
+
+
+def label_frame(seed=0, n_ids=800):
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([1, 1, 1, 2, 2, 3, 5, 12], n_ids)
+    labels = [f"w_{i}" for i, s in enumerate(sizes) for _ in range(s)] + ["new_whale"] * 1200
+    return pd.DataFrame({"image": [f"{i}.jpg" for i in range(len(labels))], "label": labels})
+
+
+def test_scheme():
+    train = label_frame()
+    folds = make_folds(train, "new_whale", n_folds=3, seed=1)
+    counts = train["label"].value_counts()
+    assert list(folds.columns) == ["Image", "Id", "fold"] and len(folds) == len(train)
+    for f in range(3):
+        held = folds[folds.fold == f]
+        ids = held[held.Id != "new_whale"].Id
+        assert ids.is_unique  # one image per held-out identity
+        assert (counts[ids] >= 2).all()  # so the identity is still in train
+        share = (held.Id == "new_whale").mean()
+        assert 0.25 < share < 0.36  # 230 / (512 + 230) on the real data
+    singles = set(counts[counts == 1].index)
+    assert (folds[folds.Id.isin(singles)].fold == -1).all()  # singletons always train
+    held_ids = [set(folds[(folds.fold == f) & (folds.Id != "new_whale")].Id) for f in range(3)]
+    assert not (held_ids[0] & held_ids[1]) and not (held_ids[1] & held_ids[2])  # disjoint folds
+
+
+def test_real_scale_matches_the_winners():
+    # 2,931 identities with >= 2 images (as in 2019): 512 held out per fold, 230 new_whale.
+    sizes = [2] * 2931 + [1] * 2073
+    labels = [f"w_{i}" for i, s in enumerate(sizes) for _ in range(s)] + ["new_whale"] * 9664
+    train = pd.DataFrame({"image": [f"{i}.jpg" for i in range(len(labels))], "label": labels})
+    held = make_folds(train, "new_whale", n_folds=5).query("fold == 0")
+    assert (held.Id != "new_whale").sum() == 512 and (held.Id == "new_whale").sum() == 230
+
+
+def test_deterministic_and_seeded():
+    train = label_frame()
+    assert make_folds(train, "new_whale", seed=3).equals(make_folds(train, "new_whale", seed=3))
+    assert not make_folds(train, "new_whale", seed=3).equals(make_folds(train, "new_whale", seed=4))
+
+
+def test_roundtrip_and_split(tmp_path):
+    train = label_frame()
+    write_folds(tmp_path / "folds.csv", make_folds(train, "new_whale", n_folds=2))
+    folds = read_folds(tmp_path / "folds.csv", train)
+    tr, va = split(folds, 1)
+    assert len(tr) + len(va) == len(train) and set(va.fold) == {1} and 1 not in set(tr.fold)
+    with pytest.raises(KitError, match="fold 7 does not exist"):
+        split(folds, 7)
+    with pytest.raises(KitError, match="does not cover"):
+        read_folds(tmp_path / "folds.csv", train.iloc[:-1])
+
+
+def test_too_few_identities():
+    train = pd.DataFrame({"image": ["a", "b"], "label": ["w_1", "new_whale"]})
+    with pytest.raises(KitError, match="too few identities"):
+        make_folds(train, "new_whale")
