@@ -1,0 +1,151 @@
+"""Does the exported member score what the PyTorch member scores? Local MAP@5, both ways.
+
+`map5_parity(model_dir)` runs the same inference pipeline (same images, same preprocessing,
+same TTA fold-back, same gallery) once with onnxruntime over `model.onnx` and once with the
+eager PyTorch network, turns each prediction set into a submission with `new_whale` inserted at
+one fixed threshold, and scores both with `kit.post.score.score_files` (what
+`scripts/score.py` runs) against the truth: the validation fold's labels (folds.csv), and
+`test_truth.csv` where the competition has one (synthetic ones do).
+
+The submission rule here is deliberately the plain one (top 5 by score, `new_whale` at the first
+rank whose probability, or cosine, falls below the threshold): it checks the export, not the
+post-processing, which lives in kit/post.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+from kit.predset import PredictionSet, reindex
+from kit.predset import load as load_set
+
+THRESHOLD = {"logit": 0.5, "cosine": 0.5}  # probability for logits, cosine for the cosine view
+TOP = 5
+
+
+def to_probability(ps: PredictionSet) -> np.ndarray:
+    """Scores a threshold can be read on: softmax/sigmoid of logits; cosines and probs as they are."""
+    s = np.asarray(ps.scores, dtype=np.float64)
+    if ps.kind != "logit":
+        return s
+    if ps.meta.get("activation") == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-s))
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def top5_with_unknown(scores: np.ndarray, classes: Sequence[str], unknown: str, threshold: float) -> list[list[str]]:
+    """Top-5 labels per row, `unknown` inserted before the first score below `threshold`."""
+    n, c = scores.shape
+    k = min(TOP, c)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable"), 1)
+    top_scores = np.take_along_axis(scores, order, 1)
+    slot = (top_scores >= threshold).sum(axis=1)  # scores are sorted, so this is the first rank below
+    names = np.asarray(classes, dtype=object)[order]
+    out = []
+    for row, s in zip(names.tolist(), slot.tolist()):  # building N short lists of strings; no scoring here
+        row.insert(s, unknown)
+        out.append(row[:TOP])
+    return out
+
+
+def predset_map5(ps: PredictionSet, truth: pd.DataFrame, unknown: str, threshold: float, workdir: str | Path) -> float:
+    """MAP@5 of `ps` via a submission CSV scored by score_files (truth: columns image, label)."""
+    from kit.post.score import score_files
+
+    workdir = Path(workdir)
+    labels = top5_with_unknown(to_probability(ps), ps.classes, unknown, threshold)
+    tag = f"{ps.name}_{ps.kind}_{ps.meta.get('split')}_{ps.meta.get('provider', '')}"
+    sub, tru = workdir / f"{tag}.csv", workdir / f"{tag}.truth.csv"
+    pd.DataFrame({"Image": ps.images, "Id": [" ".join(l) for l in labels]}).to_csv(sub, index=False)
+    truth = truth.set_index("image").loc[ps.images].reset_index()
+    pd.DataFrame({"Image": truth["image"], "Id": truth["label"]}).to_csv(tru, index=False)
+    value, _ = score_files(sub, tru)
+    return value
+
+
+@dataclass
+class Map5Row:
+    view: str
+    split: str
+    images: int
+    map5_onnx: float
+    map5_torch: float
+    max_score_diff: float  # max |onnx - torch| over the whole prediction set
+
+    @property
+    def diff(self) -> float:
+        return abs(self.map5_onnx - self.map5_torch)
+
+
+def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
+                threshold: dict | None = None, tta: bool = True, provider: str = "cpu",
+                loaders=None, progress: bool = False) -> list[Map5Row]:
+    """Local MAP@5 of each (view, split) prediction set from ONNX and from eager PyTorch."""
+    from kit.data import load_competition
+    from kit.data.folds import read_folds
+    from kit.export.images import ImageSource
+    from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
+    from kit.export.member import ONNX, _default_loaders, data_dir_of
+    from kit.export.runtime import OnnxRunner, TorchRunner
+
+    model_dir = Path(model_dir)
+    threshold = {**THRESHOLD, **(threshold or {})}
+    if not (model_dir / ONNX).is_file():
+        raise KitError(f"{model_dir}: no {ONNX}; run scripts/export.py first")
+    load_member, load_image = loaders or _default_loaders()
+    model, info = load_member(model_dir)
+    data_dir = data_dir_of(model_dir, data)
+    if data_dir is None:
+        raise KitError(f"{model_dir}: give the competition directory (data)")
+    comp = load_competition(data_dir)
+    folds_csv = Path(data_dir) / "folds.csv"
+    folds = read_folds(folds_csv, comp.train) if folds_csv.is_file() else None
+    plans = plan_splits(comp, folds, info.fold)
+    source = ImageSource(comp, info, load_image)
+    images, queries = images_needed(plans)
+
+    def run(runner) -> dict:
+        e = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=queries, tta=tta,
+                  batch=batch, progress=progress, desc=runner.provider)
+        return prediction_sets(e, info, plans, tta=tta)
+
+    torch_sets = run(TorchRunner(model))
+    # The ONNX side: the prediction sets export wrote (what the blender reads), when they are there
+    # and were made the same way; else the same pipeline over model.onnx, in memory.
+    saved = {}
+    for view, split in torch_sets:
+        d = model_dir / "preds" / view / split
+        if (d / "meta.json").is_file():
+            ps = load_set(d, mmap=False)
+            if (ps.meta.get("tta") == ("flip" if tta else "none") and ps.meta.get("cosine", "centre") == "centre"
+                    and not ps.meta.get("new_identities")):
+                saved[view, split] = ps
+    onnx_sets = saved if len(saved) == len(torch_sets) else run(OnnxRunner(model_dir / ONNX, provider))
+    truths = {}
+    if folds is not None and info.fold != -1:
+        truths["val"] = folds[folds["fold"] == info.fold][["image", "label"]]
+    if comp.truth is not None:
+        truths["test"] = comp.truth
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for (view, split), ps in onnx_sets.items():
+            if split not in truths:
+                continue
+            pt = torch_sets[view, split]
+            pt = PredictionSet(reindex(pt, ps.images, ps.classes), ps.images, ps.classes, pt.meta)
+            rows.append(Map5Row(
+                view, split, len(ps.images),
+                predset_map5(ps, truths[split], comp.unknown, threshold[view], tmp),
+                predset_map5(pt, truths[split], comp.unknown, threshold[view], tmp),
+                float(np.abs(np.asarray(ps.scores, np.float64) - pt.scores).max(initial=0.0)),
+            ))
+    return rows

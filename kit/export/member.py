@@ -1,0 +1,199 @@
+"""One trained member, end to end: checkpoint.pt → model.onnx (checked) → prediction sets.
+
+What `scripts/export.py` runs for each member directory. Writes, in `models/<name>/`:
+- `model.onnx` — the checked export (and `model.fp16.onnx` with `fp16=True`);
+- `preds/<view>/<split>/` — prediction sets, view in {logit, cosine}, split in {val, test};
+- `export.json` — parity figures, provider, speed, the options and the sets written; written
+  last, so its presence means the run finished. A member whose `model.onnx`, `export.json` and
+  prediction sets are newer than `checkpoint.pt` (and were made with the same options) is
+  skipped unless `force=True`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from kit.errors import KitError
+from kit.io import write_text
+
+CHECKPOINT = "checkpoint.pt"
+ONNX = "model.onnx"
+ONNX_FP16 = "model.fp16.onnx"
+REPORT = "export.json"
+PARITY_IMAGES = 4
+
+
+def find_members(root: str | os.PathLike = "models") -> list[Path]:
+    """Every trained member under `root`: the directories holding a checkpoint.pt, by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.glob(f"*/{CHECKPOINT}"))
+
+
+def _default_loaders() -> tuple[Callable, Callable]:
+    try:
+        from kit.train.data import load_image
+        from kit.train.model import load_member
+    except ImportError as e:
+        raise KitError(f"kit.train is not importable ({e}); export needs the training package") from None
+    return load_member, load_image
+
+
+def data_dir_of(model_dir: Path, data: str | os.PathLike | None) -> Path | None:
+    """`data` if given, else the `data:` of the member's recipe.yaml (None if neither)."""
+    if data is not None:
+        return Path(data)
+    recipe = model_dir / "recipe.yaml"
+    if recipe.is_file():
+        import yaml
+
+        try:
+            raw = yaml.safe_load(recipe.read_text()) or {}
+        except yaml.YAMLError:
+            return None
+        if isinstance(raw, dict) and raw.get("data"):
+            return Path(str(raw["data"]))
+    return None
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else -1.0
+
+
+def is_fresh(model_dir: Path, options: dict, skip_infer: bool) -> bool:
+    """model.onnx, export.json and every set it lists are newer than checkpoint.pt, same options."""
+    report_path = model_dir / REPORT
+    born = _mtime(model_dir / CHECKPOINT)
+    if _mtime(model_dir / ONNX) <= born or _mtime(report_path) <= born:
+        return False
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not skip_infer:
+        if report.get("options") != options or not report.get("sets"):
+            return False
+        return all(_mtime(model_dir / s / "meta.json") > born for s in report["sets"])
+    return True
+
+
+def parity_inputs(images: Sequence[str], load: Callable[[str], np.ndarray] | None, info, n: int = PARITY_IMAGES,
+                  seed: int = 0) -> np.ndarray:
+    """A few real preprocessed images when there are some, else seeded noise of the input shape."""
+    if load is not None and images:
+        return np.stack([load(name) for name in list(images)[:n]]).astype(np.float32)
+    h, w = info.input_size
+    return np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)
+
+
+def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
+                  provider: str = "auto", skip_infer: bool = False, force: bool = False, fp16: bool = False,
+                  tta: bool = True, cosine: str = "centre", new_identities: bool = False,
+                  workers: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
+                  loaders: tuple[Callable, Callable] | None = None) -> dict:
+    """Export, check and (unless `skip_infer`) run one member; returns what export.json holds.
+
+    `loaders` = (load_member, load_image), kit.train's by default (tests pass stand-ins).
+    """
+    from kit.data import load_competition
+    from kit.data.folds import read_folds
+    from kit.export.exporter import ParityError, export_checked, export_fp16_checked
+    from kit.export.images import ImageSource
+    from kit.export.infer import COSINE_MODES, embed, images_needed, plan_splits, prediction_sets
+    from kit.export.runtime import PROVIDERS, OnnxRunner
+
+    model_dir = Path(model_dir)
+    if batch < 1:
+        raise KitError(f"--batch must be >= 1, got {batch}")
+    if provider not in PROVIDERS:
+        raise KitError(f"--provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    if cosine not in COSINE_MODES:
+        raise KitError(f"cosine mode must be one of {', '.join(COSINE_MODES)}, got {cosine!r}")
+    if not (model_dir / CHECKPOINT).is_file():
+        raise KitError(f"{model_dir}: no {CHECKPOINT}; train it first (python scripts/train.py models/<recipe>.yaml)")
+    data_dir = data_dir_of(model_dir, data)
+    options = {"data": str(data_dir) if data_dir else None, "tta": tta, "cosine": cosine,
+               "new_identities": new_identities, "fp16": fp16}
+    if not force and is_fresh(model_dir, options, skip_infer):
+        log(f"{model_dir}: up to date (model.onnx and prediction sets newer than {CHECKPOINT}); --force to redo")
+        return json.loads((model_dir / REPORT).read_text())
+
+    load_member, load_image = loaders or _default_loaders()
+    t0 = time.perf_counter()
+    model, info = load_member(model_dir)
+
+    comp = plans = source = None
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise KitError(f"{data_dir}: competition directory not found (the member's recipe data:, or --data)")
+        comp = load_competition(data_dir, check_images=not skip_infer)
+        folds_csv = data_dir / "folds.csv"
+        folds = read_folds(folds_csv, comp.train) if folds_csv.is_file() else None
+        plans = plan_splits(comp, folds, info.fold)
+        source = ImageSource(comp, info, load_image)
+    elif not skip_infer:
+        raise KitError(f"{model_dir}: no competition directory; give --data DIR (or data: in the recipe)")
+
+    queries = plans[0].queries if plans else []
+    inputs = parity_inputs(queries, source, info)
+    try:
+        parity = export_checked(model, info, model_dir / ONNX, inputs)
+    except ParityError:
+        stale = model_dir / ONNX  # an earlier export, of an earlier checkpoint: not this member any more
+        if _mtime(stale) <= _mtime(model_dir / CHECKPOINT):
+            stale.unlink(missing_ok=True)
+        raise
+    size_mb = (model_dir / ONNX).stat().st_size / 2**20
+    log(f"{model_dir}: {ONNX} ({size_mb:.1f} MB, {parity.exporter} exporter), parity {parity.summary()}")
+    report: dict = {"model": info.name, "onnx": ONNX, "exporter": parity.exporter,
+                    "parity": {"rel_error": parity.rel_error, "max_abs": parity.max_abs,
+                               "tolerance": parity.tolerance, "inputs": "images" if queries else "noise"},
+                    "options": options, "sets": []}
+    onnx_for_inference = model_dir / ONNX
+    if fp16:
+        p16 = export_fp16_checked(model, model_dir / ONNX, model_dir / ONNX_FP16, inputs)
+        report["parity_fp16"] = {"rel_error": p16.rel_error, "tolerance": p16.tolerance}
+        log(f"{model_dir}: {ONNX_FP16}, parity {p16.summary()}")
+        onnx_for_inference = model_dir / ONNX_FP16
+
+    if not skip_infer:
+        runner = OnnxRunner(onnx_for_inference, provider)
+        if fp16 and runner.provider != "cuda":
+            log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
+            runner = OnnxRunner(model_dir / ONNX, provider)
+            fp16_used = False
+        else:
+            fp16_used = fp16
+        images, logit_images = images_needed(plans)
+        log(f"{model_dir}: inference on {len(images):,} images with onnxruntime, provider "
+            f"{runner.session.get_providers()[0]}" + (" (fp16)" if fp16_used else ""))
+        embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
+                         tta=tta, batch=batch, workers=workers, progress=progress, desc=info.name)
+        sets = prediction_sets(embedded, info, plans, tta=tta, cosine=cosine, new_identities=new_identities)
+        for (view, split), ps in sets.items():
+            if fp16_used:
+                ps.meta["precision"] = "fp16"
+            ps.save(model_dir / "preds" / view / split)
+            report["sets"].append(f"preds/{view}/{split}")
+            missing = ps.meta.get("without_centre", 0)
+            if missing:
+                log(f"{model_dir}: warning: {missing} trained identities have no {split} gallery image; "
+                    "their cosine is -1")
+        report.update(provider=runner.provider, images=len(images),
+                      images_per_second=round(embedded.images_per_second, 2), batch=batch)
+        log(f"{model_dir}: {len(sets)} prediction sets in {model_dir / 'preds'} "
+            f"({embedded.images_per_second:.1f} images/s on {runner.provider})")
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    write_text(model_dir / REPORT, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def export_members(model_dirs: Sequence[str | os.PathLike], **kw) -> list[dict]:
+    """`export_member` for each directory, in order; the first error stops the run."""
+    return [export_member(d, **kw) for d in model_dirs]

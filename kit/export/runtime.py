@@ -1,0 +1,142 @@
+"""Running an exported member: onnxruntime sessions tuned per provider, and one runner interface.
+
+A runner is a callable `runner(batch) -> (logits, embedding)` over a float32 numpy batch
+(B x C x H x W), with a `provider` attribute naming what actually ran it. `OnnxRunner` is the
+production path; `TorchRunner` runs the eager PyTorch network behind the same interface, so
+parity checks and benchmarks compare like with like.
+
+Provider choice. "auto" asks for CUDA only when the GPU driver (libcuda) is present: the GPU
+wheel lists CUDAExecutionProvider everywhere and, when it cannot start, falls back to the CPU
+silently (bar a burst of log lines). So the provider a session really got is read back from
+`session.get_providers()`; asking for "cuda" and getting the CPU is an error, not a surprise.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from kit.errors import KitError
+
+PROVIDERS = ("auto", "cpu", "cuda")
+_ORT_NAME = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_SHORT = {v: k for k, v in _ORT_NAME.items()}
+
+# cuDNN picks the fastest convolution per shape once (a few seconds at the first batch); the arena
+# grows by what a batch needs, so the smaller last batch does not double the reservation.
+CUDA_OPTIONS = {
+    "device_id": "0",
+    "cudnn_conv_algo_search": "EXHAUSTIVE",
+    "arena_extend_strategy": "kSameAsRequested",
+    "cudnn_conv_use_max_workspace": "1",
+    "do_copy_in_default_stream": "1",
+}
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def gpu_present() -> bool:
+    """True when an NVIDIA driver is loadable and onnxruntime was built with CUDA."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """CPU-tuned options: every graph optimisation, one intra-op thread per core, sequential graph."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # a CNN is a chain: parallel branches buy nothing
+    so.intra_op_num_threads = threads or cpu_count()
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3  # errors only; the provider actually used is reported by us
+    return so
+
+
+def open_session(path: str | Path, provider: str = "auto", threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime session on `provider` ("auto", "cpu" or "cuda") for the model at `path`.
+
+    "cuda" raises KitError if the CUDA provider cannot start; "auto" falls back to the CPU.
+    """
+    if provider not in PROVIDERS:
+        raise KitError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: ONNX model not found")
+    want_cuda = provider == "cuda" or (provider == "auto" and gpu_present())
+    providers: list = ["CPUExecutionProvider"]
+    if want_cuda:
+        try:  # CUDA and cuDNN from the nvidia-* wheels PyTorch installed, if no system copy
+            ort.preload_dlls()
+        except Exception:
+            pass
+        providers.insert(0, ("CUDAExecutionProvider", CUDA_OPTIONS))
+    try:
+        session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+    except Exception as e:  # onnxruntime's own exception types are not public API
+        raise KitError(f"{path}: onnxruntime cannot load the model ({str(e).splitlines()[0]})") from None
+    if provider == "cuda" and provider_of(session) != "cuda":
+        raise KitError(f"{path}: the CUDA provider was asked for but onnxruntime fell back to "
+                       f"{session.get_providers()[0]} (no GPU, or CUDA 12+/cuDNN 9 libraries not found)")
+    return session
+
+
+def provider_of(session: ort.InferenceSession) -> str:
+    """"cuda" or "cpu" (or onnxruntime's own name for others): the provider that runs the graph."""
+    first = session.get_providers()[0]
+    return _SHORT.get(first, first)
+
+
+class OnnxRunner:
+    """`runner(x) -> (logits, embedding)` over an ONNX file with onnxruntime."""
+
+    def __init__(self, path: str | Path, provider: str = "auto", threads: int | None = None):
+        self.path = Path(path)
+        self.session = open_session(path, provider, threads)
+        self.provider = provider_of(self.session)
+        inputs = self.session.get_inputs()
+        self.input_name = inputs[0].name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        if self.outputs[:2] != ["logits", "embedding"]:
+            raise KitError(f"{path}: model outputs are {self.outputs}, expected logits, embedding")
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, embedding = self.session.run(self.outputs[:2], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return logits, embedding
+
+
+class TorchRunner:
+    """The same interface over the eager PyTorch network (parity checks and benchmarks)."""
+
+    def __init__(self, model, device: str = "cpu", autocast_fp16: bool = False):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.autocast = autocast_fp16
+        self.provider = f"torch-{self.device.type}" + ("-fp16" if autocast_fp16 else "")
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, non_blocking=True)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
+            logits, embedding = self.model(batch)
+        return logits.float().cpu().numpy(), embedding.float().cpu().numpy()

@@ -1,0 +1,46 @@
+"""Export trained members to ONNX (checked against PyTorch) and write their prediction sets."""
+from __future__ import annotations
+
+from kit import cli
+from kit.errors import KitError
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser(
+        "Export each trained member (models/<name>/checkpoint.pt) to models/<name>/model.onnx, check it "
+        "against PyTorch (relative error <= 1e-4), run it with onnxruntime over the validation fold, the "
+        "test images and the train gallery, and write models/<name>/preds/{logit,cosine}/{val,test}/.",
+        "python scripts/export.py                       # every trained member under models/\n"
+        "  python scripts/export.py models/resnet18_tiny --data data/tiny --batch 64 --provider cpu",
+    )
+    p.add_argument("members", nargs="*", help="member directories (default: every models/*/ with a checkpoint.pt)")
+    p.add_argument("--data", help="competition directory (default: the data: of each member's recipe)")
+    p.add_argument("--batch", type=int, default=32, help="images per batch (the network sees 2x with flip TTA; default 32)")
+    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU (default auto)")
+    p.add_argument("--skip-infer", action="store_true", help="export and check only; no prediction sets")
+    p.add_argument("--force", action="store_true", help="redo members whose outputs are newer than their checkpoint")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx and infer with it on the CUDA provider")
+    p.add_argument("--no-tta", action="store_true", help="originals only (default: original + horizontal flip)")
+    p.add_argument("--cosine", default="centre", choices=("centre", "nearest"),
+                   help="cosine view: identity centres (default) or the nearest gallery image")
+    p.add_argument("--new-identities", action="store_true",
+                   help="cosine view: add gallery identities the member was not trained on (after its own)")
+    p.add_argument("--workers", type=int, default=None, help="image-decoding threads (default: the cores)")
+    p.add_argument("--models", default="models", help="where to look for members when none is named (default models)")
+    args = p.parse_args(argv)
+
+    from kit.export.member import export_member, find_members
+
+    members = args.members or find_members(args.models)
+    if not members:
+        raise KitError(f"{args.models}/: no trained member (no */checkpoint.pt); train one with scripts/train.py")
+    for member in members:
+        export_member(member, args.data, batch=args.batch, provider=args.provider, skip_infer=args.skip_infer,
+                      force=args.force, fp16=args.fp16, tta=not args.no_tta, cosine=args.cosine,
+                      new_identities=args.new_identities, workers=args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

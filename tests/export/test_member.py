@@ -1,0 +1,115 @@
+"""scripts/export.py end to end: prediction sets in the contract format, re-runs, MAP@5 parity."""
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from kit.data import load_competition
+from kit.data.folds import read_folds
+from kit.errors import KitError
+from kit.export.check import map5_parity, top5_with_unknown
+from kit.export.member import export_member
+from kit.predset import load as load_set
+from kit.train.model import load_member
+
+from tiny_members import make_member
+
+
+def expected_rows(data, fold):
+    comp = load_competition(data)
+    folds = read_folds(data / "folds.csv", comp.train)
+    return {"val": folds[folds.fold == fold].image.tolist(), "test": comp.test_images}, comp, folds
+
+
+@pytest.mark.parametrize("view", ["logit", "cosine"])
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_prediction_sets_follow_the_contract(twin_member, tiny_data, view, split):
+    _, info = load_member(twin_member)
+    d = twin_member / "preds" / view / split
+    scores = np.load(d / "scores.npy", allow_pickle=False)  # a plain array: no pickle
+    assert scores.dtype == np.float32 and scores.flags.c_contiguous
+    rows, _, _ = expected_rows(tiny_data, info.fold)
+    images = (d / "images.txt").read_text().splitlines()
+    classes = (d / "classes.txt").read_text().splitlines()
+    assert images == rows[split]
+    assert classes == list(info.classes)  # K identities, the flip twins folded back
+    assert scores.shape == (len(images), len(classes))
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["kind"] == view and meta["model"] == "twin" and meta["split"] == split
+    assert meta["fold"] == 0 and meta["tta"] == "flip" and meta["provider"] == "cpu"
+    if view == "logit":
+        assert meta["activation"] == "softmax"
+    else:
+        assert np.all(np.abs(scores) <= 1 + 1e-5)
+    load_set(d)  # and the kit's own loader accepts it
+
+
+def test_val_gallery_never_holds_the_val_images(twin_member, tiny_data):
+    rows, comp, folds = expected_rows(tiny_data, 0)
+    val = json.loads((twin_member / "preds/cosine/val/meta.json").read_text())
+    test = json.loads((twin_member / "preds/cosine/test/meta.json").read_text())
+    outside = folds[(folds.fold != 0) & (folds.label != comp.unknown)]
+    assert val["gallery_images"] == len(outside)
+    assert not set(rows["val"]) & set(outside.image)
+    assert test["gallery_images"] == int((comp.train.label != comp.unknown).sum())
+
+
+def test_rerun_skips_fresh_members_and_redoes_stale_ones(twin_member):
+    before = (twin_member / "model.onnx").stat().st_mtime_ns
+    said = []
+    export_member(twin_member, provider="cpu", progress=False, log=said.append)
+    assert "up to date" in said[0] and (twin_member / "model.onnx").stat().st_mtime_ns == before
+    # A newer checkpoint (training went on) makes every output stale.
+    time.sleep(0.01)
+    os.utime(twin_member / "checkpoint.pt")
+    said.clear()
+    export_member(twin_member, provider="cpu", progress=False, log=said.append, batch=16)
+    assert not any("up to date" in s for s in said)
+    assert (twin_member / "model.onnx").stat().st_mtime_ns > before
+    assert (twin_member / "export.json").stat().st_mtime > (twin_member / "checkpoint.pt").stat().st_mtime
+
+
+def test_onnx_and_pytorch_give_the_same_local_map5(twin_member):
+    rows = map5_parity(twin_member, batch=4)
+    assert {(r.view, r.split) for r in rows} == {("logit", "val"), ("cosine", "val")}  # no test truth here
+    for r in rows:
+        assert r.diff <= 1e-4, r
+        assert r.max_score_diff < 1e-4, r
+
+
+def test_arcface_member_skip_infer_exports_only(tmp_path, tiny_data):
+    member = make_member(tmp_path / "arc", tiny_data, head="arcface", flip="same", fold=1)
+    report = export_member(member, skip_infer=True, progress=False, log=lambda s: None)
+    assert (member / "model.onnx").is_file() and not (member / "preds").exists()
+    assert report["parity"]["rel_error"]["logits"] < 1e-4 and report["sets"] == []
+
+
+def test_top5_inserts_the_unknown_at_the_threshold():
+    scores = np.array([[0.9, 0.1, 0.6, 0.3, 0.2, 0.05], [0.2, 0.1, 0.3, 0.0, 0.0, 0.0]])
+    labels = top5_with_unknown(scores, list("abcdef"), "new_whale", 0.5)
+    assert labels == [["a", "c", "new_whale", "d", "e"], ["new_whale", "c", "a", "b", "d"]]
+
+
+def test_cli_errors_are_one_line(tmp_path, export_script):
+    main = export_script.main
+
+    with pytest.raises(KitError, match="no trained member"):
+        main(["--models", str(tmp_path)])
+    with pytest.raises(KitError, match="no checkpoint.pt"):
+        main([str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--provider", "tpu"])
+
+
+@pytest.fixture
+def export_script():
+    """scripts/export.py as a module (scripts/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("export_script", Path(__file__).parents[2] / "scripts" / "export.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
