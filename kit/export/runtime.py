@@ -67,6 +67,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     so.intra_op_num_threads = threads or cpu_count()
     so.inter_op_num_threads = 1
     so.log_severity_level = 3  # errors only; the provider actually used is reported by us
+    # Idle intra-op threads sleep instead of spinning: the decode threads need those cores between
+    # batches (measured on 2 cores: ~15% more images/s end to end, at no cost to a lone session).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
