@@ -1,0 +1,465 @@
+"""The blend recipe (`blends/<name>.yaml`): validated once at load into frozen dataclasses.
+
+```yaml
+name: final                      # submissions/<name>.csv, submissions/<name>.pseudo.csv
+data: data/small                 # competition dir (train.csv, folds.csv, hashes.csv, ...)
+fold: 0                          # the fold the members held out (their `val` prediction sets)
+members:
+  - model: models/resnet18_tiny  # prediction sets under <model>/preds/<view>/{val,test}
+    view: logit                  # logit | cosine
+    weight: 1.0
+    calibration: {method: softmax, temperature: 1.0}
+  - submission: teammate.csv     # a top-5 CSV (test); `val_submission:` its val twin (optional)
+    weight: 0.5
+steps:                           # fixed order leak -> new_whale -> balance; omit or `enabled: false`
+  leak: {max_distance: 0}
+  new_whale: {threshold: 0.5}    # or {proportion: 0.276}
+  balance: {margin: 0.3, min_count: 2}
+pseudo: {threshold: 0.96}
+output: submissions
+```
+
+Calibration methods (per member; `auto` when omitted): `softmax` / `sigmoid` of logits / T
+(`temperature`), `affine` = sigmoid(scale * x + shift) (Platt scaling, meant for cosines;
+defaults scale 10, shift -5: cos 0.5 -> 0.5, 0.8 -> 0.95), `rank` = 1 / (1 + rank) within the
+image's row (rank 0 = best; the weights a submission member's labels get), `none` = the scores
+as they are (`prob` sets). `auto` = the set's meta: its `activation` for logits, `affine` for
+cosines, `none` for probabilities.
+
+Paths are relative to the current directory (the project root), like the scripts' arguments.
+Every unknown key, wrong type or out-of-range value is a KitError naming the file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from kit.errors import KitError
+from kit.io import write_text
+
+VIEWS = ("logit", "cosine")
+METHODS = ("auto", "softmax", "sigmoid", "affine", "rank", "none")
+# the calibration keys each method reads (auto: whichever the resolved method uses)
+METHOD_PARAMS = {
+    "auto": ("temperature", "scale", "shift"),
+    "softmax": ("temperature",),
+    "sigmoid": ("temperature",),
+    "affine": ("scale", "shift"),
+    "rank": (),
+    "none": (),
+}
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_SCALE = 10.0
+DEFAULT_SHIFT = -5.0
+STEP_ORDER = ("leak", "new_whale", "balance")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# ---------------------------------------------------------------------------------- dataclasses
+@dataclass(frozen=True)
+class Calibration:
+    method: str = "auto"
+    temperature: float | None = None  # None: the default (1.0)
+    scale: float | None = None  # None: DEFAULT_SCALE
+    shift: float | None = None  # None: DEFAULT_SHIFT
+
+    def resolved(self, auto_method: str) -> "Calibration":
+        """The calibration with `auto` replaced by the prediction set's own method."""
+        return dataclasses.replace(self, method=auto_method) if self.method == "auto" else self
+
+    @property
+    def t(self) -> float:
+        return DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
+
+    @property
+    def a(self) -> float:
+        return DEFAULT_SCALE if self.scale is None else self.scale
+
+    @property
+    def b(self) -> float:
+        return DEFAULT_SHIFT if self.shift is None else self.shift
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"method": self.method}
+        for key in METHOD_PARAMS[self.method]:
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+@dataclass(frozen=True)
+class Member:
+    """A scored member (`model` + `view`) or a top-5 CSV member (`submission`)."""
+
+    weight: float = 1.0
+    model: str | None = None
+    view: str | None = None
+    calibration: Calibration = field(default_factory=Calibration)
+    submission: str | None = None
+    val_submission: str | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.model is not None
+
+    @property
+    def name(self) -> str:
+        if self.scored:
+            return f"{Path(self.model).name}/{self.view}"
+        return Path(self.submission).name
+
+    def preds_dir(self, split: str) -> Path:
+        return Path(self.model) / "preds" / self.view / split
+
+    def submission_path(self, split: str) -> Path | None:
+        path = self.submission if split == "test" else self.val_submission
+        return None if path is None else Path(path)
+
+    def to_dict(self) -> dict:
+        if self.scored:
+            return {"model": self.model, "view": self.view, "weight": self.weight,
+                    "calibration": self.calibration.to_dict()}
+        out: dict[str, Any] = {"submission": self.submission}
+        if self.val_submission is not None:
+            out["val_submission"] = self.val_submission
+        out["weight"] = self.weight
+        return out
+
+
+@dataclass(frozen=True)
+class LeakStep:
+    enabled: bool = True
+    max_distance: int = 0  # Hamming distance between 64-bit phashes; 0 = identical hashes
+
+
+@dataclass(frozen=True)
+class NewWhaleStep:
+    enabled: bool = True
+    threshold: float | None = 0.5  # exactly one of threshold / proportion
+    proportion: float | None = None
+
+
+@dataclass(frozen=True)
+class BalanceStep:
+    enabled: bool = True
+    margin: float = 0.3
+    min_count: int = 2
+
+
+@dataclass(frozen=True)
+class Steps:
+    leak: LeakStep | None = None  # None: omitted from the recipe (off)
+    new_whale: NewWhaleStep | None = None
+    balance: BalanceStep | None = None
+
+    def active(self, name: str):
+        """The step's parameters if the recipe runs it, else None."""
+        step = getattr(self, name)
+        return step if step is not None and step.enabled else None
+
+
+@dataclass(frozen=True)
+class Pseudo:
+    enabled: bool = True
+    threshold: float = 0.96
+
+
+@dataclass(frozen=True)
+class BlendRecipe:
+    name: str
+    data: str
+    members: tuple[Member, ...]
+    fold: int = 0
+    steps: Steps = field(default_factory=Steps)
+    pseudo: Pseudo = field(default_factory=Pseudo)
+    output: str = "submissions"
+    source: str = field(default="<recipe>", compare=False)  # the file it came from (messages)
+
+    @property
+    def submission_path(self) -> Path:
+        return Path(self.output) / f"{self.name}.csv"
+
+    @property
+    def pseudo_path(self) -> Path:
+        return Path(self.output) / f"{self.name}.pseudo.csv"
+
+    def to_dict(self) -> dict:
+        """The recipe as plain data, in the YAML's shape; `recipe_from_dict` reads it back equal."""
+        steps: dict[str, Any] = {}
+        for name in STEP_ORDER:
+            step = getattr(self.steps, name)
+            if step is None:
+                continue
+            d = {k: v for k, v in dataclasses.asdict(step).items() if v is not None and k != "enabled"}
+            if not step.enabled:
+                d = {"enabled": False, **d}
+            steps[name] = d
+        out: dict[str, Any] = {
+            "name": self.name,
+            "data": self.data,
+            "fold": self.fold,
+            "members": [m.to_dict() for m in self.members],
+            "steps": steps,
+            "pseudo": ({"threshold": self.pseudo.threshold} if self.pseudo.enabled
+                       else {"enabled": False, "threshold": self.pseudo.threshold}),
+            "output": self.output,
+        }
+        return out
+
+    def with_params(self, params: Mapping[str, Any] | None = None, **kw: Any) -> "BlendRecipe":
+        """A copy with some values changed, re-validated, addressed by dotted paths.
+
+        `recipe.with_params({"members.0.weight": 0.7, "members.1.calibration.temperature": 2.0,
+        "steps.new_whale.proportion": 0.27, "steps.leak.max_distance": 2,
+        "steps.balance.margin": 0.2})`; keyword form: `with_params(name="final_tuned")` for
+        top-level keys. Setting a new_whale `threshold` drops its `proportion` and vice versa;
+        setting a key of an omitted step adds that step.
+        """
+        d = self.to_dict()
+        for path, value in {**(params or {}), **kw}.items():
+            _set_path(d, path, value, self.source)
+        return recipe_from_dict(d, self.source)
+
+
+# ------------------------------------------------------------------------------- loading, dumping
+def load_recipe(path: str | Path) -> BlendRecipe:
+    """Read and validate a blend recipe; every problem is one KitError naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: blend recipe not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise KitError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
+    return recipe_from_dict(raw, str(path))
+
+
+def dump_recipe(recipe: BlendRecipe, path: str | Path) -> Path:
+    """Write the recipe as YAML, atomically; `load_recipe` reads it back equal."""
+    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+    write_text(path, text)
+    return Path(path)
+
+
+def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
+    """Validate plain data (a parsed YAML) into a BlendRecipe."""
+    top = _Section(raw, "", source)
+    top.keys(("name", "data", "fold", "members", "steps", "pseudo", "output"), required=("name", "data", "members"))
+    name = top.string("name")
+    if not _NAME.match(name):
+        top.fail("name", f"{name!r} is not a usable file name (letters, digits, _ . - only)")
+    data = top.string("data")
+    fold = top.integer("fold", default=0, low=-1)
+    output = top.string("output", default="submissions")
+
+    members_raw = top.get("members")
+    if not isinstance(members_raw, list) or not members_raw:
+        top.fail("members", "must be a non-empty list of members (model: ... or submission: ...)")
+    members = tuple(_member(m, f"members[{i}]", source) for i, m in enumerate(members_raw))
+    seen: dict[str, int] = {}
+    for i, m in enumerate(members):
+        key = f"{m.model}|{m.view}" if m.scored else f"submission|{m.submission}"
+        if key in seen:
+            raise KitError(f"{source}: members[{i}] repeats members[{seen[key]}] ({m.name})")
+        seen[key] = i
+    if sum(m.weight for m in members) <= 0:
+        raise KitError(f"{source}: members: the weights sum to 0; at least one must be positive")
+
+    steps_sec = top.section("steps")
+    steps_sec.keys(STEP_ORDER)
+    steps = Steps(
+        leak=_leak(steps_sec.get("leak"), source) if steps_sec.has("leak") else None,
+        new_whale=_new_whale(steps_sec.get("new_whale"), source) if steps_sec.has("new_whale") else None,
+        balance=_balance(steps_sec.get("balance"), source) if steps_sec.has("balance") else None,
+    )
+    pseudo_sec = top.section("pseudo")
+    pseudo_sec.keys(("enabled", "threshold"))
+    pseudo = Pseudo(enabled=pseudo_sec.boolean("enabled", True),
+                    threshold=pseudo_sec.number("threshold", 0.96, low=0.0, high=1.0))
+    return BlendRecipe(name=name, data=data, members=members, fold=fold, steps=steps,
+                       pseudo=pseudo, output=output, source=source)
+
+
+def _member(raw: Any, where: str, source: str) -> Member:
+    sec = _Section(raw, where, source)
+    if sec.has("model") == sec.has("submission"):
+        raise KitError(f"{source}: {where}: give exactly one of `model:` (a trained member) or `submission:` (a top-5 CSV)")
+    if sec.has("model"):
+        sec.keys(("model", "view", "weight", "calibration"), required=("model", "view"))
+        view = sec.string("view")
+        if view not in VIEWS:
+            sec.fail("view", f"is {view!r}; expected one of {', '.join(VIEWS)}")
+        return Member(weight=sec.number("weight", 1.0, low=0.0), model=sec.string("model"), view=view,
+                      calibration=_calibration(sec.get("calibration", {}), f"{where}.calibration", source))
+    sec.keys(("submission", "val_submission", "weight"))
+    return Member(weight=sec.number("weight", 1.0, low=0.0), submission=sec.string("submission"),
+                  val_submission=sec.string("val_submission", default=None))
+
+
+def _calibration(raw: Any, where: str, source: str) -> Calibration:
+    sec = _Section(raw, where, source)
+    method = sec.string("method", default="auto")
+    if method not in METHODS:
+        sec.fail("method", f"is {method!r}; expected one of {', '.join(METHODS)}")
+    allowed = ("method",) + METHOD_PARAMS[method]
+    for key in sec.raw:
+        if key not in allowed and key in ("temperature", "scale", "shift"):
+            sec.fail(key, f"does not apply to method {method}; its keys: {', '.join(allowed)}")
+    sec.keys(allowed)
+    return Calibration(
+        method=method,
+        temperature=sec.number("temperature", None, low=0.0, low_open=True),
+        scale=sec.number("scale", None),
+        shift=sec.number("shift", None),
+    )
+
+
+def _enabled(sec: "_Section") -> bool:
+    return sec.boolean("enabled", True)
+
+
+def _leak(raw: Any, source: str) -> LeakStep:
+    sec = _Section(raw, "steps.leak", source)
+    sec.keys(("enabled", "max_distance"))
+    return LeakStep(enabled=_enabled(sec), max_distance=sec.integer("max_distance", 0, low=0, high=64))
+
+
+def _new_whale(raw: Any, source: str) -> NewWhaleStep:
+    sec = _Section(raw, "steps.new_whale", source)
+    sec.keys(("enabled", "threshold", "proportion"))
+    if sec.has("threshold") and sec.has("proportion"):
+        raise KitError(f"{source}: steps.new_whale: give threshold or proportion, not both")
+    if sec.has("proportion"):
+        return NewWhaleStep(enabled=_enabled(sec), threshold=None,
+                            proportion=sec.number("proportion", None, low=0.0, high=1.0))
+    return NewWhaleStep(enabled=_enabled(sec), threshold=sec.number("threshold", 0.5), proportion=None)
+
+
+def _balance(raw: Any, source: str) -> BalanceStep:
+    sec = _Section(raw, "steps.balance", source)
+    sec.keys(("enabled", "margin", "min_count"))
+    return BalanceStep(enabled=_enabled(sec), margin=sec.number("margin", 0.3, low=0.0),
+                       min_count=sec.integer("min_count", 2, low=1))
+
+
+def _set_path(d: dict, path: str, value: Any, source: str) -> None:
+    parts = path.split(".")
+    node: Any = d
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            try:
+                node = node[int(part)]
+            except (ValueError, IndexError):
+                raise KitError(f"{source}: with_params: {path!r}: no list item {part!r} (there are {len(node)})") from None
+        elif isinstance(node, dict):
+            if part not in node:
+                prefix = ".".join(parts[:i + 1])
+                creatable = prefix in ("steps", "pseudo") or prefix in {f"steps.{s}" for s in STEP_ORDER} or (
+                    part == "calibration" and parts[0] == "members")
+                if not creatable:
+                    raise KitError(f"{source}: with_params: {path!r}: no key {part!r}{_did_you_mean(part, node)}")
+                node[part] = {}
+            node = node[part]
+        else:
+            raise KitError(f"{source}: with_params: {path!r}: {'.'.join(parts[:i])} is a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        raise KitError(f"{source}: with_params: {path!r} names a list item, not a key")
+    if path.startswith("steps.new_whale.") and last in ("threshold", "proportion"):
+        node.pop("proportion" if last == "threshold" else "threshold", None)
+    node[last] = value
+
+
+# ------------------------------------------------------------------------------------ validation
+def _did_you_mean(key: str, valid) -> str:
+    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Section:
+    """One mapping of the recipe with checked accessors; messages say `file: where.key: ...`."""
+
+    def __init__(self, raw: Any, where: str, source: str):
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            what = where or "the recipe"
+            raise KitError(f"{source}: {what} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
+        self.raw, self.where, self.source = raw, where, source
+
+    def _key(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key: str, message: str):
+        raise KitError(f"{self.source}: {self._key(key)} {message}")
+
+    def keys(self, valid, required=()) -> None:
+        for key in self.raw:
+            if key not in valid:
+                raise KitError(
+                    f"{self.source}: unknown key {self._key(str(key))!r}{_did_you_mean(key, valid)}; "
+                    f"valid keys{' in ' + self.where if self.where else ''}: {', '.join(valid)}"
+                )
+        for key in required:
+            if key not in self.raw or self.raw[key] is None:
+                raise KitError(f"{self.source}: missing key {self._key(key)!r}")
+
+    def has(self, key: str) -> bool:
+        return key in self.raw
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+    def section(self, key: str) -> "_Section":
+        return _Section(self.raw.get(key), self._key(key), self.source)
+
+    def string(self, key: str, default: Any = ...) -> Any:
+        if key not in self.raw or self.raw[key] is None:
+            if default is ...:
+                self.fail(key, "is missing")
+            return default
+        value = self.raw[key]
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, got {value!r}")
+        return value
+
+    def number(self, key: str, default: float | None, low: float | None = None, high: float | None = None,
+               low_open: bool = False) -> float | None:
+        if key not in self.raw or self.raw[key] is None:
+            return default
+        value = self.raw[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(key, f"must be a finite number, got {value!r}")
+        value = float(value)
+        if low is not None and (value < low or (low_open and value == low)):
+            self.fail(key, f"is {value:g}; it must be {'>' if low_open else '>='} {low:g}")
+        if high is not None and value > high:
+            self.fail(key, f"is {value:g}; it must be <= {high:g}")
+        return value
+
+    def integer(self, key: str, default: int, low: int | None = None, high: int | None = None) -> int:
+        value = self.raw.get(key, default)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be an integer, got {value!r}")
+        if low is not None and value < low:
+            self.fail(key, f"is {value}; it must be >= {low}")
+        if high is not None and value > high:
+            self.fail(key, f"is {value}; it must be <= {high}")
+        return value
