@@ -94,15 +94,21 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     from kit.data.folds import read_folds
     from kit.export.images import ImageSource
     from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
-    from kit.export.member import ONNX, _default_loaders, data_dir_of
+    from kit.export.member import CHECKPOINT, ONNX, _default_loaders, checkpoint_stamp, data_dir_of, read_report
     from kit.export.runtime import OnnxRunner, TorchRunner
 
     model_dir = Path(model_dir)
     threshold = {**THRESHOLD, **(threshold or {})}
     if not (model_dir / ONNX).is_file():
         raise KitError(f"{model_dir}: no {ONNX}; run scripts/export.py first")
+    report = read_report(model_dir)
+    if report is None:
+        raise KitError(f"{model_dir}: {ONNX} was not exported from the current {CHECKPOINT} (training went on?); "
+                       f"run scripts/export.py {model_dir} again")
     load_member, load_image = loaders or _default_loaders()
     model, info = load_member(model_dir)
+    if checkpoint_stamp(model_dir) != report["checkpoint_mtime_ns"]:
+        raise KitError(f"{model_dir}: {CHECKPOINT} changed while being read (training is running); try again when it stops")
     data_dir = data_dir_of(model_dir, data)
     if data_dir is None:
         raise KitError(f"{model_dir}: give the competition directory (data)")
@@ -124,7 +130,7 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     saved = {}
     for view, split in torch_sets:
         d = model_dir / "preds" / view / split
-        if (d / "meta.json").is_file():
+        if f"preds/{view}/{split}" in report.get("sets", ()):
             ps = load_set(d, mmap=False)
             if (ps.meta.get("tta") == ("flip" if tta else "none") and ps.meta.get("cosine", "centre") == "centre"
                     and not ps.meta.get("new_identities")):

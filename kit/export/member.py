@@ -66,15 +66,34 @@ def _mtime(path: Path) -> float:
     return path.stat().st_mtime if path.exists() else -1.0
 
 
-def is_fresh(model_dir: Path, options: dict, skip_infer: bool) -> bool:
-    """model.onnx, export.json and every set it lists are newer than checkpoint.pt, same options."""
-    report_path = model_dir / REPORT
-    born = _mtime(model_dir / CHECKPOINT)
-    if _mtime(model_dir / ONNX) <= born or _mtime(report_path) <= born:
-        return False
+def checkpoint_stamp(model_dir: Path) -> int:
+    """The checkpoint's modification time (ns): which checkpoint an export was made from."""
+    return (model_dir / CHECKPOINT).stat().st_mtime_ns
+
+
+def read_report(model_dir: Path) -> dict | None:
+    """export.json if it describes the checkpoint now in `model_dir`, else None (stale or absent)."""
     try:
-        report = json.loads(report_path.read_text())
+        report = json.loads((model_dir / REPORT).read_text())
     except (OSError, json.JSONDecodeError):
+        return None
+    if report.get("checkpoint_mtime_ns") != checkpoint_stamp(model_dir) or not (model_dir / ONNX).is_file():
+        return None
+    return report
+
+
+def is_fresh(model_dir: Path, options: dict, skip_infer: bool) -> bool:
+    """model.onnx, export.json and every set it lists are newer than checkpoint.pt, same options.
+
+    "Newer" is checked twice: by modification times, and by the checkpoint time export.json
+    recorded before loading it (training rewrites checkpoint.pt every epoch, possibly while an
+    export runs).
+    """
+    born = _mtime(model_dir / CHECKPOINT)
+    if _mtime(model_dir / ONNX) <= born or _mtime(model_dir / REPORT) <= born:
+        return False
+    report = read_report(model_dir)
+    if report is None:
         return False
     if not skip_infer:
         if report.get("options") != options or not report.get("sets"):
@@ -126,6 +145,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
 
     load_member, load_image = loaders or _default_loaders()
     t0 = time.perf_counter()
+    stamp = checkpoint_stamp(model_dir)  # before loading: a checkpoint replaced meanwhile reads as stale
     model, info = load_member(model_dir)
 
     comp = plans = source = None
@@ -151,7 +171,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         raise
     size_mb = (model_dir / ONNX).stat().st_size / 2**20
     log(f"{model_dir}: {ONNX} ({size_mb:.1f} MB, {parity.exporter} exporter), parity {parity.summary()}")
-    report: dict = {"model": info.name, "onnx": ONNX, "exporter": parity.exporter,
+    report: dict = {"model": info.name, "checkpoint_mtime_ns": stamp, "onnx": ONNX, "exporter": parity.exporter,
                     "parity": {"rel_error": parity.rel_error, "max_abs": parity.max_abs,
                                "tolerance": parity.tolerance, "inputs": "images" if queries else "noise"},
                     "options": options, "sets": []}

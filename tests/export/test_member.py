@@ -64,6 +64,8 @@ def test_rerun_skips_fresh_members_and_redoes_stale_ones(twin_member):
     # A newer checkpoint (training went on) makes every output stale.
     time.sleep(0.01)
     os.utime(twin_member / "checkpoint.pt")
+    with pytest.raises(KitError, match="not exported from the current checkpoint.pt"):
+        map5_parity(twin_member)
     said.clear()
     export_member(twin_member, provider="cpu", progress=False, log=said.append, batch=16)
     assert not any("up to date" in s for s in said)
