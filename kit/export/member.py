@@ -102,6 +102,15 @@ def is_fresh(model_dir: Path, options: dict, skip_infer: bool) -> bool:
     return True
 
 
+def remove_outputs(model_dir: Path) -> None:
+    """Delete what export wrote (model.onnx, model.fp16.onnx, export.json, preds/)."""
+    import shutil
+
+    for name in (REPORT, ONNX, ONNX_FP16):  # export.json first: without it nothing reads as fresh
+        (model_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(model_dir / "preds", ignore_errors=True)
+
+
 def parity_inputs(images: Sequence[str], load: Callable[[str], np.ndarray] | None, info, n: int = PARITY_IMAGES,
                   seed: int = 0) -> np.ndarray:
     """A few real preprocessed images when there are some, else seeded noise of the input shape."""
@@ -165,9 +174,8 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
     try:
         parity = export_checked(model, info, model_dir / ONNX, inputs)
     except ParityError:
-        stale = model_dir / ONNX  # an earlier export, of an earlier checkpoint: not this member any more
-        if _mtime(stale) <= _mtime(model_dir / CHECKPOINT):
-            stale.unlink(missing_ok=True)
+        if _mtime(model_dir / ONNX) <= _mtime(model_dir / CHECKPOINT):
+            remove_outputs(model_dir)  # an earlier checkpoint's: they no longer describe this member
         raise
     size_mb = (model_dir / ONNX).stat().st_size / 2**20
     log(f"{model_dir}: {ONNX} ({size_mb:.1f} MB, {parity.exporter} exporter), parity {parity.summary()}")

@@ -115,3 +115,32 @@ def export_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_a_failed_export_of_a_new_checkpoint_leaves_no_stale_outputs(tmp_path, tiny_data, monkeypatch):
+    from onnx import numpy_helper
+    import onnx
+
+    from kit.export import exporter
+    from kit.export.exporter import ParityError
+
+    member = make_member(tmp_path / "m", tiny_data, flip="none")
+    old = time.time() - 100  # what an export of the previous checkpoint left
+    for f in ("model.onnx", "export.json", "preds/logit/val/scores.npy"):
+        (member / f).parent.mkdir(parents=True, exist_ok=True)
+        (member / f).write_text("old")
+        os.utime(member / f, (old, old))
+    real = exporter.export_onnx
+
+    def broken(model, info, path, **kw):
+        used = real(model, info, path, **kw)
+        m = onnx.load(str(path))
+        t = next(t for t in m.graph.initializer if numpy_helper.to_array(t).dtype == np.float32 and t.dims)
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(3), t.name))
+        onnx.save(m, str(path))
+        return used
+
+    monkeypatch.setattr(exporter, "export_onnx", broken)
+    with pytest.raises(ParityError, match="parity check failed"):
+        export_member(member, progress=False, log=lambda s: None)
+    assert sorted(p.name for p in member.iterdir()) == ["checkpoint.pt", "classes.txt", "recipe.yaml"]
