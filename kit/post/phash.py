@@ -118,12 +118,13 @@ def write_directory_hashes(directory: str | os.PathLike, out_csv: str | os.PathL
     return Path(out_csv)
 
 
-def write_hashes(competition_dir: str | os.PathLike, out_csv: str | os.PathLike | None = None,
+def write_hashes(competition_dir, out_csv: str | os.PathLike | None = None,
                  workers: int | None = None, fast: bool = False) -> Path:
-    """`Image,phash` for the train and test images of a competition (default: DIR/hashes.csv)."""
-    from kit.data.competition import load_competition
+    """`Image,phash` for the train and test images of a competition (default: DIR/hashes.csv).
+    `competition_dir`: the directory, or an already loaded kit.data.Competition."""
+    from kit.data.competition import Competition, load_competition
 
-    comp = load_competition(competition_dir)
+    comp = competition_dir if isinstance(competition_dir, Competition) else load_competition(competition_dir)
     train, test = list(comp.train["image"]), list(comp.test_images)
     paths = [comp.train_dir / n for n in train] + [comp.test_dir / n for n in test]
     hashes = phash_files(paths, workers, fast)

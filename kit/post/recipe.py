@@ -336,9 +336,10 @@ def _leak(raw: Any, source: str) -> LeakStep:
 def _new_whale(raw: Any, source: str) -> NewWhaleStep:
     sec = _Section(raw, "steps.new_whale", source)
     sec.keys(("enabled", "threshold", "proportion"))
-    if sec.has("threshold") and sec.has("proportion"):
+    given = [k for k in ("threshold", "proportion") if sec.get(k) is not None]
+    if len(given) == 2:
         raise KitError(f"{source}: steps.new_whale: give threshold or proportion, not both")
-    if sec.has("proportion"):
+    if given == ["proportion"]:
         return NewWhaleStep(enabled=_enabled(sec), threshold=None,
                             proportion=sec.number("proportion", None, low=0.0, high=1.0))
     return NewWhaleStep(enabled=_enabled(sec), threshold=sec.number("threshold", 0.5), proportion=None)

@@ -1,0 +1,97 @@
+"""Blend kernels against plain float64 numpy, serial and parallel; top-k against a stable sort."""
+import numpy as np
+import pytest
+
+from kit.post import blend
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def variant(request, monkeypatch):
+    """Run each kernel test twice: the serial compilation, then the parallel one."""
+    monkeypatch.setattr(blend, "PARALLEL_MIN_ELEMENTS", 10**12 if request.param == "serial" else 0)
+    return request.param
+
+
+def logits(rng, n=37, c=53, scale=4.0):
+    return (rng.standard_normal((n, c)) * scale).astype(np.float32)
+
+
+def test_exp32_against_numpy():
+    x = np.concatenate([np.linspace(-100, 100, 20001), [0.0, -87.0, 88.0, 1e-8, -1e-8]]).astype(np.float32)
+    got = blend.exp32_array(x).astype(np.float64)
+    ref = np.exp(np.clip(x.astype(np.float64), -87, 88))
+    assert np.all(np.abs(got - ref) <= 3e-7 * ref)
+    assert np.isfinite(got).all() and (got > 0).all()
+
+
+def slow_softmax(x, t):
+    z = x.astype(np.float64) / t
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_add_softmax(variant):
+    rng = np.random.default_rng(0)
+    x = logits(rng)
+    out = np.full(x.shape, 0.25, dtype=np.float32)
+    for t in (0.3, 1.0, 7.0):
+        out[:] = 0.25
+        blend.add_softmax(out, x, x.max(axis=1), 1 / t, 0.6)
+        np.testing.assert_allclose(out, 0.25 + 0.6 * slow_softmax(x, t), rtol=2e-6, atol=1e-7)
+
+
+def test_add_sigmoid_and_affine(variant):
+    rng = np.random.default_rng(1)
+    x = logits(rng, scale=30.0)  # saturating both ways: no overflow, no NaN
+    out = np.zeros_like(x)
+    blend.add_sigmoid(out, x, 1 / 2.0, 0.5)
+    np.testing.assert_allclose(out, 0.5 * sigmoid(x.astype(np.float64) / 2.0), rtol=2e-6, atol=1e-7)
+    c = np.tanh(x / 30).astype(np.float32)  # cosines
+    out = np.zeros_like(c)
+    blend.add_affine(out, c, 10.0, -5.0, 2.0)
+    np.testing.assert_allclose(out, 2.0 * sigmoid(10.0 * c.astype(np.float64) - 5.0), rtol=2e-6, atol=1e-7)
+
+
+def test_add_scaled_and_ranked(variant):
+    rng = np.random.default_rng(2)
+    x = logits(rng)
+    out = np.ones_like(x)
+    blend.add_scaled(out, x, 0.5)
+    np.testing.assert_allclose(out, 1 + 0.5 * x, rtol=1e-6)
+    codes = np.array([[3, 1, -1, 0, 2], [-1, -1, -1, -1, -1]])
+    out = np.zeros((2, 4), np.float32)
+    blend.add_ranked(out, codes, blend.RANK_WEIGHTS, 2.0)
+    np.testing.assert_allclose(out, [[2 / 4, 2 / 2, 2 / 5, 2.0], [0, 0, 0, 0]], rtol=1e-6)
+
+
+def test_reciprocal_rank_with_ties():
+    x = np.array([[0.1, 0.9, 0.5, 0.9], [1, 1, 1, 1]], dtype=np.float32)
+    # ranks: 0.9 (col 1) first, 0.9 (col 3) second, 0.5 third, 0.1 last; all-equal: column order
+    np.testing.assert_allclose(blend.reciprocal_rank(x), [[1 / 4, 1, 1 / 3, 1 / 2], [1, 1 / 2, 1 / 3, 1 / 4]], rtol=1e-6)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, (20, 30)).astype(np.float32)
+    slow = np.empty_like(y)
+    for i, row in enumerate(y):
+        for rank, j in enumerate(sorted(range(len(row)), key=lambda j: (-row[j], j))):
+            slow[i, j] = 1 / (1 + rank)
+    np.testing.assert_allclose(blend.reciprocal_rank(y), slow)
+
+
+@pytest.mark.parametrize("k", [1, 5, 10, 80])
+def test_top_k_against_a_stable_sort(variant, k):
+    rng = np.random.default_rng(k)
+    cases = [
+        logits(rng, 40, 300),
+        rng.integers(0, 3, (40, 300)).astype(np.float32),  # ties everywhere
+        np.zeros((3, 7), np.float32),  # all tied: columns in order
+        logits(rng, 5, 3),  # fewer columns than k
+    ]
+    for x in cases:
+        codes, values = blend.top_k(x, k)
+        order = [sorted(range(x.shape[1]), key=lambda j: (-x[i, j], j))[:k] for i in range(len(x))]
+        assert codes.tolist() == order
+        assert np.array_equal(values, np.take_along_axis(x, codes, axis=1))

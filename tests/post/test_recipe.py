@@ -1,0 +1,141 @@
+"""The blend recipe: loaded once into dataclasses, every bad key or value a one-line KitError."""
+import pytest
+import yaml
+
+from kit.errors import KitError
+from kit.post.recipe import (BlendRecipe, Calibration, dump_recipe, load_recipe, recipe_from_dict)
+
+GOOD = """
+name: final
+data: data/small
+fold: 0
+members:
+  - model: models/resnet18_tiny
+    view: logit
+    weight: 1.0
+    calibration: {method: softmax, temperature: 1.5}
+  - model: models/resnet18_tiny
+    view: cosine
+    weight: 0.5
+    calibration: {method: affine, scale: 8, shift: -3}
+  - model: models/effnet_tiny
+    view: logit
+  - submission: teammate.csv
+    val_submission: teammate_val.csv
+    weight: 0.5
+steps:
+  leak: {max_distance: 0}
+  new_whale: {threshold: 0.5}
+  balance: {margin: 0.3, min_count: 2, enabled: false}
+pseudo: {threshold: 0.96}
+output: submissions
+"""
+
+
+def load_text(tmp_path, text) -> BlendRecipe:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return load_recipe(path)
+
+
+def test_good_recipe(tmp_path):
+    r = load_text(tmp_path, GOOD)
+    assert r.name == "final" and r.fold == 0 and len(r.members) == 4
+    assert r.members[0].calibration == Calibration("softmax", temperature=1.5)
+    assert r.members[2].calibration.method == "auto" and r.members[2].weight == 1.0
+    assert r.members[3].submission == "teammate.csv" and not r.members[3].scored
+    assert r.steps.active("leak").max_distance == 0
+    assert r.steps.active("balance") is None and r.steps.balance.margin == 0.3
+    assert str(r.submission_path) == "submissions/final.csv"
+    assert str(r.pseudo_path) == "submissions/final.pseudo.csv"
+
+
+def test_defaults_and_omitted_steps(tmp_path):
+    r = load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\n")
+    assert r.fold == 0 and r.output == "submissions" and r.pseudo.threshold == 0.96
+    assert all(r.steps.active(s) is None for s in ("leak", "new_whale", "balance"))
+
+
+def test_dump_and_load_round_trip(tmp_path):
+    r = load_text(tmp_path, GOOD)
+    out = dump_recipe(r, tmp_path / "blends" / "final.tuned.yaml")
+    assert load_recipe(out) == r
+    assert yaml.safe_load(out.read_text())["steps"]["balance"]["enabled"] is False
+    assert recipe_from_dict(r.to_dict()) == r
+
+
+def test_with_params(tmp_path):
+    r = load_text(tmp_path, GOOD)
+    t = r.with_params({"members.0.weight": 0.7, "members.0.calibration.temperature": 2.0,
+                       "members.2.calibration.temperature": 3.0, "steps.leak.max_distance": 2,
+                       "steps.balance.margin": 0.1, "steps.balance.min_count": 3})
+    assert t.members[0].weight == 0.7 and t.members[0].calibration.temperature == 2.0
+    assert t.members[2].calibration == Calibration("auto", temperature=3.0)
+    assert t.steps.leak.max_distance == 2 and t.steps.balance.margin == 0.1 and t.steps.balance.min_count == 3
+    assert r.members[0].weight == 1.0  # the original is untouched
+    # threshold and proportion replace each other
+    p = r.with_params({"steps.new_whale.proportion": 0.276})
+    assert p.steps.new_whale.proportion == 0.276 and p.steps.new_whale.threshold is None
+    assert p.with_params({"steps.new_whale.threshold": 0.4}).steps.new_whale.proportion is None
+    assert r.with_params(name="final_tuned").name == "final_tuned"
+    # an omitted step can be switched on
+    bare = load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\n")
+    assert bare.with_params({"steps.balance.margin": 0.2}).steps.active("balance").margin == 0.2
+    # bad paths and values are KitErrors too
+    with pytest.raises(KitError, match="members.9.weight"):
+        r.with_params({"members.9.weight": 1.0})
+    with pytest.raises(KitError, match="temperature.*> 0"):
+        r.with_params({"members.0.calibration.temperature": 0.0})
+    with pytest.raises(KitError, match="did you mean 'new_whale'"):
+        r.with_params({"steps.new_whal.threshold": 0.3})
+
+
+@pytest.mark.parametrize("edit, message", [
+    # unknown or misspelled keys, at every level: the key, the file, the valid keys
+    (lambda d: d.update(memebers=d["members"]), r"unknown key 'memebers' \(did you mean 'members'\?\); valid keys: name, data"),
+    (lambda d: d["members"][0].update(wieght=1), r"unknown key 'members\[0\]\.wieght' \(did you mean 'weight'\?\)"),
+    (lambda d: d["members"][0]["calibration"].update(temprature=2), r"'members\[0\]\.calibration\.temprature'"),
+    (lambda d: d["steps"].update(new_whal={"threshold": 0.5}), r"'steps\.new_whal' \(did you mean 'new_whale'\?\); valid keys in steps: leak, new_whale, balance"),
+    (lambda d: d["steps"]["leak"].update(max_dist=1), r"'steps\.leak\.max_dist' \(did you mean 'max_distance'\?\)"),
+    (lambda d: d["pseudo"].update(treshold=0.9), r"'pseudo\.treshold' \(did you mean 'threshold'\?\)"),
+    (lambda d: d["members"][3].update(view="logit"), r"unknown key 'members\[3\]\.view'"),
+    # missing or wrong values
+    (lambda d: d.pop("data"), r"missing key 'data'"),
+    (lambda d: d.update(members=[]), r"members must be a non-empty list"),
+    (lambda d: d["members"][0].pop("view"), r"missing key 'members\[0\]\.view'"),
+    (lambda d: d["members"][0].update(view="embedding"), r"members\[0\]\.view is 'embedding'; expected one of logit, cosine"),
+    (lambda d: d["members"][0].update(submission="x.csv"), r"members\[0\]: give exactly one of"),
+    (lambda d: d["members"][0].update(weight=-1), r"members\[0\]\.weight is -1; it must be >= 0"),
+    (lambda d: d["members"][0].update(weight="heavy"), r"weight must be a finite number"),
+    (lambda d: d["members"][0]["calibration"].update(method="isotonic"), r"method is 'isotonic'; expected one of auto"),
+    (lambda d: d["members"][0]["calibration"].update(scale=2), r"calibration\.scale does not apply to method softmax"),
+    (lambda d: d["members"][0]["calibration"].update(temperature=0), r"temperature is 0; it must be > 0"),
+    (lambda d: d["members"].append(dict(d["members"][0])), r"members\[4\] repeats members\[0\]"),
+    (lambda d: [m.update(weight=0) for m in d["members"]], r"weights sum to 0"),
+    (lambda d: d["steps"]["new_whale"].update(proportion=0.3), r"threshold or proportion, not both"),
+    (lambda d: d["steps"]["new_whale"].update(threshold=None, proportion=1.5), r"proportion is 1.5; it must be <= 1"),
+    (lambda d: d["steps"]["leak"].update(max_distance=1.5), r"max_distance must be an integer"),
+    (lambda d: d["steps"]["balance"].update(enabled="yes"), r"enabled must be true or false"),
+    (lambda d: d.update(fold="zero"), r"fold must be an integer"),
+    (lambda d: d.update(name="my final"), r"not a usable file name"),
+    (lambda d: d.update(steps=[1, 2]), r"steps must be a mapping"),
+])
+def test_bad_recipes(tmp_path, edit, message):
+    d = yaml.safe_load(GOOD)
+    edit(d)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(KitError, match=message) as e:
+        load_recipe(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unreadable_recipes(tmp_path):
+    with pytest.raises(KitError, match="not found"):
+        load_recipe(tmp_path / "absent.yaml")
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(KitError, match=r"broken.yaml: not valid YAML at line"):
+        load_recipe(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(KitError, match="the recipe must be a mapping"):
+        load_recipe(tmp_path / "list.yaml")
