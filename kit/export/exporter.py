@@ -19,7 +19,7 @@ import dataclasses
 import io
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,6 @@ class Parity:
     batches: tuple[int, ...]
     tolerance: float
     exporter: str = ""
-    worst: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
