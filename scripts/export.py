@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="cosine view: add gallery identities the member was not trained on (after its own)")
     p.add_argument("--workers", type=int, default=None, help="image-decoding threads (default: the cores)")
     p.add_argument("--models", default="models", help="where to look for members when none is named (default models)")
+    p.add_argument("--check-map5", action="store_true",
+                   help="after export, score the prediction sets and the eager PyTorch member alike (local MAP@5, "
+                        "new_whale at a fixed threshold); fail if they differ by more than 1e-4")
     args = p.parse_args(argv)
 
     from kit.export.member import export_member, find_members
@@ -39,7 +42,24 @@ def main(argv: list[str] | None = None) -> int:
         export_member(member, args.data, batch=args.batch, provider=args.provider, skip_infer=args.skip_infer,
                       force=args.force, fp16=args.fp16, tta=not args.no_tta, cosine=args.cosine,
                       new_identities=args.new_identities, workers=args.workers)
+        if args.check_map5 and not args.skip_infer:
+            check_map5(member, args.data, args.batch)
     return 0
+
+
+def check_map5(member, data, batch: int) -> None:
+    from kit.export.check import map5_parity
+
+    rows = map5_parity(member, data, batch=batch)
+    if not rows:
+        print(f"{member}: nothing to score (no validation fold and no test_truth.csv)")
+    for r in rows:
+        print(f"{member}: {r.view:<6} {r.split:<4} {r.images:>5} images  MAP@5 onnxruntime {r.map5_onnx:.5f}  "
+              f"pytorch {r.map5_torch:.5f}  difference {r.diff:.1e}  (max score difference {r.max_score_diff:.1e})")
+    bad = [r for r in rows if r.diff > 1e-4]
+    if bad:
+        raise KitError(f"{member}: local MAP@5 of onnxruntime and PyTorch differ by {max(r.diff for r in bad):.2e} "
+                       f"(> 1e-4) on {', '.join(f'{r.view}/{r.split}' for r in bad)}")
 
 
 if __name__ == "__main__":

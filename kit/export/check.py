@@ -88,8 +88,12 @@ class Map5Row:
 
 def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
                 threshold: dict | None = None, tta: bool = True, provider: str = "cpu",
-                loaders=None, progress: bool = False) -> list[Map5Row]:
-    """Local MAP@5 of each (view, split) prediction set from ONNX and from eager PyTorch."""
+                loaders=None, progress: bool = False, workdir: str | os.PathLike | None = None) -> list[Map5Row]:
+    """Local MAP@5 of each (view, split) prediction set from ONNX and from eager PyTorch.
+
+    The submissions and truth CSVs are written to `workdir` (kept, for scripts/score.py) or to
+    a temporary directory.
+    """
     from kit.data import load_competition
     from kit.data.folds import read_folds
     from kit.export.images import ImageSource
@@ -142,7 +146,9 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     if comp.truth is not None:
         truths["test"] = comp.truth
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(workdir) if workdir else Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         for (view, split), ps in onnx_sets.items():
             if split not in truths:
                 continue

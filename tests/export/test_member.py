@@ -105,6 +105,12 @@ def test_cli_errors_are_one_line(tmp_path, export_script):
         main(["--provider", "tpu"])
 
 
+def test_cli_exports_and_checks_map5(twin_member, export_script, capsys):
+    assert export_script.main([str(twin_member), "--provider", "cpu", "--batch", "8", "--check-map5"]) == 0
+    out = capsys.readouterr().out
+    assert "logit  val" in out and "cosine val" in out and "MAP@5 onnxruntime" in out
+
+
 @pytest.fixture
 def export_script():
     """scripts/export.py as a module (scripts/ is not a package)."""
