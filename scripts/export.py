@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-identities", action="store_true",
                    help="cosine view: add gallery identities the member was not trained on (after its own)")
     p.add_argument("--workers", type=int, default=None, help="image-decoding threads (default: the cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime intra-op threads on the CPU (default: the cores; on a machine shared with "
+                        "other jobs, 1 can be faster)")
     p.add_argument("--models", default="models", help="where to look for members when none is named (default models)")
     p.add_argument("--check-map5", action="store_true",
                    help="after export, score the prediction sets and the eager PyTorch member alike (local MAP@5, "
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for member in members:
         export_member(member, args.data, batch=args.batch, provider=args.provider, skip_infer=args.skip_infer,
                       force=args.force, fp16=args.fp16, tta=not args.no_tta, cosine=args.cosine,
-                      new_identities=args.new_identities, workers=args.workers)
+                      new_identities=args.new_identities, workers=args.workers, threads=args.threads)
         if args.check_map5 and not args.skip_infer:
             check_map5(member, args.data, args.batch)
     return 0

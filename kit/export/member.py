@@ -123,7 +123,8 @@ def parity_inputs(images: Sequence[str], load: Callable[[str], np.ndarray] | Non
 def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
                   provider: str = "auto", skip_infer: bool = False, force: bool = False, fp16: bool = False,
                   tta: bool = True, cosine: str = "centre", new_identities: bool = False,
-                  workers: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
+                  workers: int | None = None, threads: int | None = None, progress: bool = True,
+                  log: Callable[[str], None] = print,
                   loaders: tuple[Callable, Callable] | None = None) -> dict:
     """Export, check and (unless `skip_infer`) run one member; returns what export.json holds.
 
@@ -191,10 +192,10 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         onnx_for_inference = model_dir / ONNX_FP16
 
     if not skip_infer:
-        runner = OnnxRunner(onnx_for_inference, provider)
+        runner = OnnxRunner(onnx_for_inference, provider, threads)
         if fp16 and runner.provider != "cuda":
             log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
-            runner = OnnxRunner(model_dir / ONNX, provider)
+            runner = OnnxRunner(model_dir / ONNX, provider, threads)
             fp16_used = False
         else:
             fp16_used = fp16

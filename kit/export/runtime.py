@@ -128,17 +128,20 @@ class OnnxRunner:
 class TorchRunner:
     """The same interface over the eager PyTorch network (parity checks and benchmarks)."""
 
-    def __init__(self, model, device: str = "cpu", autocast_fp16: bool = False):
+    def __init__(self, model, device: str = "cpu", autocast_fp16: bool = False, threads: int | None = None):
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.autocast = autocast_fp16
+        self.threads = threads  # CPU threads for this runner's calls (torch's setting is process-wide)
         self.provider = f"torch-{self.device.type}" + ("-fp16" if autocast_fp16 else "")
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         torch = self.torch
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device, non_blocking=True)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
             logits, embedding = self.model(batch)

@@ -13,7 +13,8 @@ from kit.export.runtime import OnnxRunner, gpu_present, open_session
 def test_the_provider_used_is_the_one_reported(twin_member):
     runner = OnnxRunner(twin_member / "model.onnx", "auto")
     assert runner.provider == ("cuda" if gpu_present() else "cpu")
-    assert runner.session.get_providers()[0] == {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}[runner.provider]
+    ort_name = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}[runner.provider]
+    assert runner.session.get_providers()[0] == ort_name
 
 
 @pytest.mark.skipif(gpu_present(), reason="a GPU is here: CUDA does start")
