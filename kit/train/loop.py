@@ -1,0 +1,392 @@
+"""The training loop: stages, epochs, checkpoints, resume, DDP, validation.
+
+`train(recipe)` writes `models/<name>/` (docs/design.md, "The trained member"): recipe.yaml,
+classes.txt, checkpoint.pt (after every epoch), metrics.json, train.log.
+
+Reproducibility: the model is initialised from the recipe seed; each epoch's plan (rows, flips,
+augmentation seeds) and its torch RNG (dropout) are drawn from (seed, epoch) alone; the learning
+rate is a function of (stage, epoch, step). So a run resumed from its last checkpoint after a
+kill repeats the interrupted epoch exactly, and an N-process DDP run sees the same global batches
+as one process accumulating N micro-batches.
+
+Run under `torchrun --nproc_per_node N scripts/train.py ...` for DistributedDataParallel (NCCL on
+GPUs, gloo on the CPU); the global batch `sampling.batch_size` is split over the processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from kit.errors import KitError
+from kit.io import atomic_path, write_text
+from kit.train.data import EvalSet, PixelSource, TrainSet, build_tables, make_plan, rank_batches
+from kit.train.losses import Criterion
+from kit.train.model import (WhaleNet, apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
+                             set_train_mode)
+from kit.train.recipe import Recipe, StageCfg, dump_recipe, recipe_from_dict
+from kit.train.validate import baselines, evaluate_probs
+
+# Keys that may change between a run and its resume: they do not change what is learned.
+RESUMABLE_CHANGES = ("name", "data", "runtime")
+
+
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    started_here: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def setup(cls, device_kind: str) -> "DistEnv":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        env = cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+            env.started_here = True
+        return env
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.started_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class Log:
+    """train.log and the console, from the main process only."""
+
+    def __init__(self, path: Path | None, echo: bool):
+        self.path, self.echo = path, echo
+
+    def __call__(self, message: str) -> None:
+        if self.path is None:
+            return
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+        if self.echo:
+            print(message, flush=True)
+
+
+def _device(recipe: Recipe, local_rank: int) -> torch.device:
+    want = recipe.runtime.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise KitError("runtime.device is cuda but no GPU is available; use device: auto or cpu")
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _threads(world: int) -> None:
+    """One process per core set by default; OMP_NUM_THREADS (torchrun sets 1) wins when given."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, world)))
+
+
+def _lr(stage: StageCfg, progress: float, step_fraction: float) -> float:
+    """Learning rate at `progress` epochs into the stage (warm-up, then constant or cosine)."""
+    factor = 1.0
+    if stage.warmup_epochs > 0:
+        factor = min(1.0, (progress + step_fraction) / stage.warmup_epochs)
+    if stage.schedule == "cosine":
+        factor *= stage.final_lr + (1 - stage.final_lr) * 0.5 * (1 + math.cos(math.pi * progress / stage.epochs))
+    return stage.lr * factor
+
+
+def _optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
+    o = recipe.optim
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=0.0, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+    cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=0.0, weight_decay=o.weight_decay)
+
+
+def _epoch_seed(recipe: Recipe, global_epoch: int) -> tuple[int, int]:
+    return (recipe.seed, global_epoch)
+
+
+def _compare(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key in RESUMABLE_CHANGES:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _compare(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _unwrap(model: nn.Module) -> WhaleNet:
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, autocast, activation: str, num_classes: int):
+    """(probabilities (N, K) of the unflipped columns, targets, ok) over a loader of EvalSet."""
+    model.eval()
+    probs, targets, oks = [], [], []
+    for x, target, ok, _ in loader:
+        with autocast():
+            logits, _ = model(x.to(device, non_blocking=True))
+        logits = logits.float()
+        p = torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
+        probs.append(p[:, :num_classes].cpu().numpy())
+        targets.append(target.numpy())
+        oks.append(ok.numpy())
+    if not probs:
+        return np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
+    return np.concatenate(probs), np.concatenate(targets), np.concatenate(oks)
+
+
+def train(recipe: Recipe, out: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+          resume: bool = False, force: bool = False, progress: bool = True,
+          on_step: Callable[[int, int, int], None] | None = None) -> Path:
+    """Train one member into `out` (default models/<name>); returns the directory.
+
+    resume: continue from out/checkpoint.pt (the recipe must match but for name, data and runtime).
+    force: start over even if out/ holds a checkpoint. on_step(stage, epoch, step): called after
+    every optimizer step (tests use it to interrupt a run).
+    """
+    from kit.data.competition import load_competition
+
+    want_cuda = recipe.runtime.device == "cuda" or (recipe.runtime.device == "auto" and torch.cuda.is_available())
+    env = DistEnv.setup("cuda" if want_cuda else "cpu")
+    try:
+        return _train(recipe, Path(out) if out else Path("models") / recipe.name, Path(data or recipe.data),
+                      resume, force, progress, on_step, env, load_competition)
+    finally:
+        env.close()
+
+
+def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_competition) -> Path:
+    device = _device(recipe, env.local_rank)
+    _threads(env.world if device.type == "cpu" else 1)
+    b, a = recipe.sampling.batch_size, recipe.optim.accumulate
+    if b % (env.world * a):
+        raise KitError(f"sampling.batch_size {b} must divide by processes x optim.accumulate = {env.world} x {a}")
+    if recipe.use_pairs and (b // env.world // a) % 2:
+        raise KitError(f"same-id pairs need an even micro-batch; batch_size {b} / {env.world} process(es) / accumulate {a} is odd")
+
+    comp = load_competition(data_dir)
+    train_t, val_t, classes = build_tables(recipe, comp, data_dir)
+    K = len(classes)
+    use_boxes = comp.boxes is not None if recipe.input.boxes == "auto" else bool(recipe.input.boxes)
+    if use_boxes and comp.boxes is None:
+        raise KitError(f"input.boxes is true but {data_dir}/bounding_boxes.csv does not exist")
+
+    ckpt_path = out / "checkpoint.pt"
+    saved = None
+    if ckpt_path.is_file() and not force:
+        if not resume:
+            raise KitError(f"{out}: already holds a checkpoint; use --resume to continue it or --force to start over")
+        saved = read_checkpoint(ckpt_path)
+        changed = _compare(saved["recipe"], recipe.to_dict())
+        if changed:
+            raise KitError(f"{ckpt_path}: the recipe changed since this checkpoint ({'; '.join(changed[:3])}); "
+                           "use --force to start over")
+        if list(saved["classes"]) != classes:
+            raise KitError(f"{ckpt_path}: the training identities changed ({len(saved['classes'])} then, {K} now); "
+                           "use --force to start over")
+
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe, K)
+    mean, std = resolve_norm(recipe, model.backbone)
+    info = member_info(recipe, classes, mean, std, use_boxes)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+
+    log = Log(out / "train.log" if env.main else None, echo=progress)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if saved is None:
+            (out / "train.log").unlink(missing_ok=True)
+            (out / "metrics.json").unlink(missing_ok=True)
+        write_text(out / "recipe.yaml", dump_recipe(recipe))
+        write_text(out / "classes.txt", "".join(c + "\n" for c in classes))
+    env.barrier()
+
+    r = recipe.runtime
+    use_amp = r.amp == "bf16" or (r.amp == "auto" and device.type == "cuda")
+    channels_last = r.channels_last is True or (r.channels_last == "auto" and device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    if env.world > 1 and r.sync_bn and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    source = PixelSource(train_t, info, cache=recipe.input.cache, progress=progress and env.main)
+    val_source = PixelSource(val_t, info, cache=recipe.input.cache, progress=progress and env.main) if env.main else None
+    loader_kw = dict(num_workers=r.workers, pin_memory=device.type == "cuda", persistent_workers=False)
+    if r.workers > 0:
+        loader_kw["multiprocessing_context"] = "fork" if os.name == "posix" else None
+    criterion = Criterion(recipe.head, info.num_outputs, recipe.flip_twins)
+
+    metrics = saved.get("metrics") if saved else None
+    if metrics is None:
+        metrics = {"name": recipe.name, "fold": recipe.fold, "classes": K,
+                   "train_images": len(train_t), "val_images": len(val_t),
+                   "baselines": baselines(val_t.targets, train_t.targets, K) if len(val_t) else None,
+                   "epochs": [], "bad_images": []}
+    bad_images: set[str] = set(metrics["bad_images"])
+    if env.main:
+        log(f"{recipe.name}: {recipe.model.backbone} + {recipe.head.type} head, {K} identities"
+            f"{' (x2 flip twins)' if recipe.flip_twins else ''}, {len(train_t)} train / {len(val_t)} val images, "
+            f"{tuple(recipe.input.size)} input, boxes {'on' if use_boxes else 'off'}, on {device}"
+            f"{f' x{env.world} processes' if env.world > 1 else ''}")
+        if saved is not None:
+            log(f"resuming after epoch {saved['epoch']} (stage {saved['stage'] + 1}, epoch {saved['stage_epoch']} of it)")
+
+    start_stage = saved["stage"] if saved else 0
+    global_epoch = saved["epoch"] if saved else 0
+    if start_stage >= len(recipe.stages) and env.main:
+        log(f"{ckpt_path}: already trained ({global_epoch} epochs); nothing to resume")
+    for s, stage in enumerate(recipe.stages):
+        if s < start_stage:
+            continue
+        trainable = apply_freeze(model, stage.freeze, recipe.model.freeze_bn)
+        optimizer = _optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
+        first_epoch = saved["stage_epoch"] if saved and s == saved["stage"] else 0
+        if first_epoch > 0 and saved.get("optimizer") and saved.get("optimizer_stage") == s:
+            optimizer.load_state_dict(saved["optimizer"])
+        net: nn.Module = model
+        ddp = None
+        if env.world > 1:
+            net = ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if r.compile:
+            net = torch.compile(net)
+        if env.main:
+            log(f"stage {s + 1}/{len(recipe.stages)} {stage.name}: {stage.epochs} epoch(s), lr {stage.lr:g} "
+                f"({stage.schedule}), freeze {stage.freeze}, identities with >= {stage.min_images} image(s), "
+                f"{trainable:,} trainable parameters")
+
+        for e in range(first_epoch, stage.epochs):
+            t0 = time.time()
+            torch.manual_seed(hash((recipe.seed, global_epoch, env.rank)) % 2**62)
+            plan = make_plan(train_t, recipe, stage, _epoch_seed(recipe, global_epoch))
+            batches = rank_batches(len(plan), b, env.rank, env.world, a)
+            loader = torch.utils.data.DataLoader(TrainSet(source, plan, recipe, K), batch_sampler=batches, **loader_kw)
+            steps = len(batches) // a
+            set_train_mode(model, recipe.model.freeze_bn)
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, desc=f"epoch {global_epoch + 1}", unit="step", leave=False,
+                       disable=not (progress and env.main))
+            loss_sum, seen, step = 0.0, 0, 0
+            micro = iter(loader)
+            for step in range(steps):
+                lr = _lr(stage, e + step / steps, 1 / steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                step_loss = 0.0
+                for m in range(a):
+                    x, target, ok, names = next(micro)
+                    if not bool(ok.all()):
+                        for name, good in zip(names, ok.tolist()):
+                            if not good and name not in bad_images:
+                                bad_images.add(name)
+                                warnings.warn(f"skipping bad image {name}", stacklevel=1)
+                                if env.main:
+                                    log(f"warning: skipping bad image {name}")
+                    x = x.to(device, non_blocking=True)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    target = target.to(device, non_blocking=True)
+                    weight = ok.to(device, dtype=torch.float32)
+                    sync = ddp.no_sync() if (ddp is not None and m < a - 1) else contextlib.nullcontext()
+                    with sync:
+                        with autocast():
+                            logits, embedding = net(x)
+                        loss = criterion(logits, embedding, target, weight) / a
+                        loss.backward()
+                    step_loss += float(loss.detach())
+                    seen += int(ok.sum())
+                if recipe.optim.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum += step_loss
+                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2g}",
+                                img_s=f"{seen * env.world / max(time.time() - t0, 1e-9):.0f}")
+                bar.update()
+                if on_step is not None:
+                    on_step(s, e, step)
+            bar.close()
+            del micro, loader
+            seconds = time.time() - t0
+            epoch_loss = loss_sum / max(steps, 1)
+            if env.world > 1:
+                stats = torch.tensor([epoch_loss, float(seen)], dtype=torch.float64)
+                dist.all_reduce(stats)
+                epoch_loss, seen = float(stats[0]) / env.world, int(stats[1])
+                gathered = [None] * env.world
+                dist.all_gather_object(gathered, sorted(bad_images))
+                bad_images = set().union(*map(set, gathered))
+            global_epoch += 1
+
+            if env.main:
+                entry = {"epoch": global_epoch, "stage": s + 1, "stage_epoch": e + 1, "loss": round(epoch_loss, 5),
+                         "lr": _lr(stage, e + 1 - 1e-9, 0), "seconds": round(seconds, 2),
+                         "images_per_s": round(seen / max(seconds, 1e-9), 1)}
+                if len(val_t):
+                    vloader = torch.utils.data.DataLoader(EvalSet(val_source), batch_size=r.val_batch_size,
+                                                          shuffle=False, **loader_kw)
+                    probs, targets, ok = predict(model, vloader, device, autocast, info.activation, K)
+                    for name, good in zip(val_t.paths, ok.tolist()):
+                        if not good and str(name) not in bad_images:
+                            bad_images.add(str(name))
+                            log(f"warning: skipping bad validation image {name}")
+                    entry["val"] = evaluate_probs(probs[ok], targets[ok])
+                metrics["epochs"].append(entry)
+                metrics["bad_images"] = sorted(bad_images)
+                val = entry.get("val")
+                log(f"epoch {global_epoch} (stage {s + 1}.{e + 1}): loss {epoch_loss:.4f}, "
+                    f"{entry['images_per_s']:.0f} img/s, {seconds:.0f}s"
+                    + (f", val MAP@5 {val['map5']:.4f} (threshold {val['threshold']}, "
+                       f"{val['map5_without_unknown']:.4f} without the unknown label)" if val else ""))
+                done_stage = e + 1 == stage.epochs
+                state = {
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "recipe": recipe.to_dict(), "classes": list(classes), "info": info.to_dict(),
+                    "epoch": global_epoch, "stage": s + 1 if done_stage else s, "stage_epoch": 0 if done_stage else e + 1,
+                    "optimizer": optimizer.state_dict(), "optimizer_stage": s,
+                    "scheduler": {"stage": s, "epoch": e + 1}, "rng": {"torch": torch.get_rng_state()},
+                    "metrics": metrics,
+                }
+                _save_checkpoint(ckpt_path, state)
+                write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+            env.barrier()
+        saved = None
+
+    if env.main:
+        if metrics["bad_images"]:
+            log(f"{len(metrics['bad_images'])} bad image(s) skipped (listed in metrics.json)")
+    return out

@@ -1,0 +1,108 @@
+"""Losses over (logits, embedding, target): one per head, plus an optional triplet term.
+
+Targets are column indices: 0..K-1, K..2K-1 for flipped twins, -1 for the unknown label (a
+negative for every identity; only the sigmoid loss uses it). `weight` is 0 for rows that must not
+count (a bad image). With flip twins, the twin column of a row's target is masked out: an image
+and its mirror are different identities, but nothing should push their scores apart.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from kit.train.recipe import HeadCfg
+
+NEG = -1e4  # a masked logit: exp() underflows to 0 in float32
+
+
+def twin_mask(target: torch.Tensor, num_outputs: int, flip_twins: bool) -> torch.Tensor:
+    """(B, C) bool: True at the flipped twin of each row's target column (none without twins)."""
+    mask = torch.zeros(len(target), num_outputs, dtype=torch.bool, device=target.device)
+    if flip_twins:
+        half = num_outputs // 2
+        rows = torch.nonzero(target >= 0).squeeze(1)
+        mask[rows, (target[rows] + half) % num_outputs] = True
+    return mask
+
+
+def _weighted_mean(per_row: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (per_row * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def softmax_loss(logits, target, weight, mask, cfg: HeadCfg) -> torch.Tensor:
+    logits = logits.float().masked_fill(mask, NEG)
+    weight = weight * (target >= 0)
+    per_row = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
+    return _weighted_mean(per_row, weight)
+
+
+def arcface_loss(logits, target, weight, mask, cfg: HeadCfg) -> torch.Tensor:
+    """Additive angular margin on the target column: s*cos(theta + m) (ArcFace, Deng et al. 2019)."""
+    s, m = cfg.scale, cfg.margin
+    cosine = (logits.float() / s).clamp(-1 + 1e-7, 1 - 1e-7)
+    sine = torch.sqrt(1.0 - cosine * cosine)
+    phi = cosine * math.cos(m) - sine * math.sin(m)
+    # past theta = pi - m, cos(theta + m) stops decreasing: use the linear fallback of insightface
+    phi = torch.where(cosine > math.cos(math.pi - m), phi, cosine - math.sin(math.pi - m) * m)
+    known = target >= 0
+    onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).bool() & known[:, None]
+    margined = torch.where(onehot, phi, cosine) * s
+    return softmax_loss(margined, target, weight, mask, cfg)
+
+
+def sigmoid_loss(logits, target, weight, mask, cfg: HeadCfg) -> torch.Tensor:
+    """BCE on the target logit plus BCE over the k hardest negatives (unknown rows: negatives only)."""
+    logits = logits.float()
+    known = target >= 0
+    positive = F.one_hot(target.clamp(min=0), logits.shape[1]).bool() & known[:, None]
+    negatives = logits.masked_fill(positive | mask, float("-inf"))
+    k = min(cfg.hard_negatives, logits.shape[1] - 1 - int(mask.any()))
+    hardest = negatives.topk(max(k, 1), dim=1).values
+    neg_loss = F.binary_cross_entropy_with_logits(hardest, torch.zeros_like(hardest), reduction="none").mean(1)
+    pos_logit = logits.gather(1, target.clamp(min=0)[:, None]).squeeze(1)
+    pos_loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit), reduction="none") * known
+    return _weighted_mean(pos_loss + neg_loss, weight)
+
+
+def triplet_loss(embedding, target, weight, margin: float) -> torch.Tensor:
+    """Batch-hard triplet loss on L2-normalised embeddings (Hermans et al. 2017).
+
+    Anchors are known rows with another row of the same target in the batch; unknown rows (-1)
+    are negatives only (two new_whale images are not the same animal).
+    """
+    emb = F.normalize(embedding.float(), dim=1)
+    dist = torch.cdist(emb, emb)
+    valid = weight > 0
+    same = (target[:, None] == target[None, :]) & (target[:, None] >= 0)
+    same &= valid[:, None] & valid[None, :]
+    same.fill_diagonal_(False)
+    different = (target[:, None] != target[None, :]) | (target[:, None] < 0)
+    different &= valid[:, None] & valid[None, :]
+    different.fill_diagonal_(False)
+    anchors = same.any(1) & different.any(1)
+    if not anchors.any():
+        return embedding.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) intact
+    hardest_pos = dist.masked_fill(~same, float("-inf")).max(1).values
+    hardest_neg = dist.masked_fill(~different, float("inf")).min(1).values
+    per_row = F.relu(hardest_pos - hardest_neg + margin)
+    return per_row[anchors].mean()
+
+
+LOSSES = {"softmax": softmax_loss, "arcface": arcface_loss, "sigmoid": sigmoid_loss}
+
+
+class Criterion:
+    """The recipe's loss: the head's, plus `triplet_weight` x the triplet loss."""
+
+    def __init__(self, cfg: HeadCfg, num_outputs: int, flip_twins: bool):
+        self.cfg, self.num_outputs, self.flip_twins = cfg, num_outputs, flip_twins
+        self.head_loss = LOSSES[cfg.type]
+
+    def __call__(self, logits, embedding, target, weight) -> torch.Tensor:
+        mask = twin_mask(target, self.num_outputs, self.flip_twins)
+        loss = self.head_loss(logits, target, weight, mask, self.cfg)
+        if self.cfg.triplet_weight > 0:
+            loss = loss + self.cfg.triplet_weight * triplet_loss(embedding, target, weight, self.cfg.triplet_margin)
+        return loss

@@ -1,0 +1,34 @@
+"""Train one ensemble member from a recipe: models/<recipe>.yaml -> models/<name>/checkpoint.pt."""
+from __future__ import annotations
+
+from kit import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser(
+        "Train one member (a timm backbone + an identity head) on a competition directory. Writes "
+        "models/<name>/: recipe.yaml, classes.txt, checkpoint.pt (every epoch), metrics.json, train.log. "
+        "Several processes: torchrun --nproc_per_node N scripts/train.py RECIPE.",
+        "python scripts/train.py models/resnet18_tiny.yaml --data data/small",
+    )
+    p.add_argument("recipe", help="recipe file (YAML), e.g. models/resnet18_tiny.yaml")
+    p.add_argument("--data", help="competition directory (default: the recipe's data:)")
+    p.add_argument("--out", help="output directory (default: models/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint.pt")
+    p.add_argument("--force", action="store_true", help="start over even if the output directory holds a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (train.log still written)")
+    args = p.parse_args(argv)
+    if args.resume and args.force:
+        p.error("--resume and --force exclude each other")
+
+    from kit.train.loop import train
+    from kit.train.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    out = train(recipe, out=args.out, data=args.data, resume=args.resume, force=args.force, progress=not args.quiet)
+    print(f"{out}: trained ({out / 'metrics.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,169 @@
+"""The training loop end to end: the member's files, resume after a kill, DDP, bad images, scripts."""
+import json
+import os
+import runpy
+import socket
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+
+from kit.errors import KitError
+from kit.train.data import load_image
+from kit.train.loop import train
+from kit.train.model import load_member
+from kit.train.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def params(path: Path) -> dict:
+    return torch.load(path / "checkpoint.pt", weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict, b: dict, keys=None, atol=0.0):
+    keys = keys or a.keys()
+    for k in keys:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=atol), k
+
+
+def test_train_writes_the_member(learnable, tiny_recipe, tmp_path):
+    recipe = tiny_recipe(learnable, head={"type": "arcface", "scale": 16.0, "margin": 0.2}, augment={"flip": "twin"})
+    out = train(recipe, out=tmp_path / "m", progress=False)
+    assert {p.name for p in out.iterdir()} >= {"recipe.yaml", "classes.txt", "checkpoint.pt", "metrics.json", "train.log"}
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # plain data, no pickle of classes
+    assert {"model", "recipe", "classes", "epoch", "stage", "optimizer", "scheduler", "rng"} <= set(ckpt)
+    classes = (out / "classes.txt").read_text().split()
+    assert ckpt["classes"] == classes and len(classes) == 8 and "new_whale" not in classes
+    assert ckpt["epoch"] == 2 and ckpt["stage"] == 1  # every stage done
+    assert load_recipe(out / "recipe.yaml").head.type == "arcface"  # the recipe as run reloads
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert 0 <= metrics["epochs"][-1]["val"]["map5"] <= 1 and metrics["epochs"][-1]["images_per_s"] > 0
+    assert metrics["baselines"]["all_unknown"] == pytest.approx(2 / 6, abs=1e-4)
+    assert "val MAP@5" in (out / "train.log").read_text()
+
+    model, info = load_member(out)
+    assert not model.training
+    assert info.classes == tuple(classes) and info.flip_twins and info.activation == "softmax"
+    assert info.input_size == (32, 64) and info.use_boxes and info.channels == 3 and info.embedding_dim == 16
+    x = load_image(learnable / "train" / "tr0000.jpg", (4, 4, 92, 44), info)
+    logits, embedding = model(torch.from_numpy(x)[None])
+    assert logits.shape == (1, 16) and embedding.shape == (1, 16)
+
+
+def test_softmax_head_learns_the_training_set(learnable, tiny_recipe, tmp_path):
+    recipe = tiny_recipe(learnable, stages=[{"epochs": 6, "lr": 0.01}], head={"embedding_dim": 32})
+    metrics = json.loads((train(recipe, out=tmp_path / "m", progress=False) / "metrics.json").read_text())
+    losses = [e["loss"] for e in metrics["epochs"]]
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_an_interrupted_epoch_gives_the_same_weights(learnable, tiny_recipe, tmp_path):
+    # two stages (head first, then everything), augmentation and dropout on: every RNG matters
+    over = dict(head={"dropout": 0.3}, augment={"probability": 0.8, "blur": 0.3, "greyscale": 0.3, "flip": "twin"},
+                stages=[{"epochs": 1, "lr": 0.003, "freeze": "backbone"}, {"epochs": 2, "lr": 0.003}])
+    full = train(tiny_recipe(learnable, **over), out=tmp_path / "full", progress=False)
+
+    def kill(stage, epoch, step):
+        if (stage, epoch, step) == (1, 1, 1):  # in the second epoch of stage 2, after its 2nd step
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiny_recipe(learnable, **over), out=tmp_path / "cut", progress=False, on_step=kill)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    with pytest.raises(KitError, match="use --resume to continue it or --force"):
+        train(tiny_recipe(learnable, **over), out=tmp_path / "cut", progress=False)
+    changed = dict(over, head={"dropout": 0.1})
+    with pytest.raises(KitError, match=r"recipe changed since this checkpoint \(head.dropout: 0.3 -> 0.1\)"):
+        train(tiny_recipe(learnable, **changed), out=tmp_path / "cut", progress=False, resume=True)
+    train(tiny_recipe(learnable, **over), out=tmp_path / "cut", progress=False, resume=True)
+
+    assert_same_weights(params(full), params(tmp_path / "cut"))
+    a = json.loads((full / "metrics.json").read_text())["epochs"]
+    b = json.loads((tmp_path / "cut" / "metrics.json").read_text())["epochs"]
+    assert [e["loss"] for e in a] == [e["loss"] for e in b] and len(b) == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, recipe, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    train(recipe, out=out, progress=False)
+
+
+def test_ddp_two_gloo_processes_match_one_process(learnable, tiny_recipe, tmp_path, monkeypatch):
+    # Each process takes half of every global batch of 8; one process accumulating the same two
+    # halves (BatchNorm statistics are per device in both) must end with the same parameters.
+    # SGD and one thread each: Adam would magnify float summation-order noise in tiny gradients.
+    over = dict(augment={"probability": 0.8, "flip": "twin"}, sampling={"batch_size": 8},
+                stages=[{"epochs": 2, "lr": 0.05}])
+    ddp = tiny_recipe(learnable, optim={"optimizer": "sgd"}, **over)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), ddp, str(tmp_path / "ddp")), nprocs=2, join=True)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(tiny_recipe(learnable, optim={"optimizer": "sgd", "accumulate": 2}, **over),
+                       out=tmp_path / "one", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    a, b = params(tmp_path / "ddp"), params(single)
+    model, _ = load_member(single)
+    names = [n for n, _ in model.named_parameters()]
+    assert_same_weights(a, b, names, atol=1e-5)
+    initial = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
+    assert initial["epoch"] == 2
+
+
+def test_a_bad_image_is_skipped_and_counted(new_competition, tiny_recipe, tmp_path):
+    data = new_competition()
+    folds = (data / "folds.csv").read_text().splitlines()
+    train_image = next(line.split(",")[0] for line in folds[1:] if line.endswith(",-1"))
+    (data / "train" / train_image).write_bytes(b"not a jpeg at all")
+    recipe = tiny_recipe(data, input={"cache": False})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = train(recipe, out=tmp_path / "m", progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bad_images"] == [str(data / "train" / train_image)]
+    assert any(train_image in str(w.message) for w in caught)
+    assert "skipping bad image" in (out / "train.log").read_text()
+    # cached the same way: counted once, before training
+    out = train(tiny_recipe(data), out=tmp_path / "c", progress=False)
+    assert len(json.loads((out / "metrics.json").read_text())["bad_images"]) == 1
+
+
+def test_missing_folds_file(new_competition, tiny_recipe, tmp_path):
+    data = new_competition(folds=0)
+    with pytest.raises(KitError, match=r"folds.csv: not found; run `python scripts/prepare.py"):
+        train(tiny_recipe(data), out=tmp_path / "m", progress=False)
+    out = train(tiny_recipe(data, fold=-1, stages=[{"epochs": 1}]), out=tmp_path / "m", progress=False)
+    assert json.loads((out / "metrics.json").read_text())["val_images"] == 0
+
+
+def test_script_prints_one_line_errors(tmp_path, capsys):
+    main = runpy.run_path(str(ROOT / "scripts" / "train.py"))["main"]
+    from kit import cli
+
+    (tmp_path / "r.yaml").write_text("heads: {type: softmax}\n")
+    with pytest.raises(SystemExit) as e:
+        cli.run(main, [str(tmp_path / "r.yaml")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "unknown key 'heads'; did you mean 'head'" in err and "\n" not in err
