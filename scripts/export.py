@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-infer", action="store_true", help="export and check only; no prediction sets")
     p.add_argument("--force", action="store_true", help="redo members whose outputs are newer than their checkpoint")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx and infer with it on the CUDA provider")
-    p.add_argument("--no-tta", action="store_true", help="originals only (default: original + horizontal flip)")
+    p.add_argument("--tta", default="auto", choices=("auto", "flip", "none"),
+                   help="horizontal-flip TTA: auto = for members trained on flips (augment.flip twin or same), "
+                        "flip = always, none = originals only (default auto)")
     p.add_argument("--cosine", default="centre", choices=("centre", "nearest"),
                    help="cosine view: identity centres (default) or the nearest gallery image")
     p.add_argument("--new-identities", action="store_true",
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KitError(f"{args.models}/: no trained member (no */checkpoint.pt); train one with scripts/train.py")
     for member in members:
         export_member(member, args.data, batch=args.batch, provider=args.provider, skip_infer=args.skip_infer,
-                      force=args.force, fp16=args.fp16, tta=not args.no_tta, cosine=args.cosine,
+                      force=args.force, fp16=args.fp16, tta=args.tta, cosine=args.cosine,
                       new_identities=args.new_identities, workers=args.workers, threads=args.threads)
         if args.check_map5 and not args.skip_infer:
             check_map5(member, args.data, args.batch)

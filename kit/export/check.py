@@ -87,7 +87,7 @@ class Map5Row:
 
 
 def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
-                threshold: dict | None = None, tta: bool = True, provider: str = "cpu",
+                threshold: dict | None = None, tta: str = "auto", provider: str = "cpu",
                 loaders=None, progress: bool = False, workdir: str | os.PathLike | None = None) -> list[Map5Row]:
     """Local MAP@5 of each (view, split) prediction set from ONNX and from eager PyTorch.
 
@@ -98,7 +98,8 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     from kit.data.folds import read_folds
     from kit.export.images import ImageSource
     from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
-    from kit.export.member import CHECKPOINT, ONNX, _default_loaders, checkpoint_stamp, data_dir_of, read_report
+    from kit.export.member import (CHECKPOINT, ONNX, _default_loaders, checkpoint_stamp, data_dir_of, read_report,
+                                   use_flip_tta)
     from kit.export.runtime import OnnxRunner, TorchRunner
 
     model_dir = Path(model_dir)
@@ -111,6 +112,7 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
                        f"run scripts/export.py {model_dir} again")
     load_member, load_image = loaders or _default_loaders()
     model, info = load_member(model_dir)
+    tta = use_flip_tta(tta, model_dir, info)
     if checkpoint_stamp(model_dir) != report["checkpoint_mtime_ns"]:
         raise KitError(f"{model_dir}: {CHECKPOINT} changed while being read (training is running); try again when it stops")
     data_dir = data_dir_of(model_dir, data)

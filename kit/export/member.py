@@ -26,6 +26,7 @@ ONNX = "model.onnx"
 ONNX_FP16 = "model.fp16.onnx"
 REPORT = "export.json"
 PARITY_IMAGES = 4
+TTA_MODES = ("auto", "flip", "none")
 
 
 def find_members(root: str | os.PathLike = "models") -> list[Path]:
@@ -60,6 +61,39 @@ def data_dir_of(model_dir: Path, data: str | os.PathLike | None) -> Path | None:
         if isinstance(raw, dict) and raw.get("data"):
             return Path(str(raw["data"]))
     return None
+
+
+def flip_training(model_dir: Path, info) -> str:
+    """How the member saw mirrored images in training: "twin", "same" or "none".
+
+    From the recipe as run (`augment.flip` in models/<name>/recipe.yaml); without one, "twin"
+    for a flip-twin member and "none" otherwise.
+    """
+    flip = getattr(info, "flip", None)
+    if flip is None and (model_dir / "recipe.yaml").is_file():
+        import yaml
+
+        try:
+            raw = yaml.safe_load((model_dir / "recipe.yaml").read_text()) or {}
+            flip = (raw.get("augment") or {}).get("flip")
+        except (yaml.YAMLError, AttributeError):
+            flip = None
+    if flip not in ("twin", "same", "none"):
+        flip = "twin" if info.flip_twins else "none"
+    return flip
+
+
+def use_flip_tta(tta: str, model_dir: Path, info) -> bool:
+    """Flip TTA on or off. "auto": on for members that trained on mirrored images (twin or same).
+
+    A member that never saw a mirror reads one as another animal (a fluke's pattern is not
+    symmetric): averaging it in blurs the identity, so auto leaves it out.
+    """
+    if tta not in TTA_MODES:
+        raise KitError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    if tta == "auto":
+        return flip_training(model_dir, info) != "none"
+    return tta == "flip"
 
 
 def _mtime(path: Path) -> float:
@@ -122,7 +156,7 @@ def parity_inputs(images: Sequence[str], load: Callable[[str], np.ndarray] | Non
 
 def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
                   provider: str = "auto", skip_infer: bool = False, force: bool = False, fp16: bool = False,
-                  tta: bool = True, cosine: str = "centre", new_identities: bool = False,
+                  tta: str = "auto", cosine: str = "centre", new_identities: bool = False,
                   workers: int | None = None, threads: int | None = None, progress: bool = True,
                   log: Callable[[str], None] = print,
                   loaders: tuple[Callable, Callable] | None = None) -> dict:
@@ -144,6 +178,8 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         raise KitError(f"--provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
     if cosine not in COSINE_MODES:
         raise KitError(f"cosine mode must be one of {', '.join(COSINE_MODES)}, got {cosine!r}")
+    if tta not in TTA_MODES:
+        raise KitError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     if not (model_dir / CHECKPOINT).is_file():
         raise KitError(f"{model_dir}: no {CHECKPOINT}; train it first (python scripts/train.py models/<recipe>.yaml)")
     data_dir = data_dir_of(model_dir, data)
@@ -157,6 +193,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
     t0 = time.perf_counter()
     stamp = checkpoint_stamp(model_dir)  # before loading: a checkpoint replaced meanwhile reads as stale
     model, info = load_member(model_dir)
+    flip_tta = use_flip_tta(tta, model_dir, info)
 
     comp = plans = source = None
     if data_dir is not None:
@@ -203,8 +240,8 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         log(f"{model_dir}: inference on {len(images):,} images with onnxruntime, provider "
             f"{runner.session.get_providers()[0]}" + (" (fp16)" if fp16_used else ""))
         embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
-                         tta=tta, batch=batch, workers=workers, progress=progress, desc=info.name)
-        sets = prediction_sets(embedded, info, plans, tta=tta, cosine=cosine, new_identities=new_identities)
+                         tta=flip_tta, batch=batch, workers=workers, progress=progress, desc=info.name)
+        sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities)
         for (view, split), ps in sets.items():
             if fp16_used:
                 ps.meta["precision"] = "fp16"
@@ -214,7 +251,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
             if missing:
                 log(f"{model_dir}: warning: {missing} trained identities have no {split} gallery image; "
                     "their cosine is -1")
-        report.update(provider=runner.provider, images=len(images),
+        report.update(provider=runner.provider, tta="flip" if flip_tta else "none", images=len(images),
                       images_per_second=round(embedded.images_per_second, 2), batch=batch)
         log(f"{model_dir}: {len(sets)} prediction sets in {model_dir / 'preds'} "
             f"({embedded.images_per_second:.1f} images/s on {runner.provider})")

@@ -150,3 +150,13 @@ def test_a_failed_export_of_a_new_checkpoint_leaves_no_stale_outputs(tmp_path, t
     with pytest.raises(ParityError, match="parity check failed"):
         export_member(member, progress=False, log=lambda s: None)
     assert sorted(p.name for p in member.iterdir()) == ["checkpoint.pt", "classes.txt", "recipe.yaml"]
+
+
+@pytest.mark.parametrize("flip, auto", [("twin", True), ("same", True), ("none", False)])
+def test_flip_tta_only_for_members_that_trained_on_mirrors(tmp_path, tiny_data, flip, auto):
+    from kit.export.member import use_flip_tta
+
+    member = make_member(tmp_path / flip, tiny_data, flip=flip)
+    _, info = load_member(member)
+    assert use_flip_tta("auto", member, info) is auto
+    assert use_flip_tta("flip", member, info) is True and use_flip_tta("none", member, info) is False
