@@ -1,24 +1,30 @@
-"""Blend: every member's scores made comparable (calibrated), then a weighted mean, then top-k.
+"""Blend: every member's scores made comparable (calibrated), a weighted mean, then each row's top-k.
 
-Kernels (numba, parallel over images, float32) add one calibrated member into the blended
-matrix in place: `out += w * f(x)`:
-- `add_softmax`: f = softmax(x / T) along the row (`row_max` precomputed once: it does not
-  depend on T);
-- `add_sigmoid`: f = 1 / (1 + exp(-x / T));
-- `add_affine`: f = 1 / (1 + exp(-(a x + b))) (Platt scaling of cosines);
-- `add_scaled`: f = x (scores used as they are, or the precomputed `reciprocal_rank`);
-- `add_ranked`: a top-5 member: label codes per image, the label at rank r gets 1 / (1 + r).
-`top_k` returns each row's k best columns, ties to the lower column (a stable descending sort).
+One fused kernel (`blend_top_k`) does it row by row: for each image it accumulates the calibrated
+members into a row buffer that stays in cache, then keeps the row's k best columns. The N x C
+blended matrix is never written unless asked for (`keep=True`), which makes a test-set blend
+(7,960 x 5,004 x 3 members) cost about one read of the members' scores.
 
-Each kernel is compiled twice, serial and parallel; the parallel one runs only on matrices of at
-least `PARALLEL_MIN_ELEMENTS` (a test-set blend), because at validation scale (742 x 5,004) a
-tuner calls them thousands of times and OpenMP's thread wake-ups and spinning cost more than they
-save, badly so when the cores are shared.
+Calibrations (per scored member, f applied to its scores x, then weighted by w):
+- `softmax`: f = softmax(x / T) along the row; the row maxima (they do not depend on T) are found
+  by the first call and kept by the caller (p1 = 1 / T);
+- `sigmoid`: f = 1 / (1 + exp(-x / T)) (p1 = 1 / T);
+- `affine`:  f = 1 / (1 + exp(-(a x + b))), Platt scaling of cosines (p1 = a, p2 = b);
+- `none`:    f = x (probabilities as they are, or a precomputed `reciprocal_rank`).
+A ranked member (a top-5 CSV) gives the label at rank r the weight 1 / (1 + r) (`RANK_WEIGHTS`).
+The top-k is a stable descending sort's first k: a tie goes to the lower column.
+
+The kernel is compiled twice, serial and parallel over images; the parallel one runs only from
+`PARALLEL_MIN_ELEMENTS` (rows x columns) up, i.e. on a test-set blend: at validation scale a tuner
+calls it thousands of times and OpenMP's thread wake-ups and spinning cost more than they save,
+badly so when the cores are shared.
 
 `exp32` is a float32 exp (Cody-Waite reduction, degree-6 polynomial, exponent by bit cast,
 relative error < 2e-7) that LLVM vectorises; libm's expf does not vectorise and was 10x slower.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -26,19 +32,10 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 RANK_WEIGHTS = np.array([1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5], dtype=np.float32)  # MAP@5's credit per rank
-PARALLEL_MIN_ELEMENTS = 8_000_000  # below this (rows x columns) the serial kernels run
-_BLOCK = 64  # top_k scans a row in blocks of this many columns
+METHOD_CODES = {"none": 0, "softmax": 1, "sigmoid": 2, "affine": 3}
+PARALLEL_MIN_ELEMENTS = 8_000_000  # below this (rows x columns) the serial kernel runs
+_BLOCK = 64  # the top-k scan skips blocks of this many columns with nothing above its k-th value
 _opts = dict(cache=True, fastmath=True, nogil=True)
-
-
-def _two_ways(fn, fastmath=True):
-    """(serial, parallel) compilations of a kernel whose outer loop is a prange."""
-    opts = dict(_opts, fastmath=fastmath)
-    return njit(**opts)(fn), njit(parallel=True, **opts)(fn)
-
-
-def _pick(pair, matrix):
-    return pair[1] if matrix.size >= PARALLEL_MIN_ELEMENTS else pair[0]
 
 
 @intrinsic
@@ -76,51 +73,187 @@ def exp32_array(x):
     return out
 
 
-def _add_softmax(out, x, row_max, inv_t, w):
-    n, c = x.shape
+@njit(inline="always", **_opts)
+def _row_max(row):
+    """max(row) in 16 lanes: a fixed-width select that LLVM vectorises (a plain max loop it does not)."""
+    c = row.shape[0]
+    lane = np.full(16, -np.inf, np.float32)
+    for b in range(c // 16):
+        base = b * 16
+        for t in range(16):
+            v = row[base + t]
+            lane[t] = v if v > lane[t] else lane[t]
+    m = lane.max()
+    for j in range((c // 16) * 16, c):
+        m = max(m, row[j])
+    return m
+
+
+@njit(inline="always", **_opts)
+def _insert(v, j, k, filled, tv, ti):
+    """Put (v, j) into the sorted top-k after every kept value >= v; returns the new fill."""
+    if filled == k and not v > tv[k - 1]:
+        return filled
+    p = filled if filled < k else k - 1
+    while p > 0 and tv[p - 1] < v:
+        tv[p] = tv[p - 1]
+        ti[p] = ti[p - 1]
+        p -= 1
+    tv[p] = v
+    ti[p] = j
+    return filled + 1 if filled < k else filled
+
+
+@njit(inline="always", **_opts)
+def _row_top_k(acc, k, tv, ti):
+    """The k best of one row into tv/ti (descending; ties: lower column first)."""
+    c = acc.shape[0]
+    filled = 0
+    for b in range(c // _BLOCK):
+        base = b * _BLOCK
+        if filled == k:
+            # most blocks hold nothing above the current k-th value: a vectorised count (a fixed
+            # trip count, so LLVM vectorises it) skips them
+            kth = tv[k - 1]
+            above = 0
+            for j in range(_BLOCK):
+                if acc[base + j] > kth:
+                    above += 1
+            if above == 0:
+                continue
+        for j in range(base, base + _BLOCK):
+            filled = _insert(acc[j], j, k, filled, tv, ti)
+    for j in range((c // _BLOCK) * _BLOCK, c):
+        filled = _insert(acc[j], j, k, filled, tv, ti)
+
+
+def _blend_top_k(xs, methods, p1, p2, weights, row_max, find_max, rcodes, rweights, k, out):
+    n = rcodes.shape[1]
+    c = out.shape[1] if out.shape[0] else xs[0].shape[1]
+    keep = out.shape[0] > 0
+    codes = np.empty((n, k), np.int64)
+    values = np.empty((n, k), np.float32)
     for i in prange(n):
+        acc = np.zeros(c, np.float32)
         buf = np.empty(c, np.float32)
-        m = row_max[i]
-        s = np.float32(0.0)
-        for j in range(c):
-            e = exp32((x[i, j] - m) * inv_t)
-            buf[j] = e
-            s += e
-        f = w / s
-        for j in range(c):
-            out[i, j] += buf[j] * f
+        for m in range(len(xs)):
+            x = xs[m]
+            w = weights[m]
+            if w == 0:
+                continue
+            method = methods[m]
+            if method == 1:
+                rmx = row_max[m]
+                if find_max[m]:  # the first blend finds the maxima, where the row is in cache; kept
+                    rmx[i] = _row_max(x[i])
+                rm = rmx[i]
+                inv_t = p1[m]
+                s = np.float32(0.0)
+                for j in range(c):
+                    e = exp32((x[i, j] - rm) * inv_t)
+                    buf[j] = e
+                    s += e
+                f = w / s
+                for j in range(c):
+                    acc[j] += buf[j] * f
+            elif method == 2:
+                inv_t = p1[m]
+                for j in range(c):
+                    acc[j] += w / (np.float32(1.0) + exp32(-x[i, j] * inv_t))
+            elif method == 3:
+                a, b = p1[m], p2[m]
+                for j in range(c):
+                    acc[j] += w / (np.float32(1.0) + exp32(-(x[i, j] * a + b)))
+            else:
+                for j in range(c):
+                    acc[j] += x[i, j] * w
+        for s_ in range(rcodes.shape[0]):
+            for r in range(rcodes.shape[2]):
+                col = rcodes[s_, i, r]
+                if col >= 0:
+                    acc[col] += RANK_WEIGHTS[r] * rweights[s_]
+        if keep:
+            out[i, :] = acc
+        tv = np.empty(k, np.float32)
+        ti = np.empty(k, np.int64)
+        _row_top_k(acc, k, tv, ti)
+        codes[i] = ti
+        values[i] = tv
+    return codes, values
 
 
-def _add_sigmoid(out, x, inv_t, w):
-    n, c = x.shape
-    for i in prange(n):
-        for j in range(c):
-            out[i, j] += w / (np.float32(1.0) + exp32(-x[i, j] * inv_t))
+_KERNEL = (njit(**_opts)(_blend_top_k), njit(parallel=True, **_opts)(_blend_top_k))
 
 
-def _add_affine(out, x, a, b, w):
-    n, c = x.shape
-    for i in prange(n):
-        for j in range(c):
-            out[i, j] += w / (np.float32(1.0) + exp32(-(x[i, j] * a + b)))
+def blend_top_k(parts: Sequence[tuple], ranked: Sequence[tuple], n: int, c: int, k: int, keep: bool = False):
+    """The weighted blend of calibrated members and each row's k best columns.
+
+    parts: (x (N, C) float32, method, p1, p2, weight, row_max) per scored member, with `method` a
+    METHOD_CODES key; row_max: for softmax a `RowMax` the first call fills and later calls reuse
+    (or None: found again each call), else None; ranked: (codes (N, R) int64 column codes by rank, -1 = none,
+    weight) per top-5 member. Weights are used as given (normalise them first).
+    Returns (codes int64 (N, k'), values float32 (N, k'), blended (N, C) or None), k' = min(k, C).
+    """
+    k = min(int(k), c)
+    m_count = max(len(parts), 1)
+    methods = np.zeros(m_count, np.int64)
+    p1 = np.zeros(m_count, np.float32)
+    p2 = np.zeros(m_count, np.float32)
+    weights = np.zeros(m_count, np.float32)
+    find_max = np.zeros(m_count, np.bool_)
+    xs, row_max = [], []
+    no_max = np.zeros(0, np.float32)
+    for m, (x, method, a, b, w, rmax) in enumerate(parts):
+        xs.append(_readonly(x))
+        methods[m], p1[m], p2[m], weights[m] = METHOD_CODES[method], a, b, w
+        if method == "softmax":
+            rmax = rmax if rmax is not None else RowMax(n)
+            find_max[m] = not rmax.known
+            row_max.append(rmax.values)
+        else:
+            row_max.append(no_max)
+    if not parts:  # only ranked members: a zero-weight placeholder keeps the kernel's types
+        xs.append(_readonly(np.zeros((n, c), np.float32)))
+        row_max.append(no_max)
+    rcodes = np.full((len(ranked), n, len(RANK_WEIGHTS)), -1, np.int64)
+    rweights = np.zeros(len(ranked), np.float32)
+    for s, (codes, w) in enumerate(ranked):
+        rcodes[s, :, :codes.shape[1]] = codes[:, :len(RANK_WEIGHTS)]
+        rweights[s] = w
+    if not ranked:
+        rcodes = np.full((0, n, 1), -1, np.int64)
+    out = np.empty((n, c) if keep else (0, 0), np.float32)
+    kernel = _KERNEL[1] if n * c >= PARALLEL_MIN_ELEMENTS else _KERNEL[0]
+    # a tuple, not a typed List: a tuple of arrays costs nothing to pass, a typed List compiles its
+    # methods in every new process (~0.4 s); the kernel is compiled (and cached) per member count
+    codes, values = kernel(tuple(xs), methods, p1, p2, weights, tuple(row_max), find_max, rcodes, rweights, k, out)
+    for part in parts:  # every row was visited: the maxima are known now
+        if part[1] == "softmax" and part[5] is not None:
+            part[5].known = True
+    return codes, values, (out if keep else None)
 
 
-def _add_scaled(out, x, w):
-    n, c = x.shape
-    for i in prange(n):
-        for j in range(c):
-            out[i, j] += x[i, j] * w
+class RowMax:
+    """One member's row maxima for softmax (they do not depend on T): found by the first blend that
+    needs them, inside its pass over the rows, then reused."""
+
+    def __init__(self, n: int):
+        self.values = np.zeros(n, np.float32)
+        self.known = False
 
 
-@njit(**_opts)
-def add_ranked(out, codes, weights, w):
-    """codes (N, R): column of the label at each rank, -1 for none (unknown label, padding)."""
-    n, r = codes.shape
-    for i in range(n):
-        for k in range(r):
-            c = codes[i, k]
-            if c >= 0:
-                out[i, c] += weights[k] * w
+def _readonly(x: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous float32 view: mmapped and in-memory members get one array type."""
+    view = np.ascontiguousarray(x, dtype=np.float32).view()
+    view.flags.writeable = False
+    return view
+
+
+def top_k(scores: np.ndarray, k: int):
+    """Each row's k highest scores and their columns, descending; a tie goes to the lower column."""
+    n, c = scores.shape
+    codes, values, _ = blend_top_k([(np.ascontiguousarray(scores, dtype=np.float32), "none", 0, 0, 1.0, None)], [], n, c, k)
+    return codes, values
 
 
 def reciprocal_rank(x: np.ndarray) -> np.ndarray:
@@ -129,74 +262,3 @@ def reciprocal_rank(x: np.ndarray) -> np.ndarray:
     rank = np.empty(x.shape, dtype=np.int64)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(x.shape[1]), x.shape), axis=1)
     return (1.0 / (1.0 + rank)).astype(np.float32)
-
-
-def _top_k(scores, k):
-    n, c = scores.shape
-    k = min(k, c)
-    codes = np.empty((n, k), np.int64)
-    values = np.empty((n, k), np.float32)
-    for i in prange(n):
-        tv = np.empty(k, np.float32)
-        ti = np.empty(k, np.int64)
-        filled = 0
-        for j0 in range(0, c, _BLOCK):
-            j1 = min(j0 + _BLOCK, c)
-            if filled == k:
-                # most blocks hold nothing above the current k-th value: a vectorised count skips them
-                kth = tv[k - 1]
-                above = 0
-                for j in range(j0, j1):
-                    above += scores[i, j] > kth
-                if above == 0:
-                    continue
-            for j in range(j0, j1):
-                v = scores[i, j]
-                if filled == k and not v > tv[k - 1]:
-                    continue
-                # insert after every kept value >= v: equal values keep column order
-                p = filled if filled < k else k - 1
-                while p > 0 and tv[p - 1] < v:
-                    tv[p] = tv[p - 1]
-                    ti[p] = ti[p - 1]
-                    p -= 1
-                tv[p] = v
-                ti[p] = j
-                if filled < k:
-                    filled += 1
-        codes[i] = ti
-        values[i] = tv
-    return codes, values
-
-
-_SOFTMAX = _two_ways(_add_softmax)
-_SIGMOID = _two_ways(_add_sigmoid)
-_AFFINE = _two_ways(_add_affine)
-_SCALED = _two_ways(_add_scaled)
-_TOP_K = _two_ways(_top_k)
-
-
-def add_softmax(out, x, row_max, inv_t, w):
-    """out += w * softmax(x / T) per row; `row_max` = x.max(axis=1), `inv_t` = 1 / T."""
-    _pick(_SOFTMAX, x)(out, x, row_max, np.float32(inv_t), np.float32(w))
-
-
-def add_sigmoid(out, x, inv_t, w):
-    """out += w * sigmoid(x / T)."""
-    _pick(_SIGMOID, x)(out, x, np.float32(inv_t), np.float32(w))
-
-
-def add_affine(out, x, a, b, w):
-    """out += w * sigmoid(a * x + b)."""
-    _pick(_AFFINE, x)(out, x, np.float32(a), np.float32(b), np.float32(w))
-
-
-def add_scaled(out, x, w):
-    """out += w * x."""
-    _pick(_SCALED, x)(out, x, np.float32(w))
-
-
-def top_k(scores, k: int):
-    """Each row's k highest scores and their columns, descending; a tie goes to the lower column.
-    Returns (codes int64 (N, k), values float32 (N, k)), k capped at the number of columns."""
-    return _pick(_TOP_K, scores)(scores, int(k))

@@ -65,6 +65,8 @@ def _count(query, ref, max_distance, upper):
 def _fill(query, ref, max_distance, upper, indptr, index, distance):
     d = np.uint64(max_distance)
     for i in prange(query.shape[0]):
+        if indptr[i + 1] == indptr[i]:  # most images have no duplicate: skip the second pass
+            continue
         q = query[i]
         k = indptr[i]
         for j in range(i + 1 if upper else 0, ref.shape[0]):

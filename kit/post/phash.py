@@ -147,7 +147,7 @@ def read_hashes(path: str | os.PathLike) -> dict[str, int]:
     dup = frame["Image"][frame["Image"].duplicated()]
     if len(dup):
         raise KitError(f"{path}: image {dup.iloc[0]!r} is listed more than once")
-    return dict(zip(frame["Image"].tolist(), (int(h, 16) for h in frame["phash"])))
+    return dict(zip(frame["Image"].tolist(), [int(h, 16) for h in frame["phash"].tolist()]))
 
 
 def hashes_for(table: dict[str, int], images: Sequence[str], path: str | os.PathLike, what: str) -> np.ndarray:

@@ -48,12 +48,13 @@ class MemberInput:
     auto_method: str  # what calibration `auto` means for it
     scores: np.ndarray | None = None  # float32 (N, C), scored members
     codes: np.ndarray | None = None  # int64 (N, 5) column codes by rank, submission members
-    _row_max: np.ndarray | None = field(default=None, repr=False)
+    _row_max: blend.RowMax | None = field(default=None, repr=False)
     _ranked: np.ndarray | None = field(default=None, repr=False)
 
-    def row_max(self) -> np.ndarray:
+    def row_max(self) -> blend.RowMax:
+        """The rows' maxima for softmax, found by the first blend (blend.RowMax)."""
         if self._row_max is None:
-            self._row_max = np.ascontiguousarray(self.scores.max(axis=1), dtype=np.float32)
+            self._row_max = blend.RowMax(len(self.scores))
         return self._row_max
 
     def ranked(self) -> np.ndarray:
@@ -70,14 +71,19 @@ class LeakCandidates:
     label: np.ndarray  # int64: label code of each pair's reference image
     ref_images: list[str]
     ref_labels: np.ndarray  # int64 codes of the reference images
-    conflicts: np.ndarray  # (n, 3) reference pairs (i, j, distance) with different labels
+    ref_hashes: np.ndarray  # uint64
+    _conflicts: dict = field(default_factory=dict, repr=False)
 
     @property
     def search_distance(self) -> int:
         return self.matches.max_distance
 
     def conflicts_within(self, max_distance: int) -> np.ndarray:
-        return self.conflicts[self.conflicts[:, 2] <= max_distance]
+        """(n, 3) reference pairs (i, j, distance) within `max_distance` whose labels differ;
+        computed on first use (a reference x reference match), then kept."""
+        if max_distance not in self._conflicts:
+            self._conflicts[max_distance] = leak.label_conflicts(self.ref_hashes, self.ref_labels, max_distance)
+        return self._conflicts[max_distance]
 
 
 @dataclass
@@ -146,7 +152,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         classes = comp.known_labels
 
     known = set(classes)
-    extra = sorted((set(ref_label_names) | set(comp.train["label"]) | set(truth_labels or ())) - known - {comp.unknown})
+    extra = sorted((set(ref_label_names) | set(comp.train["label"].tolist()) | set(truth_labels or ())) - known - {comp.unknown})
     labels = classes + extra + [comp.unknown]
     code = {lab: c for c, lab in enumerate(labels)}
     unknown_code = len(labels) - 1
@@ -173,10 +179,11 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
     inputs = Inputs(split, comp, images, labels, len(classes), unknown_code, members,
                     tuple(_member_key(m) for m in recipe.members), truth)
 
-    # leak candidates: once, up to the largest distance a tuner may ask for
+    # leak candidates: once, up to the largest distance a tuner may ask for; a recipe without a
+    # leak step skips them, one with the step disabled gets them (a tuner may switch it on)
     hashes_csv = data / "hashes.csv"
     step = recipe.steps.active("leak")
-    if hashes_csv.is_file():
+    if recipe.steps.leak is not None and hashes_csv.is_file():
         distance = leak_search_distance if leak_search_distance is not None else max(
             LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance if recipe.steps.leak else 0)
         table = read_hashes(hashes_csv)
@@ -184,8 +191,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         ref = hashes_for(table, ref_images, hashes_csv, "train")
         ref_codes = np.fromiter((code[lab] for lab in ref_label_names), dtype=np.int64, count=len(ref_images))
         matches = leak.match_hashes(query, ref, distance)
-        inputs.leak = LeakCandidates(matches, ref_codes[matches.index], ref_images, ref_codes,
-                                     leak.label_conflicts(ref, ref_codes, distance))
+        inputs.leak = LeakCandidates(matches, ref_codes[matches.index], ref_images, ref_codes, ref)
     elif step is not None:
         raise KitError(f"{src}: steps.leak needs {hashes_csv}; make it with `python scripts/phash.py {data}` "
                        f"(or prepare.py), or disable the step")
@@ -365,37 +371,47 @@ STEPS: dict[str, Callable[[State, object, Inputs], None]] = {
 assert tuple(STEPS) == STEP_ORDER
 
 
-def blend_matrix(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str], bool] | None = None) -> np.ndarray:
-    """The weighted mean of the calibrated members (N, C), float32. `only(method, kind)` keeps a
-    subset of the members (weights renormalised over it)."""
-    n, c = len(inputs.images), inputs.n_columns
-    parts = []
+def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str], bool] | None = None):
+    """The members' contributions for blend.blend_top_k: calibration and normalised weight each."""
+    kept = []
     for mi, m in zip(inputs.members, recipe.members):
         if mi is None or m.weight <= 0:
             continue
         method = m.calibration.resolved(mi.auto_method).method if mi.scores is not None else "ranked"
         if only is None or only(method, mi.kind):
-            parts.append((mi, m, method))
-    out = np.zeros((n, c), dtype=np.float32)
-    total = sum(m.weight for _, m, _ in parts)
-    for mi, m, method in parts:
-        w = np.float32(m.weight / total)
-        cal = m.calibration
+            kept.append((mi, m, method))
+    total = sum(m.weight for _, m, _ in kept)
+    parts, ranked = [], []
+    for mi, m, method in kept:
+        w, cal = m.weight / total, m.calibration
         if method == "ranked":
-            blend.add_ranked(out, mi.codes, blend.RANK_WEIGHTS, w)
+            ranked.append((mi.codes, w))
         elif method == "softmax":
-            blend.add_softmax(out, mi.scores, mi.row_max(), np.float32(1.0 / cal.t), w)
+            parts.append((mi.scores, "softmax", 1.0 / cal.t, 0.0, w, mi.row_max()))
         elif method == "sigmoid":
-            blend.add_sigmoid(out, mi.scores, np.float32(1.0 / cal.t), w)
+            parts.append((mi.scores, "sigmoid", 1.0 / cal.t, 0.0, w, None))
         elif method == "affine":
-            blend.add_affine(out, mi.scores, np.float32(cal.a), np.float32(cal.b), w)
+            parts.append((mi.scores, "affine", cal.a, cal.b, w, None))
         elif method == "rank":
-            blend.add_scaled(out, mi.ranked(), w)
+            parts.append((mi.ranked(), "none", 0.0, 0.0, w, None))
         elif method == "none":
-            blend.add_scaled(out, mi.scores, w)
+            parts.append((mi.scores, "none", 0.0, 0.0, w, None))
         else:  # pragma: no cover - recipe validation rules this out
             raise KitError(f"unknown calibration method {method!r}")
-    return out
+    return parts, ranked
+
+
+def blend_top(recipe: BlendRecipe, inputs: Inputs, k: int = TOP_K, keep: bool = False,
+              only: Callable[[str, str], bool] | None = None):
+    """(top-k codes, their blended scores, the N x C blend if `keep`): the weighted mean of the
+    calibrated members. `only(method, kind)` keeps a subset (weights renormalised over it)."""
+    parts, ranked = _blend_parts(recipe, inputs, only)
+    return blend.blend_top_k(parts, ranked, len(inputs.images), inputs.n_columns, k, keep)
+
+
+def blend_matrix(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str], bool] | None = None) -> np.ndarray:
+    """The blended scores (N, C), float32."""
+    return blend_top(recipe, inputs, 1, True, only)[2]
 
 
 def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Result:
@@ -404,8 +420,7 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
     keys = tuple(_member_key(m) for m in recipe.members)
     if keys != inputs.member_keys:
         raise KitError(f"{recipe.source}: the recipe's members differ from those the inputs were prepared for; prepare() again")
-    blended = blend_matrix(recipe, inputs)
-    top, scores = blend.top_k(blended, TOP_K)
+    top, scores, blended = blend_top(recipe, inputs, TOP_K, keep_scores)
     n = len(inputs.images)
     state = State(top, scores, np.empty((n, 0), np.int64), np.full(n, -1, np.int64), np.zeros(n, np.bool_))
     by_step: dict[str, float] = {}
@@ -428,7 +443,7 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
         images=inputs.images, vocabulary=inputs.labels, unknown_code=inputs.unknown_code, top5=top5,
         top_codes=top, top_scores=scores, pinned=state.pinned, swapped=state.swap, threshold=state.threshold,
         map5_by_step=by_step, ap=None if truth is None else average_precision(top5, truth), truth=truth,
-        blended=blended if keep_scores else None,
+        blended=blended,
     )
 
 
@@ -512,9 +527,6 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print) ->
         inputs = prepare(recipe, "val")
         result = run(recipe, inputs)
         echo(format_ablation(result, f"val: fold {recipe.fold}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
-        note = _conflict_note(inputs, recipe)
-        if note:
-            echo(note)
         report["val"] = _summary(result, inputs)
 
     inputs = prepare(recipe, "test")
@@ -522,10 +534,12 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print) ->
     comp = inputs.competition
     if result.map5_by_step:
         echo(format_ablation(result, f"test: {len(inputs.images)} images, scored against {comp.root / 'test_truth.csv'}"))
-    note = _conflict_note(inputs, recipe)
+    note = _conflict_note(inputs, recipe)  # train duplicates with different labels: told once, from test's reference (all train)
     if note:
         echo(note)
     report["test"] = _summary(result, inputs)
+    if inputs.leak is not None and recipe.steps.active("leak") is not None:
+        report["leak_conflicts"] = int(len(inputs.leak.conflicts_within(recipe.steps.leak.max_distance)))
 
     rows = None
     if recipe.pseudo.enabled:

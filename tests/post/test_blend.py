@@ -34,38 +34,57 @@ def sigmoid(z):
     return 1 / (1 + np.exp(-z))
 
 
-def test_add_softmax(variant):
+def blended(parts, ranked=(), n=None, c=None, k=3):
+    x0 = parts[0][0] if parts else None
+    n = n if n is not None else x0.shape[0]
+    c = c if c is not None else x0.shape[1]
+    return blend.blend_top_k(parts, list(ranked), n, c, k, keep=True)
+
+
+def test_softmax(variant):
     rng = np.random.default_rng(0)
     x = logits(rng)
-    out = np.full(x.shape, 0.25, dtype=np.float32)
+    cache = blend.RowMax(len(x))
     for t in (0.3, 1.0, 7.0):
-        out[:] = 0.25
-        blend.add_softmax(out, x, x.max(axis=1), 1 / t, 0.6)
-        np.testing.assert_allclose(out, 0.25 + 0.6 * slow_softmax(x, t), rtol=2e-6, atol=1e-7)
+        for row_max in (None, cache):
+            _, _, out = blended([(x, "softmax", 1 / t, 0, 0.6, row_max)])
+            np.testing.assert_allclose(out, 0.6 * slow_softmax(x, t), rtol=2e-6, atol=1e-7)
+    assert cache.known and np.array_equal(cache.values, x.max(axis=1))  # found once, then reused
 
 
-def test_add_sigmoid_and_affine(variant):
+def test_sigmoid_and_affine(variant):
     rng = np.random.default_rng(1)
     x = logits(rng, scale=30.0)  # saturating both ways: no overflow, no NaN
-    out = np.zeros_like(x)
-    blend.add_sigmoid(out, x, 1 / 2.0, 0.5)
+    _, _, out = blended([(x, "sigmoid", 1 / 2.0, 0, 0.5, None)])
     np.testing.assert_allclose(out, 0.5 * sigmoid(x.astype(np.float64) / 2.0), rtol=2e-6, atol=1e-7)
     c = np.tanh(x / 30).astype(np.float32)  # cosines
-    out = np.zeros_like(c)
-    blend.add_affine(out, c, 10.0, -5.0, 2.0)
+    _, _, out = blended([(c, "affine", 10.0, -5.0, 2.0, None)])
     np.testing.assert_allclose(out, 2.0 * sigmoid(10.0 * c.astype(np.float64) - 5.0), rtol=2e-6, atol=1e-7)
 
 
-def test_add_scaled_and_ranked(variant):
+def test_weighted_sum_of_members_and_ranked(variant):
     rng = np.random.default_rng(2)
-    x = logits(rng)
-    out = np.ones_like(x)
-    blend.add_scaled(out, x, 0.5)
-    np.testing.assert_allclose(out, 1 + 0.5 * x, rtol=1e-6)
-    codes = np.array([[3, 1, -1, 0, 2], [-1, -1, -1, -1, -1]])
-    out = np.zeros((2, 4), np.float32)
-    blend.add_ranked(out, codes, blend.RANK_WEIGHTS, 2.0)
-    np.testing.assert_allclose(out, [[2 / 4, 2 / 2, 2 / 5, 2.0], [0, 0, 0, 0]], rtol=1e-6)
+    x, y = logits(rng), logits(rng)
+    codes = np.full((x.shape[0], 5), -1)
+    codes[0] = [3, 1, -1, 0, 2]
+    parts = [(x, "none", 0, 0, 0.5, None), (y, "softmax", 1.0, 0, 0.25, None), (y, "sigmoid", 1.0, 0, 0.0, None)]
+    _, _, out = blended(parts, [(codes, 2.0)])
+    expected = 0.5 * x.astype(np.float64) + 0.25 * slow_softmax(y, 1.0)
+    expected[0, [3, 1, 0, 2]] += 2.0 * np.array([1, 1 / 2, 1 / 4, 1 / 5])
+    np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-6)
+    # ranked members only
+    _, _, only = blend.blend_top_k([], [(codes, 1.0)], x.shape[0], x.shape[1], 2, keep=True)
+    assert only[0, [3, 1, 0, 2]].tolist() == pytest.approx([1, 1 / 2, 1 / 4, 1 / 5]) and only[1:].sum() == 0
+
+
+def test_the_top_k_is_that_of_the_blend(variant):
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 4, (60, 90)).astype(np.float32)  # ties
+    y = rng.integers(0, 4, (60, 90)).astype(np.float32)
+    codes, values, out = blended([(x, "none", 0, 0, 0.5, None), (y, "none", 0, 0, 0.5, None)], k=7)
+    order = [sorted(range(out.shape[1]), key=lambda j: (-out[i, j], j))[:7] for i in range(len(out))]
+    assert codes.tolist() == order and np.array_equal(values, np.take_along_axis(out, codes, axis=1))
+    assert blend.blend_top_k([(x, "none", 0, 0, 1.0, None)], [], 60, 90, 7)[2] is None  # keep=False: no matrix
 
 
 def test_reciprocal_rank_with_ties():
