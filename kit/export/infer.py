@@ -1,7 +1,8 @@
 """Inference into prediction sets: one pass over every image a member needs, then two views.
 
 One pass embeds the union of the queries (the member's validation fold and the test images) and
-the gallery (labelled train images); with flip TTA each batch goes through the network once as
+the gallery (labelled train images); with flip TTA (by default for members trained on mirrored
+images: kit.export.member.use_flip_tta) each batch goes through the network once as
 [originals; mirrored], so a batch of N images is a network batch of 2N. From that pass:
 
 - the `logit` view: TTA-folded identity logits (kit.export.tta), columns = the member's K
