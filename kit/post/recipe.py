@@ -213,6 +213,31 @@ class BlendRecipe:
         }
         return out
 
+    def tunable_params(self) -> dict[str, Any]:
+        """The numbers a tuner may set with `with_params`, by dotted path, at their current values:
+        member weights, calibration parameters (temperature for softmax/sigmoid/auto, scale and
+        shift for affine), and the parameters of the steps the recipe has."""
+        out: dict[str, Any] = {}
+        for i, m in enumerate(self.members):
+            out[f"members.{i}.weight"] = m.weight
+            if m.scored:
+                cal = m.calibration
+                if cal.method in ("softmax", "sigmoid", "auto"):
+                    out[f"members.{i}.calibration.temperature"] = cal.t
+                if cal.method == "affine":
+                    out[f"members.{i}.calibration.scale"] = cal.a
+                    out[f"members.{i}.calibration.shift"] = cal.b
+        if self.steps.leak is not None:
+            out["steps.leak.max_distance"] = self.steps.leak.max_distance
+        nw = self.steps.new_whale
+        if nw is not None:
+            key = "proportion" if nw.proportion is not None else "threshold"
+            out[f"steps.new_whale.{key}"] = getattr(nw, key)
+        if self.steps.balance is not None:
+            out["steps.balance.margin"] = self.steps.balance.margin
+            out["steps.balance.min_count"] = self.steps.balance.min_count
+        return out
+
     def with_params(self, params: Mapping[str, Any] | None = None, **kw: Any) -> "BlendRecipe":
         """A copy with some values changed, re-validated, addressed by dotted paths.
 

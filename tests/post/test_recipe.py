@@ -90,6 +90,21 @@ def test_with_params(tmp_path):
         r.with_params({"steps.new_whal.threshold": 0.3})
 
 
+def test_tunable_params_round_trip(tmp_path):
+    r = load_text(tmp_path, GOOD)
+    params = r.tunable_params()
+    assert params == {
+        "members.0.weight": 1.0, "members.0.calibration.temperature": 1.5,
+        "members.1.weight": 0.5, "members.1.calibration.scale": 8.0, "members.1.calibration.shift": -3.0,
+        "members.2.weight": 1.0, "members.2.calibration.temperature": 1.0,
+        "members.3.weight": 0.5,
+        "steps.leak.max_distance": 0, "steps.new_whale.threshold": 0.5,
+        "steps.balance.margin": 0.3, "steps.balance.min_count": 2,
+    }
+    changed = r.with_params({k: v * 2 for k, v in params.items()})
+    assert changed.tunable_params() == {k: v * 2 for k, v in params.items()}
+
+
 @pytest.mark.parametrize("edit, message", [
     # unknown or misspelled keys, at every level: the key, the file, the valid keys
     (lambda d: d.update(memebers=d["members"]), r"unknown key 'memebers' \(did you mean 'members'\?\); valid keys: name, data"),
