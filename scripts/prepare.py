@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic", metavar="SIZE", help="generate a synthetic competition: tiny, small, medium or kaggle")
     p.add_argument("--out", help="where --synthetic writes the competition")
     p.add_argument("--seed", type=int, default=0, help="seed for the generator and the folds (default 0)")
-    p.add_argument("--folds", type=int, default=5, help="number of validation folds (default 5)")
+    p.add_argument("--folds", type=int, default=3, help="number of validation folds, disjoint in identities (default 3)")
     args = p.parse_args(argv)
 
     if args.synthetic:

@@ -22,7 +22,7 @@ UNKNOWN_PER_ID = 230 / 512
 MIN_IDS_PER_FOLD = 100  # below this a fold's MAP@5 is too noisy to tune on
 
 
-def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
+def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 0) -> pd.DataFrame:
     """Assign a validation fold to held-out images of `train` (columns image, label)."""
     if n_folds < 1:
         raise KitError(f"n_folds must be >= 1, got {n_folds}")
