@@ -172,6 +172,26 @@ class Pseudo:
 
 
 @dataclass(frozen=True)
+class TuneCfg:
+    """What `scripts/tune.py` may change: everything `tunable_params` lists, less `pin` (glob
+    patterns of dotted paths), within `ranges` where given; `holdout` is the share of the
+    validation images kept out of the search to measure overfitting."""
+
+    pin: tuple[str, ...] = ()
+    ranges: tuple[tuple[str, float, float], ...] = ()
+    holdout: float = 0.3
+    seed: int = 0
+
+    @property
+    def range_of(self) -> dict[str, tuple[float, float]]:
+        return {name: (low, high) for name, low, high in self.ranges}
+
+    def to_dict(self) -> dict:
+        return {"pin": list(self.pin), "ranges": {n: [lo, hi] for n, lo, hi in self.ranges},
+                "holdout": self.holdout, "seed": self.seed}
+
+
+@dataclass(frozen=True)
 class BlendRecipe:
     name: str
     data: str
@@ -180,6 +200,7 @@ class BlendRecipe:
     steps: Steps = field(default_factory=Steps)
     pseudo: Pseudo = field(default_factory=Pseudo)
     output: str = "submissions"
+    tune: TuneCfg = field(default_factory=TuneCfg)
     source: str = field(default="<recipe>", compare=False)  # the file it came from (messages)
 
     @property
@@ -211,6 +232,8 @@ class BlendRecipe:
                        else {"enabled": False, "threshold": self.pseudo.threshold}),
             "output": self.output,
         }
+        if self.tune != TuneCfg():
+            out["tune"] = self.tune.to_dict()
         return out
 
     def tunable_params(self) -> dict[str, Any]:
@@ -222,9 +245,11 @@ class BlendRecipe:
             out[f"members.{i}.weight"] = m.weight
             if m.scored:
                 cal = m.calibration
-                if cal.method in ("softmax", "sigmoid", "auto"):
+                # `auto` means softmax/sigmoid for a logit view and affine for a cosine view
+                affine = cal.method == "affine" or (cal.method == "auto" and m.view == "cosine")
+                if cal.method in ("softmax", "sigmoid", "auto") and not affine:
                     out[f"members.{i}.calibration.temperature"] = cal.t
-                if cal.method == "affine":
+                if affine:
                     out[f"members.{i}.calibration.scale"] = cal.a
                     out[f"members.{i}.calibration.shift"] = cal.b
         if self.steps.leak is not None:
@@ -278,7 +303,7 @@ def dump_recipe(recipe: BlendRecipe, path: str | Path) -> Path:
 def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     """Validate plain data (a parsed YAML) into a BlendRecipe."""
     top = _Section(raw, "", source)
-    top.keys(("name", "data", "fold", "members", "steps", "pseudo", "output"), required=("name", "data", "members"))
+    top.keys(("name", "data", "fold", "members", "steps", "pseudo", "output", "tune"), required=("name", "data", "members"))
     name = top.string("name")
     if not _NAME.match(name):
         top.fail("name", f"{name!r} is not a usable file name (letters, digits, _ . - only)")
@@ -311,7 +336,28 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     pseudo = Pseudo(enabled=pseudo_sec.boolean("enabled", True),
                     threshold=pseudo_sec.number("threshold", 0.96, low=0.0, high=1.0))
     return BlendRecipe(name=name, data=data, members=members, fold=fold, steps=steps,
-                       pseudo=pseudo, output=output, source=source)
+                       pseudo=pseudo, output=output, tune=_tune(top.get("tune"), source), source=source)
+
+
+def _tune(raw: Any, source: str) -> TuneCfg:
+    sec = _Section(raw, "tune", source)
+    sec.keys(("pin", "ranges", "holdout", "seed"))
+    pin = sec.get("pin", [])
+    if not isinstance(pin, list) or not all(isinstance(p, str) and p for p in pin):
+        sec.fail("pin", f"must be a list of dotted parameter names or glob patterns, got {pin!r}")
+    ranges_raw = sec.get("ranges", {}) or {}
+    if not isinstance(ranges_raw, dict):
+        sec.fail("ranges", f"must map parameter names to [low, high], got {ranges_raw!r}")
+    ranges = []
+    for name, bounds in ranges_raw.items():
+        ok = (isinstance(bounds, list) and len(bounds) == 2
+              and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+              and bounds[0] < bounds[1])
+        if not ok:
+            raise KitError(f"{source}: tune.ranges.{name} must be [low, high] with low < high, got {bounds!r}")
+        ranges.append((str(name), float(bounds[0]), float(bounds[1])))
+    return TuneCfg(pin=tuple(pin), ranges=tuple(ranges),
+                   holdout=sec.number("holdout", 0.3, low=0.0, high=0.9), seed=sec.integer("seed", 0))
 
 
 def _member(raw: Any, where: str, source: str) -> Member:

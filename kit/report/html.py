@@ -1,0 +1,252 @@
+"""The blend report: one self-contained HTML file (inline SVG and images, no script, no network).
+
+Sections: the members' MAP@5 and how their errors correlate; the ablation of the steps; MAP@5 and
+the new_whale share against the threshold; Optuna's history and parameter importances (after
+tune.py); the distribution of top-1 scores; a gallery of the worst validation errors. Every number
+comes from `kit.post.pipeline.run`, the code blend.py and tune.py run.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+from html import escape
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from kit.io import write_text
+from kit.post import pipeline
+from kit.post.recipe import STEP_ORDER, BlendRecipe, load_recipe
+from kit.report import svg
+
+GALLERY_ROWS = 12
+THUMB = (150, 75)
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
+h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:36px}
+table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
+th{background:#f4f4f4} td.l,th.l{text-align:left} .muted{color:#777;font-size:90%}
+.gallery td{vertical-align:top;text-align:center;font-size:11px;padding:3px} .gallery img{display:block;max-width:150px;margin:auto}
+.scroll{overflow-x:auto} .bar{background:#1f77b4;height:12px;display:inline-block;vertical-align:middle}
+.hit{outline:3px solid #2ca02c} .truth{outline:3px solid #1f77b4} figure{display:inline-block;margin:0 12px 12px 0}
+"""
+
+
+def _table(header: list[str], rows: list[list], left: int = 1) -> str:
+    th = "".join(f'<th class="{"l" if i < left else ""}">{escape(str(h))}</th>' for i, h in enumerate(header))
+    body = []
+    for row in rows:
+        cells = []
+        for i, v in enumerate(row):
+            text = f"{v:.4f}" if isinstance(v, float) else escape(str(v))
+            cells.append(f'<td class="{"l" if i < left else ""}">{text}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{th}</tr>{''.join(body)}</table>"
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def _bare(recipe: BlendRecipe) -> BlendRecipe:
+    """The recipe with every step switched off: the blend alone."""
+    return recipe.with_params({f"steps.{s}.enabled": False for s in STEP_ORDER if recipe.steps.active(s)})
+
+
+def _alone(recipe: BlendRecipe, i: int) -> BlendRecipe:
+    return recipe.with_params({f"members.{j}.weight": float(j == i) for j in range(len(recipe.members))})
+
+
+def members_section(recipe: BlendRecipe, inputs: pipeline.Inputs, result: pipeline.Result) -> str:
+    bare = _bare(recipe)
+    rows, aps, names = [], [], []
+    for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
+        if mi is None or m.weight <= 0:
+            continue
+        alone = pipeline.run(_alone(recipe, i), inputs)
+        alone_bare = pipeline.run(_alone(bare, i), inputs)
+        rows.append([m.name, mi.kind, m.weight, alone_bare.map5, alone.map5])
+        aps.append(alone_bare.ap)
+        names.append(m.name)
+    blend_bare = pipeline.run(bare, inputs)
+    rows.append(["blend", "", 1.0, blend_bare.map5, result.map5])
+    body = _table(["member", "kind", "weight", "MAP@5 alone", "alone + steps"], rows, left=2)
+    if len(aps) > 1:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.nan_to_num(np.corrcoef(np.vstack(aps)), nan=0.0)
+        body += ("<p>Correlation of the members' per-image AP@5 (blend alone, no steps): members that fail on "
+                 "different images blend best.</p>" + svg.heatmap(corr, names))
+    return _section("members", "Members", body)
+
+
+def ablation_section(results: dict[str, pipeline.Result]) -> str:
+    parts = []
+    for split, r in results.items():
+        if not r.map5_by_step:
+            continue
+        steps = list(r.map5_by_step)
+        values = list(r.map5_by_step.values())
+        rows = [[s, v, "" if k == 0 else f"{v - values[k - 1]:+.4f}"] for k, (s, v) in enumerate(zip(steps, values))]
+        parts.append(f"<figure><figcaption>{escape(split)} ({len(r.images)} images)</figcaption>"
+                     + svg.bar_chart(steps, values, "MAP@5") + _table(["step", "MAP@5", "gain"], rows) + "</figure>")
+    return _section("ablation", "Ablation of the steps", "".join(parts) or "<p>No split with truth.</p>")
+
+
+def threshold_section(recipe: BlendRecipe, inputs: pipeline.Inputs, result: pipeline.Result) -> str:
+    if not recipe.steps.active("new_whale"):
+        return _section("threshold", "new_whale threshold", "<p>The recipe has no new_whale step.</p>")
+    top1 = result.top_scores[:, 0]
+    grid = np.unique(np.concatenate([np.linspace(0, 1, 41), np.quantile(top1, np.linspace(0, 1, 41))]))
+    maps, shares = [], []
+    for t in grid:
+        r = pipeline.run(recipe.with_params({"steps.new_whale.threshold": float(t)}), inputs)
+        maps.append(r.map5)
+        shares.append(r.new_whale_share)
+    best = int(np.argmax(maps))
+    chosen = f"chosen {result.threshold:.3g}: MAP@5 {result.map5:.4f}"
+    body = (f"<p>Sweeping the threshold with everything else as in the recipe. Best on this split: "
+            f"{grid[best]:.3g} (MAP@5 {maps[best]:.4f}, new_whale first in {shares[best]:.1%}); the recipe's: "
+            f"{result.threshold:.3g} (MAP@5 {result.map5:.4f}, {result.new_whale_share:.1%}).</p>"
+            + svg.line_chart({"MAP@5": (grid, maps), "new_whale share": (grid, shares)}, "threshold", "value",
+                             marker=(result.threshold, result.map5, chosen)))
+    return _section("threshold", "new_whale threshold", body)
+
+
+def scores_section(result: pipeline.Result) -> str:
+    top1 = result.top_scores[:, 0]
+    groups = {"all images": top1}
+    if result.truth is not None:
+        unknown = result.truth == result.unknown_code
+        right = result.top_codes[:, 0] == result.truth
+        groups = {"truth new_whale": top1[unknown], "known, top-1 right": top1[~unknown & right],
+                  "known, top-1 wrong": top1[~unknown & ~right]}
+        groups = {k: v for k, v in groups.items() if len(v)}
+    body = ("<p>Blended top-1 score. new_whale images should sit to the left of the threshold, right "
+            "answers to the right.</p>" + svg.histogram(groups, "blended top-1 score"))
+    return _section("scores", "Score distribution", body)
+
+
+def optuna_section(summary) -> str:
+    if summary is None:
+        return _section("optuna", "Tuning", "<p>Not tuned yet: <code>python scripts/tune.py RECIPE</code> adds "
+                                           "Optuna's history and the parameter importances here.</p>")
+    import optuna
+    from optuna.trial import TrialState
+
+    from kit.tune.study import open_storage
+
+    study = optuna.load_study(study_name=summary.study_name, storage=open_storage(summary.storage))
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    x = np.array([t.number for t in trials], float)
+    y = np.array([t.value for t in trials], float)
+    body = (f"<p>Study <code>{escape(summary.study_name)}</code> in <code>{escape(summary.storage)}</code>: "
+            f"{len(trials)} finished trials. Trials see the tuning part of the validation images only.</p>"
+            + _table(["", "tuning part", "held-out part", "all val"],
+                     [["untuned", summary.untuned["tune"], summary.untuned["holdout"], summary.untuned["all"]],
+                      ["tuned", summary.best["tune"], summary.best["holdout"], summary.best["all"]]])
+            + svg.line_chart({"trial": (x, y), "best so far": (x, np.maximum.accumulate(y))}, "trial", "MAP@5 (tuning part)"))
+    if summary.importances:
+        top = max(summary.importances.values()) or 1.0
+        rows = "".join(
+            f"<tr><td class='l'><code>{escape(n)}</code></td><td>{summary.best_params.get(n, float('nan')):.5g}</td>"
+            f"<td class='l'><span class='bar' style='width:{200 * v / top:.0f}px'></span> {v:.3f}</td></tr>"
+            for n, v in summary.importances.items())
+        body += ("<p>Parameter importances (fANOVA over the finished trials) and the best trial's values.</p>"
+                 f"<table><tr><th class='l'>parameter</th><th>best value</th><th class='l'>importance</th></tr>{rows}</table>")
+    return _section("optuna", "Tuning", body)
+
+
+def _thumb(path: Path, cls: str = "") -> str:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail(THUMB)
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+    except (OSError, ValueError):
+        return f'<div class="muted">unreadable: {escape(path.name)}</div>'
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img class="{cls}" src="data:image/jpeg;base64,{data}" alt="{escape(path.name)}">'
+
+
+def gallery_section(inputs: pipeline.Inputs, result: pipeline.Result) -> str:
+    if result.ap is None:
+        return _section("gallery", "Worst validation errors", "<p>No truth for this split.</p>")
+    comp = inputs.competition
+    examples: dict[str, str] = {}
+    for image, label in zip(comp.train["image"], comp.train["label"]):
+        examples.setdefault(label, image)
+    order = np.lexsort((-result.top_scores[:, 0], result.ap))[:GALLERY_ROWS]
+    rows = []
+    for i in order:
+        truth = inputs.labels[result.truth[i]] if result.truth[i] >= 0 else "?"
+        cells = [f"<td>{_thumb(comp.image_path(inputs.images[i], 'train'))}<b>{escape(inputs.images[i])}</b><br>"
+                 f"AP {result.ap[i]:.2f}, top-1 score {result.top_scores[i, 0]:.3f}</td>"]
+        for code in result.top5[i]:
+            if code < 0:
+                cells.append("<td></td>")
+                continue
+            label = inputs.labels[code]
+            example = examples.get(label) if code != result.unknown_code else None
+            picture = _thumb(comp.image_path(example, "train"), "hit" if label == truth else "") if example and example != inputs.images[i] else ""
+            cells.append(f"<td>{picture}{escape(label)}</td>")
+        example = examples.get(truth) if truth != comp.unknown else None
+        picture = _thumb(comp.image_path(example, "train"), "truth") if example and example != inputs.images[i] else ""
+        cells.append(f"<td>{picture}<b>{escape(truth)}</b></td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = "<tr><th>query</th>" + "".join(f"<th>#{k + 1}</th>" for k in range(5)) + "<th>truth</th></tr>"
+    body = ("<p>The validation images with the lowest AP@5, most confident first: the query, one train "
+            "image of each predicted identity, and of the true one.</p>"
+            f'<div class="scroll"><table class="gallery">{header}{"".join(rows)}</table></div>')
+    return _section("gallery", "Worst validation errors", body)
+
+
+def build(recipe: BlendRecipe, summary=None) -> str:
+    """The report's HTML for a recipe (and its tuning summary, if any)."""
+    results: dict[str, pipeline.Result] = {}
+    sections = []
+    skip = pipeline._val_skip_reason(recipe)
+    val_inputs = val_result = None
+    if skip is None:
+        val_inputs = pipeline.prepare(recipe, "val")
+        val_result = results["validation"] = pipeline.run(recipe, val_inputs)
+    test_inputs = pipeline.prepare(recipe, "test")
+    results["test"] = pipeline.run(recipe, test_inputs)
+
+    members = ", ".join(escape(m.name) for m in recipe.members)
+    head = (f"<h1>{escape(recipe.name)}</h1><p class='muted'>{escape(recipe.source)} · data {escape(recipe.data)} · "
+            f"fold {recipe.fold} · members: {members} · {datetime.datetime.now():%Y-%m-%d %H:%M}</p>")
+    if val_result is not None:
+        sections.append(members_section(recipe, val_inputs, val_result))
+    else:
+        sections.append(_section("members", "Members", f"<p>No validation split: {escape(skip)}.</p>"))
+    sections.append(ablation_section(results))
+    if val_result is not None:
+        sections.append(threshold_section(recipe, val_inputs, val_result))
+    sections.append(optuna_section(summary))
+    scored = val_result if val_result is not None else results["test"]
+    sections.append(scores_section(scored))
+    if val_result is not None:
+        sections.append(gallery_section(val_inputs, val_result))
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(recipe.name)} · whale-kit report</title>"
+            f"<style>{CSS}</style></head><body>{head}{''.join(sections)}</body></html>")
+
+
+def report_path(recipe: BlendRecipe) -> Path:
+    return Path(recipe.output) / f"{recipe.name}.html"
+
+
+def write_report(recipe: BlendRecipe | str | Path, summary=None) -> Path:
+    """Write `<output>/<name>.html` atomically and return its path."""
+    if not isinstance(recipe, BlendRecipe):
+        recipe = load_recipe(recipe)
+    path = report_path(recipe)
+    write_text(path, build(recipe, summary))
+    return path
+
+
+def write_tune_report(summary) -> Path:
+    """The tuned recipe's report, with the study's history and importances."""
+    return write_report(summary.tuned, summary)

@@ -1,0 +1,93 @@
+"""The search space a blend recipe opens to the tuner, and how a trial's values become a recipe.
+
+Parameters are named by their dotted path in the recipe (`members.0.weight`,
+`members.1.calibration.temperature`, `steps.new_whale.threshold`, `steps.leak.max_distance`,
+`steps.balance.margin`, `steps.balance.min_count`): the names `BlendRecipe.tunable_params` lists,
+so a trial's values apply as they are (`BlendRecipe.with_params`), and the recipe's `tune.pin`
+(glob patterns, e.g. `members.*.weight`) and `tune.ranges` use the same names.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from kit.errors import KitError
+
+# the search range of each kind of parameter (by the end of its dotted name): low, high, log scale
+RANGES = {
+    "weight": (0.0, 1.0, False),
+    "calibration.temperature": (0.05, 20.0, True),
+    "calibration.scale": (1.0, 60.0, True),
+    "calibration.shift": (-50.0, 0.0, False),
+    "steps.leak.max_distance": (0, 8, False),
+    "steps.new_whale.threshold": (0.0, 1.0, False),
+    "steps.new_whale.proportion": (0.0, 0.7, False),
+    "steps.balance.margin": (0.0, 1.0, False),
+    "steps.balance.min_count": (1, 10, False),
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def suggest(self, trial) -> float | int:
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high))
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+
+def default_space(recipe) -> list[Param]:
+    """Every tunable value of the recipe's active steps and members, with the ranges above."""
+    space = []
+    for name, value in recipe.tunable_params().items():
+        if name.startswith("steps.") and not recipe.steps.active(name.split(".")[1]):
+            continue
+        if name.endswith(".weight") and len(recipe.members) == 1:
+            continue  # one member: its weight changes nothing
+        kind = next(k for k in RANGES if name.endswith(k))
+        low, high, log = RANGES[kind]
+        space.append(Param(name, low, high, log, integer=isinstance(value, int) and not isinstance(value, bool)))
+    return space
+
+
+def search_space(recipe) -> list[Param]:
+    """The default space less the pinned parameters, with ranges narrowed as the recipe says."""
+    cfg, source = recipe.tune, recipe.source
+    space = default_space(recipe)
+    names = [p.name for p in space]
+    for pattern in cfg.pin:
+        if not fnmatch.filter(names, pattern):
+            raise KitError(f"{source}: tune.pin: {pattern!r} matches no tunable parameter; they are: {', '.join(names)}")
+    ranges = cfg.range_of
+    for name in ranges:
+        if name not in names:
+            raise KitError(f"{source}: tune.ranges: {name!r} is not a tunable parameter; they are: {', '.join(names)}")
+    out = []
+    for p in space:
+        if any(fnmatch.fnmatch(p.name, pattern) for pattern in cfg.pin):
+            continue
+        if p.name in ranges:
+            low, high = ranges[p.name]
+            if p.log and low <= 0:
+                raise KitError(f"{source}: tune.ranges.{p.name}: searched on a log scale, its low end must be > 0")
+            p = Param(p.name, low, high, p.log, p.integer)
+        out.append(p)
+    return out
+
+
+def to_recipe_values(recipe, values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's raw values → recipe values. The blend is a weighted mean, so only the weights'
+    ratios matter; when every weight is tuned they are normalised to sum 1 for a readable recipe."""
+    out = dict(values)
+    weights = {k: v for k, v in values.items() if k.endswith(".weight")}
+    if weights and len(weights) == len(recipe.members):
+        total = sum(weights.values())
+        for k, v in weights.items():
+            out[k] = v / total if total > 0 else 1.0 / len(weights)
+    return out

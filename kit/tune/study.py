@@ -1,0 +1,209 @@
+"""Tune a blend recipe with Optuna, honestly: search on part of the validation images, report the rest.
+
+The objective is local MAP@5 through `kit.post.pipeline.run`, the very code `blend.py` runs. The
+validation images are split once (seeded, stratified on the unknown label) into a tuning part and a
+held-out part; trials only see the tuning part, and the summary shows the untuned recipe and the
+best trial on both, so the gap between them says how much of the gain is real.
+
+Studies live in Optuna storages: `sqlite:///models/studies.db` by default (resumable: run the same
+command again and it carries on to N finished trials), any RDB URL (PostgreSQL for several
+machines), or a journal file (`journal:/shared/disk/study.log`) on a shared disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import warnings
+
+import numpy as np
+
+from kit.errors import KitError
+from kit.post import pipeline
+from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
+from kit.tune.space import Param, search_space, to_recipe_values
+
+DEFAULT_STORAGE = "sqlite:///models/studies.db"
+
+
+@dataclass
+class TuneSummary:
+    recipe: BlendRecipe
+    tuned: BlendRecipe
+    tuned_path: Path
+    study_name: str
+    storage: str
+    n_trials: int
+    best_params: dict[str, Any]
+    untuned: dict[str, float]  # part ("tune", "holdout", "all") -> MAP@5
+    best: dict[str, float]
+    importances: dict[str, float] = field(default_factory=dict)
+    trials_per_second: float = 0.0
+    sizes: tuple[int, int] = (0, 0)  # images in the tuning and held-out parts
+
+    def table(self) -> str:
+        n_t, n_h = self.sizes
+        rows = [
+            f"{'':<22}{'tuning part':>14}{'held-out part':>16}{'all val':>10}",
+            f"{'':<22}{f'({n_t} images)':>14}{f'({n_h} images)':>16}{'':>10}",
+            f"{'untuned recipe':<22}{self.untuned['tune']:>14.4f}{self.untuned['holdout']:>16.4f}{self.untuned['all']:>10.4f}",
+            f"{'tuned (best trial)':<22}{self.best['tune']:>14.4f}{self.best['holdout']:>16.4f}{self.best['all']:>10.4f}",
+            f"{'gain':<22}{self.best['tune'] - self.untuned['tune']:>+14.4f}{self.best['holdout'] - self.untuned['holdout']:>+16.4f}"
+            f"{self.best['all'] - self.untuned['all']:>+10.4f}",
+        ]
+        return "\n".join(rows)
+
+
+def open_storage(url: str):
+    """An Optuna storage from a URL: RDB (sqlite:///, postgresql://, mysql://) or `journal:PATH`."""
+    import optuna
+
+    if url.startswith("journal:") or url.endswith((".log", ".journal")):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = url.removeprefix("journal:")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # two workers share one file
+        # A killed worker's trial stays RUNNING; heartbeats let the next run mark it FAILED.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=15, **kwargs)
+    raise KitError(f"--storage {url!r}: expected sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
+
+
+def holdout_split(truth: np.ndarray, unknown_code: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (tune, holdout) of the validation images, stratified on unknown vs known."""
+    rng = np.random.default_rng(seed)
+    hold = np.zeros(len(truth), bool)
+    if share > 0:
+        for group in (truth == unknown_code, truth != unknown_code):
+            idx = rng.permutation(np.flatnonzero(group))
+            hold[idx[: int(round(share * len(idx)))]] = True
+    return np.flatnonzero(~hold), np.flatnonzero(hold)
+
+
+class Objective:
+    """MAP@5 of a trial's recipe on the tuning part of the validation images."""
+
+    def __init__(self, recipe: BlendRecipe, space: list[Param], holdout: float, seed: int):
+        self.recipe, self.space = recipe, space
+        self.inputs = pipeline.prepare(recipe, "val")
+        if self.inputs.truth is None:
+            raise KitError(f"{recipe.source}: the validation split has no truth to tune against")
+        self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
+
+    def recipe_for(self, values: dict[str, Any]) -> BlendRecipe:
+        return self.recipe.with_params(to_recipe_values(self.recipe, values)) if values else self.recipe
+
+    def scores(self, recipe: BlendRecipe) -> dict[str, float]:
+        ap = pipeline.run(recipe, self.inputs).ap
+        part = lambda idx: float(ap[idx].mean()) if len(idx) else float("nan")
+        return {"tune": part(self.tune_idx), "holdout": part(self.hold_idx), "all": float(ap.mean())}
+
+    def __call__(self, trial) -> float:
+        values = {p.name: p.suggest(trial) for p in self.space}
+        ap = pipeline.run(self.recipe_for(values), self.inputs).ap
+        return float(ap[self.tune_idx].mean())
+
+
+def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed: int) -> str:
+    """The recipe's name plus a digest of what the study optimises: a changed space is a new study."""
+    key = json.dumps([recipe.to_dict(), [p.__dict__ for p in space], holdout, seed], sort_keys=True, default=str)
+    return f"{recipe.name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int, worker: int,
+              progress: bool) -> None:
+    """One worker: load the study and run trials until the study holds `trials` finished ones."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    recipe = load_recipe(recipe_path)
+    objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
+                              sampler=optuna.samplers.TPESampler(seed=seed + worker, multivariate=True))
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if done >= trials:
+        return
+    study.optimize(objective, n_trials=trials - done, callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))],
+                   show_progress_bar=progress, gc_after_trial=False)
+
+
+def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study_name: str | None = None,
+         jobs: int = 1, seed: int | None = None, progress: bool = True) -> TuneSummary:
+    """Run (or resume) a study to `trials` finished trials, write `<recipe>.tuned.yaml`, summarise."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if trials < 1:
+        raise KitError(f"--trials must be >= 1, got {trials}")
+    if jobs < 1:
+        raise KitError(f"--jobs must be >= 1, got {jobs}")
+    recipe_path = Path(recipe_path)
+    recipe = load_recipe(recipe_path)
+    cfg = recipe.tune
+    seed = cfg.seed if seed is None else seed
+    space = search_space(recipe)
+    if not space:
+        raise KitError(f"{recipe_path}: nothing to tune: every parameter is pinned")
+    storage = storage or DEFAULT_STORAGE
+    study_name = study_name or study_name_for(recipe, space, cfg.holdout, seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
+                                load_if_exists=True)
+    study.set_user_attr("recipe", str(recipe_path))
+    before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    start = time.perf_counter()
+    args = (str(recipe_path), storage, study_name, trials, seed)
+    if jobs == 1:
+        _optimize(*args, worker=0, progress=progress)
+    else:  # processes, not threads: the objective holds the GIL between numba calls
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_optimize, args=args, kwargs={"worker": w, "progress": progress and w == 0})
+                 for w in range(jobs)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise KitError(f"{len(failed)} tuning worker(s) failed (exit codes {failed}); the study keeps every finished trial")
+    elapsed = time.perf_counter() - start
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise KitError(f"study {study_name!r} has no finished trial")
+    objective = Objective(recipe, space, cfg.holdout, seed)
+    best = study.best_trial
+    tuned = objective.recipe_for(best.params).with_params(name=f"{recipe.name}_tuned")
+    tuned_path = recipe_path.with_name(f"{recipe_path.stem}.tuned.yaml")
+    dump_recipe(tuned, tuned_path)
+    importances = {}
+    if len(complete) >= 2 and len(space) > 1:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):  # e.g. every trial scored the same
+            importances = {}
+    ran = len(complete) - before
+    summary = TuneSummary(
+        recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
+        n_trials=len(complete), best_params=to_recipe_values(recipe, best.params),
+        untuned=objective.scores(recipe), best=objective.scores(tuned), importances=dict(importances),
+        trials_per_second=ran / elapsed if ran > 0 and elapsed > 0 else 0.0,
+        sizes=(len(objective.tune_idx), len(objective.hold_idx)),
+    )
+    return summary

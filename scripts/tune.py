@@ -1,0 +1,44 @@
+"""Tune a blend recipe's weights and thresholds with Optuna against local MAP@5."""
+from __future__ import annotations
+
+from kit import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser(
+        "Search member weights, temperatures, the new_whale threshold, leak distance and balance constants "
+        "with Optuna (seeded TPE) on part of the validation images; report the held-out part too; write "
+        "blends/<name>.tuned.yaml. Run the same command again to resume a study.",
+        "python scripts/tune.py blends/final.yaml --trials 300\n"
+        "  python scripts/tune.py blends/final.yaml --trials 2000 --jobs 2 --storage journal:/mnt/shared/final.log",
+    )
+    p.add_argument("recipe", help="blend recipe (YAML); its optional tune: section pins parameters or narrows ranges")
+    p.add_argument("--trials", type=int, default=200, help="finished trials the study should hold (default 200)")
+    p.add_argument("--storage", help="Optuna storage: sqlite:///PATH (default sqlite:///models/studies.db), "
+                                     "postgresql://..., or journal:PATH for a journal file on a shared disk")
+    p.add_argument("--study", help="study name (default: the recipe name plus a digest of its search space)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--seed", type=int, help="sampler and split seed (default: the recipe's tune.seed, 0)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    args = p.parse_args(argv)
+
+    from kit.tune.study import tune
+
+    s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs, seed=args.seed)
+    print(f"study {s.study_name} in {s.storage}: {s.n_trials} finished trials"
+          + (f" ({s.trials_per_second:.1f} trials/s this run)" if s.trials_per_second else ""))
+    print(s.table())
+    print("best parameters:")
+    for name, value in s.best_params.items():
+        imp = s.importances.get(name)
+        print(f"  {name:<40} {value:<12.5g}" + (f" importance {imp:.2f}" if imp is not None else ""))
+    print(f"wrote {s.tuned_path}  (run: python scripts/blend.py {s.tuned_path})")
+    if not args.no_report:
+        from kit.report.html import write_tune_report
+
+        print(f"wrote {write_tune_report(s)}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
