@@ -14,7 +14,7 @@ def prepare(data: Path, n_folds: int, seed: int) -> None:
     folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed)
     write_folds(data / "folds.csv", folds)
     held = folds[folds["fold"] == 0]
-    unknown_share = (held["Id"] == comp.unknown).mean()
+    unknown_share = (held["label"] == comp.unknown).mean()
     print(
         f"{data}: {comp.layout.name} layout, {len(comp.train):,} train / {len(comp.test_images):,} test images, "
         f"{len(comp.known_labels):,} identities + {comp.unknown}"

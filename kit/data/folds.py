@@ -23,7 +23,7 @@ MIN_IDS_PER_FOLD = 100  # below this a fold's MAP@5 is too noisy to tune on
 
 
 def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 0) -> pd.DataFrame:
-    """Assign a validation fold to held-out images of `train` (columns image, label)."""
+    """Assign a validation fold to held-out images of `train` (columns image, label) → image, label, fold."""
     if n_folds < 1:
         raise KitError(f"n_folds must be >= 1, got {n_folds}")
     rng = np.random.default_rng(seed)
@@ -44,11 +44,12 @@ def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 
         for label in ids[f * per_fold:(f + 1) * per_fold]:
             fold[rng.choice(rows_by_label[label])] = f
         fold[unknown_perm[f * per_fold_unknown:(f + 1) * per_fold_unknown]] = f
-    return pd.DataFrame({"Image": train["image"].to_numpy(), "Id": train["label"].to_numpy(), "fold": fold})
+    return pd.DataFrame({"image": train["image"].to_numpy(), "label": train["label"].to_numpy(), "fold": fold})
 
 
 def write_folds(path: str | Path, folds: pd.DataFrame) -> None:
-    write_csv(path, folds)
+    """folds.csv in Kaggle's column names: Image,Id,fold."""
+    write_csv(path, folds.rename(columns={"image": "Image", "label": "Id"}))
 
 
 def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFrame:

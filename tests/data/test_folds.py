@@ -18,17 +18,17 @@ def test_scheme():
     train = label_frame()
     folds = make_folds(train, "new_whale", n_folds=3, seed=1)
     counts = train["label"].value_counts()
-    assert list(folds.columns) == ["Image", "Id", "fold"] and len(folds) == len(train)
+    assert list(folds.columns) == ["image", "label", "fold"] and len(folds) == len(train)
     for f in range(3):
         held = folds[folds.fold == f]
-        ids = held[held.Id != "new_whale"].Id
+        ids = held[held.label != "new_whale"].label
         assert ids.is_unique  # one image per held-out identity
         assert (counts[ids] >= 2).all()  # so the identity is still in train
-        share = (held.Id == "new_whale").mean()
+        share = (held.label == "new_whale").mean()
         assert 0.25 < share < 0.36  # 230 / (512 + 230) on the real data
     singles = set(counts[counts == 1].index)
-    assert (folds[folds.Id.isin(singles)].fold == -1).all()  # singletons always train
-    held_ids = [set(folds[(folds.fold == f) & (folds.Id != "new_whale")].Id) for f in range(3)]
+    assert (folds[folds.label.isin(singles)].fold == -1).all()  # singletons always train
+    held_ids = [set(folds[(folds.fold == f) & (folds.label != "new_whale")].label) for f in range(3)]
     assert not (held_ids[0] & held_ids[1]) and not (held_ids[1] & held_ids[2])  # disjoint folds
 
 
@@ -38,7 +38,7 @@ def test_real_scale_matches_the_winners():
     labels = [f"w_{i}" for i, s in enumerate(sizes) for _ in range(s)] + ["new_whale"] * 9664
     train = pd.DataFrame({"image": [f"{i}.jpg" for i in range(len(labels))], "label": labels})
     held = make_folds(train, "new_whale", n_folds=5).query("fold == 0")
-    assert (held.Id != "new_whale").sum() == 512 and (held.Id == "new_whale").sum() == 230
+    assert (held.label != "new_whale").sum() == 512 and (held.label == "new_whale").sum() == 230
 
 
 def test_deterministic_and_seeded():

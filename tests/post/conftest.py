@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from kit.data.folds import make_folds, split
+from kit.data.folds import make_folds, split, write_folds
 from kit.predset import PredictionSet
 
 UNKNOWN = "new_whale"
@@ -27,13 +27,13 @@ class FakeCompetition:
     root: Path
     train: pd.DataFrame  # image, label
     test: pd.DataFrame  # image, label (the truth)
-    folds: pd.DataFrame  # Image, Id, fold
+    folds: pd.DataFrame  # image, label, fold
     hashes: dict  # image -> int
     known: list  # known labels, sorted
     leaked: dict  # test or val image -> the train image it duplicates
 
     def val(self, fold: int = 0) -> pd.DataFrame:
-        f = self.folds.rename(columns={"Image": "image", "Id": "label"})
+        f = self.folds
         return split(f, fold)[1][["image", "label"]]
 
     def truth(self, split_name: str, fold: int = 0) -> pd.DataFrame:
@@ -68,13 +68,13 @@ def make_competition(root: Path, n_ids: int = 40, n_test: int = 60, seed: int = 
     pd.DataFrame({"Image": test["image"], "Id": "new_whale"}).to_csv(root / "sample_submission.csv", index=False)
     test.rename(columns={"image": "Image", "label": "Id"}).to_csv(root / "test_truth.csv", index=False)
     folds = make_folds(train, UNKNOWN, n_folds=2, seed=seed)
-    folds.to_csv(root / "folds.csv", index=False)
+    write_folds(root / "folds.csv", folds)
 
     table = {name: int(rng.integers(0, 2**63)) * 2 + int(rng.integers(2)) for name in list(train["image"]) + list(test["image"])}
     leaked = {}
     # duplicates: some test images (and val images) copy a train image of their identity (+ a few flipped bits)
     by_label = train.groupby("label")["image"].apply(list).to_dict()
-    val0 = set(folds["Image"][folds["fold"] == 0])
+    val0 = set(folds["image"][folds["fold"] == 0])
     for i in rng.permutation(n_test)[:n_leaks]:
         name, lab = test["image"].iloc[i], test["label"].iloc[i]
         src = by_label[lab][int(rng.integers(len(by_label[lab])))]

@@ -64,8 +64,8 @@ def test_run_equals_the_plain_python_pipeline(project):
     b = result.blended
     comp, unknown = project["comp"], inputs.unknown_code
     code = {lab: c for c, lab in enumerate(inputs.labels)}
-    ref = [im for im, f in zip(comp.folds["Image"], comp.folds["fold"]) if f != 0]
-    ref_label = dict(zip(comp.folds["Image"], comp.folds["Id"]))
+    ref = [im for im, f in zip(comp.folds["image"], comp.folds["fold"]) if f != 0]
+    ref_label = dict(zip(comp.folds["image"], comp.folds["label"]))
     rankings = [sorted(range(b.shape[1]), key=lambda j: (-b[i, j], j))[:10] for i in range(len(b))]
     top_scores = [[float(b[i, j]) for j in r] for i, r in enumerate(rankings)]
     pinned = [slow.leak_labels([(code[ref_label[r]], slow.hamming(comp.hashes[im], comp.hashes[r])) for r in ref], 2)
