@@ -4,26 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kit import cli
-from kit.data import load_competition
-from kit.data.folds import make_folds, write_folds
+from kit.data.prepare import prepare
 from kit.errors import KitError
-
-
-def prepare(data: Path, n_folds: int, seed: int) -> None:
-    comp = load_competition(data)
-    folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed)
-    write_folds(data / "folds.csv", folds)
-    held = folds[folds["fold"] == 0]
-    unknown_share = (held["label"] == comp.unknown).mean()
-    print(
-        f"{data}: {comp.layout.name} layout, {len(comp.train):,} train / {len(comp.test_images):,} test images, "
-        f"{len(comp.known_labels):,} identities + {comp.unknown}"
-    )
-    print(f"  folds.csv: {n_folds} fold(s) of {len(held)} images each ({unknown_share:.0%} {comp.unknown})")
-    from kit.post.phash import write_hashes  # light: Pillow + numba, no torch
-
-    write_hashes(comp, data / "hashes.csv")
-    print(f"  hashes.csv: perceptual hashes of {len(comp.train) + len(comp.test_images):,} images")
 
 
 def main(argv: list[str] | None = None) -> int:
