@@ -58,8 +58,14 @@ class ArcFaceHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.neck(features)
-        cosine = F.linear(F.normalize(embedding.float(), dim=1), F.normalize(self.weight.float(), dim=1))
-        return self.scale * cosine, embedding
+        device = embedding.device.type
+        if torch.is_autocast_enabled(device):  # cosines in float32: bf16's 3 digits, times s = 64, is noise
+            with torch.autocast(device, enabled=False):
+                return self.scale * self._cosine(embedding), embedding
+        return self.scale * self._cosine(embedding), embedding
+
+    def _cosine(self, embedding: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(embedding.float(), dim=1), F.normalize(self.weight.float(), dim=1))
 
 
 HEADS: dict[str, type[nn.Module]] = {"softmax": LinearHead, "sigmoid": LinearHead, "arcface": ArcFaceHead}

@@ -95,7 +95,9 @@ def build_model(recipe: Recipe, num_classes: int, pretrained: bool | None = None
     backbone = create_backbone(recipe, pretrained)
     outputs = num_classes * (2 if recipe.flip_twins else 1)
     h = recipe.head
-    head = HEADS[h.type](backbone.num_features, outputs, embedding_dim=h.embedding_dim, dropout=h.dropout, scale=h.scale)
+    # pooled features: num_features, or the pre-logits MLP's width where timm has one (InceptionNeXt...)
+    features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    head = HEADS[h.type](features, outputs, embedding_dim=h.embedding_dim, dropout=h.dropout, scale=h.scale)
     return WhaleNet(backbone, head)
 
 

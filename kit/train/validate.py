@@ -39,7 +39,7 @@ def evaluate_probs(probs: np.ndarray, targets: np.ndarray) -> dict:
     best_map, best_t = max(scores, key=lambda s: (s[0], -s[1]))
     return {
         "map5": round(best_map, 5),
-        "threshold": best_t if np.isfinite(best_t) else None,
+        "threshold": round(best_t, 5) if np.isfinite(best_t) else None,  # None: never insert it
         "map5_without_unknown": round(map5(top5_with_unknown(probs, -np.inf, K), truth), 5),
         "images": int(len(targets)),
     }

@@ -66,3 +66,14 @@ def test_frozen_parameters_and_their_statistics_do_not_change(tiny_recipe):
             assert torch.equal(before[key], after[key]), key  # weights and BN running stats
     assert not torch.equal(before["backbone.layer4.0.conv1.weight"], after["backbone.layer4.0.conv1.weight"])
     assert not torch.equal(before["head.classifier.weight"], after["head.classifier.weight"])
+
+
+def test_arcface_cosines_stay_float32_under_bf16_autocast(tiny_recipe):
+    model = build_model(tiny_recipe("x", head={"type": "arcface"}), num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 64)
+    with torch.no_grad():
+        plain, _ = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed, _ = model(x)
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(plain, mixed, atol=0.05 * 64)  # the backbone ran in bf16; the cosines did not
