@@ -263,6 +263,14 @@ class BlendRecipe:
             out["steps.balance.min_count"] = self.steps.balance.min_count
         return out
 
+    def only_member(self, i: int) -> "BlendRecipe":
+        """The recipe with every member's weight 0 but member i's (same inputs, one member)."""
+        return self.with_params({f"members.{j}.weight": float(j == i) for j in range(len(self.members))})
+
+    def without_steps(self) -> "BlendRecipe":
+        """The recipe with every post-processing step switched off: the blend alone."""
+        return self.with_params({f"steps.{s}.enabled": False for s in STEP_ORDER if self.steps.active(s)})
+
     def with_params(self, params: Mapping[str, Any] | None = None, **kw: Any) -> "BlendRecipe":
         """A copy with some values changed, re-validated, addressed by dotted paths.
 

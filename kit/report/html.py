@@ -18,7 +18,7 @@ from PIL import Image
 
 from kit.io import write_text
 from kit.post import pipeline
-from kit.post.recipe import STEP_ORDER, BlendRecipe, load_recipe
+from kit.post.recipe import BlendRecipe, load_recipe
 from kit.report import svg
 
 GALLERY_ROWS = 12
@@ -50,23 +50,14 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
 
 
-def _bare(recipe: BlendRecipe) -> BlendRecipe:
-    """The recipe with every step switched off: the blend alone."""
-    return recipe.with_params({f"steps.{s}.enabled": False for s in STEP_ORDER if recipe.steps.active(s)})
-
-
-def _alone(recipe: BlendRecipe, i: int) -> BlendRecipe:
-    return recipe.with_params({f"members.{j}.weight": float(j == i) for j in range(len(recipe.members))})
-
-
 def members_section(recipe: BlendRecipe, inputs: pipeline.Inputs, result: pipeline.Result) -> str:
-    bare = _bare(recipe)
+    bare = recipe.without_steps()
     rows, aps, names = [], [], []
     for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
         if mi is None or m.weight <= 0:
             continue
-        alone = pipeline.run(_alone(recipe, i), inputs)
-        alone_bare = pipeline.run(_alone(bare, i), inputs)
+        alone = pipeline.run(recipe.only_member(i), inputs)
+        alone_bare = pipeline.run(bare.only_member(i), inputs)
         rows.append([m.name, mi.kind, m.weight, alone_bare.map5, alone.map5])
         aps.append(alone_bare.ap)
         names.append(m.name)
