@@ -434,6 +434,114 @@ def _phash_rows(table: Table, photos: list[Path], cores: int) -> None:
               f"{t_ref / t_fast_all:.2f}x imagehash's speed")
 
 
+# --------------------------------------------------------------------------------- tune section
+TUNE_TARGET = 20.0  # trials per second at Kaggle validation scale (issue 6)
+
+
+def _random_values(space, rng, n: int) -> list[dict]:
+    """`n` parameter sets drawn uniformly (log-uniformly where the space says) from `space`."""
+    out = []
+    for _ in range(n):
+        v = {}
+        for p in space:
+            if p.integer:
+                v[p.name] = int(rng.integers(int(p.low), int(p.high) + 1))
+            elif p.log:
+                v[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
+            else:
+                v[p.name] = float(rng.uniform(p.low, p.high))
+        out.append(v)
+    return out
+
+
+def _optuna_rate(objective, storage, n_trials: int, tail: int) -> tuple[float, float]:
+    """(trials/s over all `n_trials`, trials/s over the last `tail`) of seeded multivariate TPE."""
+    import optuna
+
+    ends = []
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0, multivariate=True))
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=n_trials, gc_after_trial=False,
+                   callbacks=[lambda _s, _t: ends.append(time.perf_counter())])
+    return n_trials / (ends[-1] - start), tail / (ends[-1] - ends[-tail - 1])
+
+
+@section("tune")
+def bench_tune(args: argparse.Namespace) -> None:
+    """Tuning trials per second at Kaggle validation scale (742 val images x 5,004 identities, 3
+    members): the objective alone, Optuna trials in memory, in sqlite and in a journal file, and
+    tune() end to end; the members are the post section's."""
+    import optuna
+
+    from kit.post.recipe import dump_recipe, load_recipe, recipe_from_dict
+    from kit.tune.space import search_space
+    from kit.tune.study import Objective, open_storage, tune
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = np.random.default_rng(0)
+    n_trials, tail = 200, 50
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    table = Table(f"tune: {N_MEMBERS} members x {N_VAL_IDS + N_VAL_UNKNOWN} val images x {N_IDS:,} identities; "
+                  f"seeded multivariate TPE, {n_trials} trials a row")
+    with tempfile.TemporaryDirectory(prefix="bench_tune_") as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        b = _build_post_inputs(root, rng)
+        table.note(f"inputs: {b['source']}; built in {time.perf_counter() - t0:.0f} s (not timed below)")
+        raw = {"name": "bench", "data": str(b["data"]), "fold": 0, "output": str(root / "submissions"),
+               "members": [{"model": str(m), "view": "logit", "weight": 1.0} for m in b["members"]],
+               "steps": {"leak": {"max_distance": 0}, "new_whale": {"proportion": 0.276},
+                         "balance": {"margin": 0.3, "min_count": 2}}}
+        path = dump_recipe(recipe_from_dict(raw, "bench"), root / "blends" / "bench.yaml")
+        recipe = load_recipe(path)
+        space = search_space(recipe)
+        t0 = time.perf_counter()
+        objective = Objective(recipe, space, recipe.tune.holdout, recipe.tune.seed)
+        t_prepare = time.perf_counter() - t0
+        n_tune, n_hold = len(objective.tune_idx), len(objective.hold_idx)
+        table.note(f"space: {len(space)} parameters ({', '.join(p.name for p in space)})")
+        table.note(f"prepare (once per worker): {t_prepare:.1f} s; tuning part {n_tune} images, held-out part {n_hold}")
+
+        def verdict(rate: float) -> str:
+            return f"{rate / TUNE_TARGET:.2f}x target; {_ok(rate >= TUNE_TARGET)}"
+
+        # (a) the objective alone: a parameter set into a recipe, pipeline.run, AP on the tuning part
+        values = _random_values(space, rng, 100)
+        trials = [optuna.trial.FixedTrial(v) for v in values]
+        for trial in trials[:5]:
+            objective(trial)  # numba kernels compiled or loaded, rows' maxima found
+        t_objective = timed(lambda: [objective(t) for t in trials], repeat=3, warmup=0) / len(trials)
+        t_recipe = timed(lambda: [objective.recipe_for(v) for v in values], repeat=3, warmup=0) / len(values)
+        table.add("(a) objective alone (recipe_for + pipeline.run + AP)", 1 / t_objective, "trials/s",
+                  f">= {TUNE_TARGET:.0f} trials/s", f"{verdict(1 / t_objective)}; {t_objective * 1e3:.1f} ms a trial")
+        table.add("    of which recipe_for (with_params, validation)", t_recipe * 1e3, "ms")
+
+        # (b) Optuna trials, in-memory storage; (c) sqlite (with the kit's heartbeat); journal file
+        rows = [("(b) Optuna trials, in-memory storage", None),
+                ("(c) Optuna trials, sqlite storage (heartbeat on)", open_storage(f"sqlite:///{root / 'bench.db'}")),
+                ("    Optuna trials, journal file storage", open_storage(f"journal:{root / 'bench.log'}"))]
+        for what, storage in rows:
+            rate, rate_tail = _optuna_rate(objective, storage, n_trials, tail)
+            table.add(what, rate, "trials/s", f">= {TUNE_TARGET:.0f} trials/s", verdict(rate))
+            table.add(f"      the last {tail} of them (TPE on {n_trials - tail}+ trials)", rate_tail, "trials/s", "",
+                      f"{rate_tail / TUNE_TARGET:.2f}x target")
+
+        # what a user waits for: scripts/tune.py's function, sqlite, one worker
+        t0 = time.perf_counter()
+        summary = tune(path, n_trials, storage=f"sqlite:///{root / 'tune.db'}", progress=False)
+        wall = time.perf_counter() - t0
+        table.add("tune() end to end, sqlite (prepare x2, trials, summary)", n_trials / wall, "trials/s",
+                  f">= {TUNE_TARGET:.0f} trials/s", f"{verdict(n_trials / wall)}; {wall:.1f} s in all")
+        table.add("    as tune() reports it (its worker's prepare included)", summary.trials_per_second, "trials/s")
+        table.note(f"MAP@5, untuned -> tuned: tuning part {summary.untuned['tune']:.4f} -> {summary.best['tune']:.4f}, "
+                   f"held-out part {summary.untuned['holdout']:.4f} -> {summary.best['holdout']:.4f}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > cores - 0.5:
+        table.note(f"note: load average {load:.1f} on {cores} cores (other processes): the rates above are low bounds")
+    table.print()
+
+
 @section("export")
 def bench_export_section(args: argparse.Namespace) -> None:
     """onnxruntime vs eager PyTorch (kit/export/bench.py)."""

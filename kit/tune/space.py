@@ -9,6 +9,7 @@ so a trial's values apply as they are (`BlendRecipe.with_params`), and the recip
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,16 @@ def search_space(recipe) -> list[Param]:
             low, high = ranges[p.name]
             if p.log and low <= 0:
                 raise KitError(f"{source}: tune.ranges.{p.name}: searched on a log scale, its low end must be > 0")
+            if p.integer:
+                low, high = math.ceil(low), math.floor(high)
+                if low > high:
+                    raise KitError(f"{source}: tune.ranges.{p.name}: {list(ranges[p.name])} holds no whole number")
+            for end in (low, high):  # found now, not as a failed trial in the middle of the study
+                try:
+                    recipe.with_params({p.name: end})
+                except KitError as e:
+                    raise KitError(f"{source}: tune.ranges.{p.name}: [{low:g}, {high:g}] goes beyond what the recipe "
+                                   f"accepts: {str(e).removeprefix(f'{source}: ')}") from None
             p = Param(p.name, low, high, p.log, p.integer)
         out.append(p)
     return out

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
 from kit.tune.space import Param, search_space, to_recipe_values
 
 DEFAULT_STORAGE = "sqlite:///models/studies.db"
+GRACE_ENV = "WHALE_KIT_TUNE_GRACE"
 
 
 @dataclass
@@ -59,6 +62,32 @@ class TuneSummary:
         return "\n".join(rows)
 
 
+def _grace_period() -> int:
+    """Seconds without a heartbeat after which a RUNNING trial counts as a killed worker's: 15, or
+    $WHALE_KIT_TUNE_GRACE (the tests shorten it)."""
+    raw = os.environ.get(GRACE_ENV, "15")
+    if not raw.isdigit() or int(raw) < 1:
+        raise KitError(f"${GRACE_ENV} is {raw!r}; expected a whole number of seconds >= 1")
+    return int(raw)
+
+
+def _sqlite_write_ahead(engine) -> None:
+    """A trial is some 20 small commits (its parameters one by one, the heartbeat, the value), and
+    sqlite's default journal syncs the disk at each: half the trial's time. Write-ahead logging
+    with `synchronous=NORMAL` syncs at checkpoints only, still loses nothing to a killed process
+    (only to a power cut), and lets workers read while one writes. Local disks only, as sqlite is."""
+    from sqlalchemy import event
+
+    def pragmas(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # the connections Optuna opened to set the schema up, without the pragmas
+
+
 def open_storage(url: str):
     """An Optuna storage from a URL: RDB (sqlite:///, postgresql://, mysql://) or `journal:PATH`."""
     import optuna
@@ -75,9 +104,13 @@ def open_storage(url: str):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # two workers share one file
         # A killed worker's trial stays RUNNING; heartbeats let the next run mark it FAILED.
+        grace = _grace_period()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=5, grace_period=15, **kwargs)
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=max(1, min(5, grace // 3)), grace_period=grace, **kwargs)
+        if url.startswith("sqlite:///"):
+            _sqlite_write_ahead(storage.engine)
+        return storage
     raise KitError(f"--storage {url!r}: expected sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
 
 
@@ -97,7 +130,10 @@ class Objective:
 
     def __init__(self, recipe: BlendRecipe, space: list[Param], holdout: float, seed: int):
         self.recipe, self.space = recipe, space
-        self.inputs = pipeline.prepare(recipe, "val")
+        # leak candidates up to the largest distance a trial may ask for (a range may widen it)
+        leak = [int(p.high) for p in space if p.name == "steps.leak.max_distance"]
+        distance = max([pipeline.LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance] + leak) if leak else None
+        self.inputs = pipeline.prepare(recipe, "val", leak_search_distance=distance)
         if self.inputs.truth is None:
             raise KitError(f"{recipe.source}: the validation split has no truth to tune against")
         self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
@@ -122,23 +158,57 @@ def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed
     return f"{recipe.name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
-def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int, worker: int,
-              progress: bool) -> None:
-    """One worker: load the study and run trials until the study holds `trials` finished ones."""
+def sampler_seed(seed: int, worker: int, held: int) -> int:
+    """The TPE seed of one worker: `seed + worker` on a fresh study, another stream on resuming."""
+    return seed + worker if held == 0 else int(np.random.SeedSequence([seed, worker, held]).generate_state(1)[0])
+
+
+def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int, held: int,
+              since: datetime, worker: int, progress: bool) -> None:
+    """One worker: load the study and run trials until the study holds `trials` finished ones.
+    The sampler's seed mixes in `held`, the trials the study held when this run began: a resumed
+    run must not replay the random start-up trials of the run it carries on."""
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     recipe = load_recipe(recipe_path)
     objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
-                              sampler=optuna.samplers.TPESampler(seed=seed + worker, multivariate=True))
+                              sampler=optuna.samplers.TPESampler(seed=sampler_seed(seed, worker, held), multivariate=True))
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done >= trials:
         return
-    study.optimize(objective, n_trials=trials - done, callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE,))],
-                   show_progress_bar=progress, gc_after_trial=False)
+
+    def objective_within_budget(trial):
+        # Exactly `trials` finished trials, with any number of workers: the storage numbers trials
+        # one by one, so the finished trials numbered before this one, and the running ones this
+        # run started, say whether it would go past `trials`; then it stops, kept as PRUNED. (A
+        # callback counting finished trials lets every other worker's trial in flight finish too.)
+        # RUNNING trials started before this run (`since`) are a killed run's and do not count.
+        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                    if t.number < trial.number and (t.state == TrialState.COMPLETE or t.datetime_start >= since))
+        if ahead >= trials:
+            trial.study.stop()
+            raise optuna.TrialPruned(f"the study holds {trials} trials")
+        return objective(trial)
+
+    study.optimize(objective_within_budget, n_trials=trials - done, show_progress_bar=progress, gc_after_trial=False)
+
+
+def fail_abandoned(study, started_before: datetime) -> list[int]:
+    """Mark FAIL the RUNNING trials started before `started_before` (now less the grace period): a
+    killed run's. Heartbeats do it on RDB storages, but only for a trial whose first heartbeat was
+    recorded: a worker killed while its trial was being sampled leaves none, and journal storages
+    keep none. Trials here take milliseconds, so one that old is no live worker's."""
+    from optuna.trial import TrialState
+
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.datetime_start is not None and t.datetime_start < started_before:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed.append(t.number)
+    return failed
 
 
 def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study_name: str | None = None,
@@ -164,10 +234,12 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
                                 load_if_exists=True)
     study.set_user_attr("recipe", str(recipe_path))
+    since = datetime.now()
+    fail_abandoned(study, since - timedelta(seconds=_grace_period()))
     before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     start = time.perf_counter()
-    args = (str(recipe_path), storage, study_name, trials, seed)
+    args = (str(recipe_path), storage, study_name, trials, seed, len(study.get_trials(deepcopy=False)), since)
     if jobs == 1:
         _optimize(*args, worker=0, progress=progress)
     else:  # processes, not threads: the objective holds the GIL between numba calls

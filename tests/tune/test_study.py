@@ -1,0 +1,275 @@
+"""Real Optuna studies in real storages (sqlite and journal files under tmp_path), on a fabricated
+competition with noisy-truth members: the objective is blend.py's MAP@5, a killed study resumes,
+two workers share one study, pins stay pinned, a seed repeats, bad input is one line."""
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+import optuna
+import pytest
+from tune_project import GRACE_ENV, ROOT, edit_yaml, script, script_env
+from optuna.trial import TrialState
+
+from kit.errors import KitError
+from kit.post.pipeline import blend_files, prepare, run
+from kit.post.recipe import load_recipe
+from kit.tune.space import search_space
+from kit.tune.study import Objective, open_storage, study_name_for, tune
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def trials_of(storage_url: str, study_name: str) -> list:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        storage_url.removeprefix("journal:"))) if storage_url.startswith("journal:") else optuna.storages.RDBStorage(storage_url)
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+
+
+def complete(trials) -> list:
+    return [t for t in trials if t.state == TrialState.COMPLETE]
+
+
+def quiet(_line: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------- objective == blend.py
+def test_the_objective_is_blend_map5(project):
+    """With nothing held out, a trial's value is blend.py's val MAP@5 of the recipe made from its
+    parameters, to 1e-12: the tuned yaml through blend_files, and every trial through prepare/run."""
+    path = project.recipe(holdout=0)
+    s = tune(path, 15, storage=project.sqlite(), progress=False)
+    trials = complete(trials_of(project.sqlite(), s.study_name))
+    assert len(trials) == s.n_trials == 15
+    best = max(trials, key=lambda t: t.value)
+    assert s.tuned_path == path.with_name("final.tuned.yaml") and s.tuned_path.is_file()
+
+    report = blend_files(s.tuned_path, echo=quiet)
+    assert abs(report["val"]["map5"] - best.value) <= 1e-12
+    assert abs(s.best["all"] - report["val"]["map5"]) <= 1e-12 and abs(s.best["tune"] - best.value) <= 1e-12
+    assert s.sizes == (report["val"]["images"], 0)
+    # the script on the tuned yaml, as a user runs it
+    out = script("blend.py", str(s.tuned_path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert abs(json.loads(out.stdout.splitlines()[-1])["val"]["map5"] - best.value) <= 1e-12
+
+    # every trial: its parameters into the recipe, fresh inputs, blend.py's code path
+    recipe = load_recipe(path)
+    objective = Objective(recipe, search_space(recipe), holdout=0.0, seed=0)
+    assert {t.value for t in trials} != {best.value}  # the trials differ: the check below means something
+    for t in trials:
+        r = objective.recipe_for(t.params)
+        assert abs(run(r, prepare(r, "val")).map5 - t.value) <= 1e-12, t.number
+    untuned = blend_files(path, echo=quiet)["val"]["map5"]
+    assert abs(objective.scores(recipe)["all"] - untuned) <= 1e-12 and abs(s.untuned["all"] - untuned) <= 1e-12
+
+
+def test_with_a_holdout_the_study_sees_the_tuning_part_only(project):
+    path = project.recipe(holdout=0.3, seed=4)
+    s = tune(path, 12, storage=project.sqlite(), progress=False)
+    best = max(complete(trials_of(project.sqlite(), s.study_name)), key=lambda t: t.value)
+    tuned = load_recipe(s.tuned_path)
+    result = run(tuned, prepare(tuned, "val"))
+    objective = Objective(load_recipe(path), search_space(load_recipe(path)), holdout=0.3, seed=4)
+    n_tune, n_hold = len(objective.tune_idx), len(objective.hold_idx)
+    assert (n_tune, n_hold) == s.sizes and n_tune + n_hold == len(result.ap) and 0.25 < n_hold / len(result.ap) < 0.35
+    assert sorted(set(objective.tune_idx) | set(objective.hold_idx)) == list(range(len(result.ap)))
+    assert abs(result.ap[objective.tune_idx].mean() - best.value) <= 1e-12
+    assert abs(objective.scores(tuned)["all"] - blend_files(s.tuned_path, echo=quiet)["val"]["map5"]) <= 1e-12
+    assert s.best == objective.scores(tuned)
+    # the split is stratified: new_whale images in both parts, in about the same share
+    truth = objective.inputs.truth == objective.inputs.unknown_code
+    assert abs(truth[objective.tune_idx].mean() - truth[objective.hold_idx].mean()) < 0.05
+
+
+# ---------------------------------------------------------------------------- resume after kill
+def _kill_mid_trial(proc: subprocess.Popen, url: str, study_name: str, at_least: int, timeout: float = 60) -> list:
+    """SIGKILL `proc` while it holds a RUNNING trial and the study has `at_least` finished ones:
+    stop it (SIGSTOP), look, and let it go on (SIGCONT) until both hold; return the trials as they
+    were. It looks with plain sqlite3, read-only: opening an Optuna storage on a file another
+    process is still creating races it to the schema."""
+    path = url.removeprefix("sqlite:///")
+    query = ("SELECT trials.state FROM trials JOIN studies ON trials.study_id = studies.study_id "
+             "WHERE studies.study_name = ?")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"tune.py ended before it was killed: {proc.stderr.read()}"
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2)) as db:
+                states = [row[0] for row in db.execute(query, (study_name,))]
+        except sqlite3.OperationalError:  # no file or tables yet, or stopped while writing
+            states = []
+        if states.count("COMPLETE") >= at_least and "RUNNING" in states:
+            proc.kill()
+            proc.wait()
+            return trials_of(url, study_name)
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("no RUNNING trial to kill in time")
+
+
+def test_resume_after_a_kill(project):
+    """Killed mid-trial (SIGKILL), the same command carries on to exactly N finished trials: every
+    trial finished before the kill is kept as it was, the killed one is marked FAIL (heartbeat)."""
+    n = 30
+    path = project.recipe()
+    url = project.sqlite()
+    recipe = load_recipe(path)
+    name = study_name_for(recipe, search_space(recipe), recipe.tune.holdout, recipe.tune.seed)
+    cmd = [sys.executable, "scripts/tune.py", str(path), "--trials", str(n), "--storage", url, "--no-report"]
+    env = script_env(grace=1)
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    before = _kill_mid_trial(first, url, name, at_least=5)
+    done = {t.number: t for t in complete(before)}
+    killed = [t.number for t in before if t.state == TrialState.RUNNING]
+    assert len(killed) == 1 and 5 <= len(done) < n
+    assert not path.with_name("final.tuned.yaml").exists()  # written only at the end
+
+    time.sleep(2.1)  # past the grace period (1 s, in whole seconds as sqlite's clock has them)
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"study {name} in {url}: {n} finished trials" in again.stdout
+
+    after = {t.number: t for t in trials_of(url, name)}
+    assert len(complete(after.values())) == n
+    for number, t in done.items():  # no finished trial lost or changed
+        assert after[number].state == TrialState.COMPLETE
+        assert after[number].params == t.params and after[number].value == t.value
+    assert after[killed[0]].state == TrialState.FAIL
+    assert {t.state for t in after.values()} == {TrialState.COMPLETE, TrialState.FAIL}
+    assert sorted(after) == list(range(len(after)))
+    # the resumed run samples anew: no parameter set tried twice
+    params = [tuple(sorted(t.params.items())) for t in complete(after.values())]
+    assert len(set(params)) == n
+    assert path.with_name("final.tuned.yaml").is_file()
+
+
+def test_a_finished_study_runs_no_more_trials(project):
+    path = project.recipe()
+    first = tune(path, 5, storage=project.sqlite(), progress=False)
+    second = tune(path, 5, storage=project.sqlite(), progress=False)
+    assert second.n_trials == 5 and second.trials_per_second == 0.0
+    assert second.best_params == first.best_params
+    assert len(trials_of(project.sqlite(), first.study_name)) == 5
+
+
+# ---------------------------------------------------------------------- two workers on one study
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_study(project, kind):
+    """--jobs 2: exactly N finished trials, numbered 0..N-1 once each, no parameter set twice."""
+    n = 24
+    path = project.recipe()
+    url = project.journal() if kind == "journal" else project.sqlite()
+    out = script("tune.py", str(path), "--trials", str(n), "--storage", url, "--jobs", "2", "--no-report")
+    assert out.returncode == 0, out.stderr
+    recipe = load_recipe(path)
+    name = study_name_for(recipe, search_space(recipe), recipe.tune.holdout, recipe.tune.seed)
+    trials = trials_of(url, name)
+    finished = complete(trials)
+    assert len(finished) == n, [(t.number, t.state.name) for t in trials]
+    assert sorted(t.number for t in finished) == list(range(n))
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == n
+    # a worker that would go past N stops; its last trial is kept as PRUNED, never COMPLETE
+    surplus = [t for t in trials if t.state != TrialState.COMPLETE]
+    assert all(t.state == TrialState.PRUNED and t.number >= n for t in surplus) and len(surplus) <= 2
+    assert path.with_name("final.tuned.yaml").is_file()
+
+
+# ------------------------------------------------------------------------- pins, ranges, seeds
+def test_pinned_parameters_stay_pinned(project):
+    path = project.recipe(pin=["members.*.weight", "steps.leak.max_distance"],
+                          ranges={"steps.new_whale.threshold": [0.3, 0.6], "members.0.calibration.temperature": [0.5, 2.0]})
+    s = tune(path, 15, storage=project.sqlite(), progress=False)
+    trials = complete(trials_of(project.sqlite(), s.study_name))
+    assert len(trials) == 15
+    for t in trials:
+        assert not any(k.endswith(".weight") or k == "steps.leak.max_distance" for k in t.params)
+        assert 0.3 <= t.params["steps.new_whale.threshold"] <= 0.6
+        assert 0.5 <= t.params["members.0.calibration.temperature"] <= 2.0
+        assert "steps.balance.margin" in t.params  # the rest is searched
+    tuned, untuned = load_recipe(s.tuned_path), load_recipe(path)
+    assert [m.weight for m in tuned.members] == [m.weight for m in untuned.members] == [1.0, 0.5, 0.5]
+    assert tuned.steps.leak.max_distance == untuned.steps.leak.max_distance == 1
+    assert 0.3 <= tuned.steps.new_whale.threshold <= 0.6
+    assert tuned.tune == untuned.tune and tuned.name == "final_tuned"
+    assert tuned.with_params(name="final") != untuned  # something was tuned
+
+
+def test_bad_pins_and_ranges_fail_before_the_study(project):
+    for tune_cfg, key in [({"pin": ["members.*.wieght"]}, "members.*.wieght"),
+                          ({"ranges": {"steps.new_whale.treshold": [0.1, 0.2]}}, "steps.new_whale.treshold"),
+                          ({"ranges": {"steps.balance.min_count": [0, 3]}}, "tune.ranges.steps.balance.min_count")]:
+        path = project.recipe("bad", **tune_cfg)
+        with pytest.raises(KitError, match=key.replace(".", r"\.").replace("*", r"\*")):
+            tune(path, 5, storage=project.sqlite("bad"), progress=False)
+    assert not (project.root / "studies" / "bad.db").exists() or not optuna.get_all_study_names(project.sqlite("bad"))
+
+
+def test_a_range_wider_than_the_default_leak_search(project):
+    """tune.ranges may widen the leak distance past prepare()'s default search: the objective's
+    inputs are prepared for it, no trial fails."""
+    path = project.recipe(ranges={"steps.leak.max_distance": [9, 12]})
+    s = tune(path, 6, storage=project.sqlite(), progress=False)
+    trials = trials_of(project.sqlite(), s.study_name)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+    assert all(9 <= t.params["steps.leak.max_distance"] <= 12 for t in trials)
+    assert blend_files(s.tuned_path, echo=quiet)["val"]["map5"] == pytest.approx(s.best["all"], abs=1e-12)
+
+
+def test_seeded_tpe_repeats_in_one_process(project):
+    """Two fresh studies with one seed: the same trials, the same best parameters; another seed differs."""
+    path = project.recipe()
+    runs = [tune(path, 14, storage=project.sqlite(f"s{i}"), seed=seed, progress=False) for i, seed in enumerate((3, 3, 4))]
+    same = [[t.params for t in trials_of(project.sqlite(f"s{i}"), runs[i].study_name)] for i in range(3)]
+    assert runs[0].best_params == runs[1].best_params and same[0] == same[1]
+    assert runs[0].best == runs[1].best
+    assert same[2] != same[0]
+
+
+# ---------------------------------------------------------------------------------- bad input
+def test_bad_input_is_one_line_and_writes_nothing(project, tmp_path):
+    bad_key = edit_yaml(project.recipe("typo"), lambda d: d["members"][0].update(wieght=d["members"][0].pop("weight")))
+    missing = edit_yaml(project.recipe("missing"), lambda d: d["members"][1].update(model=str(tmp_path / "models" / "nope")))
+    pinned = project.recipe("pinned", pin=["*"])
+    for path, message in [(bad_key, "unknown key 'members[0].wieght' (did you mean 'weight'?)"),
+                          (missing, "members[1]: model directory"),
+                          (pinned, "nothing to tune: every parameter is pinned")]:
+        url = project.sqlite(path.stem)
+        out = script("tune.py", str(path), "--trials", "5", "--storage", url, "--no-report")
+        assert out.returncode == 2, out.stderr
+        assert out.stdout == "" and out.stderr.count("\n") == 1 and out.stderr.startswith("error: ")
+        assert message in out.stderr and str(path) in out.stderr
+        assert not path.with_name(f"{path.stem}.tuned.yaml").exists()
+    out = script("tune.py", str(project.recipe()), "--trials", "0", "--storage", project.sqlite())
+    assert out.returncode == 2 and out.stderr == "error: --trials must be >= 1, got 0\n"
+    out = script("tune.py", str(project.recipe()), "--trials", "3", "--storage", "redis://nowhere")
+    assert out.returncode == 2 and out.stderr.startswith("error: --storage 'redis://nowhere': expected")
+    out = subprocess.run([sys.executable, "scripts/tune.py", str(project.recipe()), "--trials", "3", "--storage", project.sqlite()],
+                         cwd=ROOT, capture_output=True, text=True, env={**script_env(), GRACE_ENV: "soon"})
+    assert out.returncode == 2 and f"${GRACE_ENV} is 'soon'" in out.stderr
+    assert not list(project.root.glob("blends/*.tuned.yaml"))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_killed_runs_trial_fails_on_any_storage(project):
+    """The heartbeat fails a dead trial only once one was recorded, and never on a journal: the
+    next run fails the RUNNING trials older than the grace period itself, and only those."""
+    from datetime import datetime, timedelta
+
+    from kit.tune.study import fail_abandoned
+
+    for url in (project.journal(), project.sqlite()):
+        study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+        old, new = study.ask(), study.ask()
+        study.tell(study.ask(), 0.5)
+        cut = datetime.now()
+        young = study.ask()
+        assert fail_abandoned(study, started_before=cut) == [old.number, new.number]
+        assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.RUNNING]
+        assert young.number == 3 and fail_abandoned(study, started_before=cut - timedelta(seconds=1)) == []
