@@ -554,6 +554,18 @@ def bench_export_section(args: argparse.Namespace) -> None:
     bench_export()
 
 
+@section("train")
+def bench_train_section(args: argparse.Namespace) -> None:
+    """Training throughput (images/s) per recipe in models/ (kit/train/bench.py); full-size ones on a GPU."""
+    try:
+        from kit.train.bench import bench_train
+    except ImportError as e:
+        print(f"\ntrain: skipped ({e})")
+        return
+    print()
+    bench_train()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Print benchmark tables: " + ", ".join(SECTIONS),
                                 epilog="example:\n  python scripts/bench.py post",
