@@ -206,6 +206,8 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
 
     ckpt_path = out / "checkpoint.pt"
     saved = None
+    if resume and not ckpt_path.is_file() and env.main:
+        warnings.warn(f"--resume: {ckpt_path} does not exist; starting from scratch", stacklevel=2)
     if ckpt_path.is_file() and not force:
         if not resume:
             raise KitError(f"{out}: already holds a checkpoint; use --resume to continue it or --force to start over")
@@ -219,7 +221,9 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                            "use --force to start over")
 
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe, K)
+    # Pretrained weights: fetched by the main process only (DDP copies its parameters to the others
+    # when it wraps the model), and not at all when a checkpoint replaces them.
+    model = build_model(recipe, K, pretrained=None if env.main and saved is None else False)
     mean, std = resolve_norm(recipe, model.backbone)
     info = member_info(recipe, classes, mean, std, use_boxes)
     if saved is not None:

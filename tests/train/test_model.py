@@ -1,9 +1,12 @@
 """WhaleNet's outputs follow the contract; stage freezing really freezes."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from kit.errors import KitError
 from kit.train.model import apply_freeze, build_model, trainable_flags
+from kit.train.recipe import load_recipe
 
 
 @pytest.mark.parametrize("head, twins, width", [("softmax", "none", 5), ("arcface", "twin", 10), ("sigmoid", "twin", 10)])
@@ -77,3 +80,12 @@ def test_arcface_cosines_stay_float32_under_bf16_autocast(tiny_recipe):
             mixed, _ = model(x)
     assert mixed.dtype == torch.float32
     assert torch.allclose(plain, mixed, atol=0.05 * 64)  # the backbone ran in bf16; the cosines did not
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "models").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_recipes_build_and_run(path):
+    recipe = load_recipe(path)
+    model = build_model(recipe, num_classes=7, pretrained=False).eval()
+    with torch.no_grad():
+        logits, embedding = model(torch.randn(1, 3, *recipe.input.size))
+    assert logits.shape == (1, 14 if recipe.flip_twins else 7) and embedding.shape == (1, recipe.head.embedding_dim)
