@@ -6,16 +6,14 @@ import socket
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-import yaml
 
 from kit.errors import KitError
 from kit.train.data import load_image
 from kit.train.loop import train
-from kit.train.model import load_member
+from kit.train.model import build_model, load_member
 from kit.train.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,28 +105,35 @@ def _ddp_worker(rank: int, world: int, port: int, recipe, out: str) -> None:
     train(recipe, out=out, progress=False)
 
 
-def test_ddp_two_gloo_processes_match_one_process(learnable, tiny_recipe, tmp_path, monkeypatch):
-    # Each process takes half of every global batch of 8; one process accumulating the same two
-    # halves (BatchNorm statistics are per device in both) must end with the same parameters.
+@pytest.mark.parametrize("single_over", [
+    # BatchNorm in training mode normalises each device's own half-batch; one process accumulating
+    # the same two halves (4 + 4 images) must end with the same parameters.
+    pytest.param({"optim": {"optimizer": "sgd", "accumulate": 2}}, id="per-device-batchnorm"),
+    # With every BatchNorm frozen (model.freeze_bn), DDP is exactly one process on the whole batch of 8.
+    pytest.param({"optim": {"optimizer": "sgd"}, "model": {"freeze_bn": True}}, id="frozen-batchnorm"),
+])
+def test_ddp_two_gloo_processes_match_one_process(learnable, tiny_recipe, tmp_path, monkeypatch, single_over):
     # SGD and one thread each: Adam would magnify float summation-order noise in tiny gradients.
     over = dict(augment={"probability": 0.8, "flip": "twin"}, sampling={"batch_size": 8},
                 stages=[{"epochs": 2, "lr": 0.05}])
-    ddp = tiny_recipe(learnable, optim={"optimizer": "sgd"}, **over)
+    ddp_over = {"optim": {"optimizer": "sgd"}, "model": dict(single_over.get("model", {}))}
+    ddp = tiny_recipe(learnable, **ddp_over, **over)
     mp.spawn(_ddp_worker, args=(2, _free_port(), ddp, str(tmp_path / "ddp")), nprocs=2, join=True)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = train(tiny_recipe(learnable, optim={"optimizer": "sgd", "accumulate": 2}, **over),
-                       out=tmp_path / "one", progress=False)
+        single = train(tiny_recipe(learnable, **single_over, **over), out=tmp_path / "one", progress=False)
     finally:
         torch.set_num_threads(threads)
     a, b = params(tmp_path / "ddp"), params(single)
     model, _ = load_member(single)
     names = [n for n, _ in model.named_parameters()]
     assert_same_weights(a, b, names, atol=1e-5)
-    initial = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
-    assert initial["epoch"] == 2
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    torch.manual_seed(ddp.seed)  # the loop's initial weights: training really moved them
+    initial = build_model(ddp, len(model.head.classifier.weight) // 2).state_dict()
+    assert max(float((a[n] - initial[n]).abs().max()) for n in names) > 1e-2
 
 
 def test_a_bad_image_is_skipped_and_counted(new_competition, tiny_recipe, tmp_path):
