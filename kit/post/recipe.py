@@ -42,7 +42,7 @@ from typing import Any, Mapping
 import yaml
 
 from kit.errors import KitError
-from kit.io import write_text
+from kit.io import read_yaml, write_text
 
 VIEWS = ("logit", "cosine")
 METHODS = ("auto", "softmax", "sigmoid", "affine", "rank", "none")
@@ -289,16 +289,7 @@ class BlendRecipe:
 # ------------------------------------------------------------------------------- loading, dumping
 def load_recipe(path: str | Path) -> BlendRecipe:
     """Read and validate a blend recipe; every problem is one KitError naming file and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: blend recipe not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise KitError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
-    return recipe_from_dict(raw, str(path))
+    return recipe_from_dict(read_yaml(path, "blend recipe"), str(path))
 
 
 def dump_recipe(recipe: BlendRecipe, path: str | Path) -> Path:

@@ -33,6 +33,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from kit.errors import KitError
+from kit.io import read_yaml
 
 
 @dataclass
@@ -200,12 +201,7 @@ _RULES: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
 def load_recipe(path: str | os.PathLike) -> Recipe:
     """Read and validate a recipe file; the name defaults to the file's stem."""
     path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: recipe not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise KitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, "recipe")
     recipe = recipe_from_dict(raw if raw is not None else {}, source=str(path))
     if not recipe.name:
         recipe.name = path.stem
