@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_competition, noisy_scores, write_member, write_recipe
+from fabricate import make_competition, noisy_scores, write_member, write_recipe
 
 import slow
 from kit import predset

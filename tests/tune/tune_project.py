@@ -2,7 +2,7 @@
 ~50 identities (no image files), members made from noisy copies of the truth, recipes with a
 `tune:` section, and the scripts run as a user runs them.
 
-The members come from tests/post/conftest.py's `write_member` (loaded by path under a name of its
+The members come from tests/post/fabricate.py's `write_member` (loaded by path under a name of its
 own); only the competition differs: the tuner needs a validation fold of several images per
 identity, so folds.csv is written here. This is a module of its own name, not conftest.py:
 `from conftest import ...` picks whichever folder's conftest pytest loaded last.
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _load_post_helpers():
     name = "whale_kit_tests_post_helpers"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "post" / "conftest.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "post" / "fabricate.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
