@@ -17,7 +17,7 @@ from kit.errors import KitError
 from kit.io import atomic_dir
 
 KINDS = ("prob", "logit", "cosine")
-SPLITS = ("val", "test")
+SPLITS = ("val", "test", "oof")
 
 
 @dataclass

@@ -9,11 +9,14 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
         "Export each trained member (models/<name>/checkpoint.pt) to models/<name>/model.onnx, check it "
         "against PyTorch (relative error <= 1e-4), run it with onnxruntime over the validation fold, the "
-        "test images and the train gallery, and write models/<name>/preds/{logit,cosine}/{val,test}/.",
+        "test images and the train gallery, and write models/<name>/preds/{logit,cosine}/{val,test}/. An "
+        "out-of-fold member (trained with --folds) is exported fold by fold, then gets "
+        "models/<name>/preds/<view>/oof/ (every fold's val set, stacked) and test/ (the folds' mean).",
         "python scripts/export.py                       # every trained member under models/\n"
         "  python scripts/export.py models/resnet18_tiny --data data/tiny --batch 64 --provider cpu",
     )
-    p.add_argument("members", nargs="*", help="member directories (default: every models/*/ with a checkpoint.pt)")
+    p.add_argument("members", nargs="*", help="member directories (default: every models/*/ with a checkpoint.pt, "
+                                              "and every out-of-fold member)")
     p.add_argument("--data", help="competition directory (default: the data: of each member's recipe)")
     p.add_argument("--batch", type=int, default=32, help="images per batch (the network sees 2x with flip TTA; default 32)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"),
@@ -35,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="models", help="where to look for members when none is named (default models)")
     p.add_argument("--check-map5", action="store_true",
                    help="after export, score the prediction sets and the eager PyTorch member alike (local MAP@5, "
-                        "new_whale at a fixed threshold); fail if they differ by more than 1e-4")
+                        "new_whale at a fixed threshold); fail if they differ by more than 1e-4. For an out-of-fold "
+                        "member, each fold member is checked")
     args = p.parse_args(argv)
 
-    from kit.export.member import export_member, find_members
+    from kit.export.member import export_member, find_members, oof_children
 
     members = args.members or find_members(args.models)
     if not members:
@@ -48,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
                       force=args.force, fp16=args.fp16, tta=args.tta, cosine=args.cosine,
                       new_identities=args.new_identities, workers=args.workers, threads=args.threads)
         if args.check_map5 and not args.skip_infer:
-            check_map5(member, args.data, args.batch)
+            folds = oof_children(member)
+            if folds:
+                print(f"{member}: --check-map5 checks each fold member; the oof and fold-averaged test sets "
+                      "are combined from their checked sets, not scored again")
+            for checked in folds.values() if folds else [member]:
+                check_map5(checked, args.data, args.batch)
     return 0
 
 

@@ -10,6 +10,9 @@ The verbs, in flow order:
 - `member.export_member(model_dir)` — all of the above for one trained member; what
   `scripts/export.py` calls.
 - `check.map5_parity(model_dir)` — local MAP@5 from ONNX and from eager PyTorch, side by side.
+- `oof.export_oof_member(parent, ...)` — an out-of-fold member (`fold: all`): every fold exported,
+  then `preds/<view>/oof/` (their val sets stacked) and `preds/<view>/test/` (their mean);
+  `export_member` calls it for such a directory.
 
 Importing this package does not import torch; the modules that need it import it themselves.
 """

@@ -98,11 +98,14 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     from kit.data.folds import read_folds
     from kit.export.images import ImageSource
     from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
-    from kit.export.member import (CHECKPOINT, ONNX, _default_loaders, checkpoint_stamp, data_dir_of, read_report,
-                                   use_flip_tta)
+    from kit.export.member import (CHECKPOINT, ONNX, _default_loaders, checkpoint_stamp, data_dir_of, oof_children,
+                                   read_report, use_flip_tta)
     from kit.export.runtime import OnnxRunner, TorchRunner
 
     model_dir = Path(model_dir)
+    if oof_children(model_dir):
+        raise KitError(f"{model_dir}: an out-of-fold member; MAP@5 parity is checked per fold member "
+                       f"({model_dir}/fold<k>/), not on its combined oof and test sets")
     threshold = {**THRESHOLD, **(threshold or {})}
     if not (model_dir / ONNX).is_file():
         raise KitError(f"{model_dir}: no {ONNX}; run scripts/export.py first")

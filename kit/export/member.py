@@ -7,6 +7,10 @@ What `scripts/export.py` runs for each member directory. Writes, in `models/<nam
   last, so its presence means the run finished. A member whose `model.onnx`, `export.json` and
   prediction sets are newer than `checkpoint.pt` (and were made with the same options) is
   skipped unless `force=True`.
+
+An out-of-fold member (`fold: all`, trained by kit.train.loop.train_every_fold: one member per
+fold in `fold<k>/`) is exported fold by fold, then combined into `preds/<view>/{oof,test}/`
+(kit.export.oof).
 """
 from __future__ import annotations
 
@@ -30,11 +34,44 @@ TTA_MODES = ("auto", "flip", "none")
 
 
 def find_members(root: str | os.PathLike = "models") -> list[Path]:
-    """Every trained member under `root`: the directories holding a checkpoint.pt, by name."""
+    """Every trained member under `root`, by name: the directories holding a checkpoint.pt, and the
+    out-of-fold members (one entry each, never their fold members)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p.parent for p in root.glob(f"*/{CHECKPOINT}"))
+    singles = {p.parent for p in root.glob(f"*/{CHECKPOINT}")}
+    parents = {p.parent.parent for p in root.glob(f"*/*/{CHECKPOINT}")}
+    return sorted(singles | {p for p in parents if oof_children(p)})
+
+
+def _recipe_raw(model_dir: Path) -> dict:
+    """model_dir/recipe.yaml as plain data; {} when absent or unreadable (the checkpoint has the recipe)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((model_dir / "recipe.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def oof_children(model_dir: str | os.PathLike) -> dict[int, Path]:
+    """{fold: member directory} of an out-of-fold member, ascending; {} for any other directory.
+
+    An out-of-fold member's recipe.yaml says `fold: all`; each fold<k>/ holding a checkpoint.pt
+    whose recipe.yaml says `fold: k` is one of its members.
+    """
+    from kit.train.recipe import ALL_FOLDS, fold_dir
+
+    model_dir = Path(model_dir)
+    if _recipe_raw(model_dir).get("fold") != ALL_FOLDS:
+        return {}
+    children = {}
+    for ckpt in model_dir.glob(f"*/{CHECKPOINT}"):
+        fold = _recipe_raw(ckpt.parent).get("fold")
+        if isinstance(fold, int) and not isinstance(fold, bool) and fold_dir(model_dir, fold) == ckpt.parent:
+            children[fold] = ckpt.parent
+    return dict(sorted(children.items()))
 
 
 def _default_loaders() -> tuple[Callable, Callable]:
@@ -50,17 +87,8 @@ def data_dir_of(model_dir: Path, data: str | os.PathLike | None) -> Path | None:
     """`data` if given, else the `data:` of the member's recipe.yaml (None if neither)."""
     if data is not None:
         return Path(data)
-    recipe = model_dir / "recipe.yaml"
-    if recipe.is_file():
-        import yaml
-
-        try:
-            raw = yaml.safe_load(recipe.read_text()) or {}
-        except yaml.YAMLError:
-            return None
-        if isinstance(raw, dict) and raw.get("data"):
-            return Path(str(raw["data"]))
-    return None
+    raw = _recipe_raw(model_dir)
+    return Path(str(raw["data"])) if raw.get("data") else None
 
 
 def flip_training(model_dir: Path, info) -> str:
@@ -70,13 +98,10 @@ def flip_training(model_dir: Path, info) -> str:
     for a flip-twin member and "none" otherwise.
     """
     flip = getattr(info, "flip", None)
-    if flip is None and (model_dir / "recipe.yaml").is_file():
-        import yaml
-
+    if flip is None:
         try:
-            raw = yaml.safe_load((model_dir / "recipe.yaml").read_text()) or {}
-            flip = (raw.get("augment") or {}).get("flip")
-        except (yaml.YAMLError, AttributeError):
+            flip = (_recipe_raw(model_dir).get("augment") or {}).get("flip")
+        except AttributeError:
             flip = None
     if flip not in ("twin", "same", "none"):
         flip = "twin" if info.flip_twins else "none"
@@ -94,6 +119,11 @@ def use_flip_tta(tta: str, model_dir: Path, info) -> bool:
     if tta == "auto":
         return flip_training(model_dir, info) != "none"
     return tta == "flip"
+
+
+def export_options(data_dir: Path | None, **options) -> dict:
+    """The options export.json records: outputs made with others are redone."""
+    return {"data": str(data_dir) if data_dir else None, **options}
 
 
 def _mtime(path: Path) -> float:
@@ -180,11 +210,17 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         raise KitError(f"cosine mode must be one of {', '.join(COSINE_MODES)}, got {cosine!r}")
     if tta not in TTA_MODES:
         raise KitError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    children = oof_children(model_dir)
+    if children:
+        from kit.export.oof import export_oof_member
+
+        return export_oof_member(model_dir, children, data, batch=batch, provider=provider, skip_infer=skip_infer,
+                                 force=force, fp16=fp16, tta=tta, cosine=cosine, new_identities=new_identities,
+                                 workers=workers, threads=threads, progress=progress, log=log, loaders=loaders)
     if not (model_dir / CHECKPOINT).is_file():
         raise KitError(f"{model_dir}: no {CHECKPOINT}; train it first (python scripts/train.py models/<recipe>.yaml)")
     data_dir = data_dir_of(model_dir, data)
-    options = {"data": str(data_dir) if data_dir else None, "tta": tta, "cosine": cosine,
-               "new_identities": new_identities, "fp16": fp16}
+    options = export_options(data_dir, tta=tta, cosine=cosine, new_identities=new_identities, fp16=fp16)
     if not force and is_fresh(model_dir, options, skip_infer):
         log(f"{model_dir}: up to date (model.onnx and prediction sets newer than {CHECKPOINT}); --force to redo")
         return json.loads((model_dir / REPORT).read_text())

@@ -1,7 +1,9 @@
 """The training loop: stages, epochs, checkpoints, resume, DDP, validation.
 
 `train(recipe)` writes `models/<name>/` (docs/design.md, "The trained member"): recipe.yaml,
-classes.txt, checkpoint.pt (after every epoch), metrics.json, train.log.
+classes.txt, checkpoint.pt (after every epoch), metrics.json, train.log. With `fold: all` it trains
+one such member per fold of folds.csv into `models/<name>/fold<k>/` (`train_every_fold`): an
+out-of-fold member.
 
 Reproducibility: the model is initialised from the recipe seed; each epoch's plan (rows, flips,
 augmentation seeds) and its torch RNG (dropout) are drawn from (seed, epoch) alone; the learning
@@ -15,6 +17,7 @@ GPUs, gloo on the CPU); the global batch `sampling.batch_size` is split over the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -35,7 +38,7 @@ from kit.train.data import EvalSet, PixelSource, TrainSet, build_tables, make_pl
 from kit.train.losses import Criterion
 from kit.train.model import (WhaleNet, apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
                              set_train_mode)
-from kit.train.recipe import Recipe, StageCfg, dump_recipe, recipe_from_dict
+from kit.train.recipe import ALL_FOLDS, Recipe, StageCfg, dump_recipe, fold_dir, recipe_from_dict
 from kit.train.validate import baselines, evaluate_probs
 
 # Keys that may change between a run and its resume: they do not change what is learned.
@@ -175,17 +178,107 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, data: str | os.P
 
     resume: continue from out/checkpoint.pt (the recipe must match but for name, data and runtime).
     force: start over even if out/ holds a checkpoint. on_step(stage, epoch, step): called after
-    every optimizer step (tests use it to interrupt a run).
+    every optimizer step (tests use it to interrupt a run). A recipe with `fold: all` trains every
+    fold (`train_every_fold`) and returns the parent directory.
     """
     from kit.data.competition import load_competition
 
-    want_cuda = recipe.runtime.device == "cuda" or (recipe.runtime.device == "auto" and torch.cuda.is_available())
-    env = DistEnv.setup("cuda" if want_cuda else "cpu")
+    if recipe.fold == ALL_FOLDS:
+        return train_every_fold(recipe, out, data, resume, force, progress, on_step)
+    env = _dist_env(recipe)
     try:
         return _train(recipe, Path(out) if out else Path("models") / recipe.name, Path(data or recipe.data),
                       resume, force, progress, on_step, env, load_competition)
     finally:
         env.close()
+
+
+def _dist_env(recipe: Recipe) -> DistEnv:
+    want_cuda = recipe.runtime.device == "cuda" or (recipe.runtime.device == "auto" and torch.cuda.is_available())
+    return DistEnv.setup("cuda" if want_cuda else "cpu")
+
+
+def _already_trained_error(out: Path) -> KitError:
+    return KitError(f"{out}: already holds a checkpoint; use --resume to continue it or --force to start over")
+
+
+def train_every_fold(recipe: Recipe, out: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+                     resume: bool = False, force: bool = False, progress: bool = True,
+                     on_step: Callable[[int, int, int], None] | None = None) -> Path:
+    """Train one member per fold of folds.csv (ascending, -1 excluded) into out/fold<k>/; returns out.
+
+    Each fold is an ordinary `train` run of the recipe with `fold: k`, named `<name>.fold<k>`; out/
+    (default models/<name>) gets the recipe as run (`fold: all`) and a train.log of one line per fold
+    start and finish. resume: skip the folds already trained, continue the interrupted one from its
+    checkpoint; force: train every fold again.
+    """
+    from kit.data.folds import read_folds
+
+    out = Path(out) if out else Path("models") / recipe.name
+    data_dir = Path(data or recipe.data)
+    folds_csv = data_dir / "folds.csv"
+    if not folds_csv.is_file():
+        raise KitError(f"{folds_csv}: not found; fold: all trains one member per fold of it "
+                       f"(run `python scripts/prepare.py {data_dir}` first)")
+    folds = sorted(int(k) for k in set(read_folds(folds_csv)["fold"]) - {-1})
+    if not folds:
+        raise KitError(f"{folds_csv}: no validation fold (every row is -1); fold: all needs at least one")
+    if (out / "checkpoint.pt").is_file():
+        raise KitError(f"{out}: holds a single-fold member (checkpoint.pt); train every fold into another --out")
+    ours = {fold_dir(out, k) for k in folds}
+    others = sorted(p.parent for p in out.glob("fold*/checkpoint.pt") if p.parent not in ours)
+    if others and not force:
+        raise KitError(f"{others[0]}: not a fold of {folds_csv} (folds {folds}); use --force to start over")
+    if any((fold_dir(out, k) / "checkpoint.pt").is_file() for k in folds) and not (resume or force):
+        raise _already_trained_error(out)
+
+    env = _dist_env(recipe)  # once for every fold: train() reuses the process group, never re-creates it
+    try:
+        log = Log(out / "train.log" if env.main else None, echo=progress)
+        if env.main:
+            import shutil
+
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in others:  # folds of an earlier folds.csv: --force starts over
+                shutil.rmtree(stale)
+            if not resume:
+                (out / "train.log").unlink(missing_ok=True)
+            write_text(out / "recipe.yaml", dump_recipe(recipe))
+            log(f"{recipe.name}: every fold of {folds_csv} ({', '.join(map(str, folds))}), "
+                f"one member each in {out}/fold<k>/")
+        env.barrier()
+        for i, k in enumerate(folds):
+            member = dataclasses.replace(recipe, name=f"{recipe.name}.fold{k}", fold=k)
+            child = fold_dir(out, k)
+            started = (child / "checkpoint.pt").is_file()
+            if resume and started and _fully_trained(child / "checkpoint.pt", member):
+                log(f"fold {k} ({i + 1}/{len(folds)}): already trained in {child}; skipped")
+                continue
+            log(f"fold {k} ({i + 1}/{len(folds)}): {'resuming' if resume and started else 'training'} "
+                f"{member.name} in {child}")
+            t0 = time.time()
+            train(member, out=child, data=data, resume=resume and started, force=force, progress=progress,
+                  on_step=on_step)
+            if env.main:
+                log(f"fold {k} ({i + 1}/{len(folds)}): done in {time.time() - t0:.0f}s{_last_val_map5(child)}")
+    finally:
+        env.close()
+    return out
+
+
+def _fully_trained(ckpt_path: Path, recipe: Recipe) -> bool:
+    """Every stage done, by this recipe (a changed recipe is left to train(), which names the change)."""
+    saved = read_checkpoint(ckpt_path)
+    return saved["stage"] >= len(recipe.stages) and not _compare(saved["recipe"], recipe.to_dict())
+
+
+def _last_val_map5(member_dir: Path) -> str:
+    try:
+        epochs = json.loads((member_dir / "metrics.json").read_text())["epochs"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    val = epochs[-1].get("val") if epochs else None
+    return f", val MAP@5 {val['map5']:.4f}" if val else ""
 
 
 def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_competition) -> Path:
@@ -210,7 +303,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
         warnings.warn(f"--resume: {ckpt_path} does not exist; starting from scratch", stacklevel=2)
     if ckpt_path.is_file() and not force:
         if not resume:
-            raise KitError(f"{out}: already holds a checkpoint; use --resume to continue it or --force to start over")
+            raise _already_trained_error(out)
         saved = read_checkpoint(ckpt_path)
         changed = _compare(saved["recipe"], recipe.to_dict())
         if changed:

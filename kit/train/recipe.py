@@ -7,7 +7,8 @@ the training code trusts the recipe.
 
     name: resnet18_tiny          # models/<name>/ (default: the file's stem)
     data: data/small             # the competition directory (--data overrides)
-    fold: 0                      # the held-out fold of folds.csv (-1: train on everything)
+    fold: 0                      # the held-out fold of folds.csv (-1: train on everything;
+                                 #   all: one member per fold, an out-of-fold member)
     extra_train: null            # pseudo-label CSV `Image,Id` of test images, joins training
     seed: 0
     model:   {backbone: resnet18, pretrained: false, pretrained_file: null, drop_rate: 0.0, ...}
@@ -34,6 +35,14 @@ import yaml
 
 from kit.errors import KitError
 from kit.io import read_yaml
+
+# `fold: all` trains one member per fold of folds.csv into <out>/fold<k>/ (an out-of-fold member).
+ALL_FOLDS = "all"
+
+
+def fold_dir(parent: str | os.PathLike, fold: int) -> Path:
+    """Where an out-of-fold member keeps the member trained without fold `fold`."""
+    return Path(parent) / f"fold{fold}"
 
 
 @dataclass
@@ -131,7 +140,7 @@ class RuntimeCfg:
 class Recipe:
     name: str = ""
     data: str = "data/small"
-    fold: int = 0
+    fold: Union[int, Literal["all"]] = 0  # "all": kit.train.loop.train_every_fold
     extra_train: str | None = None
     seed: int = 0
     model: ModelCfg = field(default_factory=ModelCfg)
@@ -163,7 +172,8 @@ class Recipe:
 
 # Range checks beyond the types: (dataclass, field) -> (test, what is allowed).
 _RULES: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
-    (Recipe, "fold"): (lambda v: v >= -1, "an integer >= -1 (-1: no held-out fold)"),
+    (Recipe, "fold"): (lambda v: v == ALL_FOLDS or v >= -1,
+                       "an integer >= -1 (-1: no held-out fold) or all (one member per fold)"),
     (HeadCfg, "embedding_dim"): (lambda v: v >= 1, "a positive integer"),
     (HeadCfg, "dropout"): (lambda v: 0 <= v < 1, "in [0, 1)"),
     (HeadCfg, "scale"): (lambda v: v > 0, "> 0"),

@@ -41,9 +41,9 @@ def make_data(root: Path) -> Path:
 
 
 def make_member(out: Path, data: Path, *, head: str = "softmax", flip: str = "twin", fold: int = 0,
-                seed: int = 0, drop_classes: int = 0) -> Path:
+                seed: int = 0, drop_classes: int = 0, name: str | None = None) -> Path:
     """A member directory as the training loop writes it; `drop_classes` leaves some ids untrained."""
-    raw = {"name": out.name, "data": str(data), "fold": fold, "seed": seed,
+    raw = {"name": name or out.name, "data": str(data), "fold": fold, "seed": seed,
            "model": {"backbone": "resnet18", "pretrained": False},
            "head": {"type": head, "embedding_dim": 32, "dropout": 0.0},
            "input": {"size": INPUT}, "augment": {"flip": flip}}
@@ -67,4 +67,22 @@ def make_member(out: Path, data: Path, *, head: str = "softmax", flip: str = "tw
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     torch.save({"model": model.state_dict(), "recipe": recipe.to_dict(), "classes": classes,
                 "info": info.to_dict(), "epoch": 1, "stage": 1}, out / "checkpoint.pt")
+    return out
+
+
+def make_oof_member(out: Path, data: Path, *, flip: str = "none", drop_classes: dict[int, int] | None = None) -> Path:
+    """An out-of-fold member as `train_every_fold` writes it: recipe.yaml (fold: all), fold<k>/ per fold.
+
+    Each fold member has its own seed, so their scores differ; `drop_classes` = {fold: n} leaves n
+    identities of that fold member untrained.
+    """
+    from kit.data.folds import read_folds
+    from kit.train.recipe import ALL_FOLDS, fold_dir
+
+    folds = sorted(set(read_folds(data / "folds.csv")["fold"]) - {-1})
+    for k in folds:
+        make_member(fold_dir(out, k), data, flip=flip, fold=k, seed=k + 1,
+                    drop_classes=(drop_classes or {}).get(k, 0), name=f"{out.name}.fold{k}")
+    raw = yaml.safe_load((fold_dir(out, folds[0]) / "recipe.yaml").read_text())
+    (out / "recipe.yaml").write_text(yaml.safe_dump({**raw, "name": out.name, "fold": ALL_FOLDS}))
     return out

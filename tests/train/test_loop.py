@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from kit.data.folds import read_folds
 from kit.errors import KitError
 from kit.train.data import load_image
 from kit.train.loop import train
 from kit.train.model import build_model, load_member
-from kit.train.recipe import load_recipe
+from kit.train.recipe import dump_recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,3 +173,72 @@ def test_script_prints_one_line_errors(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "unknown key 'heads'; did you mean 'head'" in err and "\n" not in err
+
+
+# ---- fold: all (an out-of-fold member: one member per fold) ------------------------------------
+
+ONE_EPOCH = [{"epochs": 1, "lr": 0.003}]
+
+
+def test_every_fold_trains_one_ordinary_member_per_fold(learnable, tiny_recipe, tmp_path):
+    recipe_file = tmp_path / "tiny.yaml"
+    recipe_file.write_text(dump_recipe(tiny_recipe(learnable, stages=ONE_EPOCH)))  # fold: 0 in the file
+    main = runpy.run_path(str(ROOT / "scripts" / "train.py"))["main"]
+    out = tmp_path / "oof"
+    assert main([str(recipe_file), "--folds", "--out", str(out), "--quiet"]) == 0  # --folds overrides fold: 0
+
+    assert load_recipe(out / "recipe.yaml").fold == "all" and not (out / "checkpoint.pt").exists()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fold0", "fold1"]
+    folds = read_folds(learnable / "folds.csv")
+    for k in (0, 1):
+        child = out / f"fold{k}"
+        assert {p.name for p in child.iterdir()} == {"recipe.yaml", "classes.txt", "checkpoint.pt", "metrics.json",
+                                                      "train.log"}
+        assert load_recipe(child / "recipe.yaml").fold == k
+        _, info = load_member(child)
+        assert info.name == f"tiny.fold{k}" and info.fold == k
+        metrics = json.loads((child / "metrics.json").read_text())
+        assert metrics["fold"] == k and metrics["val_images"] == int((folds.fold == k).sum())
+    log = (out / "train.log").read_text()
+    assert "fold 0 (1/2): training tiny.fold0" in log and "fold 1 (2/2): done in" in log and "val MAP@5" in log
+
+    # a fold member is exactly what a single-fold run of the same recipe trains
+    single = train(tiny_recipe(learnable, stages=ONE_EPOCH, fold=1), out=tmp_path / "single", progress=False)
+    assert_same_weights(params(out / "fold1"), params(single))
+
+
+def test_every_fold_resume_skips_the_finished_folds(learnable, tiny_recipe, tmp_path):
+    recipe = tiny_recipe(learnable, fold="all", stages=[{"epochs": 2, "lr": 0.003}])
+    out = tmp_path / "oof"
+
+    def kill(stage, epoch, step):
+        if epoch == 1 and (out / "fold1" / "checkpoint.pt").is_file():  # the second epoch of fold 1
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(recipe, out=out, progress=False, on_step=kill)
+    assert torch.load(out / "fold1" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    finished = (out / "fold0" / "checkpoint.pt").stat().st_mtime_ns
+    with pytest.raises(KitError, match=r"oof: already holds a checkpoint; use --resume to continue it or --force"):
+        train(recipe, out=out, progress=False)
+
+    train(recipe, out=out, progress=False, resume=True)
+    assert (out / "fold0" / "checkpoint.pt").stat().st_mtime_ns == finished  # not trained again
+    assert torch.load(out / "fold1" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert "resuming after epoch 1" in (out / "fold1" / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "fold 0 (1/2): already trained" in log and "fold 1 (2/2): resuming tiny.fold1" in log
+
+    train(recipe, out=out, progress=False, force=True)
+    assert (out / "fold0" / "checkpoint.pt").stat().st_mtime_ns > finished
+    assert "already trained" not in (out / "train.log").read_text()  # --force starts the log over too
+
+
+def test_every_fold_needs_folds_and_an_unused_directory(new_competition, learnable, tiny_recipe, tmp_path):
+    data = new_competition(folds=0)
+    with pytest.raises(KitError, match=r"folds.csv: not found; fold: all trains one member per fold"):
+        train(tiny_recipe(data, fold="all"), out=tmp_path / "oof", progress=False)
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(KitError, match=r"single: holds a single-fold member \(checkpoint.pt\)"):
+        train(tiny_recipe(learnable, fold="all"), out=tmp_path / "single", progress=False, force=True)

@@ -79,3 +79,19 @@ def test_shipped_recipes_load():
     assert recipes, "models/*.yaml"
     for path in recipes:
         load_recipe(path)
+
+
+def test_fold_is_an_integer_or_all(tmp_path):
+    assert load_recipe(write(tmp_path, "fold: all\n")).fold == "all"  # one member per fold
+    assert load_recipe(write(tmp_path, "fold: -1\n")).fold == -1
+    assert yaml.safe_load(dump_recipe(recipe_from_dict({"fold": "all"})))["fold"] == "all"  # the parent's recipe.yaml
+    for text, match in [
+        ("fold: al", r"fold = 'al' is not allowed; expected an integer or all; did you mean 'all'\?"),
+        ("fold: every", r"fold = 'every' is not allowed; expected an integer or all$"),
+        ("fold: -2", r"fold = -2 is out of range; expected an integer >= -1 \(-1: no held-out fold\) or all"),
+        ("fold: [0, 1]", r"fold = \[0, 1\] is not allowed"),
+        ("fold: true", r"fold = True is not allowed"),
+    ]:
+        with pytest.raises(KitError, match=match) as e:
+            load_recipe(write(tmp_path, text + "\n"))
+        assert "\n" not in str(e.value)
