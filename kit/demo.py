@@ -100,14 +100,14 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     if Path(blend.data) != data:
         raise KitError(f"{DEMO_BLEND}: data is {blend.data}, the demo runs on {data}")
     report = pipeline.blend_files(DEMO_BLEND, echo=echo)
-    result.files += [report["submission"], report.get("pseudo", ""), str(write_report(blend))]
+    result.files += [report.summary["submission"], report.summary.get("pseudo", ""), str(write_report(report))]
     lap("blend")
 
     echo(f"== 5/5 tune: {trials} Optuna trials")
     summary = tune(DEMO_BLEND, trials, storage=f"sqlite:///{Path('models') / 'studies.db'}")
     echo(summary.table())
     tuned_report = pipeline.blend_files(summary.tuned_path, echo=echo)
-    result.files += [str(summary.tuned_path), tuned_report["submission"], str(write_tune_report(summary))]
+    result.files += [str(summary.tuned_path), tuned_report.summary["submission"], str(write_tune_report(summary, tuned_report))]
     lap("tune")
 
     # The closing table. Fair to the members: each one alone gets its own new_whale threshold, picked

@@ -17,14 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="also print the numbers as one JSON line at the end")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     args = p.parse_args(argv)
-    report = blend_files(args.recipe)
+    run = blend_files(args.recipe)
     if not args.no_report:
         from kit.report.html import write_report
 
-        report["report"] = str(write_report(args.recipe))
-        print(f"wrote {report['report']}")
+        run.summary["report"] = str(write_report(run))
+        print(f"wrote {run.summary['report']}")
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(run.summary))
     return 0
 
 

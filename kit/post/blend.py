@@ -11,7 +11,11 @@ Calibrations (per scored member, f applied to its scores x, then weighted by w):
 - `sigmoid`: f = 1 / (1 + exp(-x / T)) (p1 = 1 / T);
 - `affine`:  f = 1 / (1 + exp(-(a x + b))), Platt scaling of cosines (p1 = a, p2 = b);
 - `none`:    f = x (probabilities as they are, or a precomputed `reciprocal_rank`).
-A ranked member (a top-5 CSV) gives the label at rank r the weight 1 / (1 + r) (`RANK_WEIGHTS`).
+A ranked member (a top-5 CSV, the 2nd place's vote) gives the label at rank r its rank weight
+(1, 1/2, ..., 1/5 by default: `RANK_WEIGHTS`, MAP@5's credit for that rank) times the member's
+weight. Its vote for the unknown label counts the same way, into a per-image `vote` beside the C
+columns: on the blend's scale a CSV's first label weighs what a probability of 1 does, so scored
+and ranked members add up on one scale (weights normalised to sum 1).
 The top-k is a stable descending sort's first k: a tie goes to the lower column.
 
 The kernel is compiled twice, serial and parallel over images; the parallel one runs only from
@@ -133,6 +137,7 @@ def _blend_top_k(xs, methods, p1, p2, weights, row_max, find_max, rcodes, rweigh
     keep = out.shape[0] > 0
     codes = np.empty((n, k), np.int64)
     values = np.empty((n, k), np.float32)
+    vote = np.zeros(n, np.float32)
     for i in prange(n):
         acc = np.zeros(c, np.float32)
         buf = np.empty(c, np.float32)
@@ -170,8 +175,10 @@ def _blend_top_k(xs, methods, p1, p2, weights, row_max, find_max, rcodes, rweigh
         for s_ in range(rcodes.shape[0]):
             for r in range(rcodes.shape[2]):
                 col = rcodes[s_, i, r]
-                if col >= 0:
-                    acc[col] += RANK_WEIGHTS[r] * rweights[s_]
+                if col == c:  # the unknown label
+                    vote[i] += rweights[s_, r]
+                elif col >= 0:
+                    acc[col] += rweights[s_, r]
         if keep:
             out[i, :] = acc
         tv = np.empty(k, np.float32)
@@ -179,7 +186,7 @@ def _blend_top_k(xs, methods, p1, p2, weights, row_max, find_max, rcodes, rweigh
         _row_top_k(acc, k, tv, ti)
         codes[i] = ti
         values[i] = tv
-    return codes, values
+    return codes, values, vote
 
 
 _KERNEL = (njit(**_opts)(_blend_top_k), njit(parallel=True, **_opts)(_blend_top_k))
@@ -191,8 +198,10 @@ def blend_top_k(parts: Sequence[tuple], ranked: Sequence[tuple], n: int, c: int,
     parts: (x (N, C) float32, method, p1, p2, weight, row_max) per scored member, with `method` a
     METHOD_CODES key; row_max: for softmax a `RowMax` the first call fills and later calls reuse
     (or None: found again each call), else None; ranked: (codes (N, R) int64 column codes by rank, -1 = none,
-    weight) per top-5 member. Weights are used as given (normalise them first).
-    Returns (codes int64 (N, k'), values float32 (N, k'), blended (N, C) or None), k' = min(k, C).
+    C = the unknown label, weight, rank weights (R,) or None for RANK_WEIGHTS) per top-5 member. Weights
+    are used as given (normalise them first).
+    Returns (codes int64 (N, k'), values float32 (N, k'), blended (N, C) or None, vote float32 (N,): the
+    ranked members' weighted votes for the unknown label), k' = min(k, C).
     """
     k = min(int(k), c)
     m_count = max(len(parts), 1)
@@ -215,22 +224,24 @@ def blend_top_k(parts: Sequence[tuple], ranked: Sequence[tuple], n: int, c: int,
     if not parts:  # only ranked members: a zero-weight placeholder keeps the kernel's types
         xs.append(_readonly(np.zeros((n, c), np.float32)))
         row_max.append(no_max)
-    rcodes = np.full((len(ranked), n, len(RANK_WEIGHTS)), -1, np.int64)
-    rweights = np.zeros(len(ranked), np.float32)
-    for s, (codes, w) in enumerate(ranked):
-        rcodes[s, :, :codes.shape[1]] = codes[:, :len(RANK_WEIGHTS)]
-        rweights[s] = w
+    width = len(RANK_WEIGHTS)
+    rcodes = np.full((len(ranked), n, width), -1, np.int64)
+    rweights = np.zeros((len(ranked), width), np.float32)
+    for s, (codes, w, rank_weights) in enumerate(ranked):
+        rcodes[s, :, :codes.shape[1]] = codes[:, :width]
+        rweights[s] = w * (RANK_WEIGHTS if rank_weights is None else np.asarray(rank_weights, np.float32))
     if not ranked:
         rcodes = np.full((0, n, 1), -1, np.int64)
+        rweights = np.zeros((0, 1), np.float32)
     out = np.empty((n, c) if keep else (0, 0), np.float32)
     kernel = _KERNEL[1] if n * c >= PARALLEL_MIN_ELEMENTS else _KERNEL[0]
     # a tuple, not a typed List: a tuple of arrays costs nothing to pass, a typed List compiles its
     # methods in every new process (~0.4 s); the kernel is compiled (and cached) per member count
-    codes, values = kernel(tuple(xs), methods, p1, p2, weights, tuple(row_max), find_max, rcodes, rweights, k, out)
+    codes, values, vote = kernel(tuple(xs), methods, p1, p2, weights, tuple(row_max), find_max, rcodes, rweights, k, out)
     for part in parts:  # every row was visited: the maxima are known now
         if part[1] == "softmax" and part[5] is not None:
             part[5].known = True
-    return codes, values, (out if keep else None)
+    return codes, values, (out if keep else None), vote
 
 
 class RowMax:
@@ -252,7 +263,7 @@ def _readonly(x: np.ndarray) -> np.ndarray:
 def top_k(scores: np.ndarray, k: int):
     """Each row's k highest scores and their columns, descending; a tie goes to the lower column."""
     n, c = scores.shape
-    codes, values, _ = blend_top_k([(np.ascontiguousarray(scores, dtype=np.float32), "none", 0, 0, 1.0, None)], [], n, c, k)
+    codes, values, _, _ = blend_top_k([(np.ascontiguousarray(scores, dtype=np.float32), "none", 0, 0, 1.0, None)], [], n, c, k)
     return codes, values
 
 

@@ -100,6 +100,13 @@ class Matches:
         """The query position of every pair."""
         return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
 
+    def keep(self, mask: np.ndarray) -> "Matches":
+        """The pairs where `mask` (one flag per pair) is true, order kept."""
+        counts = np.bincount(self.query[mask], minlength=len(self.indptr) - 1)
+        indptr = np.zeros_like(self.indptr)
+        np.cumsum(counts, out=indptr[1:])
+        return Matches(indptr, self.index[mask], self.distance[mask], self.max_distance)
+
 
 def match_hashes(query: np.ndarray, ref: np.ndarray | None, max_distance: int) -> Matches:
     """All (query, reference) hash pairs within `max_distance` bits; `ref=None`: the query set

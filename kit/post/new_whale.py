@@ -1,29 +1,53 @@
 """new_whale: where the unknown label goes into each image's ranking.
 
-The 3rd place's rule: the unknown label is inserted before the first candidate whose blended
-score is below a threshold t; equivalently, a constant column of value t joins the scores (a
-candidate scoring exactly t stays ahead of it). `insert_positions` gives, per image, how many
-ranked candidates come before it.
+Two sources, the earlier wins:
+- The vote. Top-5 CSV members vote for the unknown label like for any label (kit/post/blend.py);
+  the blended vote v is a score like an identity's: the unknown label goes before the first
+  identity scoring at most v (`vote_positions`; on a tie it goes first: it is the commonest label).
+  No vote (v = 0), no position.
+- The step, the 3rd place's rule: the unknown label is inserted before the first candidate whose
+  blended score is below a threshold t; equivalently, a constant column of value t joins the scores
+  (a candidate scoring exactly t stays ahead of it). `insert_positions` gives, per image, how many
+  ranked candidates come before it. By proportion: t is chosen so that a share p of images has the
+  unknown label first (3rd place: p = 0.276 on the 2019 test set), counting the images where the
+  vote already put it first; with tied scores the share can fall short of p, never exceed it.
+The step only moves the unknown label earlier than the vote placed it, never later. The leak runs
+first and pins its labels before the model's ranking, so the final new_whale-first share also moves
+with the leak (`Result.new_whale_share` reports it).
 
-By proportion: t is chosen so that a share p of images has its top-1 score below t, i.e.
-new_whale first (3rd place: p = 0.276 on the 2019 test set, found by search over t). With tied
-top-1 scores the share can fall short of p; it never exceeds it. The leak runs first and pins its
-labels before the model's ranking, so the final new_whale-first share also moves with the leak
-(`Result.new_whale_share` reports it).
+Choosing t: a threshold only decides, per image, the unknown label's position among the first five
+(0 to 5, 5 = not in the top-5), and the images' AP@5 for each position can be listed once
+(`PositionTable`). Lowering t from above every score moves one image one position at a time, at
+the image's top-5 scores; one sorted sweep over those 5N events gives MAP@5 at every distinct
+threshold (`sweep`), so the best threshold of a set of images is exact, not a grid point
+(`best_threshold`), and so is a cross-validated one (`cross_validated`: fitted on all parts but
+one, scored on that one, for each part). A chosen t sits midway between the two scores that bound
+its interval, so it does not hinge on one image's exact score.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from numba import njit
+
+POSITIONS = 6  # the unknown label at 0..4 in the top-5, or 5: not in it
+# AP@5 is 0, 1, 1/2, 1/3, 1/4 or 1/5: in sixtieths every sum is a whole number, so equal scores
+# tie exactly and the choice among them does not hang on the order of a float sum
+UNIT = 60
 
 
-def threshold_for_proportion(top1: np.ndarray, proportion: float) -> float:
-    """The threshold t with round(p * N) images having top-1 score < t (fewer if scores tie)."""
-    n = len(top1)
+def threshold_for_proportion(top1: np.ndarray, proportion: float, already: int = 0) -> float:
+    """The threshold t with round(p * N) images having the unknown label first: `already` of them by
+    the vote, the rest by top-1 score < t (fewer if scores tie). `top1`: the other images' top-1."""
+    n = len(top1) + already
     if n == 0:
         return 0.0
-    m = int(round(proportion * n))
+    m = int(round(proportion * n)) - already
     s = np.sort(np.asarray(top1, dtype=np.float32))
-    if m >= n:
+    if m <= 0 or len(s) == 0:
+        return float(s[0]) if len(s) else 0.0
+    if m >= len(s):
         return float(np.nextafter(s[-1], np.float32(np.inf)))
     return float(s[m])
 
@@ -33,8 +57,135 @@ def insert_positions(top_scores: np.ndarray, threshold: float) -> np.ndarray:
     return (top_scores >= np.float32(threshold)).sum(axis=1).astype(np.int64)
 
 
-def threshold_of(step, top1: np.ndarray) -> float:
-    """The threshold a NewWhaleStep asks for: its own, or the one its proportion implies."""
+def vote_positions(top_scores: np.ndarray, vote: np.ndarray) -> np.ndarray:
+    """Per image, where the blended vote puts the unknown label: before the first candidate scoring
+    at most the vote; -1 where there is no vote."""
+    at = (top_scores > vote[:, None]).sum(axis=1).astype(np.int64)
+    return np.where(vote > 0, at, -1)
+
+
+def combine(vote_at: np.ndarray, step_at: np.ndarray) -> np.ndarray:
+    """The earlier of the vote's and the step's positions (-1: none)."""
+    return np.where(vote_at >= 0, np.minimum(vote_at, step_at), step_at)
+
+
+def threshold_of(step, top1: np.ndarray, first_by_vote: np.ndarray | None = None) -> float:
+    """The threshold a NewWhaleStep asks for: its own, or the one its proportion implies (the images
+    where the vote already put the unknown label first count towards the share)."""
     if step.proportion is not None:
-        return threshold_for_proportion(top1, step.proportion)
+        first = np.zeros(len(top1), bool) if first_by_vote is None else first_by_vote
+        return threshold_for_proportion(top1[~first], step.proportion, int(first.sum()))
     return float(step.threshold)
+
+
+# ------------------------------------------------------------------------- choosing a threshold
+@dataclass
+class PositionTable:
+    """What a threshold decides, image by image: AP@5 with the unknown label at each position
+    0..5 (`ap`), the blended top-5 scores that set its position (`scores`), and the position the
+    vote already gives it (`cap`, 5 without a vote)."""
+
+    ap: np.ndarray  # float64 (N, 6)
+    scores: np.ndarray  # float32 (N, 5), descending
+    cap: np.ndarray  # int64 (N,)
+
+    def rows(self, idx: np.ndarray) -> "PositionTable":
+        return PositionTable(self.ap[idx], self.scores[idx], self.cap[idx])
+
+    def ap_at(self, threshold: float) -> np.ndarray:
+        """Per-image AP@5 with the step at `threshold`."""
+        at = np.minimum(insert_positions(self.scores, threshold), self.cap)
+        return self.ap[np.arange(len(at)), np.minimum(at, POSITIONS - 1)]
+
+
+@njit(cache=True, nogil=True)
+def _sweep(scores, ap, cap, part, n_parts):
+    n, width = scores.shape
+    flat = scores.ravel()
+    order = np.argsort(-flat, kind="mergesort")
+    values = np.empty(n * width + 1, np.float64)  # states[g] holds for t in (values[g + 1], values[g]]
+    totals = np.zeros((n * width + 1, n_parts), np.int64)
+    pos = np.zeros(n, np.int64)
+    for i in range(n):
+        totals[0, part[i]] += ap[i, min(cap[i], 0)]
+    values[0] = np.inf
+    g, e = 1, 0
+    while e < len(order):
+        s = flat[order[e]]
+        if s == -np.inf:  # padding of a ranking shorter than 5: never ahead of any threshold
+            break
+        totals[g] = totals[g - 1]
+        while e < len(order) and flat[order[e]] == s:
+            i = order[e] // width
+            old = min(cap[i], pos[i])
+            pos[i] += 1
+            totals[g, part[i]] += ap[i, min(cap[i], pos[i])] - ap[i, old]
+            e += 1
+        values[g] = s
+        g += 1
+    return values[:g], totals[:g]
+
+
+def sweep(table: PositionTable, part: np.ndarray | None = None, n_parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds (G,), AP@5 sums in sixtieths (G, n_parts), int64): every distinct outcome of a
+    threshold over the images, from the highest threshold (the unknown label first everywhere) down,
+    and its AP@5 sum in each part (`part`: each image's part, 0..n_parts-1)."""
+    n = len(table.cap)
+    part = np.zeros(n, np.int64) if part is None else np.asarray(part, np.int64)
+    cap = np.minimum(np.where(table.cap < 0, POSITIONS - 1, table.cap), POSITIONS - 1)
+    ap = np.rint(table.ap * UNIT).astype(np.int64)
+    values, totals = _sweep(np.ascontiguousarray(table.scores, np.float32), ap, cap.astype(np.int64), part, int(n_parts))
+    return _midpoints(values), totals
+
+
+def _midpoints(values: np.ndarray) -> np.ndarray:
+    """A threshold inside each state's interval (values[g + 1], values[g]]: the midpoint, one above
+    the highest score for the first state and one below the lowest for the last."""
+    if len(values) == 1:
+        return np.array([1.0])
+    hi = values.copy()
+    hi[0] = values[1] + 1.0
+    lo = np.append(values[1:], values[-1] - 1.0)
+    mid = (hi + lo) / 2
+    # float32 comparisons decide at run time: a midpoint that rounds onto the lower score would let
+    # it stay ahead, another state; the upper end is in the interval
+    mid32 = mid.astype(np.float32)
+    return np.where(mid32 > lo.astype(np.float32), mid32.astype(np.float64), hi)
+
+
+def _allowed(thresholds: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray:
+    """The states whose threshold lies within `bounds` (all when none does: then the nearest)."""
+    if bounds is None:
+        return np.ones(len(thresholds), bool)
+    inside = (thresholds >= bounds[0]) & (thresholds <= bounds[1])
+    if inside.any():
+        return inside
+    gap = np.maximum(bounds[0] - thresholds, thresholds - bounds[1])
+    return gap == gap.min()
+
+
+def best_threshold(table: PositionTable, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(threshold, MAP@5): the best threshold on these images, exactly, within `bounds` if given;
+    ties: the highest."""
+    if len(table.cap) == 0:
+        return 1.0, 0.0
+    thresholds, totals = sweep(table)
+    score = np.where(_allowed(thresholds, bounds), totals[:, 0], -1)
+    g = int(np.argmax(score))
+    return float(thresholds[g]), float(totals[g, 0] / UNIT / len(table.cap))
+
+
+def cross_validated(table: PositionTable, part: np.ndarray, n_parts: int,
+                    bounds: tuple[float, float] | None = None) -> tuple[float, np.ndarray]:
+    """(MAP@5, thresholds): for each part, the best threshold on the other parts (within `bounds`)
+    scored on this one; the MAP@5 is over every image, each scored by a threshold it did not help choose."""
+    thresholds, totals = sweep(table, part, n_parts)
+    allowed = _allowed(thresholds, bounds)
+    whole = totals.sum(axis=1)
+    chosen = np.empty(n_parts)
+    left_out = 0.0
+    for k in range(n_parts):
+        g = int(np.argmax(np.where(allowed, whole - totals[:, k], -1)))
+        chosen[k] = thresholds[g]
+        left_out += int(totals[g, k])
+    return left_out / UNIT / max(len(table.cap), 1), chosen

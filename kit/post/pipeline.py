@@ -7,12 +7,16 @@
 
 `blend_files(path)` is what `scripts/blend.py` does: val ablation, test submission, pseudo-labels.
 
+The validation split is the recipe's fold of folds.csv, or with `fold: all` every fold's held-out
+images, each predicted by the member's fold model that did not train on it (the members' `oof`
+prediction sets); there the leak matches an image only with train images of other folds.
+
 Label codes: `inputs.labels` is the vocabulary. Codes 0..C-1 are the members' score columns
 (the first scored member's class order), then the other known identities of train (and of the
 truth) sorted, then the unknown label last (`inputs.unknown_code`); -1 marks an empty slot.
 The state every step edits is small: the blended top-K identities and scores per image
-(K = 10), the leak's pinned labels, where new_whale is inserted, and which images swap top-1/2;
-`assemble` turns it into the top-5 in one numba pass.
+(K = 10), the unknown label's blended vote, the leak's pinned labels, where new_whale is
+inserted, and which images swap top-1/2; `assemble` turns it into the top-5 in one numba pass.
 """
 from __future__ import annotations
 
@@ -29,9 +33,11 @@ from kit.data.folds import read_folds, split as split_folds
 from kit.errors import KitError
 from kit.io import atomic_path
 from kit.post import balance, blend, leak, new_whale, pseudo
+from kit.post.compare import Gain, paired_gains
 from kit.post.phash import hashes_for, read_hashes
-from kit.post.recipe import STEP_ORDER, BlendRecipe, Member, load_recipe
-from kit.post.score import K as TOP, average_precision, check_submission, map5, read_labelled
+from kit.post.recipe import ALL_FOLDS, STEP_ORDER, BlendRecipe, Member, load_recipe
+from kit.post.score import K as TOP, average_precision, check_submission, read_labelled
+from kit.post.weights import WeightReport, auto_weights
 
 TOP_K = 10  # ranked identities kept per image: 5 + up to 5 leak labels they may duplicate
 LEAK_SEARCH_DISTANCE = 8  # prepare() finds duplicates up to this distance (or the recipe's, if larger)
@@ -47,7 +53,7 @@ class MemberInput:
     kind: str  # logit | cosine | prob | submission
     auto_method: str  # what calibration `auto` means for it
     scores: np.ndarray | None = None  # float32 (N, C), scored members
-    codes: np.ndarray | None = None  # int64 (N, 5) column codes by rank, submission members
+    codes: np.ndarray | None = None  # int64 (N, 5) by rank, submission members: column codes, C = unknown
     _row_max: blend.RowMax | None = field(default=None, repr=False)
     _ranked: np.ndarray | None = field(default=None, repr=False)
 
@@ -121,11 +127,17 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         if recipe.fold == -1:
             raise KitError(f"{src}: fold is -1 (members trained on everything): there is no validation split")
         folds = read_folds(data / "folds.csv", comp.train)
-        ref_rows, val_rows = split_folds(folds, recipe.fold)
+        if recipe.fold == ALL_FOLDS:  # every held-out image; the leak looks in the other folds only
+            val_rows = folds[folds["fold"] >= 0].sort_values("fold", kind="stable")
+            ref_rows = folds
+            where = f"the held-out images of every fold of {data / 'folds.csv'}"
+        else:
+            ref_rows, val_rows = split_folds(folds, recipe.fold)
+            where = f"fold {recipe.fold} of {data / 'folds.csv'}"
         images = val_rows["image"].tolist()
         truth_labels: list[str] | None = val_rows["label"].tolist()
         ref_images, ref_label_names = ref_rows["image"].tolist(), ref_rows["label"].tolist()
-        where = f"fold {recipe.fold} of {data / 'folds.csv'}"
+        query_fold, ref_fold = val_rows["fold"].to_numpy(), ref_rows["fold"].to_numpy()
     else:
         images = list(comp.test_images)
         truth_labels = None
@@ -137,6 +149,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
             truth_labels = [by_image[n] for n in images]
         ref_images, ref_label_names = comp.train["image"].tolist(), comp.train["label"].tolist()
         where = f"the test images of {data}"
+        query_fold = ref_fold = None
 
     # members
     loaded: list[tuple[int, Member, predset.PredictionSet | None]] = []
@@ -167,8 +180,9 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
             members.append(MemberInput(m.name, ps.kind, auto, scores=scores))
         else:
             path = m.submission_path(split)
-            members.append(None if path is None else _load_submission_member(path, m, images, code, len(classes), src, i))
-    present = [(mi, m) for mi, m in zip(members, recipe.members) if mi is not None and m.weight > 0]
+            members.append(None if path is None else
+                           _load_submission_member(path, m, images, code, len(classes), unknown_code, src, i))
+    present = [(mi, m) for mi, m in zip(members, recipe.members) if mi is not None and (m.weight is None or m.weight > 0)]
     if not present:
         raise KitError(f"{src}: no member with a positive weight has {split} predictions")
 
@@ -191,6 +205,8 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         ref = hashes_for(table, ref_images, hashes_csv, "train")
         ref_codes = np.fromiter((code[lab] for lab in ref_label_names), dtype=np.int64, count=len(ref_images))
         matches = leak.match_hashes(query, ref, distance)
+        if recipe.fold == ALL_FOLDS and query_fold is not None:  # an image's own fold is not its train
+            matches = matches.keep(ref_fold[matches.index] != query_fold[matches.query])
         inputs.leak = LeakCandidates(matches, ref_codes[matches.index], ref_images, ref_codes, ref)
     elif step is not None:
         raise KitError(f"{src}: steps.leak needs {hashes_csv}; make it with `python scripts/phash.py {data}` "
@@ -200,12 +216,15 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
 
 def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown: str) -> predset.PredictionSet:
     src = recipe.source
+    split = recipe.val_split if split == "val" else split
     directory = m.preds_dir(split)
     if not Path(m.model).is_dir():
         raise KitError(f"{src}: members[{i}]: model directory {m.model} not found")
     if not directory.is_dir():
+        hint = (" (fold: all needs out-of-fold members: train with fold: all, then export)"
+                if split == "oof" else "")
         raise KitError(f"{src}: members[{i}] ({m.name}): no {split} prediction set at {directory}; "
-                       f"run `python scripts/export.py {m.model}`")
+                       f"run `python scripts/export.py {m.model}`{hint}")
     ps = predset.load(directory)
     if ps.kind != m.view:
         raise KitError(f"{directory}: meta.json kind is {ps.kind!r} but the recipe's view is {m.view!r}")
@@ -232,7 +251,7 @@ def _check_images(ps: predset.PredictionSet, images: list[str], where: str) -> N
 
 
 def _load_submission_member(path: Path, m: Member, images: list[str], code: dict, n_columns: int,
-                            src: str, i: int) -> MemberInput:
+                            unknown_code: int, src: str, i: int) -> MemberInput:
     if not path.is_file():
         raise KitError(f"{src}: members[{i}]: submission {path} not found")
     sub = read_labelled(path, "submission member")
@@ -245,8 +264,10 @@ def _load_submission_member(path: Path, m: Member, images: list[str], code: dict
         seen = set()
         for k, lab in enumerate(by_image[name][:TOP]):
             c = code.get(lab, -1)
-            # only score columns blend; the unknown label and repeats keep their rank slot empty
-            if 0 <= c < n_columns and c not in seen:
+            if c == unknown_code:
+                c = n_columns  # the kernel's slot for the unknown label's vote
+            # score columns and the unknown label vote; other labels and repeats keep their slot empty
+            if 0 <= c <= n_columns and c not in seen:
                 codes[r, k] = c
                 seen.add(c)
     return MemberInput(m.name, "submission", "rank", codes=codes)
@@ -259,8 +280,9 @@ class State:
 
     top: np.ndarray  # int64 (N, K) blended top-K codes
     scores: np.ndarray  # float32 (N, K) their blended scores
+    vote: np.ndarray  # float32 (N,) the unknown label's blended vote (top-5 CSV members)
     pinned: np.ndarray  # int64 (N, P) leak labels, -1 padded
-    new_whale_at: np.ndarray  # int64 (N,) rank position of new_whale, -1: none
+    new_whale_at: np.ndarray  # int64 (N,) rank position of new_whale, -1: none (the vote's, then the step's)
     swap: np.ndarray  # bool (N,) swap top-1 and top-2
     threshold: float | None = None
 
@@ -276,10 +298,14 @@ class Result:
     pinned: np.ndarray  # int64 (N, P) leak labels
     swapped: np.ndarray  # bool (N,)
     threshold: float | None  # the new_whale threshold used (also when set by proportion)
+    new_whale_at: np.ndarray | None = None  # int64 (N,) where the unknown label went in the ranking (-1: not)
+    vote: np.ndarray | None = None  # float32 (N,) the unknown label's blended vote
     map5_by_step: dict[str, float] = field(default_factory=dict)  # empty without truth
+    ap_by_step: dict[str, np.ndarray] = field(default_factory=dict)  # per-image AP@5 after each step
     ap: np.ndarray | None = None  # per-image AP@5 of the final top-5
     truth: np.ndarray | None = None
     blended: np.ndarray | None = None  # float32 (N, C), only with run(..., keep_scores=True)
+    recipe: BlendRecipe | None = None  # the recipe run, weights resolved
 
     @property
     def map5(self) -> float | None:
@@ -301,6 +327,12 @@ class Result:
     @property
     def n_swapped(self) -> int:
         return int(self.swapped.sum())
+
+    def step_gains(self) -> list[tuple[str, float, Gain | None]]:
+        """(step, MAP@5 after it, its gain over the step before with the paired bootstrap interval)."""
+        names = list(self.ap_by_step)
+        gains = paired_gains([(self.ap_by_step[b], self.ap_by_step[a]) for a, b in zip(names, names[1:])])
+        return [(n, self.map5_by_step[n], None if k == 0 else gains[k - 1]) for k, n in enumerate(names)]
 
 
 @njit(cache=True, nogil=True)
@@ -353,8 +385,8 @@ def _step_leak(state: State, step, inputs: Inputs) -> None:
 
 
 def _step_new_whale(state: State, step, inputs: Inputs) -> None:
-    state.threshold = new_whale.threshold_of(step, state.scores[:, 0])
-    state.new_whale_at = new_whale.insert_positions(state.scores, state.threshold)
+    state.threshold = new_whale.threshold_of(step, state.scores[:, 0], state.new_whale_at == 0)
+    state.new_whale_at = new_whale.combine(state.new_whale_at, new_whale.insert_positions(state.scores, state.threshold))
 
 
 def _step_balance(state: State, step, inputs: Inputs) -> None:
@@ -385,7 +417,7 @@ def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str],
     for mi, m, method in kept:
         w, cal = m.weight / total, m.calibration
         if method == "ranked":
-            ranked.append((mi.codes, w))
+            ranked.append((mi.codes, w, m.rank_weights))
         elif method == "softmax":
             parts.append((mi.scores, "softmax", 1.0 / cal.t, 0.0, w, mi.row_max()))
         elif method == "sigmoid":
@@ -403,8 +435,10 @@ def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str],
 
 def blend_top(recipe: BlendRecipe, inputs: Inputs, k: int = TOP_K, keep: bool = False,
               only: Callable[[str, str], bool] | None = None):
-    """(top-k codes, their blended scores, the N x C blend if `keep`): the weighted mean of the
-    calibrated members. `only(method, kind)` keeps a subset (weights renormalised over it)."""
+    """(top-k codes, their blended scores, the N x C blend if `keep`, the unknown label's vote): the
+    weighted mean of the calibrated members. `only(method, kind)` keeps a subset (weights
+    renormalised over it)."""
+    recipe = with_weights(recipe, inputs)
     parts, ranked = _blend_parts(recipe, inputs, only)
     return blend.blend_top_k(parts, ranked, len(inputs.images), inputs.n_columns, k, keep)
 
@@ -414,42 +448,93 @@ def blend_matrix(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str],
     return blend_top(recipe, inputs, 1, True, only)[2]
 
 
+def weight_report(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> WeightReport:
+    """Automatic weights for the recipe's members from these inputs (kit/post/weights.py): from their
+    errors on `rows` (default all) where the inputs have truth, else from how they agree."""
+    present = [i for i, mi in enumerate(inputs.members) if mi is not None]
+    if len(present) < len(recipe.members):
+        missing = recipe.members[next(i for i in range(len(recipe.members)) if i not in present)].name
+        raise KitError(f"{recipe.source}: automatic weights need every member on the {inputs.split} images; "
+                       f"{missing} has none")
+    rows = np.arange(len(inputs.images)) if rows is None else np.asarray(rows)
+    tops, firsts = [], []
+    for i, m in enumerate(recipe.members):
+        top, _, _, vote = blend_top(recipe.only_member(i), inputs, TOP)
+        mi = inputs.members[i]
+        # a member's first label: its vote's unknown label if it ranked it first, else its top identity
+        first = np.where((mi.codes[:, 0] == inputs.n_columns) if mi.codes is not None else np.zeros(len(top), bool),
+                         inputs.unknown_code, top[:, 0])
+        tops.append(top[rows])
+        firsts.append(first[rows])
+    truth = None if inputs.truth is None else inputs.truth[rows]
+    return auto_weights([m.name for m in recipe.members], tops, np.stack(firsts, axis=1), truth, inputs.unknown_code)
+
+
+def with_weights(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
+    """The recipe itself, or with automatic weights resolved from these inputs (see weight_report)."""
+    if not recipe.auto_weights:
+        return recipe
+    report = weight_report(recipe, inputs, rows)
+    return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)})
+
+
 def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Result:
     """blend -> leak -> new_whale -> balance -> top-5 on prepared inputs; MAP@5 after each step
-    when the split has truth. A few milliseconds at Kaggle validation scale."""
+    when the split has truth. A few milliseconds at Kaggle validation scale. Automatic weights are
+    resolved from these inputs (resolve them once with `with_weights` to carry them to another split)."""
     keys = tuple(_member_key(m) for m in recipe.members)
     if keys != inputs.member_keys:
         raise KitError(f"{recipe.source}: the recipe's members differ from those the inputs were prepared for; prepare() again")
-    top, scores, blended = blend_top(recipe, inputs, TOP_K, keep_scores)
+    recipe = with_weights(recipe, inputs)
+    top, scores, blended, vote = blend_top(recipe, inputs, TOP_K, keep_scores)
     n = len(inputs.images)
-    state = State(top, scores, np.empty((n, 0), np.int64), np.full(n, -1, np.int64), np.zeros(n, np.bool_))
-    by_step: dict[str, float] = {}
+    state = State(top, scores, vote, np.empty((n, 0), np.int64), new_whale.vote_positions(scores, vote),
+                  np.zeros(n, np.bool_))
+    by_step: dict[str, np.ndarray] = {}
     truth = inputs.truth
-    top5 = None
+
+    def top5() -> np.ndarray:
+        return assemble(state.top, state.pinned, state.new_whale_at, state.swap, inputs.unknown_code)
+
     if truth is not None:
-        top5 = assemble(state.top, state.pinned, state.new_whale_at, state.swap, inputs.unknown_code)
-        by_step["blend"] = map5(top5, truth)
+        by_step["blend"] = average_precision(top5(), truth)
     for name, apply in STEPS.items():
         step = recipe.steps.active(name)
         if step is None:
             continue
         apply(state, step, inputs)
         if truth is not None:
-            top5 = assemble(state.top, state.pinned, state.new_whale_at, state.swap, inputs.unknown_code)
-            by_step[f"+ {name}"] = map5(top5, truth)
-    if top5 is None:
-        top5 = assemble(state.top, state.pinned, state.new_whale_at, state.swap, inputs.unknown_code)
+            by_step[f"+ {name}"] = average_precision(top5(), truth)
+    final = top5()
     return Result(
-        images=inputs.images, vocabulary=inputs.labels, unknown_code=inputs.unknown_code, top5=top5,
+        images=inputs.images, vocabulary=inputs.labels, unknown_code=inputs.unknown_code, top5=final,
         top_codes=top, top_scores=scores, pinned=state.pinned, swapped=state.swap, threshold=state.threshold,
-        map5_by_step=by_step, ap=None if truth is None else average_precision(top5, truth), truth=truth,
-        blended=blended,
+        new_whale_at=state.new_whale_at, vote=vote,
+        map5_by_step={k: float(v.mean()) if len(v) else 0.0 for k, v in by_step.items()}, ap_by_step=by_step,
+        ap=None if truth is None else average_precision(final, truth), truth=truth, blended=blended, recipe=recipe,
     )
+
+
+def position_table(recipe: BlendRecipe, inputs: Inputs) -> new_whale.PositionTable:
+    """Everything the recipe does but the new_whale step's threshold, as a table of what any
+    threshold would score (kit.post.new_whale.PositionTable); needs truth."""
+    if inputs.truth is None:
+        raise KitError(f"{recipe.source}: the {inputs.split} images have no truth to choose a threshold on")
+    bare = run(recipe.with_params({"steps.new_whale.enabled": False}), inputs)
+    n = len(inputs.images)
+    ap = np.stack([average_precision(assemble(bare.top_codes, bare.pinned, np.full(n, p, np.int64), bare.swapped,
+                                              inputs.unknown_code), inputs.truth)
+                   for p in range(new_whale.POSITIONS)], axis=1)
+    cap = np.where(bare.new_whale_at < 0, new_whale.POSITIONS - 1, np.minimum(bare.new_whale_at, new_whale.POSITIONS - 1))
+    scores = np.full((n, TOP), -np.inf, np.float32)  # fewer than 5 identities: the rest never rank
+    scores[:, :min(TOP, bare.top_scores.shape[1])] = bare.top_scores[:, :TOP]
+    return new_whale.PositionTable(ap, scores, cap)
 
 
 def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) -> np.ndarray | None:
     """The calibrated probability of `codes` (one per image): see kit.post.pseudo. None when no
     member gives probabilities."""
+    recipe = with_weights(recipe, inputs)
     if not any(mi is not None and m.weight > 0 and mi.scores is not None
                and pseudo.is_probability(m.calibration.resolved(mi.auto_method).method, mi.kind)
                for mi, m in zip(inputs.members, recipe.members)):
@@ -460,13 +545,14 @@ def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) ->
 
 # ------------------------------------------------------------------------------- blend.py's job
 def format_ablation(result: Result, title: str) -> str:
-    """The ablation table: MAP@5 after each step and its gain."""
-    lines = [title, f"  {'step':<12} {'MAP@5':>7} {'gain':>8}"]
-    prev = None
-    for step, value in result.map5_by_step.items():
-        gain = "" if prev is None else f"{value - prev:+8.4f}"
-        lines.append(f"  {step:<12} {value:7.4f} {gain}")
-        prev = value
+    """The ablation table: MAP@5 after each step, its gain and the gain's paired bootstrap 95% interval."""
+    lines = [title, f"  {'step':<12} {'MAP@5':>7} {'gain':>8}  {'95% interval':<18}"]
+    for step, value, gain in result.step_gains():
+        if gain is None:
+            lines.append(f"  {step:<12} {value:7.4f}")
+        else:
+            note = "" if gain.significant else "  (within the noise)"
+            lines.append(f"  {step:<12} {value:7.4f} {gain.value:+8.4f}  [{gain.low:+.4f}, {gain.high:+.4f}]{note}")
     extra = [f"new_whale first in {result.new_whale_share:.1%} of images"]
     if result.threshold is not None:
         extra.append(f"threshold {result.threshold:.4g}")
@@ -478,15 +564,16 @@ def format_ablation(result: Result, title: str) -> str:
     return "\n".join(lines)
 
 
-def _val_skip_reason(recipe: BlendRecipe) -> str | None:
+def val_skip_reason(recipe: BlendRecipe) -> str | None:
+    """Why the recipe has no validation split to score, or None."""
     data = Path(recipe.data)
     if recipe.fold == -1:
         return "fold is -1 (members trained on every image)"
     if not (data / "folds.csv").is_file():
         return f"{data / 'folds.csv'} not found (run `python scripts/prepare.py {data}`)"
     for m in recipe.members:
-        if m.scored and Path(m.model).is_dir() and not m.preds_dir("val").is_dir():
-            return f"member {m.name} has no val prediction set ({m.preds_dir('val')})"
+        if m.scored and Path(m.model).is_dir() and not m.preds_dir(recipe.val_split).is_dir():
+            return f"member {m.name} has no {recipe.val_split} prediction set ({m.preds_dir(recipe.val_split)})"
     return None
 
 
@@ -510,36 +597,76 @@ def _summary(result: Result, inputs: Inputs) -> dict:
            "threshold": result.threshold, "leaked": result.n_leaked, "swapped": result.n_swapped}
     if result.map5_by_step:
         out["map5_by_step"] = dict(result.map5_by_step)
+        out["gain_by_step"] = {step: gain.to_dict() for step, _, gain in result.step_gains() if gain is not None}
         out["map5"] = result.map5
     return out
 
 
-def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print) -> dict:
+@dataclass
+class BlendRun:
+    """One evaluation of a recipe: weights resolved once, val and test run. The report renders it."""
+
+    recipe: BlendRecipe  # as run: automatic weights resolved
+    weights: WeightReport | None  # how the automatic weights came about (None: the recipe's own)
+    test: tuple[Inputs, Result]
+    val: tuple[Inputs, Result] | None = None
+    val_skipped: str | None = None
+    summary: dict = field(default_factory=dict)  # the numbers blend.py prints (and --json)
+
+
+def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tuple[BlendRecipe, WeightReport | None]:
+    """Automatic weights, once for both splits: from the validation errors when every member has
+    validation predictions, else from the members' agreement on test."""
+    if not recipe.auto_weights:
+        return recipe, None
+    basis = val if val is not None and all(mi is not None for mi in val.members) else test
+    report = weight_report(recipe, basis)
+    return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)}), report
+
+
+def evaluate(recipe: BlendRecipe | str | Path) -> BlendRun:
+    """Prepare and run a recipe on val (when there is one) and test; writes nothing."""
+    if not isinstance(recipe, BlendRecipe):
+        recipe = load_recipe(recipe)
+    skip = val_skip_reason(recipe)
+    val_inputs = None if skip else prepare(recipe, "val")
+    test_inputs = prepare(recipe, "test")
+    recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)
+    val = None if val_inputs is None else (val_inputs, run(recipe, val_inputs))
+    out = BlendRun(recipe, weights, (test_inputs, run(recipe, test_inputs)), val, skip)
+    out.summary = {"recipe": recipe.source, "name": recipe.name}
+    if weights is not None:
+        out.summary["weights"] = {"basis": weights.basis, **{n: float(w) for n, w in zip(weights.names, weights.weights)}}
+    if val is not None:
+        out.summary["val"] = _summary(val[1], val[0])
+    out.summary["test"] = _summary(out.test[1], test_inputs)
+    return out
+
+
+def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print) -> BlendRun:
     """Run a blend recipe: val ablation (printed), test submission and pseudo-labels (written
-    atomically, only once everything has been checked). Returns the numbers."""
-    recipe = load_recipe(recipe_path)
-    report: dict = {"recipe": str(recipe_path), "name": recipe.name}
-
-    skip = _val_skip_reason(recipe)
-    if skip:
-        echo(f"val: skipped, {skip}")
+    atomically, only once everything has been checked). Returns the run (its `.summary`: the numbers)."""
+    blend_run = evaluate(recipe_path)
+    recipe, summary = blend_run.recipe, blend_run.summary
+    if blend_run.weights is not None:
+        for line in blend_run.weights.lines():
+            echo(line)
+    if blend_run.val is None:
+        echo(f"val: skipped, {blend_run.val_skipped}")
     else:
-        inputs = prepare(recipe, "val")
-        result = run(recipe, inputs)
-        echo(format_ablation(result, f"val: fold {recipe.fold}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
-        report["val"] = _summary(result, inputs)
+        inputs, result = blend_run.val
+        where = "out-of-fold, every fold" if recipe.fold == ALL_FOLDS else f"fold {recipe.fold}"
+        echo(format_ablation(result, f"val: {where}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
 
-    inputs = prepare(recipe, "test")
-    result = run(recipe, inputs)
+    inputs, result = blend_run.test
     comp = inputs.competition
     if result.map5_by_step:
         echo(format_ablation(result, f"test: {len(inputs.images)} images, scored against {comp.root / 'test_truth.csv'}"))
     note = _conflict_note(inputs, recipe)  # train duplicates with different labels: told once, from test's reference (all train)
     if note:
         echo(note)
-    report["test"] = _summary(result, inputs)
     if inputs.leak is not None and recipe.steps.active("leak") is not None:
-        report["leak_conflicts"] = int(len(inputs.leak.conflicts_within(recipe.steps.leak.max_distance)))
+        summary["leak_conflicts"] = int(len(inputs.leak.conflicts_within(recipe.steps.leak.max_distance)))
 
     rows = None
     if recipe.pseudo.enabled:
@@ -556,11 +683,11 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print) ->
         problems = check_submission(tmp, comp)
         if problems:
             raise KitError(f"{recipe.submission_path}: the submission would be invalid: {problems[0]}")
-    report["submission"] = str(recipe.submission_path)
+    summary["submission"] = str(recipe.submission_path)
     echo(f"wrote {recipe.submission_path} ({len(submission)} images)")
     if rows is not None:
         pseudo.write(recipe.pseudo_path, rows)
-        report["pseudo"] = str(recipe.pseudo_path)
-        report["pseudo_count"] = len(rows)
+        summary["pseudo"] = str(recipe.pseudo_path)
+        summary["pseudo_count"] = len(rows)
         echo(f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g})")
-    return report
+    return blend_run

@@ -3,21 +3,31 @@
 ```yaml
 name: final                      # submissions/<name>.csv, submissions/<name>.pseudo.csv
 data: data/small                 # competition dir (train.csv, folds.csv, hashes.csv, ...)
-fold: 0                          # the fold the members held out (their `val` prediction sets)
+fold: 0                          # the fold the members held out (their `val` prediction sets);
+                                 # `all`: out-of-fold members (their `oof` sets: every fold's images)
 members:
-  - model: models/resnet18_tiny  # prediction sets under <model>/preds/<view>/{val,test}
+  - model: models/resnet18_tiny  # prediction sets under <model>/preds/<view>/{val,oof,test}
     view: logit                  # logit | cosine
-    weight: 1.0
+    weight: 1.0                  # omit every weight for `auto` (kit/post/weights.py)
     calibration: {method: softmax, temperature: 1.0}
   - submission: teammate.csv     # a top-5 CSV (test); `val_submission:` its val twin (optional)
     weight: 0.5
+    rank_weights: [1, 0.5, 0.333, 0.25, 0.2]   # its vote per rank (the default: MAP@5's credit)
 steps:                           # fixed order leak -> new_whale -> balance; omit or `enabled: false`
   leak: {max_distance: 0}
   new_whale: {threshold: 0.5}    # or {proportion: 0.276}
   balance: {margin: 0.3, min_count: 2}
 pseudo: {threshold: 0.96}
 output: submissions
+tune: {free: [steps.balance.*], pin: [], ranges: {}, holdout: 0.3, parts: 5, seed: 0}
 ```
+
+Weights: all given, or none (`auto`: from how alike the members' errors are, kit/post/weights.py).
+A top-5 CSV member votes for every label it lists, the unknown label included (the 2nd place's
+vote): rank r earns `rank_weights[r]` times the member's weight. Its vote for the unknown label is
+a score like any label's: the unknown label enters each image's ranking where its blended vote
+falls among the identities' blended scores (before an identity of equal score: the unknown label is
+the commonest one), and the new_whale step can only move it earlier (kit/post/new_whale.py).
 
 Calibration methods (per member; `auto` when omitted): `softmax` / `sigmoid` of logits / T
 (`temperature`), `affine` = sigmoid(scale * x + shift) (Platt scaling, meant for cosines;
@@ -59,6 +69,11 @@ DEFAULT_TEMPERATURE = 1.0
 DEFAULT_SCALE = 10.0
 DEFAULT_SHIFT = -5.0
 STEP_ORDER = ("leak", "new_whale", "balance")
+ALL_FOLDS = "all"  # `fold: all`: out-of-fold members
+# What tune.py searches unless the recipe's `tune.free` opens more: the weights and the unknown
+# label's threshold (or share). Calibrations, the leak distance and the balance constants have
+# sensible defaults and, searched on a few hundred images, mostly fit noise.
+DEFAULT_TUNED = ("members.*.weight", "steps.new_whale.*")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -98,12 +113,13 @@ class Calibration:
 class Member:
     """A scored member (`model` + `view`) or a top-5 CSV member (`submission`)."""
 
-    weight: float = 1.0
+    weight: float | None = None  # None: auto (every member's, resolved from the inputs)
     model: str | None = None
     view: str | None = None
     calibration: Calibration = field(default_factory=Calibration)
     submission: str | None = None
     val_submission: str | None = None
+    rank_weights: tuple[float, ...] | None = None  # a CSV member's vote per rank; None: 1, 1/2, ..., 1/5
 
     @property
     def scored(self) -> bool:
@@ -116,6 +132,7 @@ class Member:
         return Path(self.submission).name
 
     def preds_dir(self, split: str) -> Path:
+        """The prediction set of a split directory name: val, oof or test."""
         return Path(self.model) / "preds" / self.view / split
 
     def submission_path(self, split: str) -> Path | None:
@@ -123,13 +140,15 @@ class Member:
         return None if path is None else Path(path)
 
     def to_dict(self) -> dict:
+        weight = {} if self.weight is None else {"weight": self.weight}
         if self.scored:
-            return {"model": self.model, "view": self.view, "weight": self.weight,
-                    "calibration": self.calibration.to_dict()}
+            return {"model": self.model, "view": self.view, **weight, "calibration": self.calibration.to_dict()}
         out: dict[str, Any] = {"submission": self.submission}
         if self.val_submission is not None:
             out["val_submission"] = self.val_submission
-        out["weight"] = self.weight
+        out.update(weight)
+        if self.rank_weights is not None:
+            out["rank_weights"] = list(self.rank_weights)
         return out
 
 
@@ -173,13 +192,16 @@ class Pseudo:
 
 @dataclass(frozen=True)
 class TuneCfg:
-    """What `scripts/tune.py` may change: everything `tunable_params` lists, less `pin` (glob
-    patterns of dotted paths), within `ranges` where given; `holdout` is the share of the
-    validation images kept out of the search to measure overfitting."""
+    """What `scripts/tune.py` may change: the weights and the new_whale threshold (DEFAULT_TUNED),
+    plus what `free` opens (glob patterns of the dotted paths `tunable_params` lists), less `pin`,
+    within `ranges` where given. `holdout` is the share of the validation images kept out of the
+    search to measure what tuning gained; `parts` the cross-validation parts of the rest (1: none)."""
 
     pin: tuple[str, ...] = ()
+    free: tuple[str, ...] = ()
     ranges: tuple[tuple[str, float, float], ...] = ()
     holdout: float = 0.3
+    parts: int = 5
     seed: int = 0
 
     @property
@@ -187,8 +209,8 @@ class TuneCfg:
         return {name: (low, high) for name, low, high in self.ranges}
 
     def to_dict(self) -> dict:
-        return {"pin": list(self.pin), "ranges": {n: [lo, hi] for n, lo, hi in self.ranges},
-                "holdout": self.holdout, "seed": self.seed}
+        return {"free": list(self.free), "pin": list(self.pin), "ranges": {n: [lo, hi] for n, lo, hi in self.ranges},
+                "holdout": self.holdout, "parts": self.parts, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -196,12 +218,21 @@ class BlendRecipe:
     name: str
     data: str
     members: tuple[Member, ...]
-    fold: int = 0
+    fold: int | str = 0  # an int, or ALL_FOLDS for out-of-fold members
     steps: Steps = field(default_factory=Steps)
     pseudo: Pseudo = field(default_factory=Pseudo)
     output: str = "submissions"
     tune: TuneCfg = field(default_factory=TuneCfg)
     source: str = field(default="<recipe>", compare=False)  # the file it came from (messages)
+
+    @property
+    def val_split(self) -> str:
+        """The members' validation prediction sets: `oof` for out-of-fold members, else `val`."""
+        return "oof" if self.fold == ALL_FOLDS else "val"
+
+    @property
+    def auto_weights(self) -> bool:
+        return self.members[0].weight is None
 
     @property
     def submission_path(self) -> Path:
@@ -242,7 +273,7 @@ class BlendRecipe:
         shift for affine), and the parameters of the steps the recipe has."""
         out: dict[str, Any] = {}
         for i, m in enumerate(self.members):
-            out[f"members.{i}.weight"] = m.weight
+            out[f"members.{i}.weight"] = 1.0 / len(self.members) if m.weight is None else m.weight
             if m.scored:
                 cal = m.calibration
                 # `auto` means softmax/sigmoid for a logit view and affine for a cosine view
@@ -292,10 +323,10 @@ def load_recipe(path: str | Path) -> BlendRecipe:
     return recipe_from_dict(read_yaml(path, "blend recipe"), str(path))
 
 
-def dump_recipe(recipe: BlendRecipe, path: str | Path) -> Path:
-    """Write the recipe as YAML, atomically; `load_recipe` reads it back equal."""
+def dump_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[str, ...] = ()) -> Path:
+    """Write the recipe as YAML, atomically, `note` lines as comments on top; `load_recipe` reads it back equal."""
     text = yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None, width=100)
-    write_text(path, text)
+    write_text(path, "".join(f"# {line}\n" for line in note) + text)
     return Path(path)
 
 
@@ -307,7 +338,9 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     if not _NAME.match(name):
         top.fail("name", f"{name!r} is not a usable file name (letters, digits, _ . - only)")
     data = top.string("data")
-    fold = top.integer("fold", default=0, low=-1)
+    if isinstance(top.get("fold"), str) and top.get("fold") != ALL_FOLDS:
+        top.fail("fold", f"must be an integer >= -1 or {ALL_FOLDS!r} (out-of-fold members), got {top.get('fold')!r}")
+    fold = ALL_FOLDS if top.get("fold") == ALL_FOLDS else top.integer("fold", default=0, low=-1)
     output = top.string("output", default="submissions")
 
     members_raw = top.get("members")
@@ -320,7 +353,12 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
         if key in seen:
             raise KitError(f"{source}: members[{i}] repeats members[{seen[key]}] ({m.name})")
         seen[key] = i
-    if sum(m.weight for m in members) <= 0:
+    given = [m.weight is not None for m in members]
+    if any(given) and not all(given):
+        i = given.index(False)
+        raise KitError(f"{source}: members[{i}] has no weight but others do: give every member a weight, "
+                       f"or none for automatic weights")
+    if all(given) and sum(m.weight for m in members) <= 0:
         raise KitError(f"{source}: members: the weights sum to 0; at least one must be positive")
 
     steps_sec = top.section("steps")
@@ -340,10 +378,13 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
 
 def _tune(raw: Any, source: str) -> TuneCfg:
     sec = _Section(raw, "tune", source)
-    sec.keys(("pin", "ranges", "holdout", "seed"))
-    pin = sec.get("pin", [])
-    if not isinstance(pin, list) or not all(isinstance(p, str) and p for p in pin):
-        sec.fail("pin", f"must be a list of dotted parameter names or glob patterns, got {pin!r}")
+    sec.keys(("free", "pin", "ranges", "holdout", "parts", "seed"))
+    patterns = {}
+    for key in ("free", "pin"):
+        value = sec.get(key, []) or []
+        if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+            sec.fail(key, f"must be a list of dotted parameter names or glob patterns, got {value!r}")
+        patterns[key] = tuple(value)
     ranges_raw = sec.get("ranges", {}) or {}
     if not isinstance(ranges_raw, dict):
         sec.fail("ranges", f"must map parameter names to [low, high], got {ranges_raw!r}")
@@ -355,8 +396,9 @@ def _tune(raw: Any, source: str) -> TuneCfg:
         if not ok:
             raise KitError(f"{source}: tune.ranges.{name} must be [low, high] with low < high, got {bounds!r}")
         ranges.append((str(name), float(bounds[0]), float(bounds[1])))
-    return TuneCfg(pin=tuple(pin), ranges=tuple(ranges),
-                   holdout=sec.number("holdout", 0.3, low=0.0, high=0.9), seed=sec.integer("seed", 0))
+    return TuneCfg(pin=patterns["pin"], free=patterns["free"], ranges=tuple(ranges),
+                   holdout=sec.number("holdout", 0.3, low=0.0, high=0.9), parts=sec.integer("parts", 5, low=1, high=20),
+                   seed=sec.integer("seed", 0))
 
 
 def _member(raw: Any, where: str, source: str) -> Member:
@@ -368,11 +410,19 @@ def _member(raw: Any, where: str, source: str) -> Member:
         view = sec.string("view")
         if view not in VIEWS:
             sec.fail("view", f"is {view!r}; expected one of {', '.join(VIEWS)}")
-        return Member(weight=sec.number("weight", 1.0, low=0.0), model=sec.string("model"), view=view,
+        return Member(weight=sec.number("weight", None, low=0.0), model=sec.string("model"), view=view,
                       calibration=_calibration(sec.get("calibration", {}), f"{where}.calibration", source))
-    sec.keys(("submission", "val_submission", "weight"))
-    return Member(weight=sec.number("weight", 1.0, low=0.0), submission=sec.string("submission"),
-                  val_submission=sec.string("val_submission", default=None))
+    sec.keys(("submission", "val_submission", "weight", "rank_weights"))
+    rank_weights = sec.get("rank_weights")
+    if rank_weights is not None:
+        ok = (isinstance(rank_weights, list) and 1 <= len(rank_weights) <= 5
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                      for v in rank_weights))
+        if not ok:
+            sec.fail("rank_weights", f"must be a list of 1 to 5 numbers >= 0 (rank 1 first), got {rank_weights!r}")
+        rank_weights = tuple(float(v) for v in rank_weights) + (0.0,) * (5 - len(rank_weights))
+    return Member(weight=sec.number("weight", None, low=0.0), submission=sec.string("submission"),
+                  val_submission=sec.string("val_submission", default=None), rank_weights=rank_weights)
 
 
 def _calibration(raw: Any, where: str, source: str) -> Calibration:

@@ -1,9 +1,10 @@
 """The blend report: one self-contained HTML file (inline SVG and images, no script, no network).
 
-Sections: the members' MAP@5 and how their errors correlate; the ablation of the steps; MAP@5 and
-the new_whale share against the threshold; Optuna's history and parameter importances (after
-tune.py); the distribution of top-1 scores; a gallery of the worst validation errors. Every number
-comes from `kit.post.pipeline.run`, the code blend.py and tune.py run.
+Sections: the members' MAP@5, their weights and how their errors correlate; the ablation of the
+steps with each gain's paired bootstrap interval; MAP@5 and the new_whale share against the
+threshold; Optuna's history, the held-out gain and the parameter importances (after tune.py); the
+distribution of top-1 scores; a gallery of the worst validation errors. It renders a
+`pipeline.BlendRun`, the evaluation blend.py made, so every number is the one blend.py printed.
 """
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
 
 
-def members_section(recipe: BlendRecipe, inputs: pipeline.Inputs, result: pipeline.Result) -> str:
+def members_section(run: pipeline.BlendRun) -> str:
+    recipe = run.recipe
+    inputs, result = run.val
     bare = recipe.without_steps()
     rows, aps, names = [], [], []
     for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
@@ -64,6 +67,14 @@ def members_section(recipe: BlendRecipe, inputs: pipeline.Inputs, result: pipeli
     blend_bare = pipeline.run(bare, inputs)
     rows.append(["blend", "", 1.0, blend_bare.map5, result.map5])
     body = _table(["member", "kind", "weight", "MAP@5 alone", "alone + steps"], rows, left=2)
+    w = run.weights
+    if w is not None:
+        body += (f"<p>Automatic weights ({escape(w.basis)}): weight = skill / near-copies, normalised. Skill is the "
+                 "member's MAP@5 at ranking known identities; near-copies is the sum of its similarities to every "
+                 "member, itself included (how alike their errors are, 0 to 1), so members that fail on the same "
+                 "images share one weight.</p>"
+                 + _table(["member", "weight", "skill", "near-copies"],
+                          [[n, float(x), float(q), float(c)] for n, x, q, c in zip(w.names, w.weights, w.skill, w.copies)]))
     if len(aps) > 1:
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = np.nan_to_num(np.corrcoef(np.vstack(aps)), nan=0.0)
@@ -77,12 +88,15 @@ def ablation_section(results: dict[str, pipeline.Result]) -> str:
     for split, r in results.items():
         if not r.map5_by_step:
             continue
-        steps = list(r.map5_by_step)
-        values = list(r.map5_by_step.values())
-        rows = [[s, v, "" if k == 0 else f"{v - values[k - 1]:+.4f}"] for k, (s, v) in enumerate(zip(steps, values))]
+        rows = [[s, v, "", ""] if g is None else
+                [s, v, f"{g.value:+.4f}", f"[{g.low:+.4f}, {g.high:+.4f}]" + ("" if g.significant else " (noise)")]
+                for s, v, g in r.step_gains()]
         parts.append(f"<figure><figcaption>{escape(split)} ({len(r.images)} images)</figcaption>"
-                     + svg.bar_chart(steps, values, "MAP@5") + _table(["step", "MAP@5", "gain"], rows) + "</figure>")
-    return _section("ablation", "Ablation of the steps", "".join(parts) or "<p>No split with truth.</p>")
+                     + svg.bar_chart(list(r.map5_by_step), list(r.map5_by_step.values()), "MAP@5")
+                     + _table(["step", "MAP@5", "gain", "95% interval"], rows) + "</figure>")
+    body = ("<p>Each gain is over the step before, on the same images, with its paired bootstrap 95% interval; "
+            "an interval that holds 0 is within the noise.</p>" + "".join(parts)) if parts else "<p>No split with truth.</p>"
+    return _section("ablation", "Ablation of the steps", body)
 
 
 def threshold_section(recipe: BlendRecipe, inputs: pipeline.Inputs, result: pipeline.Result) -> str:
@@ -133,10 +147,12 @@ def optuna_section(summary) -> str:
     x = np.array([t.number for t in trials], float)
     y = np.array([t.value for t in trials], float)
     body = (f"<p>Study <code>{escape(summary.study_name)}</code> in <code>{escape(summary.storage)}</code>: "
-            f"{len(trials)} finished trials. Trials see the tuning part of the validation images only.</p>"
+            f"{len(trials)} finished trials. Trials see the tuning part of the validation images only"
+            f"{escape(summary.objective_note)}.</p>"
             + _table(["", "tuning part", "held-out part", "all val"],
                      [["untuned", summary.untuned["tune"], summary.untuned["holdout"], summary.untuned["all"]],
                       ["tuned", summary.best["tune"], summary.best["holdout"], summary.best["all"]]])
+            + f"<p><b>On the held-out part</b>: {escape(summary.verdict())}.</p>"
             + svg.line_chart({"trial": (x, y), "best so far": (x, np.maximum.accumulate(y))}, "trial", "MAP@5 (tuning part)"))
     if summary.importances:
         top = max(summary.importances.values()) or 1.0
@@ -194,23 +210,23 @@ def gallery_section(inputs: pipeline.Inputs, result: pipeline.Result) -> str:
     return _section("gallery", "Worst validation errors", body)
 
 
-def build(recipe: BlendRecipe, summary=None) -> str:
-    """The report's HTML for a recipe (and its tuning summary, if any)."""
+def build(run: pipeline.BlendRun, summary=None) -> str:
+    """The report's HTML for an evaluated recipe (and its tuning summary, if any)."""
+    recipe = run.recipe
     results: dict[str, pipeline.Result] = {}
     sections = []
-    skip = pipeline._val_skip_reason(recipe)
+    skip = run.val_skipped
     val_inputs = val_result = None
-    if skip is None:
-        val_inputs = pipeline.prepare(recipe, "val")
-        val_result = results["validation"] = pipeline.run(recipe, val_inputs)
-    test_inputs = pipeline.prepare(recipe, "test")
-    results["test"] = pipeline.run(recipe, test_inputs)
+    if run.val is not None:
+        val_inputs, val_result = run.val
+        results["validation"] = val_result
+    results["test"] = run.test[1]
 
     members = ", ".join(escape(m.name) for m in recipe.members)
     head = (f"<h1>{escape(recipe.name)}</h1><p class='muted'>{escape(recipe.source)} · data {escape(recipe.data)} · "
             f"fold {recipe.fold} · members: {members} · {datetime.datetime.now():%Y-%m-%d %H:%M}</p>")
     if val_result is not None:
-        sections.append(members_section(recipe, val_inputs, val_result))
+        sections.append(members_section(run))
     else:
         sections.append(_section("members", "Members", f"<p>No validation split: {escape(skip)}.</p>"))
     sections.append(ablation_section(results))
@@ -229,15 +245,15 @@ def report_path(recipe: BlendRecipe) -> Path:
     return Path(recipe.output) / f"{recipe.name}.html"
 
 
-def write_report(recipe: BlendRecipe | str | Path, summary=None) -> Path:
-    """Write `<output>/<name>.html` atomically and return its path."""
-    if not isinstance(recipe, BlendRecipe):
-        recipe = load_recipe(recipe)
-    path = report_path(recipe)
-    write_text(path, build(recipe, summary))
+def write_report(run: pipeline.BlendRun | BlendRecipe | str | Path, summary=None) -> Path:
+    """Write `<output>/<name>.html` atomically and return its path (a recipe is evaluated first)."""
+    if not isinstance(run, pipeline.BlendRun):
+        run = pipeline.evaluate(run if isinstance(run, BlendRecipe) else load_recipe(run))
+    path = report_path(run.recipe)
+    write_text(path, build(run, summary))
     return path
 
 
-def write_tune_report(summary) -> Path:
-    """The tuned recipe's report, with the study's history and importances."""
-    return write_report(summary.tuned, summary)
+def write_tune_report(summary, run: pipeline.BlendRun | None = None) -> Path:
+    """The tuned recipe's report, with the study's history, the held-out gain and the importances."""
+    return write_report(run or summary.tuned, summary)

@@ -3,8 +3,12 @@
 Parameters are named by their dotted path in the recipe (`members.0.weight`,
 `members.1.calibration.temperature`, `steps.new_whale.threshold`, `steps.leak.max_distance`,
 `steps.balance.margin`, `steps.balance.min_count`): the names `BlendRecipe.tunable_params` lists,
-so a trial's values apply as they are (`BlendRecipe.with_params`), and the recipe's `tune.pin`
-(glob patterns, e.g. `members.*.weight`) and `tune.ranges` use the same names.
+so a trial's values apply as they are (`BlendRecipe.with_params`), and the recipe's `tune.free`,
+`tune.pin` (glob patterns, e.g. `members.*.weight`) and `tune.ranges` use the same names.
+
+By default the tuner searches the member weights and the new_whale threshold (or share) only
+(`recipe.DEFAULT_TUNED`): a few hundred validation images support a handful of numbers, not the
+calibrations and step constants of every member. `tune.free` opens more, `tune.pin` closes any.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kit.errors import KitError
+from kit.post.recipe import DEFAULT_TUNED
 
 # the search range of each kind of parameter (by the end of its dotted name): low, high, log scale
 RANGES = {
@@ -43,7 +48,7 @@ class Param:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
 
-def default_space(recipe) -> list[Param]:
+def every_param(recipe) -> list[Param]:
     """Every tunable value of the recipe's active steps and members, with the ranges above."""
     space = []
     for name, value in recipe.tunable_params().items():
@@ -58,17 +63,23 @@ def default_space(recipe) -> list[Param]:
 
 
 def search_space(recipe) -> list[Param]:
-    """The default space less the pinned parameters, with ranges narrowed as the recipe says."""
+    """The weights and the new_whale threshold, plus what `tune.free` opens, less what `tune.pin`
+    closes, with ranges narrowed as the recipe says."""
     cfg, source = recipe.tune, recipe.source
-    space = default_space(recipe)
+    space = every_param(recipe)
     names = [p.name for p in space]
-    for pattern in cfg.pin:
-        if not fnmatch.filter(names, pattern):
-            raise KitError(f"{source}: tune.pin: {pattern!r} matches no tunable parameter; they are: {', '.join(names)}")
+    for key in ("free", "pin"):
+        for pattern in getattr(cfg, key):
+            if not fnmatch.filter(names, pattern):
+                raise KitError(f"{source}: tune.{key}: {pattern!r} matches no tunable parameter; they are: {', '.join(names)}")
+    opened = DEFAULT_TUNED + cfg.free
+    space = [p for p in space if any(fnmatch.fnmatch(p.name, pattern) for pattern in opened)]
+    names = [p.name for p in space]
     ranges = cfg.range_of
     for name in ranges:
         if name not in names:
-            raise KitError(f"{source}: tune.ranges: {name!r} is not a tunable parameter; they are: {', '.join(names)}")
+            raise KitError(f"{source}: tune.ranges: {name!r} is not searched; searched: {', '.join(names) or 'nothing'} "
+                           f"(tune.free opens more)")
     out = []
     for p in space:
         if any(fnmatch.fnmatch(p.name, pattern) for pattern in cfg.pin):

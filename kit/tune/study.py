@@ -1,9 +1,20 @@
 """Tune a blend recipe with Optuna, honestly: search on part of the validation images, report the rest.
 
-The objective is local MAP@5 through `kit.post.pipeline.run`, the very code `blend.py` runs. The
-validation images are split once (seeded, stratified on the unknown label) into a tuning part and a
-held-out part; trials only see the tuning part, and the summary shows the untuned recipe and the
-best trial on both, so the gap between them says how much of the gain is real.
+The validation images are split once (seeded, stratified on the unknown label) into a tuning part
+and a held-out part that no trial sees. The summary shows the untuned recipe and the tuned one on
+both, and the tuned - untuned gain on the held-out part with its paired bootstrap 95% interval,
+in words when it is not significant.
+
+The objective is cross-validated MAP@5 on the tuning part, through `kit.post.pipeline`, the very
+code `blend.py` runs. Optuna proposes the weights (and whatever `tune.free` opens); the new_whale
+threshold, the number that overfits most, is not proposed but fitted exactly inside each trial
+(kit.post.new_whale.cross_validated): the tuning images are split into `tune.parts` parts, the
+threshold is chosen on all parts but one and scores that one, for each part. A trial is thus
+scored only on images its threshold never saw, and weights that merely suit one lucky threshold
+lose. The tuned recipe takes the best trial's values and the threshold fitted on the whole tuning
+part. The untuned recipe is the study's first trial, so the tuned one is never worse than it on
+the objective. With the threshold pinned (or a `proportion:` step) nothing is fitted, and the
+objective is plain MAP@5 on the tuning part.
 
 Studies live in Optuna storages: `sqlite:///models/studies.db` by default (resumable: run the same
 command again and it carries on to N finished trials), any RDB URL (PostgreSQL for several
@@ -26,9 +37,12 @@ import warnings
 import numpy as np
 
 from kit.errors import KitError
-from kit.post import pipeline
+from kit.post import new_whale, pipeline
+from kit.post.compare import Gain, paired_gain
 from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
 from kit.tune.space import Param, search_space, to_recipe_values
+
+FITTED = "steps.new_whale.threshold"  # fitted inside each trial, never proposed by the sampler
 
 DEFAULT_STORAGE = "sqlite:///models/studies.db"
 GRACE_ENV = "WHALE_KIT_TUNE_GRACE"
@@ -48,6 +62,14 @@ class TuneSummary:
     importances: dict[str, float] = field(default_factory=dict)
     trials_per_second: float = 0.0
     sizes: tuple[int, int] = (0, 0)  # images in the tuning and held-out parts
+    holdout_gain: Gain | None = None  # tuned - untuned on the held-out part
+    objective_note: str = ""  # how trials were scored, in words
+
+    def verdict(self) -> str:
+        """The held-out gain in one sentence (significant or not)."""
+        if self.holdout_gain is None or self.holdout_gain.n == 0:
+            return "no held-out part (tune.holdout: 0): what tuning gained is not measured"
+        return self.holdout_gain.verdict("tuned - untuned")
 
     def table(self) -> str:
         n_t, n_h = self.sizes
@@ -58,6 +80,7 @@ class TuneSummary:
             f"{'tuned (best trial)':<22}{self.best['tune']:>14.4f}{self.best['holdout']:>16.4f}{self.best['all']:>10.4f}",
             f"{'gain':<22}{self.best['tune'] - self.untuned['tune']:>+14.4f}{self.best['holdout'] - self.untuned['holdout']:>+16.4f}"
             f"{self.best['all'] - self.untuned['all']:>+10.4f}",
+            f"held-out: {self.verdict()}",
         ]
         return "\n".join(rows)
 
@@ -125,11 +148,21 @@ def holdout_split(truth: np.ndarray, unknown_code: int, share: float, seed: int)
     return np.flatnonzero(~hold), np.flatnonzero(hold)
 
 
-class Objective:
-    """MAP@5 of a trial's recipe on the tuning part of the validation images."""
+def cv_parts(truth: np.ndarray, unknown_code: int, n_parts: int, seed: int) -> np.ndarray:
+    """Each image's cross-validation part (0..n_parts-1), dealt round-robin after a seeded shuffle,
+    unknown and known images apart, so every part holds its share of both."""
+    rng = np.random.default_rng([seed, n_parts])
+    part = np.zeros(len(truth), np.int64)
+    for group in (truth == unknown_code, truth != unknown_code):
+        idx = rng.permutation(np.flatnonzero(group))
+        part[idx] = np.arange(len(idx)) % n_parts
+    return part
 
-    def __init__(self, recipe: BlendRecipe, space: list[Param], holdout: float, seed: int):
-        self.recipe, self.space = recipe, space
+
+class Objective:
+    """Cross-validated MAP@5 of a trial's recipe on the tuning part of the validation images."""
+
+    def __init__(self, recipe: BlendRecipe, space: list[Param], holdout: float, seed: int, parts: int | None = None):
         # leak candidates up to the largest distance a trial may ask for (a range may widen it)
         leak = [int(p.high) for p in space if p.name == "steps.leak.max_distance"]
         distance = max([pipeline.LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance] + leak) if leak else None
@@ -137,24 +170,69 @@ class Objective:
         if self.inputs.truth is None:
             raise KitError(f"{recipe.source}: the validation split has no truth to tune against")
         self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
+        # automatic weights come from the tuning part only: the held-out part judges them too
+        self.recipe = pipeline.with_weights(recipe, self.inputs, self.tune_idx)
+        fitted = [p for p in space if p.name == FITTED]
+        self.fit_threshold = bool(fitted) and recipe.steps.active("new_whale") is not None
+        self.bounds = (fitted[0].low, fitted[0].high) if fitted and FITTED in recipe.tune.range_of else None
+        self.space = [p for p in space if p.name != FITTED]  # what the sampler proposes
+        self.n_parts = min(recipe.tune.parts if parts is None else parts, max(len(self.tune_idx), 1))
+        self.part = cv_parts(self.inputs.truth[self.tune_idx], self.inputs.unknown_code, self.n_parts, seed)
+
+    @property
+    def note(self) -> str:
+        if self.fit_threshold and self.n_parts > 1:
+            return (f": {self.n_parts}-fold cross-validated MAP@5, the new_whale threshold fitted on the other parts "
+                    f"of each")
+        if self.fit_threshold:
+            return ": MAP@5 with the new_whale threshold fitted on them"
+        return ": MAP@5"
 
     def recipe_for(self, values: dict[str, Any]) -> BlendRecipe:
         return self.recipe.with_params(to_recipe_values(self.recipe, values)) if values else self.recipe
+
+    def start_values(self) -> dict[str, Any]:
+        """The untuned recipe's values of the sampled parameters (the study's first trial)."""
+        current = self.recipe.tunable_params()
+        return {p.name: min(max(current[p.name], p.low), p.high) for p in self.space}
+
+    def evaluate(self, recipe: BlendRecipe) -> tuple[float, float | None]:
+        """(objective, the threshold fitted on the whole tuning part, or None if not fitted)."""
+        if not self.fit_threshold:
+            ap = pipeline.run(recipe, self.inputs).ap
+            return float(ap[self.tune_idx].mean()) if len(self.tune_idx) else 0.0, None
+        table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
+        threshold, whole = new_whale.best_threshold(table, self.bounds)
+        if self.n_parts > 1:
+            whole = new_whale.cross_validated(table, self.part, self.n_parts, self.bounds)[0]
+        return whole, threshold
+
+    def finish(self, values: dict[str, Any], threshold: float | None) -> BlendRecipe:
+        """The recipe of a trial's values, its threshold fitted on the tuning part."""
+        recipe = self.recipe_for(values)
+        return recipe if threshold is None else recipe.with_params({FITTED: threshold})
 
     def scores(self, recipe: BlendRecipe) -> dict[str, float]:
         ap = pipeline.run(recipe, self.inputs).ap
         part = lambda idx: float(ap[idx].mean()) if len(idx) else float("nan")
         return {"tune": part(self.tune_idx), "holdout": part(self.hold_idx), "all": float(ap.mean())}
 
+    def holdout_gain(self, tuned: BlendRecipe, untuned: BlendRecipe) -> Gain:
+        a, b = pipeline.run(tuned, self.inputs).ap, pipeline.run(untuned, self.inputs).ap
+        return paired_gain(a[self.hold_idx], b[self.hold_idx])
+
     def __call__(self, trial) -> float:
         values = {p.name: p.suggest(trial) for p in self.space}
-        ap = pipeline.run(self.recipe_for(values), self.inputs).ap
-        return float(ap[self.tune_idx].mean())
+        value, threshold = self.evaluate(self.recipe_for(values))
+        if threshold is not None:
+            trial.set_user_attr("threshold", threshold)
+        return value
 
 
 def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed: int) -> str:
     """The recipe's name plus a digest of what the study optimises: a changed space is a new study."""
-    key = json.dumps([recipe.to_dict(), [p.__dict__ for p in space], holdout, seed], sort_keys=True, default=str)
+    # "cv": trials are scored by the cross-validated objective (a study of the plain one is another study)
+    key = json.dumps(["cv", recipe.to_dict(), [p.__dict__ for p in space], holdout, seed], sort_keys=True, default=str)
     return f"{recipe.name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
@@ -228,12 +306,17 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     space = search_space(recipe)
     if not space:
         raise KitError(f"{recipe_path}: nothing to tune: every parameter is pinned")
+    objective = Objective(recipe, space, cfg.holdout, seed)
+    if not objective.space:  # only the threshold, fitted exactly: one trial says it all
+        trials = 1
     storage = storage or DEFAULT_STORAGE
     study_name = study_name or study_name_for(recipe, space, cfg.holdout, seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
                                 load_if_exists=True)
     study.set_user_attr("recipe", str(recipe_path))
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(objective.start_values())  # the untuned recipe first: tuning never ends below it
     since = datetime.now()
     fail_abandoned(study, since - timedelta(seconds=_grace_period()))
     before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -259,11 +342,11 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise KitError(f"study {study_name!r} has no finished trial")
-    objective = Objective(recipe, space, cfg.holdout, seed)
     best = study.best_trial
-    tuned = objective.recipe_for(best.params).with_params(name=f"{recipe.name}_tuned")
+    tuned = objective.finish(best.params, best.user_attrs.get("threshold")).with_params(name=f"{recipe.name}_tuned")
+    untuned = objective.recipe
+    gain = objective.holdout_gain(tuned, untuned)
     tuned_path = recipe_path.with_name(f"{recipe_path.stem}.tuned.yaml")
-    dump_recipe(tuned, tuned_path)
     importances = {}
     if len(complete) >= 2 and len(space) > 1:
         try:
@@ -271,11 +354,20 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
         except (RuntimeError, ValueError):  # e.g. every trial scored the same
             importances = {}
     ran = len(complete) - before
+    best_params = to_recipe_values(recipe, best.params)
+    if objective.fit_threshold:
+        best_params[FITTED] = tuned.steps.new_whale.threshold
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
-        n_trials=len(complete), best_params=to_recipe_values(recipe, best.params),
-        untuned=objective.scores(recipe), best=objective.scores(tuned), importances=dict(importances),
+        n_trials=len(complete), best_params=best_params,
+        untuned=objective.scores(untuned), best=objective.scores(tuned), importances=dict(importances),
         trials_per_second=ran / elapsed if ran > 0 and elapsed > 0 else 0.0,
-        sizes=(len(objective.tune_idx), len(objective.hold_idx)),
+        sizes=(len(objective.tune_idx), len(objective.hold_idx)), holdout_gain=gain,
+        objective_note=objective.note,
     )
+    note = [f"Tuned by scripts/tune.py from {recipe_path} ({summary.n_trials} trials, study {study_name}).",
+            f"Held-out part ({summary.sizes[1]} validation images no trial saw): {summary.verdict()}."]
+    if gain.n and not gain.significant:
+        note.append("Not significant: the untuned recipe is as good a choice on this evidence.")
+    dump_recipe(tuned, tuned_path, note=note)
     return summary

@@ -38,7 +38,7 @@ def blended(parts, ranked=(), n=None, c=None, k=3):
     x0 = parts[0][0] if parts else None
     n = n if n is not None else x0.shape[0]
     c = c if c is not None else x0.shape[1]
-    return blend.blend_top_k(parts, list(ranked), n, c, k, keep=True)
+    return blend.blend_top_k(parts, list(ranked), n, c, k, keep=True)[:3]
 
 
 def test_softmax(variant):
@@ -68,13 +68,34 @@ def test_weighted_sum_of_members_and_ranked(variant):
     codes = np.full((x.shape[0], 5), -1)
     codes[0] = [3, 1, -1, 0, 2]
     parts = [(x, "none", 0, 0, 0.5, None), (y, "softmax", 1.0, 0, 0.25, None), (y, "sigmoid", 1.0, 0, 0.0, None)]
-    _, _, out = blended(parts, [(codes, 2.0)])
+    _, _, out = blended(parts, [(codes, 2.0, None)])
     expected = 0.5 * x.astype(np.float64) + 0.25 * slow_softmax(y, 1.0)
     expected[0, [3, 1, 0, 2]] += 2.0 * np.array([1, 1 / 2, 1 / 4, 1 / 5])
     np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-6)
     # ranked members only
-    _, _, only = blend.blend_top_k([], [(codes, 1.0)], x.shape[0], x.shape[1], 2, keep=True)
+    _, _, only, vote = blend.blend_top_k([], [(codes, 1.0, None)], x.shape[0], x.shape[1], 2, keep=True)
     assert only[0, [3, 1, 0, 2]].tolist() == pytest.approx([1, 1 / 2, 1 / 4, 1 / 5]) and only[1:].sum() == 0
+    assert not vote.any()
+
+
+def test_a_ranked_vote_for_the_unknown_label_and_rank_weights(variant):
+    """Code C (one past the columns) is the unknown label: its rank weight goes to the vote."""
+    n, c = 4, 6
+    a = np.array([[c, 2, 1, -1, -1], [2, c, 3, 4, 5], [1, 2, 3, 4, 5], [c, -1, -1, -1, -1]])
+    b = np.array([[2, c, 0, 1, 3], [c, 2, 0, 1, 3], [c, 1, 2, 3, 4], [2, 3, -1, -1, -1]])
+    ranks = np.array([1.0, 0.4, 0.3, 0.2, 0.1])
+    codes, values, out, vote = blend.blend_top_k([], [(a, 0.75, None), (b, 0.25, ranks)], n, c, 3, keep=True)
+    rw = blend.RANK_WEIGHTS
+    slow_vote, slow = np.zeros(n), np.zeros((n, c))
+    for member, w, weights in ((a, 0.75, rw), (b, 0.25, ranks)):
+        for i in range(n):
+            for r, code in enumerate(member[i]):
+                if code == c:
+                    slow_vote[i] += w * weights[r]
+                elif code >= 0:
+                    slow[i, code] += w * weights[r]
+    np.testing.assert_allclose(vote, slow_vote, rtol=1e-6)
+    np.testing.assert_allclose(out, slow, rtol=1e-6)
 
 
 def test_the_top_k_is_that_of_the_blend(variant):

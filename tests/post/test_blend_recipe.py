@@ -20,6 +20,7 @@ members:
     calibration: {method: affine, scale: 8, shift: -3}
   - model: models/effnet_tiny
     view: logit
+    weight: 1.0
   - submission: teammate.csv
     val_submission: teammate_val.csv
     weight: 0.5

@@ -130,7 +130,7 @@ def test_rank_calibration_and_a_submission_member(project, tmp_path):
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
     assert val.members[3] is None and test.members[3] is not None
     assert run(recipe, val).map5_by_step["blend"] > 0.3
-    # the teammate's identities win where the truth is known; its new_whale slots stay empty
+    # the teammate's identities win where the truth is known
     res = run(recipe, test)
     known = comp.test["label"].to_numpy() != "new_whale"
     assert (np.array(res.labels, dtype=object)[known, 0] == comp.test["label"].to_numpy()[known]).all()
@@ -138,7 +138,7 @@ def test_rank_calibration_and_a_submission_member(project, tmp_path):
 
 def test_blend_files_writes_a_valid_submission_and_pseudo_labels(project, monkeypatch, capsys):
     monkeypatch.chdir(project["root"])
-    report = blend_files(project["recipe"])
+    report = blend_files(project["recipe"]).summary
     out = capsys.readouterr().out
     assert "val: fold 0" in out and "+ new_whale" in out and "test:" in out and "wrote" in out
     comp = load_competition(project["comp"].root, check_images=False)
@@ -255,7 +255,7 @@ def test_inputs_belong_to_their_recipe(project, tmp_path):
 def test_submission_member_missing_images(project, tmp_path):
     bad = tmp_path / "teammate.csv"
     bad.write_text("Image,Id\nte00000.jpg,w_0001\n")
-    r = edit_recipe(project, tmp_path, lambda d: d["members"].append({"submission": str(bad)}))
+    r = edit_recipe(project, tmp_path, lambda d: d["members"].append({"submission": str(bad), "weight": 1.0}))
     with pytest.raises(KitError, match=r"teammate.csv: 59 of the 60 images missing"):
         prepare(r, "test")
 

@@ -1,9 +1,10 @@
-"""The search space a recipe opens: its names, kinds and ranges; pins and narrowed ranges; bad names."""
+"""The search space a recipe opens: its names, kinds and ranges; weights and threshold by default, free,
+pins and narrowed ranges; bad names."""
 import pytest
 
 from kit.errors import KitError
 from kit.post.recipe import recipe_from_dict
-from kit.tune.space import RANGES, Param, default_space, search_space, to_recipe_values
+from kit.tune.space import RANGES, Param, every_param, search_space, to_recipe_values
 
 MEMBERS = [
     {"model": "models/a", "view": "logit", "weight": 1.0, "calibration": {"method": "softmax", "temperature": 1.0}},
@@ -17,6 +18,7 @@ EVERYTHING = [
     "members.2.weight", "members.2.calibration.scale", "members.2.calibration.shift",
     "steps.leak.max_distance", "steps.new_whale.threshold", "steps.balance.margin", "steps.balance.min_count",
 ]
+DEFAULT = ["members.0.weight", "members.1.weight", "members.2.weight", "steps.new_whale.threshold"]
 
 
 def recipe(members=MEMBERS, steps=STEPS, **tune):
@@ -30,33 +32,36 @@ def by_name(space):
     return {p.name: p for p in space}
 
 
-def test_default_space_is_every_tunable_value():
+def test_every_param_is_every_tunable_value():
     r = recipe()
-    space = by_name(default_space(r))
+    space = by_name(every_param(r))
     assert list(space) == EVERYTHING == list(r.tunable_params())
     assert space["members.0.weight"] == Param("members.0.weight", 0.0, 1.0)
     assert space["members.0.calibration.temperature"] == Param("members.0.calibration.temperature", 0.05, 20.0, log=True)
     assert space["members.2.calibration.scale"].log and not space["members.2.calibration.shift"].log
     assert space["steps.leak.max_distance"] == Param("steps.leak.max_distance", 0, 8, integer=True)
     assert space["steps.balance.min_count"].integer and not space["steps.balance.margin"].integer
-    # no pin, no range: the tuner's space is the default one
-    assert search_space(r) == default_space(r)
+    # no free, no pin, no range: the tuner searches the weights and the threshold
+    assert [p.name for p in search_space(r)] == DEFAULT
+    # free opens the rest, by glob
+    assert search_space(recipe(free=["*"])) == every_param(r)
+    assert [p.name for p in search_space(recipe(free=["steps.balance.*"]))] == DEFAULT + ["steps.balance.margin", "steps.balance.min_count"]
 
 
 def test_space_follows_the_recipe():
     # one member: its weight changes nothing
-    one = by_name(default_space(recipe(members=MEMBERS[:1])))
+    one = by_name(every_param(recipe(members=MEMBERS[:1])))
     assert "members.0.weight" not in one and "members.0.calibration.temperature" in one
     # a disabled or omitted step opens nothing; a proportion is tuned instead of a threshold
     steps = {"leak": {"enabled": False, "max_distance": 1}, "new_whale": {"proportion": 0.3}}
-    names = by_name(default_space(recipe(steps=steps)))
+    names = by_name(every_param(recipe(steps=steps)))
     assert not any(n.startswith(("steps.leak", "steps.balance")) for n in names)
     assert names["steps.new_whale.proportion"] == Param("steps.new_whale.proportion", *RANGES["steps.new_whale.proportion"])
     assert "steps.new_whale.threshold" not in names
 
 
 def test_pins_and_ranges():
-    r = recipe(pin=["members.*.weight", "steps.leak.max_distance"],
+    r = recipe(free=["*"], pin=["members.*.weight", "steps.leak.max_distance"],
                ranges={"steps.new_whale.threshold": [0.3, 0.6], "members.0.calibration.temperature": [0.5, 2.0],
                        "steps.balance.min_count": [2, 4]})
     space = by_name(search_space(r))
@@ -66,21 +71,26 @@ def test_pins_and_ranges():
     assert space["steps.balance.min_count"] == Param("steps.balance.min_count", 2, 4, integer=True)
     assert space["steps.balance.margin"] == Param("steps.balance.margin", 0.0, 1.0)  # untouched
     # pins are glob patterns over the dotted names
-    assert set(by_name(search_space(recipe(pin=["members.*"])))) == {n for n in EVERYTHING if n.startswith("steps.")}
+    assert set(by_name(search_space(recipe(free=["*"], pin=["members.*"])))) == {n for n in EVERYTHING if n.startswith("steps.")}
     assert search_space(recipe(pin=["*"])) == []
+    assert [p.name for p in search_space(recipe(pin=["members.*"]))] == ["steps.new_whale.threshold"]
 
 
 @pytest.mark.parametrize("tune, message", [
     ({"pin": ["members.*.wieght"]}, r"tune.pin: 'members.\*.wieght' matches no tunable parameter; they are: members.0.weight"),
     ({"pin": ["steps.leak.distance"]}, r"tune.pin: 'steps.leak.distance' matches no"),
-    ({"ranges": {"steps.new_whale.treshold": [0.1, 0.2]}}, r"tune.ranges: 'steps.new_whale.treshold' is not a tunable parameter"),
-    ({"ranges": {"members.3.weight": [0.1, 0.2]}}, r"tune.ranges: 'members.3.weight' is not a tunable"),
+    ({"free": ["steps.balance.marign"]}, r"tune.free: 'steps.balance.marign' matches no"),
+    ({"ranges": {"steps.new_whale.treshold": [0.1, 0.2]}}, r"tune.ranges: 'steps.new_whale.treshold' is not searched"),
+    ({"ranges": {"members.3.weight": [0.1, 0.2]}}, r"tune.ranges: 'members.3.weight' is not searched"),
+    ({"ranges": {"steps.balance.margin": [0.1, 0.2]}}, r"tune.ranges: 'steps.balance.margin' is not searched; .*\(tune.free opens more\)"),
     ({"ranges": {"members.0.calibration.temperature": [0.0, 2.0]}},
      r"tune.ranges.members.0.calibration.temperature: searched on a log scale, its low end must be > 0"),
     ({"ranges": {"steps.new_whale.threshold": [0.6, 0.3]}}, r"tune.ranges.steps.new_whale.threshold must be \[low, high\] with low < high"),
     ({"pinn": ["members.*.weight"]}, r"unknown key 'tune.pinn' \(did you mean 'pin'\?\)"),
 ])
 def test_bad_pins_and_ranges_name_the_key(tune, message):
+    if "ranges" in tune and "calibration" in str(tune):
+        tune = {"free": ["*"], **tune}
     with pytest.raises(KitError, match=r"^blends/final.yaml: " + message):
         search_space(recipe(**tune))
 
@@ -93,15 +103,15 @@ def test_bad_pins_and_ranges_name_the_key(tune, message):
 def test_a_range_the_recipe_cannot_take_is_refused_up_front(name, bounds, message):
     """Found before the study starts, naming the range, not as a failed trial mid-study."""
     with pytest.raises(KitError, match=rf"^blends/final.yaml: tune.ranges.{name}: \[.*\] .*{message}"):
-        search_space(recipe(ranges={name: bounds}))
+        search_space(recipe(free=["*"], ranges={name: bounds}))
 
 
 def test_an_integer_range_keeps_its_whole_numbers():
-    space = by_name(search_space(recipe(ranges={"steps.balance.min_count": [1.5, 4.5], "steps.leak.max_distance": [0, 12]})))
+    space = by_name(search_space(recipe(free=["*"], ranges={"steps.balance.min_count": [1.5, 4.5], "steps.leak.max_distance": [0, 12]})))
     assert space["steps.balance.min_count"] == Param("steps.balance.min_count", 2, 4, integer=True)
     assert space["steps.leak.max_distance"] == Param("steps.leak.max_distance", 0, 12, integer=True)  # wider is allowed
     with pytest.raises(KitError, match=r"tune.ranges.steps.balance.min_count: \[2.2, 2.8\] holds no whole number"):
-        search_space(recipe(ranges={"steps.balance.min_count": [2.2, 2.8]}))
+        search_space(recipe(free=["*"], ranges={"steps.balance.min_count": [2.2, 2.8]}))
 
 
 def test_trial_values_to_recipe_values():

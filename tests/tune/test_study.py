@@ -1,6 +1,8 @@
 """Real Optuna studies in real storages (sqlite and journal files under tmp_path), on a fabricated
-competition with noisy-truth members: the objective is blend.py's MAP@5, a killed study resumes,
-two workers share one study, pins stay pinned, a seed repeats, bad input is one line."""
+competition with noisy-truth members: the objective is blend.py's MAP@5 (cross-validated: equal to a
+slow reference), the untuned recipe is the first trial, the held-out gain carries its interval, a
+killed study resumes, two workers share one study, pins stay pinned, a seed repeats, bad input is
+one line."""
 import json
 import signal
 import sqlite3
@@ -9,6 +11,7 @@ import sys
 import time
 from contextlib import closing
 
+import numpy as np
 import optuna
 import pytest
 from tune_project import GRACE_ENV, ROOT, edit_yaml, script, script_env
@@ -18,7 +21,7 @@ from kit.errors import KitError
 from kit.post.pipeline import blend_files, prepare, run
 from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
-from kit.tune.study import Objective, open_storage, study_name_for, tune
+from kit.tune.study import FITTED, Objective, open_storage, study_name_for, tune
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -39,16 +42,17 @@ def quiet(_line: str) -> None:
 
 # ------------------------------------------------------------------------- objective == blend.py
 def test_the_objective_is_blend_map5(project):
-    """With nothing held out, a trial's value is blend.py's val MAP@5 of the recipe made from its
-    parameters, to 1e-12: the tuned yaml through blend_files, and every trial through prepare/run."""
-    path = project.recipe(holdout=0)
+    """With nothing held out and one part, a trial's value is blend.py's val MAP@5 of the recipe made
+    from its parameters and its fitted threshold, to 1e-12: the tuned yaml through blend_files, and
+    every trial through prepare/run."""
+    path = project.recipe(holdout=0, parts=1)
     s = tune(path, 15, storage=project.sqlite(), progress=False)
     trials = complete(trials_of(project.sqlite(), s.study_name))
     assert len(trials) == s.n_trials == 15
     best = max(trials, key=lambda t: t.value)
     assert s.tuned_path == path.with_name("final.tuned.yaml") and s.tuned_path.is_file()
 
-    report = blend_files(s.tuned_path, echo=quiet)
+    report = blend_files(s.tuned_path, echo=quiet).summary
     assert abs(report["val"]["map5"] - best.value) <= 1e-12
     assert abs(s.best["all"] - report["val"]["map5"]) <= 1e-12 and abs(s.best["tune"] - best.value) <= 1e-12
     assert s.sizes == (report["val"]["images"], 0)
@@ -62,10 +66,59 @@ def test_the_objective_is_blend_map5(project):
     objective = Objective(recipe, search_space(recipe), holdout=0.0, seed=0)
     assert {t.value for t in trials} != {best.value}  # the trials differ: the check below means something
     for t in trials:
-        r = objective.recipe_for(t.params)
+        r = objective.finish(t.params, t.user_attrs["threshold"])
         assert abs(run(r, prepare(r, "val")).map5 - t.value) <= 1e-12, t.number
-    untuned = blend_files(path, echo=quiet)["val"]["map5"]
+        # the fitted threshold is the best one: no grid point beats it
+        grid = [run(r.with_params({FITTED: float(x)}), objective.inputs).map5 for x in np.linspace(0, 1, 41)]
+        assert max(grid) <= t.value + 1e-12
+    untuned = blend_files(path, echo=quiet).summary["val"]["map5"]
     assert abs(objective.scores(recipe)["all"] - untuned) <= 1e-12 and abs(s.untuned["all"] - untuned) <= 1e-12
+    # the untuned recipe is the first trial: the best is never below it
+    assert trials[0].params == pytest.approx(objective.start_values()) and best.value >= trials[0].value
+
+
+def slow_cross_validated(objective: Objective, recipe) -> float:
+    """The cross-validated objective the long way: every distinct threshold through blend.py's code,
+    for each part the best on the other parts (ties: the highest threshold), scored on that part."""
+    rows = objective.tune_idx
+    bare = run(recipe.with_params({"steps.new_whale.enabled": False}), objective.inputs)
+    scores = np.unique(bare.top_scores[rows, :5])[::-1]
+    candidates = [float(scores[0]) + 1.0] + [float(x) for x in scores]  # above every score, then each score
+    # in sixtieths (AP@5 is 0, 1, 1/2, ..., 1/5): whole numbers, so equal totals tie exactly
+    ap = np.stack([np.rint(60 * run(recipe.with_params({FITTED: t}), objective.inputs).ap[rows]) for t in candidates])
+    total = 0.0
+    for k in range(objective.n_parts):
+        here = objective.part == k
+        best = int(np.argmax(ap[:, ~here].sum(axis=1)))
+        total += ap[best, here].sum()
+    return total / 60 / len(rows)
+
+
+def test_the_cross_validated_objective_equals_a_slow_reference(project):
+    path = project.recipe(holdout=0.3, parts=4, seed=2)
+    recipe = load_recipe(path)
+    objective = Objective(recipe, search_space(recipe), holdout=0.3, seed=2)
+    assert objective.fit_threshold and objective.n_parts == 4 and [p.name for p in objective.space] == [
+        "members.0.weight", "members.1.weight", "members.2.weight"]
+    rng = np.random.default_rng(0)
+    for values in [objective.start_values()] + [{p.name: float(rng.random()) for p in objective.space} for _ in range(3)]:
+        r = objective.recipe_for(values)
+        value, threshold = objective.evaluate(r)
+        assert value == pytest.approx(slow_cross_validated(objective, r), abs=1e-12)
+        # honest: below the in-sample optimum of the same weights
+        assert value <= run(r.with_params({FITTED: threshold}), objective.inputs).ap[objective.tune_idx].mean() + 1e-12
+
+
+def test_the_summary_carries_the_held_out_gain(project):
+    path = project.recipe(holdout=0.3, seed=1)
+    s = tune(path, 10, storage=project.sqlite(), progress=False)
+    objective = Objective(load_recipe(path), search_space(load_recipe(path)), holdout=0.3, seed=1)
+    g = s.holdout_gain
+    assert g.n == len(objective.hold_idx) and g.low <= g.value <= g.high
+    assert g.value == pytest.approx(s.best["holdout"] - s.untuned["holdout"], abs=1e-12)
+    assert "held-out:" in s.table() and ("not significant" in s.verdict()) != g.significant
+    head = s.tuned_path.read_text().splitlines()[0]
+    assert head.startswith("# Tuned by scripts/tune.py") and load_recipe(s.tuned_path) == s.tuned
 
 
 def test_with_a_holdout_the_study_sees_the_tuning_part_only(project):
@@ -78,8 +131,10 @@ def test_with_a_holdout_the_study_sees_the_tuning_part_only(project):
     n_tune, n_hold = len(objective.tune_idx), len(objective.hold_idx)
     assert (n_tune, n_hold) == s.sizes and n_tune + n_hold == len(result.ap) and 0.25 < n_hold / len(result.ap) < 0.35
     assert sorted(set(objective.tune_idx) | set(objective.hold_idx)) == list(range(len(result.ap)))
-    assert abs(result.ap[objective.tune_idx].mean() - best.value) <= 1e-12
-    assert abs(objective.scores(tuned)["all"] - blend_files(s.tuned_path, echo=quiet)["val"]["map5"]) <= 1e-12
+    # the best trial's value is its cross-validated score on the tuning part, nothing held out in it
+    assert abs(objective.evaluate(objective.recipe_for(best.params))[0] - best.value) <= 1e-12
+    assert tuned.steps.new_whale.threshold == pytest.approx(best.user_attrs["threshold"])
+    assert abs(objective.scores(tuned)["all"] - blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"]) <= 1e-12
     assert s.best == objective.scores(tuned)
     # the split is stratified: new_whale images in both parts, in about the same share
     truth = objective.inputs.truth == objective.inputs.unknown_code
@@ -183,16 +238,17 @@ def test_two_workers_share_one_study(project, kind):
 
 # ------------------------------------------------------------------------- pins, ranges, seeds
 def test_pinned_parameters_stay_pinned(project):
-    path = project.recipe(pin=["members.*.weight", "steps.leak.max_distance"],
+    path = project.recipe(free=["members.0.calibration.*", "steps.*"], pin=["members.*.weight", "steps.leak.max_distance"],
                           ranges={"steps.new_whale.threshold": [0.3, 0.6], "members.0.calibration.temperature": [0.5, 2.0]})
     s = tune(path, 15, storage=project.sqlite(), progress=False)
     trials = complete(trials_of(project.sqlite(), s.study_name))
     assert len(trials) == 15
     for t in trials:
         assert not any(k.endswith(".weight") or k == "steps.leak.max_distance" for k in t.params)
-        assert 0.3 <= t.params["steps.new_whale.threshold"] <= 0.6
+        assert 0.3 <= t.user_attrs["threshold"] <= 0.6  # fitted, within its range
         assert 0.5 <= t.params["members.0.calibration.temperature"] <= 2.0
-        assert "steps.balance.margin" in t.params  # the rest is searched
+        assert "steps.balance.margin" in t.params  # what free opened is searched
+        assert "members.1.calibration.temperature" not in t.params  # the rest is not
     tuned, untuned = load_recipe(s.tuned_path), load_recipe(path)
     assert [m.weight for m in tuned.members] == [m.weight for m in untuned.members] == [1.0, 0.5, 0.5]
     assert tuned.steps.leak.max_distance == untuned.steps.leak.max_distance == 1
@@ -204,7 +260,8 @@ def test_pinned_parameters_stay_pinned(project):
 def test_bad_pins_and_ranges_fail_before_the_study(project):
     for tune_cfg, key in [({"pin": ["members.*.wieght"]}, "members.*.wieght"),
                           ({"ranges": {"steps.new_whale.treshold": [0.1, 0.2]}}, "steps.new_whale.treshold"),
-                          ({"ranges": {"steps.balance.min_count": [0, 3]}}, "tune.ranges.steps.balance.min_count")]:
+                          ({"free": ["steps.*"], "ranges": {"steps.balance.min_count": [0, 3]}}, "tune.ranges.steps.balance.min_count"),
+                          ({"ranges": {"steps.balance.min_count": [1, 3]}}, "tune.ranges: 'steps.balance.min_count' is not searched")]:
         path = project.recipe("bad", **tune_cfg)
         with pytest.raises(KitError, match=key.replace(".", r"\.").replace("*", r"\*")):
             tune(path, 5, storage=project.sqlite("bad"), progress=False)
@@ -214,12 +271,12 @@ def test_bad_pins_and_ranges_fail_before_the_study(project):
 def test_a_range_wider_than_the_default_leak_search(project):
     """tune.ranges may widen the leak distance past prepare()'s default search: the objective's
     inputs are prepared for it, no trial fails."""
-    path = project.recipe(ranges={"steps.leak.max_distance": [9, 12]})
+    path = project.recipe(free=["steps.leak.*"], ranges={"steps.leak.max_distance": [9, 12]})
     s = tune(path, 6, storage=project.sqlite(), progress=False)
     trials = trials_of(project.sqlite(), s.study_name)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     assert all(9 <= t.params["steps.leak.max_distance"] <= 12 for t in trials)
-    assert blend_files(s.tuned_path, echo=quiet)["val"]["map5"] == pytest.approx(s.best["all"], abs=1e-12)
+    assert blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"] == pytest.approx(s.best["all"], abs=1e-12)
 
 
 def test_seeded_tpe_repeats_in_one_process(project):
