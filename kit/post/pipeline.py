@@ -37,7 +37,8 @@ from kit.post.compare import Gain, paired_gains
 from kit.post.phash import hashes_for, read_hashes
 from kit.post.recipe import ALL_FOLDS, STEP_ORDER, BlendRecipe, Member, load_recipe
 from kit.post.score import K as TOP, average_precision, check_submission, read_labelled
-from kit.post.weights import WeightReport, auto_weights
+from kit.post import weights as auto
+from kit.post.weights import WeightReport
 
 TOP_K = 10  # ranked identities kept per image: 5 + up to 5 leak labels they may duplicate
 LEAK_SEARCH_DISTANCE = 8  # prepare() finds duplicates up to this distance (or the recipe's, if larger)
@@ -467,7 +468,15 @@ def weight_report(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
         tops.append(top[rows])
         firsts.append(first[rows])
     truth = None if inputs.truth is None else inputs.truth[rows]
-    return auto_weights([m.name for m in recipe.members], tops, np.stack(firsts, axis=1), truth, inputs.unknown_code)
+    report = auto.auto_weights([m.name for m in recipe.members], tops, np.stack(firsts, axis=1), truth, inputs.unknown_code)
+    if truth is not None:  # keep them only if they do at least as well as the plain vote here
+        score = {}
+        for name, w in (("aware", report.weights), ("equal", np.full(len(report.weights), 1 / len(report.weights)))):
+            resolved = recipe.with_params({f"members.{i}.weight": float(x) for i, x in enumerate(w)})
+            score[name] = run(resolved.without_steps(), inputs).ap[rows].mean()
+        if score["equal"] > score["aware"]:
+            report = auto.equal(report)
+    return report
 
 
 def with_weights(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:

@@ -155,3 +155,32 @@ def test_unreadable_recipes(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(KitError, match="the recipe must be a mapping"):
         load_recipe(tmp_path / "list.yaml")
+
+
+def test_weights_all_or_none_and_rank_weights(tmp_path):
+    auto = load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}, {submission: s.csv}]\n")
+    assert auto.auto_weights and all(m.weight is None for m in auto.members)
+    assert "weight" not in auto.to_dict()["members"][0] and recipe_from_dict(auto.to_dict()) == auto
+    with pytest.raises(KitError, match=r"members\[1\] has no weight but others do: give every member a weight, or none"):
+        load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit, weight: 1}, {submission: s.csv}]\n")
+    r = load_text(tmp_path, "name: x\ndata: d\nmembers: [{submission: s.csv, rank_weights: [1, 0.6, 0.3]}]\n")
+    assert r.members[0].rank_weights == (1.0, 0.6, 0.3, 0.0, 0.0)
+    assert load_recipe(dump_recipe(r, tmp_path / "again.yaml")) == r
+    for bad in ("[1, 2, 3, 4, 5, 6]", "[-1]", "one", "[]"):
+        with pytest.raises(KitError, match=r"members\[0\].rank_weights must be a list of 1 to 5 numbers >= 0"):
+            load_text(tmp_path, f"name: x\ndata: d\nmembers: [{{submission: s.csv, rank_weights: {bad}}}]\n")
+    with pytest.raises(KitError, match=r"unknown key 'members\[0\].rank_weights'"):
+        load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit, rank_weights: [1]}]\n")
+
+
+def test_fold_all_and_the_tune_section(tmp_path):
+    r = load_text(tmp_path, "name: x\ndata: d\nfold: all\nmembers: [{model: m, view: logit}]\n"
+                            "tune: {free: ['steps.*'], parts: 4}\n")
+    assert r.fold == "all" and r.val_split == "oof" and r.tune.free == ("steps.*",) and r.tune.parts == 4
+    assert recipe_from_dict(r.to_dict()) == r
+    with pytest.raises(KitError, match=r"tune.parts is 0; it must be >= 1"):
+        load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\ntune: {parts: 0}\n")
+    with pytest.raises(KitError, match=r"tune.free must be a list"):
+        load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\ntune: {free: steps}\n")
+    note = dump_recipe(r, tmp_path / "n.yaml", note=["tuned on 70 images", "not significant"])
+    assert note.read_text().startswith("# tuned on 70 images\n# not significant\n") and load_recipe(note) == r

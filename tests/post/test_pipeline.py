@@ -275,3 +275,54 @@ def test_blend_script(project):
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "treshold" in out.stderr and "did you mean 'threshold'" in out.stderr
     assert not (root / "elsewhere").exists()
+
+
+# ------------------------------------------------------------------------------ out-of-fold members
+def write_oof_member(model_dir, comp, signal, seed, view="logit"):
+    """preds/<view>/oof: every held-out image of every fold (rows shuffled), and preds/<view>/test."""
+    rng = np.random.default_rng(seed)
+    classes = [comp.known[j] for j in rng.permutation(len(comp.known))]
+    held = comp.folds[comp.folds["fold"] >= 0].sample(frac=1, random_state=seed)
+    for split, frame in (("oof", held), ("test", comp.test)):
+        s = noisy_scores(frame["label"].tolist(), classes, signal, rng)
+        meta = {"kind": view, "model": model_dir.name, "split": split, "folds": [0, 1]}
+        if view == "logit":
+            meta["activation"] = "softmax"
+        predset.PredictionSet(s, frame["image"].tolist(), classes, meta).save(model_dir / "preds" / view / split)
+    return model_dir
+
+
+def test_out_of_fold_members_validate_on_every_fold(project, tmp_path):
+    comp = project["comp"]
+    a = write_oof_member(tmp_path / "models" / "oof_a", comp, 3.0, seed=1)
+    b = write_oof_member(tmp_path / "models" / "oof_b", comp, 2.0, seed=2)
+    # two held-out images of one fold with the same hash: neither may pin the other (neither trained on it)
+    fold_of = dict(zip(comp.folds["image"], comp.folds["fold"]))
+    f0 = [im for im in comp.folds["image"][comp.folds["fold"] == 0] if im not in comp.leaked][:2]
+    hashes = pd.read_csv(comp.root / "hashes.csv")
+    hashes.loc[hashes["Image"] == f0[1], "phash"] = hashes.loc[hashes["Image"] == f0[0], "phash"].iloc[0]
+    hashes.to_csv(comp.root / "hashes.csv", index=False)
+    members = [{"model": str(a), "view": "logit"}, {"model": str(b), "view": "logit"}]
+    path = write_recipe(tmp_path / "blends" / "oof.yaml", comp.root, members, fold="all")
+    recipe = load_recipe(path)
+    assert recipe.fold == "all" and recipe.val_split == "oof" and recipe.auto_weights
+    val = prepare(recipe, "val")
+    held = comp.folds[comp.folds["fold"] >= 0]
+    assert sorted(val.images) == sorted(held["image"]) and len(val.images) > 2 * len(comp.val(0)) - 5
+    truth = dict(zip(held["image"], held["label"]))
+    assert [val.labels[c] for c in val.truth] == [truth[im] for im in val.images]
+    # the leak looks only in other folds (and the always-train images): never the image's own fold
+    m = val.leak.matches
+    query_fold = np.array([fold_of[im] for im in val.images])[m.query]
+    ref_fold = np.array([fold_of[im] for im in val.leak.ref_images])[m.index]
+    assert len(m.index) > 0 and (query_fold != ref_fold).all()
+    result = run(recipe, val)
+    assert result.map5_by_step["+ new_whale"] > result.map5_by_step["blend"] and result.recipe.members[0].weight > 0
+    out = blend_files(path, echo=lambda line: None)
+    assert out.summary["val"]["images"] == len(held) and out.weights is not None
+    # a member without out-of-fold sets is named
+    single = write_recipe(tmp_path / "blends" / "bad.yaml", comp.root, project["members"], fold="all")
+    with pytest.raises(KitError, match=r"no oof prediction set at .*fold: all needs out-of-fold members"):
+        prepare(load_recipe(single), "val")
+    with pytest.raises(KitError, match=r"fold must be an integer >= -1 or 'all'"):
+        load_recipe(write_recipe(tmp_path / "blends" / "typo.yaml", comp.root, members, fold="al"))

@@ -1,0 +1,60 @@
+"""Automatic weights on hand-made members: near-copies share one weight, skill counts, noise does not."""
+import numpy as np
+import pytest
+
+from kit.post.weights import auto_weights, equal
+
+UNKNOWN = 99
+
+
+def member(truth, right, rng, n_labels=50):
+    """A top-5 per image: the truth first where `right`, else five other labels."""
+    top = np.stack([rng.permutation(n_labels)[:5] for _ in truth])
+    for i, t in enumerate(truth):
+        top[i] = [x for x in top[i] if x != t][:4] + [rng.integers(n_labels)] if not right[i] else [t] + [x for x in top[i] if x != t][:4]
+    return top
+
+
+def test_six_near_copies_share_one_weight():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 50, 400)
+    base = rng.random(400) < 0.7
+    copies = []
+    for _ in range(6):  # the same errors but for 2% of the images
+        right = base.copy()
+        flip = rng.random(400) < 0.02
+        right[flip] = ~right[flip]
+        copies.append(member(truth, right, rng))
+    other = member(truth, rng.random(400) < 0.7, rng)  # as good, failing elsewhere
+    tops = copies + [other]
+    r = auto_weights([f"m{i}" for i in range(7)], tops, np.stack([t[:, 0] for t in tops], 1), truth, UNKNOWN)
+    assert np.all(r.copies[:6] > 5) and r.copies[6] == pytest.approx(1, abs=0.05)
+    assert r.weights[6] == pytest.approx(r.weights[:6].sum(), rel=0.25)  # one member's worth for all six copies
+    assert r.weights.sum() == pytest.approx(1) and r.choice == "correlation-aware"
+    assert "near-copies" in r.lines()[1]
+
+
+def test_independent_members_are_weighted_by_skill_and_near_equal_ones_tie():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 50, 600)
+    strong = member(truth, rng.random(600) < 0.9, rng)
+    weak = member(truth, rng.random(600) < 0.4, rng)
+    r = auto_weights(["strong", "weak"], [strong, weak], np.stack([strong[:, 0], weak[:, 0]], 1), truth, UNKNOWN)
+    assert r.similarity[0, 1] == 0  # independent errors: the correlation is within the noise floor
+    assert r.weights[0] > r.weights[1] and r.weights[0] / r.weights[1] == pytest.approx(1 / 0.7, rel=0.01)  # tenths
+    a, b = member(truth, rng.random(600) < 0.8, rng), member(truth, rng.random(600) < 0.78, rng)
+    tied = auto_weights(["a", "b"], [a, b], np.stack([a[:, 0], b[:, 0]], 1), truth, UNKNOWN)
+    assert tied.weights.tolist() == [0.5, 0.5]  # a 2-point skill difference is noise: an exact tie
+    assert equal(r).weights.tolist() == [0.5, 0.5] and "equal" in equal(r).choice
+
+
+def test_without_truth_near_copies_are_found_by_agreement():
+    rng = np.random.default_rng(2)
+    n = 300
+    first = np.stack([rng.integers(0, 50, n)] * 3 + [rng.integers(0, 50, n)], axis=1)
+    first[rng.random(n) < 0.05, 1] = UNKNOWN  # copy 1 differs a little
+    tops = [np.repeat(first[:, [k]], 5, axis=1) for k in range(4)]
+    r = auto_weights(list("abcd"), tops, first, None, UNKNOWN)
+    assert "no truth" in r.basis and np.all(r.skill == 1)
+    assert r.copies[3] < 1.2 and np.all(r.copies[:3] > 2.5)
+    assert r.weights[3] > 2 * r.weights[:3].max()
