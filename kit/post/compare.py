@@ -97,3 +97,66 @@ def paired_gain(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, seed: 
                 level: float = LEVEL) -> Gain:
     """mean(a - b) with its paired bootstrap interval (a, b: per-image AP@5 on the same images)."""
     return paired_gains([(a, b)], resamples, seed, level)[0]
+
+
+# ----------------------------------------------------------------------------- the member table
+def holdout_split(truth: np.ndarray, unknown_code: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (tune, holdout) of the validation images, stratified on unknown vs known: the held-out
+    part is what no threshold or trial may see, the part every "tuned" claim is judged on."""
+    rng = np.random.default_rng(seed)
+    hold = np.zeros(len(truth), bool)
+    if share > 0:
+        for group in (truth == unknown_code, truth != unknown_code):
+            idx = rng.permutation(np.flatnonzero(group))
+            hold[idx[: int(round(share * len(idx)))]] = True
+    return np.flatnonzero(~hold), np.flatnonzero(hold)
+
+
+@dataclass
+class Row:
+    what: str
+    ap: dict[str, np.ndarray]  # part -> per-image AP@5 (parts: "held-out val", "test")
+
+    def map5(self, part: str) -> float:
+        a = self.ap.get(part)
+        return float(a.mean()) if a is not None and len(a) else float("nan")
+
+
+@dataclass
+class Claim:
+    """`better` beats `worse` on `part` by `gain` (a paired interval)."""
+
+    better: str
+    worse: str
+    part: str
+    gain: Gain
+
+    def line(self) -> str:
+        return f"{self.better} - {self.worse}, {self.part}: {self.gain.verdict('the gain')}"
+
+
+@dataclass
+class MemberTable:
+    """Each member alone, the blend untuned, with its threshold fitted, and tuned: on the held-out
+    part of the validation images and on the test truth, with the comparisons that matter."""
+
+    rows: list[Row]
+    sizes: dict[str, int]  # part -> images
+    claims: list[Claim]
+
+    def table(self) -> str:
+        parts = list(self.sizes)
+        heads = [f"{p} ({self.sizes[p]})" for p in parts]
+        width = max(52, max(len(r.what) for r in self.rows) + 2)
+        lines = [f"{'MAP@5':<{width}}" + "".join(f"{h:>20}" for h in heads)]
+        for r in self.rows:
+            lines.append(f"{r.what:<{width}}" + "".join(f"{r.map5(p):>20.4f}" for p in parts))
+        return "\n".join(lines)
+
+    def lines(self) -> list[str]:
+        return [c.line() for c in self.claims]
+
+    def to_dict(self) -> dict:
+        return {"sizes": self.sizes,
+                "rows": [{"what": r.what, **{p: r.map5(p) for p in self.sizes}} for r in self.rows],
+                "claims": [{"better": c.better, "worse": c.worse, "part": c.part, **c.gain.to_dict()} for c in self.claims]}

@@ -195,13 +195,16 @@ class TuneCfg:
     """What `scripts/tune.py` may change: the weights and the new_whale threshold (DEFAULT_TUNED),
     plus what `free` opens (glob patterns of the dotted paths `tunable_params` lists), less `pin`,
     within `ranges` where given. `holdout` is the share of the validation images kept out of the
-    search to measure what tuning gained; `parts` the cross-validation parts of the rest (1: none)."""
+    search to measure what tuning gained; `parts` the cross-validation parts of the rest (1: none).
+    `accept`: `significant` keeps the untuned values unless the best trial beats them on the tuning
+    part with a paired interval above 0; `best` takes the best trial whatever the evidence."""
 
     pin: tuple[str, ...] = ()
     free: tuple[str, ...] = ()
     ranges: tuple[tuple[str, float, float], ...] = ()
     holdout: float = 0.3
     parts: int = 5
+    accept: str = "significant"
     seed: int = 0
 
     @property
@@ -210,7 +213,7 @@ class TuneCfg:
 
     def to_dict(self) -> dict:
         return {"free": list(self.free), "pin": list(self.pin), "ranges": {n: [lo, hi] for n, lo, hi in self.ranges},
-                "holdout": self.holdout, "parts": self.parts, "seed": self.seed}
+                "holdout": self.holdout, "parts": self.parts, "accept": self.accept, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -378,7 +381,7 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
 
 def _tune(raw: Any, source: str) -> TuneCfg:
     sec = _Section(raw, "tune", source)
-    sec.keys(("free", "pin", "ranges", "holdout", "parts", "seed"))
+    sec.keys(("free", "pin", "ranges", "holdout", "parts", "accept", "seed"))
     patterns = {}
     for key in ("free", "pin"):
         value = sec.get(key, []) or []
@@ -396,9 +399,12 @@ def _tune(raw: Any, source: str) -> TuneCfg:
         if not ok:
             raise KitError(f"{source}: tune.ranges.{name} must be [low, high] with low < high, got {bounds!r}")
         ranges.append((str(name), float(bounds[0]), float(bounds[1])))
+    accept = sec.string("accept", default="significant")
+    if accept not in ("significant", "best"):
+        sec.fail("accept", f"is {accept!r}; expected significant or best")
     return TuneCfg(pin=patterns["pin"], free=patterns["free"], ranges=tuple(ranges),
                    holdout=sec.number("holdout", 0.3, low=0.0, high=0.9), parts=sec.integer("parts", 5, low=1, high=20),
-                   seed=sec.integer("seed", 0))
+                   accept=accept, seed=sec.integer("seed", 0))
 
 
 def _member(raw: Any, where: str, source: str) -> Member:

@@ -11,10 +11,14 @@ threshold, the number that overfits most, is not proposed but fitted exactly ins
 (kit.post.new_whale.cross_validated): the tuning images are split into `tune.parts` parts, the
 threshold is chosen on all parts but one and scores that one, for each part. A trial is thus
 scored only on images its threshold never saw, and weights that merely suit one lucky threshold
-lose. The tuned recipe takes the best trial's values and the threshold fitted on the whole tuning
-part. The untuned recipe is the study's first trial, so the tuned one is never worse than it on
-the objective. With the threshold pinned (or a `proportion:` step) nothing is fitted, and the
-objective is plain MAP@5 on the tuning part.
+lose. The untuned recipe's values are the study's first trial. With the threshold pinned (or a
+`proportion:` step) nothing is fitted, and the objective is plain MAP@5 on the tuning part.
+
+The tuned recipe takes the best trial's values and the threshold fitted on the whole tuning part,
+if the evidence is there (`tune.accept: significant`, the default): the best trial's per-image
+scores on the tuning part (each scored by a threshold it did not help choose) must beat the untuned
+recipe's with a paired bootstrap interval above 0. Otherwise the untuned values are kept, and the
+tuned recipe says why: on a few dozen images the best of hundreds of trials is mostly luck.
 
 Studies live in Optuna storages: `sqlite:///models/studies.db` by default (resumable: run the same
 command again and it carries on to N finished trials), any RDB URL (PostgreSQL for several
@@ -38,7 +42,7 @@ import numpy as np
 
 from kit.errors import KitError
 from kit.post import new_whale, pipeline
-from kit.post.compare import Gain, paired_gain
+from kit.post.compare import Gain, holdout_split, paired_gain
 from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
 from kit.tune.space import Param, search_space, to_recipe_values
 
@@ -64,9 +68,14 @@ class TuneSummary:
     sizes: tuple[int, int] = (0, 0)  # images in the tuning and held-out parts
     holdout_gain: Gain | None = None  # tuned - untuned on the held-out part
     objective_note: str = ""  # how trials were scored, in words
+    evidence: Gain | None = None  # best trial - untuned on the tuning part (left-out scores)
+    kept_untuned: bool = False  # tune.accept: significant and the evidence was not
 
     def verdict(self) -> str:
         """The held-out gain in one sentence (significant or not)."""
+        if self.kept_untuned:
+            return (f"kept the untuned values: the best trial's gain on the tuning part was not significant "
+                    f"({self.evidence}, {self.evidence.n} images)")
         if self.holdout_gain is None or self.holdout_gain.n == 0:
             return "no held-out part (tune.holdout: 0): what tuning gained is not measured"
         return self.holdout_gain.verdict("tuned - untuned")
@@ -77,11 +86,14 @@ class TuneSummary:
             f"{'':<22}{'tuning part':>14}{'held-out part':>16}{'all val':>10}",
             f"{'':<22}{f'({n_t} images)':>14}{f'({n_h} images)':>16}{'':>10}",
             f"{'untuned recipe':<22}{self.untuned['tune']:>14.4f}{self.untuned['holdout']:>16.4f}{self.untuned['all']:>10.4f}",
-            f"{'tuned (best trial)':<22}{self.best['tune']:>14.4f}{self.best['holdout']:>16.4f}{self.best['all']:>10.4f}",
+            f"{'tuned recipe':<22}{self.best['tune']:>14.4f}{self.best['holdout']:>16.4f}{self.best['all']:>10.4f}",
             f"{'gain':<22}{self.best['tune'] - self.untuned['tune']:>+14.4f}{self.best['holdout'] - self.untuned['holdout']:>+16.4f}"
             f"{self.best['all'] - self.untuned['all']:>+10.4f}",
-            f"held-out: {self.verdict()}",
         ]
+        if self.evidence is not None:
+            rows.append(f"best trial - untuned on the tuning part (left-out scores): {self.evidence}"
+                        + (" not significant: untuned values kept" if self.kept_untuned else ""))
+        rows.append(f"held-out: {self.verdict()}")
         return "\n".join(rows)
 
 
@@ -137,17 +149,6 @@ def open_storage(url: str):
     raise KitError(f"--storage {url!r}: expected sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
 
 
-def holdout_split(truth: np.ndarray, unknown_code: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (tune, holdout) of the validation images, stratified on unknown vs known."""
-    rng = np.random.default_rng(seed)
-    hold = np.zeros(len(truth), bool)
-    if share > 0:
-        for group in (truth == unknown_code, truth != unknown_code):
-            idx = rng.permutation(np.flatnonzero(group))
-            hold[idx[: int(round(share * len(idx)))]] = True
-    return np.flatnonzero(~hold), np.flatnonzero(hold)
-
-
 def cv_parts(truth: np.ndarray, unknown_code: int, n_parts: int, seed: int) -> np.ndarray:
     """Each image's cross-validation part (0..n_parts-1), dealt round-robin after a seeded shuffle,
     unknown and known images apart, so every part holds its share of both."""
@@ -195,6 +196,21 @@ class Objective:
         """The untuned recipe's values of the sampled parameters (the study's first trial)."""
         current = self.recipe.tunable_params()
         return {p.name: min(max(current[p.name], p.low), p.high) for p in self.space}
+
+    def left_out_ap(self, recipe: BlendRecipe) -> np.ndarray:
+        """Per-image AP@5 on the tuning part, each image scored by a threshold it did not help choose
+        (the objective is their mean)."""
+        if not self.fit_threshold:
+            return pipeline.run(recipe, self.inputs).ap[self.tune_idx]
+        table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
+        if self.n_parts == 1:
+            return table.ap_at(new_whale.best_threshold(table, self.bounds)[0])
+        _, chosen = new_whale.cross_validated(table, self.part, self.n_parts, self.bounds)
+        out = np.empty(len(self.tune_idx))
+        for k, t in enumerate(chosen):
+            here = self.part == k
+            out[here] = table.ap_at(t)[here]
+        return out
 
     def evaluate(self, recipe: BlendRecipe) -> tuple[float, float | None]:
         """(objective, the threshold fitted on the whole tuning part, or None if not fitted)."""
@@ -343,8 +359,12 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     if not complete:
         raise KitError(f"study {study_name!r} has no finished trial")
     best = study.best_trial
-    tuned = objective.finish(best.params, best.user_attrs.get("threshold")).with_params(name=f"{recipe.name}_tuned")
     untuned = objective.recipe
+    best_recipe = objective.finish(best.params, best.user_attrs.get("threshold"))
+    evidence = paired_gain(objective.left_out_ap(objective.recipe_for(best.params)),
+                           pipeline.run(untuned, objective.inputs).ap[objective.tune_idx])
+    kept = cfg.accept == "significant" and not evidence.low > 0
+    tuned = (untuned if kept else best_recipe).with_params(name=f"{recipe.name}_tuned")
     gain = objective.holdout_gain(tuned, untuned)
     tuned_path = recipe_path.with_name(f"{recipe_path.stem}.tuned.yaml")
     importances = {}
@@ -356,18 +376,21 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     ran = len(complete) - before
     best_params = to_recipe_values(recipe, best.params)
     if objective.fit_threshold:
-        best_params[FITTED] = tuned.steps.new_whale.threshold
+        best_params[FITTED] = best_recipe.steps.new_whale.threshold
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
         n_trials=len(complete), best_params=best_params,
         untuned=objective.scores(untuned), best=objective.scores(tuned), importances=dict(importances),
         trials_per_second=ran / elapsed if ran > 0 and elapsed > 0 else 0.0,
         sizes=(len(objective.tune_idx), len(objective.hold_idx)), holdout_gain=gain,
-        objective_note=objective.note,
+        objective_note=objective.note, evidence=evidence, kept_untuned=kept,
     )
     note = [f"Tuned by scripts/tune.py from {recipe_path} ({summary.n_trials} trials, study {study_name}).",
-            f"Held-out part ({summary.sizes[1]} validation images no trial saw): {summary.verdict()}."]
-    if gain.n and not gain.significant:
-        note.append("Not significant: the untuned recipe is as good a choice on this evidence.")
+            f"Best trial - untuned on the tuning part ({evidence.n} images, left-out scores): {evidence}"
+            + ("; not significant, so the untuned values are kept (tune.accept: best takes the best trial)." if kept else ".")]
+    if not kept:
+        note.append(f"Held-out part ({summary.sizes[1]} validation images no trial saw): {summary.verdict()}.")
+        if gain.n and not gain.significant:
+            note.append("Not significant: the untuned recipe is as good a choice on this evidence.")
     dump_recipe(tuned, tuned_path, note=note)
     return summary

@@ -45,7 +45,7 @@ def test_the_objective_is_blend_map5(project):
     """With nothing held out and one part, a trial's value is blend.py's val MAP@5 of the recipe made
     from its parameters and its fitted threshold, to 1e-12: the tuned yaml through blend_files, and
     every trial through prepare/run."""
-    path = project.recipe(holdout=0, parts=1)
+    path = project.recipe(holdout=0, parts=1, accept="best")
     s = tune(path, 15, storage=project.sqlite(), progress=False)
     trials = complete(trials_of(project.sqlite(), s.study_name))
     assert len(trials) == s.n_trials == 15
@@ -110,7 +110,7 @@ def test_the_cross_validated_objective_equals_a_slow_reference(project):
 
 
 def test_the_summary_carries_the_held_out_gain(project):
-    path = project.recipe(holdout=0.3, seed=1)
+    path = project.recipe(holdout=0.3, seed=1, accept="best")
     s = tune(path, 10, storage=project.sqlite(), progress=False)
     objective = Objective(load_recipe(path), search_space(load_recipe(path)), holdout=0.3, seed=1)
     g = s.holdout_gain
@@ -122,7 +122,7 @@ def test_the_summary_carries_the_held_out_gain(project):
 
 
 def test_with_a_holdout_the_study_sees_the_tuning_part_only(project):
-    path = project.recipe(holdout=0.3, seed=4)
+    path = project.recipe(holdout=0.3, seed=4, accept="best")
     s = tune(path, 12, storage=project.sqlite(), progress=False)
     best = max(complete(trials_of(project.sqlite(), s.study_name)), key=lambda t: t.value)
     tuned = load_recipe(s.tuned_path)
@@ -238,7 +238,7 @@ def test_two_workers_share_one_study(project, kind):
 
 # ------------------------------------------------------------------------- pins, ranges, seeds
 def test_pinned_parameters_stay_pinned(project):
-    path = project.recipe(free=["members.0.calibration.*", "steps.*"], pin=["members.*.weight", "steps.leak.max_distance"],
+    path = project.recipe(accept="best", free=["members.0.calibration.*", "steps.*"], pin=["members.*.weight", "steps.leak.max_distance"],
                           ranges={"steps.new_whale.threshold": [0.3, 0.6], "members.0.calibration.temperature": [0.5, 2.0]})
     s = tune(path, 15, storage=project.sqlite(), progress=False)
     trials = complete(trials_of(project.sqlite(), s.study_name))
@@ -271,7 +271,7 @@ def test_bad_pins_and_ranges_fail_before_the_study(project):
 def test_a_range_wider_than_the_default_leak_search(project):
     """tune.ranges may widen the leak distance past prepare()'s default search: the objective's
     inputs are prepared for it, no trial fails."""
-    path = project.recipe(free=["steps.leak.*"], ranges={"steps.leak.max_distance": [9, 12]})
+    path = project.recipe(accept="best", free=["steps.leak.*"], ranges={"steps.leak.max_distance": [9, 12]})
     s = tune(path, 6, storage=project.sqlite(), progress=False)
     trials = trials_of(project.sqlite(), s.study_name)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
@@ -330,3 +330,24 @@ def test_a_killed_runs_trial_fails_on_any_storage(project):
         assert fail_abandoned(study, started_before=cut) == [old.number, new.number]
         assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.RUNNING]
         assert young.number == 3 and fail_abandoned(study, started_before=cut - timedelta(seconds=1)) == []
+
+
+def test_without_evidence_the_untuned_values_are_kept(project):
+    """tune.accept: significant (the default): a best trial that does not beat the untuned recipe on
+    the tuning part with an interval above 0 is not taken; the tuned recipe says why. Here the untuned
+    recipe already holds the threshold that is best on the tuning part: no trial can show more."""
+    path = project.recipe(holdout=0.3, seed=1, pin=["members.*.weight"])
+    objective = Objective(load_recipe(path), search_space(load_recipe(path)), holdout=0.3, seed=1)
+    best_threshold = objective.evaluate(objective.recipe)[1]
+    edit_yaml(path, lambda d: d["steps"]["new_whale"].update(threshold=best_threshold))
+    s = tune(path, 3, storage=project.sqlite(), progress=False)
+    assert s.n_trials == 1  # only the threshold is searched: fitted, one trial says it all
+    assert s.kept_untuned and not s.evidence.low > 0 and s.evidence.n == len(objective.tune_idx)
+    assert "kept the untuned values" in s.verdict() and "untuned values kept" in s.table()
+    assert s.tuned == load_recipe(path).with_params(name="final_tuned")
+    assert "untuned values are kept" in s.tuned_path.read_text().splitlines()[1]
+    forced = edit_yaml(project.recipe("forced", holdout=0.3, seed=1, pin=["members.*.weight"], accept="best"),
+                       lambda d: d["steps"]["new_whale"].update(threshold=best_threshold))
+    assert not tune(forced, 3, storage=project.sqlite(), progress=False).kept_untuned
+    with pytest.raises(KitError, match=r"tune.accept is 'maybe'; expected significant or best"):
+        load_recipe(project.recipe("bad", accept="maybe"))

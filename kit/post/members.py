@@ -1,0 +1,71 @@
+"""The table that makes a blend decision possible: each member alone, the blend, the tuned blend.
+
+Fair to the members: each one alone (in its natural calibration: softmax, sigmoid or affine, so its
+top-1 score means something) gets its own new_whale threshold, fitted exactly on the same tuning
+part of the validation images as the blend's; every row is then scored on the held-out part, which
+no threshold or trial saw, and on the test truth where there is one. The claims compare the best
+blend with the best member (best on test: the hardest bar) and the tuned blend with the untuned one,
+each with its paired bootstrap interval.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kit.post import new_whale, pipeline
+from kit.post.compare import Claim, MemberTable, Row, paired_gains
+from kit.post.recipe import BlendRecipe
+
+HELD_OUT, TEST = "held-out val", "test"
+
+
+def with_own_threshold(recipe: BlendRecipe, inputs: pipeline.Inputs, rows: np.ndarray) -> BlendRecipe:
+    """The recipe with its new_whale threshold fitted exactly on `rows` of `inputs` (the step added
+    if the recipe has none)."""
+    recipe = recipe.with_params({"steps.new_whale.threshold": 0.5, "steps.new_whale.enabled": True})
+    threshold, _ = new_whale.best_threshold(pipeline.position_table(recipe, inputs).rows(rows))
+    return recipe.with_params({"steps.new_whale.threshold": threshold})
+
+
+def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Inputs | None, tune_idx: np.ndarray,
+                 hold_idx: np.ndarray, tuned: BlendRecipe | None = None) -> MemberTable:
+    """The table for a recipe whose weights are resolved (pipeline.with_weights on the tuning part)."""
+    parts = {HELD_OUT: (val, hold_idx)}
+    if test is not None and test.truth is not None:
+        parts[TEST] = (test, np.arange(len(test.images)))
+
+    def ap_of(r: BlendRecipe) -> dict[str, np.ndarray]:
+        return {p: pipeline.run(r, inputs).ap[idx] for p, (inputs, idx) in parts.items()}
+
+    rows = [Row("trivial: new_whale alone",
+                {p: (inputs.truth[idx] == inputs.unknown_code).astype(float) for p, (inputs, idx) in parts.items()})]
+    members = []
+    for i, m in enumerate(recipe.members):
+        if val.members[i] is None or (test is not None and test.members[i] is None):
+            continue
+        alone = recipe.only_member(i)
+        if m.scored:
+            alone = alone.with_params({f"members.{i}.calibration": {"method": "auto"}})
+        members.append(Row(f"member {m.name} (own threshold)", ap_of(with_own_threshold(alone, val, tune_idx))))
+    rows += members
+    blends = [Row("blend, untuned recipe", ap_of(recipe)),
+              Row("blend, threshold only", ap_of(with_own_threshold(recipe, val, tune_idx)))]
+    if tuned is not None:
+        blends.append(Row("blend, tuned by Optuna", ap_of(tuned)))
+    rows += blends
+
+    claims: list[Claim] = []
+    judge = TEST if TEST in parts else HELD_OUT
+    if members:
+        best_member = max(members, key=lambda r: r.map5(judge))
+        best_blend = max(blends, key=lambda r: r.map5(HELD_OUT))  # chosen where it may be chosen
+        for part in parts:
+            claims.append((best_blend, best_member, part))
+    if tuned is not None:
+        for part in parts:
+            claims.append((blends[-1], blends[0], part))
+    gains = {}
+    for part in parts:
+        mine = [(b, w) for b, w, p in claims if p == part]
+        gains.update(zip([(b.what, w.what, part) for b, w in mine], paired_gains([(b.ap[part], w.ap[part]) for b, w in mine])))
+    out = [Claim(b.what, w.what, p, gains[b.what, w.what, p]) for b, w, p in claims]
+    return MemberTable(rows, {p: len(idx) for p, (_, idx) in parts.items()}, out)
