@@ -1,74 +1,136 @@
 """The main job: the whole flow on a synthetic competition, on a laptop CPU, in minutes.
 
 generate `synthetic small` → folds + hashes → train one tiny member per family (ResNet, Inception,
-SENet) → export to ONNX + onnxruntime prediction sets → blend with leak, new_whale and balance →
-tune with Optuna → submission, pseudo-labels, report → a closing table. Every finished stage is
-reused on a re-run (a trained member, its prediction sets, the competition) unless `force`.
+SENet) on every fold (out-of-fold members), two trainings at a time on the CPU → export to ONNX +
+onnxruntime prediction sets (out-of-fold val, fold-averaged test) → blend with leak, new_whale and
+balance → tune with Optuna → submission, pseudo-labels, reports → the member table with its claims,
+written to submissions/demo.json (`python scripts/demo.py --readme` copies it into README.md).
+Every finished stage is reused on a re-run (a trained member, its prediction sets, the
+competition) unless `force`.
 """
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from kit.errors import KitError
+from kit.io import write_text
+from kit.post.compare import format_claims, format_table
 
 TINY_RECIPES = ("models/resnet18_tiny.yaml", "models/inception_tiny.yaml", "models/senet_tiny.yaml")
 DEMO_BLEND = Path("blends/demo.yaml")
+RESULT = Path("submissions/demo.json")
+README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->"
 
 
 @dataclass
 class DemoResult:
-    rows: list[tuple[str, float, float]] = field(default_factory=list)  # what, val held-out, test
+    table: dict  # MemberTable.to_dict(): sizes, rows, claims
     seconds: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
-    held_out: int = 0  # validation images never searched by any threshold or trial
+    tune: str = ""  # the tuner's verdict, one sentence
+    seed: int = 0
 
-    def table(self) -> str:
-        lines = [f"{'MAP@5':<52}{f'val held-out ({self.held_out})':>20}{'test (truth)':>14}"]
-        for what, val, test in self.rows:
-            lines.append(f"{what:<52}{val:>20.4f}{test:>14.4f}")
-        return "\n".join(lines)
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "table": self.table, "seconds": self.seconds, "files": self.files, "tune": self.tune}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DemoResult":
+        return cls(d["table"], d.get("seconds", {}), d.get("files", []), d.get("tune", ""), d.get("seed", 0))
+
+
+def readme_block(result: DemoResult) -> str:
+    """What README.md holds between the demo-table markers: the table, the claims, the stage times."""
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    total = sum(result.seconds.values())
+    return "\n".join([
+        README_BEGIN,
+        f"`python scripts/demo.py --seed {result.seed}`: stages {stages}; {total:.0f} s in all.",
+        "",
+        "```",
+        format_table(result.table),
+        "```",
+        "",
+        "Paired bootstrap 95% intervals (10,000 resamples of the images):",
+        "",
+        *[f"- {line}" for line in format_claims(result.table)],
+        f"- tuning: {result.tune}",
+        README_END,
+    ])
+
+
+def parse_readme_table(text: str) -> dict:
+    """The table inside README.md's demo block, read back into MemberTable.to_dict()'s shape (the
+    numbers as printed): the test that README and demo agree formats it again and compares."""
+    block = text[text.index(README_BEGIN):text.index(README_END)]
+    body = block.split("```")[1].strip("\n").splitlines()
+    header = re.findall(r"(\S[^()]*?) \((\d+)\)", body[0][len("MAP@5"):])
+    sizes = {name.strip(): int(n) for name, n in header}
+    rows = []
+    for line in body[1:]:
+        *label, = re.split(r"\s{2,}", line.strip())
+        values = line.split()[-len(sizes):]
+        rows.append({"what": label[0], **{p: float(v) for p, v in zip(sizes, values)}})
+    return {"sizes": sizes, "rows": rows}
+
+
+def update_readme(readme: Path, result: DemoResult) -> None:
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise KitError(f"{readme}: no {README_BEGIN} ... {README_END} block to replace")
+    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    write_text(readme, text[:start] + readme_block(result) + text[end:])
 
 
 def _trained(model_dir: Path, recipe) -> bool:
-    """A checkpoint whose metrics cover every epoch of every stage of the recipe."""
-    import json
+    """Every fold's checkpoint covers every epoch of every stage of the recipe."""
+    from kit.export.member import oof_children
 
-    metrics = model_dir / "metrics.json"
-    if not (model_dir / "checkpoint.pt").is_file() or not metrics.is_file():
+    children = oof_children(model_dir)
+    if not children:
         return False
-    done = len(json.loads(metrics.read_text()).get("epochs", []))
-    return done >= sum(stage.epochs for stage in recipe.stages)
+    for child in children.values():
+        metrics = child / "metrics.json"
+        if not metrics.is_file() or len(json.loads(metrics.read_text()).get("epochs", [])) < sum(
+                s.epochs for s in recipe.stages):
+            return False
+    return True
 
 
 def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0, trials: int = 150,
-             force: bool = False, echo: Callable[[str], None] = print) -> DemoResult:
+             force: bool = False, jobs: int | None = None, echo: Callable[[str], None] = print) -> DemoResult:
     from kit.data.prepare import prepare
     from kit.data.synthetic import generate
     from kit.export.member import export_member
     from kit.post import pipeline
+    from kit.post.compare import holdout_split
+    from kit.post.members import member_table
     from kit.post.recipe import load_recipe
     from kit.report.html import write_report, write_tune_report
-    from kit.train.loop import train
+    from kit.train.loop import cores, fold_tasks, train_tasks
     from kit.train.recipe import load_recipe as load_train_recipe
     from kit.tune.study import tune
 
     data = Path(data)
-    result = DemoResult()
+    blend = load_recipe(DEMO_BLEND)
+    if Path(blend.data) != data:
+        raise KitError(f"{DEMO_BLEND}: data is {blend.data}, the demo runs on {data}")
+    seconds: dict[str, float] = {}
+    files: list[str] = []
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        result.seconds[stage] = now - clock
+        seconds[stage] = round(now - clock, 1)
         clock = now
 
-    echo(f"== 1/5 competition: synthetic {size} in {data}")
+    echo(f"== 1/6 competition: synthetic {size} (seed {seed}) in {data}")
     if force and data.exists():
         shutil.rmtree(data)
     if not (data / "train.csv").is_file():
@@ -77,66 +139,51 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         prepare(data, seed=seed, echo=echo)
     lap("competition")
 
-    members = []
-    for i, path in enumerate(TINY_RECIPES, 1):
+    members, tasks = [], []
+    for path in TINY_RECIPES:
         recipe = load_train_recipe(path)
         model_dir = Path("models") / recipe.name
         members.append(model_dir)
-        echo(f"== 2/5 train {i}/{len(TINY_RECIPES)}: {recipe.name} ({recipe.model.backbone})")
         if _trained(model_dir, recipe) and not force:
             echo(f"  {model_dir}: trained already, reused")
             continue
-        resume = (model_dir / "checkpoint.pt").is_file() and not force
-        train(recipe, out=model_dir, data=data, resume=resume, force=force)
+        resume = bool(list(model_dir.glob("fold*/checkpoint.pt"))) and not force
+        tasks += fold_tasks(recipe, model_dir, data, resume=resume, force=force or not resume, log=lambda line: None)
+    jobs = jobs or min(2, cores())
+    echo(f"== 2/6 train: {len(tasks)} fold member(s) of {len(TINY_RECIPES)} recipes, {jobs} at a time")
+    start = time.perf_counter()
+
+    def done(task, out: Path) -> None:
+        metrics = json.loads((out / "metrics.json").read_text())["epochs"][-1]
+        echo(f"  {out}: {metrics['images_per_s']:.0f} img/s, val MAP@5 {metrics['val']['map5']:.4f} "
+             f"({time.perf_counter() - start:.0f} s)")
+
+    tasks.sort(key=lambda t: -sum(s.epochs for s in t.recipe.stages) * t.recipe.input.size[0] * t.recipe.input.size[1])
+    train_tasks(tasks, jobs, done)
     lap("train")
 
     for model_dir in members:
-        echo(f"== 3/5 export + infer: {model_dir}")
-        export_member(model_dir, data=data, force=force)
+        echo(f"== 3/6 export + infer: {model_dir}")
+        export_member(model_dir, data=data, force=force, progress=False, log=lambda line: echo(f"  {line}"))
     lap("export")
 
-    echo(f"== 4/5 blend: {DEMO_BLEND}")
-    blend = load_recipe(DEMO_BLEND)
-    if Path(blend.data) != data:
-        raise KitError(f"{DEMO_BLEND}: data is {blend.data}, the demo runs on {data}")
-    report = pipeline.blend_files(DEMO_BLEND, echo=echo)
-    result.files += [report.summary["submission"], report.summary.get("pseudo", ""), str(write_report(report))]
+    echo(f"== 4/6 blend: {DEMO_BLEND}")
+    run = pipeline.blend_files(DEMO_BLEND, echo=echo)
+    files += [run.summary["submission"], run.summary.get("pseudo", ""), str(write_report(run))]
     lap("blend")
 
-    echo(f"== 5/5 tune: {trials} Optuna trials")
-    summary = tune(DEMO_BLEND, trials, storage=f"sqlite:///{Path('models') / 'studies.db'}")
+    echo(f"== 5/6 tune: {trials} Optuna trials")
+    summary = tune(DEMO_BLEND, trials, storage=f"sqlite:///{Path('models') / 'studies.db'}", progress=False)
     echo(summary.table())
-    tuned_report = pipeline.blend_files(summary.tuned_path, echo=echo)
-    result.files += [str(summary.tuned_path), tuned_report.summary["submission"], str(write_tune_report(summary, tuned_report))]
+    tuned_run = pipeline.blend_files(summary.tuned_path, echo=lambda line: None)
+    files += [str(summary.tuned_path), tuned_run.summary["submission"], str(write_tune_report(summary, tuned_run))]
     lap("tune")
 
-    # The closing table. Fair to the members: each one alone gets its own new_whale threshold, picked
-    # on the same tuning part of the validation images as the blend's parameters; all rows are then
-    # scored on the held-out part (never searched) and on the synthetic test truth.
-    from kit.tune.study import holdout_split
-
-    inputs = {split: pipeline.prepare(blend, split) for split in ("val", "test")}
-    val = inputs["val"]
+    echo("== 6/6 the member table: each member alone, the blend untuned and tuned")
+    val, test = pipeline.prepare(blend, "val"), pipeline.prepare(blend, "test")
     tune_idx, hold_idx = holdout_split(val.truth, val.unknown_code, blend.tune.holdout, blend.tune.seed)
-
-    def scores(recipe) -> tuple[float, float]:
-        ap = pipeline.run(recipe, val).ap
-        return float(ap[hold_idx].mean()), pipeline.run(recipe, inputs["test"]).map5
-
-    def best_threshold(recipe):
-        grid = [float(t) for t in np.linspace(0.0, 1.0, 51)]
-        found = [pipeline.run(recipe.with_params({"steps.new_whale.threshold": t}), val).ap[tune_idx].mean() for t in grid]
-        return recipe.with_params({"steps.new_whale.threshold": grid[int(np.argmax(found))]})
-
-    unknown_share = lambda x, idx: float((x.truth[idx] == x.unknown_code).mean())
-    result.rows.append(("trivial: new_whale alone", unknown_share(val, hold_idx),
-                        unknown_share(inputs["test"], np.arange(len(inputs["test"].truth)))))
-    for i, m in enumerate(blend.members):  # alone, in its natural calibration (softmax, sigmoid or affine)
-        alone = blend.only_member(i).with_params({f"members.{i}.calibration": {"method": "auto"}})
-        result.rows.append((f"member {m.name} (own threshold)", *scores(best_threshold(alone))))
-    result.rows.append(("blend, untuned recipe", *scores(blend)))
-    result.rows.append(("blend, threshold only", *scores(best_threshold(blend))))
-    result.rows.append(("blend, tuned by Optuna", *scores(summary.tuned)))
-    result.held_out = len(hold_idx)
-    result.files = [f for f in result.files if f]
+    table = member_table(pipeline.with_weights(blend, val, tune_idx), val, test, tune_idx, hold_idx, summary.tuned)
+    lap("table")
+    result = DemoResult(table.to_dict(), seconds, [f for f in files if f], summary.verdict(), seed)
+    write_text(RESULT, json.dumps(result.to_dict(), indent=1) + "\n")
     return result

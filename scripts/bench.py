@@ -139,8 +139,9 @@ def _normalised(w):
     return w / w.sum()
 
 
-def _build_post_inputs(root: Path, rng) -> dict:
-    """A Kaggle-scale competition (no image files), three members' val and test sets, hashes.csv."""
+def _build_post_inputs(root: Path, rng, folds: int = 1) -> dict:
+    """A Kaggle-scale competition (no image files), three members' val and test sets, hashes.csv; with
+    folds > 1, that many disjoint validation folds and out-of-fold members (their `oof` sets)."""
     import pandas as pd
 
     from kit.predset import PredictionSet
@@ -154,16 +155,19 @@ def _build_post_inputs(root: Path, rng) -> dict:
     test_truth = np.where(rng.random(N_TEST) < 0.276, "new_whale", np.array(known, dtype=object)[rng.integers(0, len(known), N_TEST)])
     pd.DataFrame({"Image": test_images, "Id": "new_whale"}).to_csv(data / "sample_submission.csv", index=False)
     pd.DataFrame({"Image": test_images, "Id": test_truth}).to_csv(data / "test_truth.csv", index=False)
-    # fold 0 like the winners' validation: one image of 512 ids with >= 2 images, 230 new_whale images
+    # folds like the winners' validation: one image of 512 ids with >= 2 images, 230 new_whale images
     labels = np.array(train_labels, dtype=object)
     fold = np.full(len(labels), -1)
     multi = [k for k, c in pd.Series(train_labels).value_counts().items() if c >= 2 and k != "new_whale"]
     first = {}
     for i, lab in enumerate(train_labels):
         first.setdefault(lab, i)
-    for lab in rng.choice(multi, N_VAL_IDS, replace=False):
-        fold[first[lab]] = 0
-    fold[rng.choice(np.flatnonzero(labels == "new_whale"), N_VAL_UNKNOWN, replace=False)] = 0
+    ids = rng.permutation(multi)
+    unknown = rng.permutation(np.flatnonzero(labels == "new_whale"))
+    for f in range(folds):
+        for lab in ids[f * N_VAL_IDS:(f + 1) * N_VAL_IDS]:
+            fold[first[lab]] = f
+        fold[unknown[f * N_VAL_UNKNOWN:(f + 1) * N_VAL_UNKNOWN]] = f
     pd.DataFrame({"Image": train_images, "Id": train_labels, "fold": fold}).to_csv(data / "folds.csv", index=False)
     # hashes: random, ~135 test images duplicating a train image of their identity (as in 2019)
     hashes = dict(zip(train_images + test_images, rng.integers(0, 2**63, len(train_images) + N_TEST, dtype=np.int64).tolist()))
@@ -171,27 +175,28 @@ def _build_post_inputs(root: Path, rng) -> dict:
     dups = rng.choice(N_TEST, 135, replace=False)
     for i in dups:
         hashes[test_images[i]] = hashes[by_label[test_truth[i]][0]] ^ (1 if i % 2 else 0)
-    val_rows = np.flatnonzero(fold == 0)
+    val_rows = np.flatnonzero(fold >= 0)
     for i in rng.choice(val_rows, 60, replace=False):  # and some val images duplicate a train image of theirs
-        others = [n for n in by_label[labels[i]] if n != train_images[i] and fold[train_images.index(n)] != 0] \
+        others = [n for n in by_label[labels[i]] if n != train_images[i] and fold[train_images.index(n)] != fold[i]] \
             if labels[i] != "new_whale" else []
         if others:
             hashes[train_images[i]] = hashes[others[0]]
     pd.DataFrame({"Image": list(hashes), "phash": [f"{h:016x}" for h in hashes.values()]}).to_csv(data / "hashes.csv", index=False)
     # members: noisy copies of the truth, logits
     col = {c: j for j, c in enumerate(known)}
-    val_images = [im for im, f in zip(train_images, fold) if f == 0]
-    val_truth = [lab for lab, f in zip(train_labels, fold) if f == 0]
+    val_images = [im for im, f in zip(train_images, fold) if f >= 0]
+    val_truth = [lab for lab, f in zip(train_labels, fold) if f >= 0]
+    val_split = "oof" if folds > 1 else "val"
     members = []
     for m in range(N_MEMBERS):
-        for split, images, truth in (("test", test_images, test_truth), ("val", val_images, val_truth)):
+        for split, images, truth in (("test", test_images, test_truth), (val_split, val_images, val_truth)):
             s = rng.standard_normal((len(images), len(known)), dtype=np.float32) * 1.5
             rows = np.array([i for i, t in enumerate(truth) if t in col])
             s[rows, [col[truth[i]] for i in rows]] += 4.5 + 0.5 * m
             PredictionSet(s, list(images), known, {"kind": "logit", "activation": "softmax", "model": f"m{m}",
                                                     "split": split, "fold": 0}).save(root / "models" / f"m{m}" / "preds" / "logit" / split)
         members.append(root / "models" / f"m{m}")
-    return {"data": data, "members": members, "source": source, "train_images": train_images,
+    return {"data": data, "members": members, "source": source, "train_images": train_images, "folds": folds,
             "train_labels": train_labels, "test_images": test_images, "known": known, "hashes": hashes}
 
 
@@ -469,9 +474,10 @@ def _optuna_rate(objective, storage, n_trials: int, tail: int) -> tuple[float, f
 
 @section("tune")
 def bench_tune(args: argparse.Namespace) -> None:
-    """Tuning trials per second at Kaggle validation scale (742 val images x 5,004 identities, 3
-    members): the objective alone, Optuna trials in memory, in sqlite and in a journal file, and
-    tune() end to end; the members are the post section's."""
+    """Tuning trials per second at Kaggle validation scale (3 members x 5,004 identities): one fold
+    (742 val images) and out-of-fold members (3 folds x 742); the cross-validated objective alone,
+    Optuna trials in memory, in sqlite and in a journal file, and tune() end to end. The default
+    search space: the three weights, the new_whale threshold fitted inside each trial (5 parts)."""
     import optuna
 
     from kit.post.recipe import dump_recipe, load_recipe, recipe_from_dict
@@ -479,67 +485,72 @@ def bench_tune(args: argparse.Namespace) -> None:
     from kit.tune.study import Objective, open_storage, tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rng = np.random.default_rng(0)
     n_trials, tail = 200, 50
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    table = Table(f"tune: {N_MEMBERS} members x {N_VAL_IDS + N_VAL_UNKNOWN} val images x {N_IDS:,} identities; "
-                  f"seeded multivariate TPE, {n_trials} trials a row")
-    with tempfile.TemporaryDirectory(prefix="bench_tune_") as tmp:
-        root = Path(tmp)
-        t0 = time.perf_counter()
-        b = _build_post_inputs(root, rng)
-        table.note(f"inputs: {b['source']}; built in {time.perf_counter() - t0:.0f} s (not timed below)")
-        raw = {"name": "bench", "data": str(b["data"]), "fold": 0, "output": str(root / "submissions"),
-               "members": [{"model": str(m), "view": "logit", "weight": 1.0} for m in b["members"]],
-               "steps": {"leak": {"max_distance": 0}, "new_whale": {"proportion": 0.276},
-                         "balance": {"margin": 0.3, "min_count": 2}}}
-        path = dump_recipe(recipe_from_dict(raw, "bench"), root / "blends" / "bench.yaml")
-        recipe = load_recipe(path)
-        space = search_space(recipe)
-        t0 = time.perf_counter()
-        objective = Objective(recipe, space, recipe.tune.holdout, recipe.tune.seed)
-        t_prepare = time.perf_counter() - t0
-        n_tune, n_hold = len(objective.tune_idx), len(objective.hold_idx)
-        table.note(f"space: {len(space)} parameters ({', '.join(p.name for p in space)})")
-        table.note(f"prepare (once per worker): {t_prepare:.1f} s; tuning part {n_tune} images, held-out part {n_hold}")
+    for folds in (1, 3):
+        rng = np.random.default_rng(0)
+        n_val = folds * (N_VAL_IDS + N_VAL_UNKNOWN)
+        kind = "one fold" if folds == 1 else f"out-of-fold, {folds} folds"
+        table = Table(f"tune: {N_MEMBERS} members x {n_val:,} val images ({kind}) x {N_IDS:,} identities; "
+                      f"seeded multivariate TPE, {n_trials} trials a row")
+        with tempfile.TemporaryDirectory(prefix="bench_tune_") as tmp:
+            root = Path(tmp)
+            t0 = time.perf_counter()
+            b = _build_post_inputs(root, rng, folds)
+            table.note(f"inputs: {b['source']}; built in {time.perf_counter() - t0:.0f} s (not timed below)")
+            raw = {"name": "bench", "data": str(b["data"]), "fold": 0 if folds == 1 else "all",
+                   "output": str(root / "submissions"),
+                   "members": [{"model": str(m), "view": "logit", "weight": 1.0} for m in b["members"]],
+                   "steps": {"leak": {"max_distance": 0}, "new_whale": {"threshold": 0.5},
+                             "balance": {"margin": 0.3, "min_count": 2}}}
+            path = dump_recipe(recipe_from_dict(raw, "bench"), root / "blends" / "bench.yaml")
+            recipe = load_recipe(path)
+            space = search_space(recipe)
+            t0 = time.perf_counter()
+            objective = Objective(recipe, space, recipe.tune.holdout, recipe.tune.seed)
+            t_prepare = time.perf_counter() - t0
+            n_tune, n_hold = len(objective.tune_idx), len(objective.hold_idx)
+            table.note(f"space: {', '.join(p.name for p in objective.space)} sampled; {objective.note.lstrip(': ')}")
+            table.note(f"prepare (once per worker): {t_prepare:.1f} s; tuning part {n_tune} images, held-out part {n_hold}")
 
-        def verdict(rate: float) -> str:
-            return f"{rate / TUNE_TARGET:.2f}x target; {_ok(rate >= TUNE_TARGET)}"
+            def verdict(rate: float) -> str:
+                return f"{rate / TUNE_TARGET:.2f}x target; {_ok(rate >= TUNE_TARGET)}"
 
-        # (a) the objective alone: a parameter set into a recipe, pipeline.run, AP on the tuning part
-        values = _random_values(space, rng, 100)
-        trials = [optuna.trial.FixedTrial(v) for v in values]
-        for trial in trials[:5]:
-            objective(trial)  # numba kernels compiled or loaded, rows' maxima found
-        t_objective = timed(lambda: [objective(t) for t in trials], repeat=3, warmup=0) / len(trials)
-        t_recipe = timed(lambda: [objective.recipe_for(v) for v in values], repeat=3, warmup=0) / len(values)
-        table.add("(a) objective alone (recipe_for + pipeline.run + AP)", 1 / t_objective, "trials/s",
-                  f">= {TUNE_TARGET:.0f} trials/s", f"{verdict(1 / t_objective)}; {t_objective * 1e3:.1f} ms a trial")
-        table.add("    of which recipe_for (with_params, validation)", t_recipe * 1e3, "ms")
+            # (a) the objective alone: a parameter set into a recipe, blend + steps, the threshold's
+            # cross-validated fit (position table + sweep)
+            values = _random_values(objective.space, rng, 100)
+            trials = [optuna.trial.FixedTrial(v) for v in values]
+            for trial in trials[:5]:
+                objective(trial)  # numba kernels compiled or loaded, rows' maxima found
+            t_objective = timed(lambda: [objective(t) for t in trials], repeat=3, warmup=0) / len(trials)
+            t_recipe = timed(lambda: [objective.recipe_for(v) for v in values], repeat=3, warmup=0) / len(values)
+            table.add("(a) objective alone (recipe, blend, steps, CV threshold)", 1 / t_objective, "trials/s",
+                      f">= {TUNE_TARGET:.0f} trials/s", f"{verdict(1 / t_objective)}; {t_objective * 1e3:.1f} ms a trial")
+            table.add("    of which recipe_for (with_params, validation)", t_recipe * 1e3, "ms")
 
-        # (b) Optuna trials, in-memory storage; (c) sqlite (with the kit's heartbeat); journal file
-        rows = [("(b) Optuna trials, in-memory storage", None),
-                ("(c) Optuna trials, sqlite storage (heartbeat on)", open_storage(f"sqlite:///{root / 'bench.db'}")),
-                ("    Optuna trials, journal file storage", open_storage(f"journal:{root / 'bench.log'}"))]
-        for what, storage in rows:
-            rate, rate_tail = _optuna_rate(objective, storage, n_trials, tail)
-            table.add(what, rate, "trials/s", f">= {TUNE_TARGET:.0f} trials/s", verdict(rate))
-            table.add(f"      the last {tail} of them (TPE on {n_trials - tail}+ trials)", rate_tail, "trials/s", "",
-                      f"{rate_tail / TUNE_TARGET:.2f}x target")
+            # (b) Optuna trials, in-memory storage; (c) sqlite (with the kit's heartbeat); journal file
+            rows = [("(b) Optuna trials, in-memory storage", None),
+                    ("(c) Optuna trials, sqlite storage (heartbeat on)", open_storage(f"sqlite:///{root / 'bench.db'}")),
+                    ("    Optuna trials, journal file storage", open_storage(f"journal:{root / 'bench.log'}"))]
+            for what, storage in rows:
+                rate, rate_tail = _optuna_rate(objective, storage, n_trials, tail)
+                table.add(what, rate, "trials/s", f">= {TUNE_TARGET:.0f} trials/s", verdict(rate))
+                table.add(f"      the last {tail} of them (TPE on {n_trials - tail}+ trials)", rate_tail, "trials/s", "",
+                          f"{rate_tail / TUNE_TARGET:.2f}x target")
 
-        # what a user waits for: scripts/tune.py's function, sqlite, one worker
-        t0 = time.perf_counter()
-        summary = tune(path, n_trials, storage=f"sqlite:///{root / 'tune.db'}", progress=False)
-        wall = time.perf_counter() - t0
-        table.add("tune() end to end, sqlite (prepare x2, trials, summary)", n_trials / wall, "trials/s",
-                  f">= {TUNE_TARGET:.0f} trials/s", f"{verdict(n_trials / wall)}; {wall:.1f} s in all")
-        table.add("    as tune() reports it (its worker's prepare included)", summary.trials_per_second, "trials/s")
-        table.note(f"MAP@5, untuned -> tuned: tuning part {summary.untuned['tune']:.4f} -> {summary.best['tune']:.4f}, "
-                   f"held-out part {summary.untuned['holdout']:.4f} -> {summary.best['holdout']:.4f}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if load > cores - 0.5:
-        table.note(f"note: load average {load:.1f} on {cores} cores (other processes): the rates above are low bounds")
-    table.print()
+            # what a user waits for: scripts/tune.py's function, sqlite, one worker
+            t0 = time.perf_counter()
+            summary = tune(path, n_trials, storage=f"sqlite:///{root / 'tune.db'}", progress=False)
+            wall = time.perf_counter() - t0
+            table.add("tune() end to end, sqlite (prepare x2, trials, summary)", n_trials / wall, "trials/s",
+                      f">= {TUNE_TARGET:.0f} trials/s", f"{verdict(n_trials / wall)}; {wall:.1f} s in all")
+            table.add("    as tune() reports it (its worker's prepare included)", summary.trials_per_second, "trials/s")
+            table.note(f"MAP@5, untuned -> tuned: tuning part {summary.untuned['tune']:.4f} -> {summary.best['tune']:.4f}, "
+                       f"held-out part {summary.untuned['holdout']:.4f} -> {summary.best['holdout']:.4f}; {summary.verdict()}")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if load > cores - 0.5:
+            table.note(f"note: load average {load:.1f} on {cores} cores (other processes): the rates above are low bounds")
+        table.print()
 
 
 @section("export")

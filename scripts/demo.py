@@ -1,4 +1,4 @@
-"""The whole flow on a synthetic competition: generate, train three backbones, export, blend, tune."""
+"""The whole flow on a synthetic competition: generate, train three backbones on every fold, export, blend, tune."""
 from __future__ import annotations
 
 import os
@@ -13,28 +13,51 @@ from kit import cli  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
-        "Generate `synthetic small` (or reuse it), train one tiny member per family (ResNet, Inception, SENet), "
-        "export them to ONNX and run onnxruntime, blend with leak + new_whale + balance, tune with Optuna, and "
-        "write submissions/demo.csv, submissions/demo.pseudo.csv and the reports. Re-running reuses what is done.",
-        "python scripts/demo.py            # about 10 minutes on 2 CPU cores the first time\n"
+        "Generate `synthetic small` (or reuse it), train one tiny member per family (ResNet, Inception, SENet) on "
+        "every fold, export them to ONNX and run onnxruntime, blend with leak + new_whale + balance, tune with "
+        "Optuna, and write submissions/demo.csv, submissions/demo.pseudo.csv, the reports and submissions/demo.json "
+        "(the closing table). Re-running reuses what is done.",
+        "python scripts/demo.py            # under 10 minutes on 2 CPU cores the first time\n"
+        "  python scripts/demo.py --readme   # copy the last run's table (submissions/demo.json) into README.md\n"
         "  python scripts/demo.py --force    # start over",
     )
     p.add_argument("--data", default="data/small", help="where the synthetic competition lives (default data/small)")
     p.add_argument("--size", default="small", help="synthetic size when it must be generated (default small)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--trials", type=int, default=150, help="Optuna trials (default 150)")
+    p.add_argument("--jobs", type=int, help="trainings at once on the CPU (default: 2, or 1 on a 1-core machine)")
     p.add_argument("--force", action="store_true", help="regenerate, retrain and re-export everything")
+    p.add_argument("--readme", action="store_true",
+                   help="write the closing table of the last run (submissions/demo.json) into README.md, then stop")
     args = p.parse_args(argv)
 
-    from kit.demo import run_demo
+    import json
+    from pathlib import Path
+
+    from kit.demo import RESULT, DemoResult, format_claims, format_table, run_demo, update_readme
+    from kit.errors import KitError
+
+    if args.readme:
+        if not RESULT.is_file():
+            raise KitError(f"{RESULT}: not found; run `python scripts/demo.py` first")
+        update_readme(Path("README.md"), DemoResult.from_dict(json.loads(RESULT.read_text())))
+        print(f"README.md: demo table updated from {RESULT}")
+        return 0
+    if args.jobs is not None and args.jobs < 1:
+        raise KitError(f"--jobs must be >= 1, got {args.jobs}")
 
     start = time.perf_counter()
-    result = run_demo(args.data, args.size, args.seed, args.trials, args.force)
+    result = run_demo(args.data, args.size, args.seed, args.trials, args.force, args.jobs)
     print()
-    print(result.table())
+    print(format_table(result.table))
+    print()
+    for line in format_claims(result.table):
+        print(line)
+    print(f"tuning: {result.tune}")
     print("stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
           + f"; total {time.perf_counter() - start:.0f}s")
-    print("wrote: " + ", ".join(result.files))
+    print("wrote: " + ", ".join(result.files + [str(RESULT)]))
+    print("README.md gets this table with: python scripts/demo.py --readme")
     return 0
 
 

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", action="store_true",
                    help="train every fold of folds.csv, one member each in <out>/fold<k>/ "
                         "(overrides the recipe's fold:)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with --folds: folds trained at once in separate processes, the cores shared among them "
+                        "(CPU; on 2 cores, --jobs 2 is ~1.4x faster for small networks; default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (train.log still written)")
     args = p.parse_args(argv)
     if args.resume and args.force:
@@ -40,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load_recipe(args.recipe)
     if args.folds:
         recipe = dataclasses.replace(recipe, fold=ALL_FOLDS)
-    out = train(recipe, out=args.out, data=args.data, resume=args.resume, force=args.force, progress=not args.quiet)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs > 1 and recipe.fold != ALL_FOLDS:
+        p.error("--jobs trains folds side by side: give --folds (or fold: all in the recipe)")
+    out = train(recipe, out=args.out, data=args.data, resume=args.resume, force=args.force, progress=not args.quiet,
+                jobs=args.jobs)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun
         if recipe.fold == ALL_FOLDS:
             print(f"{out}: trained every fold, one member each in {out}/fold<k>/ ({out / 'train.log'})")

@@ -131,9 +131,6 @@ class Claim:
     part: str
     gain: Gain
 
-    def line(self) -> str:
-        return f"{self.better} - {self.worse}, {self.part}: {self.gain.verdict('the gain')}"
-
 
 @dataclass
 class MemberTable:
@@ -145,18 +142,34 @@ class MemberTable:
     claims: list[Claim]
 
     def table(self) -> str:
-        parts = list(self.sizes)
-        heads = [f"{p} ({self.sizes[p]})" for p in parts]
-        width = max(52, max(len(r.what) for r in self.rows) + 2)
-        lines = [f"{'MAP@5':<{width}}" + "".join(f"{h:>20}" for h in heads)]
-        for r in self.rows:
-            lines.append(f"{r.what:<{width}}" + "".join(f"{r.map5(p):>20.4f}" for p in parts))
-        return "\n".join(lines)
+        return format_table(self.to_dict())
 
     def lines(self) -> list[str]:
-        return [c.line() for c in self.claims]
+        return format_claims(self.to_dict())
 
     def to_dict(self) -> dict:
         return {"sizes": self.sizes,
                 "rows": [{"what": r.what, **{p: r.map5(p) for p in self.sizes}} for r in self.rows],
                 "claims": [{"better": c.better, "worse": c.worse, "part": c.part, **c.gain.to_dict()} for c in self.claims]}
+
+
+def format_table(table: dict) -> str:
+    """A MemberTable (as `to_dict` gives it): MAP@5 of every row on each part."""
+    parts = list(table["sizes"])
+    width = max(52, max(len(r["what"]) for r in table["rows"]) + 2)
+    heads = [f"{p} ({table['sizes'][p]})" for p in parts]
+    lines = [f"{'MAP@5':<{width}}" + "".join(f"{h:>20}" for h in heads)]
+    for r in table["rows"]:
+        lines.append(f"{r['what']:<{width}}" + "".join(f"{r[p]:>20.4f}" for p in parts))
+    return "\n".join(lines)
+
+
+def format_claims(table: dict) -> list[str]:
+    """One line per claim of a MemberTable (as `to_dict` gives it): the gain, its interval, the verdict."""
+    out = []
+    for c in table["claims"]:
+        verdict = ("significant" if c["low"] > 0 else "a significant loss" if c["high"] < 0
+                   else "not significant: the interval holds 0")
+        out.append(f"{c['better']} - {c['worse']}, {c['part']}: {c['value']:+.4f} "
+                   f"[{c['low']:+.4f}, {c['high']:+.4f}], {verdict}")
+    return out

@@ -200,7 +200,7 @@ def test_every_fold_trains_one_ordinary_member_per_fold(learnable, tiny_recipe, 
         metrics = json.loads((child / "metrics.json").read_text())
         assert metrics["fold"] == k and metrics["val_images"] == int((folds.fold == k).sum())
     log = (out / "train.log").read_text()
-    assert "fold 0 (1/2): training tiny.fold0" in log and "fold 1 (2/2): done in" in log and "val MAP@5" in log
+    assert "fold 0: training tiny.fold0" in log and "fold 1: done in" in log and "val MAP@5" in log
 
     # a fold member is exactly what a single-fold run of the same recipe trains
     single = train(tiny_recipe(learnable, stages=ONE_EPOCH, fold=1), out=tmp_path / "single", progress=False)
@@ -227,11 +227,24 @@ def test_every_fold_resume_skips_the_finished_folds(learnable, tiny_recipe, tmp_
     assert torch.load(out / "fold1" / "checkpoint.pt", weights_only=True)["epoch"] == 2
     assert "resuming after epoch 1" in (out / "fold1" / "train.log").read_text()
     log = (out / "train.log").read_text()
-    assert "fold 0 (1/2): already trained" in log and "fold 1 (2/2): resuming tiny.fold1" in log
+    assert "fold 0: already trained" in log and "fold 1: resuming tiny.fold1" in log
 
     train(recipe, out=out, progress=False, force=True)
     assert (out / "fold0" / "checkpoint.pt").stat().st_mtime_ns > finished
     assert "already trained" not in (out / "train.log").read_text()  # --force starts the log over too
+
+
+def test_folds_side_by_side_train_what_one_at_a_time_trains(learnable, tiny_recipe, tmp_path):
+    """jobs=2: the folds in two processes at once, one thread each: each fold member is exactly what a
+    one-thread single-fold run trains."""
+    recipe = tiny_recipe(learnable, fold="all", stages=ONE_EPOCH)
+    both = train(recipe, out=tmp_path / "both", progress=False, jobs=2)
+    for k in (0, 1):
+        single = train(tiny_recipe(learnable, stages=ONE_EPOCH, fold=k), out=tmp_path / f"single{k}", progress=False,
+                       threads=1)
+        assert_same_weights(params(both / f"fold{k}"), params(single))
+    log = (both / "train.log").read_text()
+    assert "2 fold(s) to train, 2 at a time" in log and "fold 0: done" in log and "fold 1: done" in log
 
 
 def test_every_fold_needs_folds_and_an_unused_directory(new_competition, learnable, tiny_recipe, tmp_path):

@@ -1,0 +1,50 @@
+"""The README's demo table is the demo's own output format: what `scripts/demo.py --readme` writes,
+with the rows the demo's blend recipe produces."""
+from pathlib import Path
+
+import pytest
+
+from kit.demo import (DEMO_BLEND, README_BEGIN, README_END, DemoResult, format_table, parse_readme_table,
+                      readme_block, update_readme)
+from kit.errors import KitError
+from kit.post.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fabricated(seed: int = 0) -> DemoResult:
+    recipe = load_recipe(ROOT / DEMO_BLEND)
+    rows = ["trivial: new_whale alone"] + [f"member {m.name} (own threshold)" for m in recipe.members] + [
+        "blend, untuned recipe", "blend, threshold only", "blend, tuned by Optuna"]
+    sizes = {"held-out val": 101, "test": 628}
+    table = {"sizes": sizes, "rows": [{"what": r, "held-out val": 0.3 + i / 100, "test": 0.25 + i / 50} for i, r in enumerate(rows)],
+             "claims": [{"better": rows[-1], "worse": rows[1], "part": "test", "value": 0.05, "low": 0.02, "high": 0.08, "n": 628}]}
+    return DemoResult(table, {"competition": 30.0, "train": 400.0}, [], "kept the untuned values", seed)
+
+
+def test_the_readme_holds_the_demo_table_in_the_demo_s_format():
+    text = (ROOT / "README.md").read_text()
+    assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1
+    table = parse_readme_table(text)
+    block = text[text.index(README_BEGIN):text.index(README_END)]
+    assert format_table(table) == block.split("```")[1].strip("\n")  # formatted again: the very same text
+    expected = [r["what"] for r in fabricated().table["rows"]]
+    assert [r["what"] for r in table["rows"]] == expected  # the rows blends/demo.yaml makes
+    assert list(table["sizes"]) == ["held-out val", "test"]
+
+
+def test_update_readme_round_trip(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{README_BEGIN}\nold\n{README_END}\nafter\n")
+    result = fabricated(seed=1)
+    update_readme(readme, result)
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
+    assert readme_block(result) in text and "--seed 1" in text and "430 s in all" in text
+    back = parse_readme_table(text)
+    assert back["sizes"] == result.table["sizes"]
+    assert [(r["what"], round(r["test"], 4)) for r in back["rows"]] == [(r["what"], round(r["test"], 4)) for r in result.table["rows"]]
+    assert "[+0.0200, +0.0800], significant" in text
+    (tmp_path / "plain.md").write_text("no block\n")
+    with pytest.raises(KitError, match="plain.md: no <!-- demo-table:begin -->"):
+        update_readme(tmp_path / "plain.md", result)
