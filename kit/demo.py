@@ -88,16 +88,18 @@ def update_readme(readme: Path, result: DemoResult) -> None:
 
 
 def _trained(model_dir: Path, recipe) -> bool:
-    """Every fold's checkpoint covers every epoch of every stage of the recipe."""
+    """The member's checkpoint (every fold's, for an out-of-fold member) covers every epoch of every
+    stage of the recipe."""
     from kit.export.member import oof_children
+    from kit.train.recipe import ALL_FOLDS
 
-    children = oof_children(model_dir)
-    if not children:
+    dirs = list(oof_children(model_dir).values()) if recipe.fold == ALL_FOLDS else [model_dir]
+    if not dirs:
         return False
-    for child in children.values():
-        metrics = child / "metrics.json"
-        if not metrics.is_file() or len(json.loads(metrics.read_text()).get("epochs", [])) < sum(
-                s.epochs for s in recipe.stages):
+    for d in dirs:
+        metrics = d / "metrics.json"
+        if not (d / "checkpoint.pt").is_file() or not metrics.is_file() or len(
+                json.loads(metrics.read_text()).get("epochs", [])) < sum(s.epochs for s in recipe.stages):
             return False
     return True
 
@@ -112,8 +114,8 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     from kit.post.members import member_table
     from kit.post.recipe import load_recipe
     from kit.report.html import write_report, write_tune_report
-    from kit.train.loop import cores, fold_tasks, train_tasks
-    from kit.train.recipe import load_recipe as load_train_recipe
+    from kit.train.loop import Task, cores, fold_tasks, train_tasks
+    from kit.train.recipe import ALL_FOLDS, load_recipe as load_train_recipe
     from kit.tune.study import tune
 
     data = Path(data)
@@ -147,10 +149,14 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         if _trained(model_dir, recipe) and not force:
             echo(f"  {model_dir}: trained already, reused")
             continue
-        resume = bool(list(model_dir.glob("fold*/checkpoint.pt"))) and not force
-        tasks += fold_tasks(recipe, model_dir, data, resume=resume, force=force or not resume, log=lambda line: None)
+        if recipe.fold == ALL_FOLDS:
+            resume = bool(list(model_dir.glob("fold*/checkpoint.pt"))) and not force
+            tasks += fold_tasks(recipe, model_dir, data, resume=resume, force=force or not resume, log=lambda line: None)
+        else:
+            resume = (model_dir / "checkpoint.pt").is_file() and not force
+            tasks.append(Task(recipe, model_dir, data, resume=resume, force=force or not resume))
     jobs = jobs or min(2, cores())
-    echo(f"== 2/6 train: {len(tasks)} fold member(s) of {len(TINY_RECIPES)} recipes, {jobs} at a time")
+    echo(f"== 2/6 train: {len(tasks)} training(s), {jobs} at a time")
     start = time.perf_counter()
 
     def done(task, out: Path) -> None:

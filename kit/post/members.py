@@ -1,8 +1,8 @@
 """The table that makes a blend decision possible: each member alone, the blend, the tuned blend.
 
 Fair to the members: each one alone (in its natural calibration: softmax, sigmoid or affine, so its
-top-1 score means something) gets its own new_whale threshold, fitted exactly on the same tuning
-part of the validation images as the blend's; every row is then scored on the held-out part, which
+top-1 score means something) gets its own new_whale threshold (or share, if the recipe's step is a
+`proportion`), fitted exactly on the same tuning part of the validation images as the blend's; every row is then scored on the held-out part, which
 no threshold or trial saw, and on the test truth where there is one. The claims compare the best
 blend with the best member (best on test: the hardest bar) and the tuned blend with the untuned one,
 each with its paired bootstrap interval.
@@ -19,11 +19,15 @@ HELD_OUT, TEST = "held-out val", "test"
 
 
 def with_own_threshold(recipe: BlendRecipe, inputs: pipeline.Inputs, rows: np.ndarray) -> BlendRecipe:
-    """The recipe with its new_whale threshold fitted exactly on `rows` of `inputs` (the step added
-    if the recipe has none)."""
-    recipe = recipe.with_params({"steps.new_whale.threshold": 0.5, "steps.new_whale.enabled": True})
-    threshold, _ = new_whale.best_threshold(pipeline.position_table(recipe, inputs).rows(rows))
-    return recipe.with_params({"steps.new_whale.threshold": threshold})
+    """The recipe with its new_whale threshold, or its share for a `proportion` step, fitted exactly
+    on `rows` of `inputs` (a threshold step added if the recipe has none)."""
+    step = recipe.steps.new_whale
+    if step is None or step.proportion is None:
+        recipe = recipe.with_params({"steps.new_whale.threshold": 0.5, "steps.new_whale.enabled": True})
+        threshold, _ = new_whale.best_threshold(pipeline.position_table(recipe, inputs).rows(rows))
+        return recipe.with_params({"steps.new_whale.threshold": threshold})
+    share, _ = new_whale.best_share(pipeline.position_table(recipe, inputs).rows(rows))
+    return recipe.with_params({"steps.new_whale.proportion": share, "steps.new_whale.enabled": True})
 
 
 def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Inputs | None, tune_idx: np.ndarray,

@@ -23,6 +23,12 @@ threshold (`sweep`), so the best threshold of a set of images is exact, not a gr
 (`best_threshold`), and so is a cross-validated one (`cross_validated`: fitted on all parts but
 one, scored on that one, for each part). A chosen t sits midway between the two scores that bound
 its interval, so it does not hinge on one image's exact score.
+
+Choosing a share instead (`by_share=True`): the best threshold of the fitting images, expressed as
+the share of them that get the unknown label first, then applied to other images as that share of
+theirs. A share transfers where a threshold does not: an out-of-fold member's test set is the mean
+of its fold models, less confident than any one of them, so its top-1 scores sit lower on test
+than on the out-of-fold images the threshold was fitted on.
 """
 from __future__ import annotations
 
@@ -96,6 +102,16 @@ class PositionTable:
         """Per-image AP@5 with the step at `threshold`."""
         at = np.minimum(insert_positions(self.scores, threshold), self.cap)
         return self.ap[np.arange(len(at)), np.minimum(at, POSITIONS - 1)]
+
+    def share_at(self, threshold: float) -> float:
+        """The share of images with the unknown label first at `threshold` (the vote's included)."""
+        return float(((self.cap == 0) | (self.scores[:, 0] < np.float32(threshold))).mean()) if len(self.cap) else 0.0
+
+    def threshold_for_share(self, share: float) -> float:
+        """The threshold that puts the unknown label first in `share` of these images (see
+        threshold_for_proportion)."""
+        voted = self.cap == 0
+        return threshold_for_proportion(self.scores[~voted, 0], share, int(voted.sum()))
 
 
 @njit(cache=True, nogil=True)
@@ -175,17 +191,42 @@ def best_threshold(table: PositionTable, bounds: tuple[float, float] | None = No
     return float(thresholds[g]), float(totals[g, 0] / UNIT / len(table.cap))
 
 
-def cross_validated(table: PositionTable, part: np.ndarray, n_parts: int,
-                    bounds: tuple[float, float] | None = None) -> tuple[float, np.ndarray]:
-    """(MAP@5, thresholds): for each part, the best threshold on the other parts (within `bounds`)
-    scored on this one; the MAP@5 is over every image, each scored by a threshold it did not help choose."""
+def best_share(table: PositionTable, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(share, MAP@5): the best threshold on these images as the share of them it puts the unknown
+    label first in, within `bounds` (of the share) if given; ties: the highest threshold."""
+    if len(table.cap) == 0:
+        return 0.0, 0.0
+    thresholds, totals = sweep(table)
+    shares = _shares(table, thresholds)
+    g = int(np.argmax(np.where(_allowed(shares, bounds), totals[:, 0], -1)))
+    return float(shares[g]), float(totals[g, 0] / UNIT / len(table.cap))
+
+
+def _shares(table: PositionTable, thresholds: np.ndarray) -> np.ndarray:
+    """The share of `table`'s images with the unknown label first at each threshold."""
+    voted = table.cap == 0
+    top1 = np.sort(table.scores[~voted, 0].astype(np.float32))
+    below = np.searchsorted(top1, thresholds.astype(np.float32), side="left")  # top-1 < t
+    return (below + voted.sum()) / max(len(table.cap), 1)
+
+
+def cross_validated(table: PositionTable, part: np.ndarray, n_parts: int, bounds: tuple[float, float] | None = None,
+                    by_share: bool = False) -> tuple[float, np.ndarray]:
+    """(MAP@5, per-image AP@5): for each part, the best threshold on the other parts (within
+    `bounds`) scored on this one, or with `by_share` that threshold's share of the other parts
+    applied as the same share of this one; every image is scored by a rule it did not help choose.
+    Ties: the highest threshold."""
     thresholds, totals = sweep(table, part, n_parts)
-    allowed = _allowed(thresholds, bounds)
     whole = totals.sum(axis=1)
-    chosen = np.empty(n_parts)
-    left_out = 0.0
+    ap = np.empty(len(part))
     for k in range(n_parts):
-        g = int(np.argmax(np.where(allowed, whole - totals[:, k], -1)))
-        chosen[k] = thresholds[g]
-        left_out += int(totals[g, k])
-    return left_out / UNIT / max(len(table.cap), 1), chosen
+        here, rest = np.flatnonzero(part == k), np.flatnonzero(part != k)
+        fit = whole - totals[:, k]
+        if by_share:
+            shares = _shares(table.rows(rest), thresholds)
+            g = int(np.argmax(np.where(_allowed(shares, bounds), fit, -1)))
+            ap[here] = table.rows(here).ap_at(table.rows(here).threshold_for_share(shares[g]))
+        else:
+            g = int(np.argmax(np.where(_allowed(thresholds, bounds), fit, -1)))
+            ap[here] = table.rows(here).ap_at(thresholds[g])
+    return float(ap.mean()) if len(ap) else 0.0, ap

@@ -46,7 +46,8 @@ from kit.post.compare import Gain, holdout_split, paired_gain
 from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
 from kit.tune.space import Param, search_space, to_recipe_values
 
-FITTED = "steps.new_whale.threshold"  # fitted inside each trial, never proposed by the sampler
+# fitted inside each trial, never proposed by the sampler: the step's threshold, or its share
+FITTED = ("steps.new_whale.threshold", "steps.new_whale.proportion")
 
 DEFAULT_STORAGE = "sqlite:///models/studies.db"
 GRACE_ENV = "WHALE_KIT_TUNE_GRACE"
@@ -173,20 +174,25 @@ class Objective:
         self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
         # automatic weights come from the tuning part only: the held-out part judges them too
         self.recipe = pipeline.with_weights(recipe, self.inputs, self.tune_idx)
-        fitted = [p for p in space if p.name == FITTED]
-        self.fit_threshold = bool(fitted) and recipe.steps.active("new_whale") is not None
-        self.bounds = (fitted[0].low, fitted[0].high) if fitted and FITTED in recipe.tune.range_of else None
-        self.space = [p for p in space if p.name != FITTED]  # what the sampler proposes
+        fitted = [p for p in space if p.name in FITTED]
+        self.fit_key = fitted[0].name if fitted and recipe.steps.active("new_whale") is not None else None
+        self.by_share = self.fit_key == FITTED[1]  # a proportion step: the fitted threshold's share
+        self.bounds = (fitted[0].low, fitted[0].high) if self.fit_key in recipe.tune.range_of else None
+        self.space = [p for p in space if p.name not in FITTED]  # what the sampler proposes
         self.n_parts = min(recipe.tune.parts if parts is None else parts, max(len(self.tune_idx), 1))
         self.part = cv_parts(self.inputs.truth[self.tune_idx], self.inputs.unknown_code, self.n_parts, seed)
 
     @property
+    def fit_threshold(self) -> bool:
+        return self.fit_key is not None
+
+    @property
     def note(self) -> str:
+        what = "share" if self.by_share else "threshold"
         if self.fit_threshold and self.n_parts > 1:
-            return (f": {self.n_parts}-fold cross-validated MAP@5, the new_whale threshold fitted on the other parts "
-                    f"of each")
+            return f": {self.n_parts}-fold cross-validated MAP@5, the new_whale {what} fitted on the other parts of each"
         if self.fit_threshold:
-            return ": MAP@5 with the new_whale threshold fitted on them"
+            return f": MAP@5 with the new_whale {what} fitted on them"
         return ": MAP@5"
 
     def recipe_for(self, values: dict[str, Any]) -> BlendRecipe:
@@ -197,36 +203,36 @@ class Objective:
         current = self.recipe.tunable_params()
         return {p.name: min(max(current[p.name], p.low), p.high) for p in self.space}
 
+    def _fit(self, recipe: BlendRecipe) -> tuple[new_whale.PositionTable, float, float]:
+        """(the tuning part's position table, the threshold or share fitted on all of it, its MAP@5)."""
+        table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
+        fit = new_whale.best_share if self.by_share else new_whale.best_threshold
+        return (table, *fit(table, self.bounds))
+
     def left_out_ap(self, recipe: BlendRecipe) -> np.ndarray:
-        """Per-image AP@5 on the tuning part, each image scored by a threshold it did not help choose
-        (the objective is their mean)."""
+        """Per-image AP@5 on the tuning part, each image scored by a threshold (or share) it did not
+        help choose (the objective is their mean)."""
         if not self.fit_threshold:
             return pipeline.run(recipe, self.inputs).ap[self.tune_idx]
-        table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
+        table, value, _ = self._fit(recipe)
         if self.n_parts == 1:
-            return table.ap_at(new_whale.best_threshold(table, self.bounds)[0])
-        _, chosen = new_whale.cross_validated(table, self.part, self.n_parts, self.bounds)
-        out = np.empty(len(self.tune_idx))
-        for k, t in enumerate(chosen):
-            here = self.part == k
-            out[here] = table.ap_at(t)[here]
-        return out
+            return table.ap_at(table.threshold_for_share(value) if self.by_share else value)
+        return new_whale.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[1]
 
     def evaluate(self, recipe: BlendRecipe) -> tuple[float, float | None]:
-        """(objective, the threshold fitted on the whole tuning part, or None if not fitted)."""
+        """(objective, the threshold or share fitted on the whole tuning part, or None if not fitted)."""
         if not self.fit_threshold:
             ap = pipeline.run(recipe, self.inputs).ap
             return float(ap[self.tune_idx].mean()) if len(self.tune_idx) else 0.0, None
-        table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
-        threshold, whole = new_whale.best_threshold(table, self.bounds)
+        table, value, whole = self._fit(recipe)
         if self.n_parts > 1:
-            whole = new_whale.cross_validated(table, self.part, self.n_parts, self.bounds)[0]
-        return whole, threshold
+            whole = new_whale.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[0]
+        return whole, value
 
-    def finish(self, values: dict[str, Any], threshold: float | None) -> BlendRecipe:
-        """The recipe of a trial's values, its threshold fitted on the tuning part."""
+    def finish(self, values: dict[str, Any], fitted: float | None) -> BlendRecipe:
+        """The recipe of a trial's values, its threshold (or share) fitted on the tuning part."""
         recipe = self.recipe_for(values)
-        return recipe if threshold is None else recipe.with_params({FITTED: threshold})
+        return recipe if fitted is None else recipe.with_params({self.fit_key: fitted})
 
     def scores(self, recipe: BlendRecipe) -> dict[str, float]:
         ap = pipeline.run(recipe, self.inputs).ap
@@ -239,9 +245,9 @@ class Objective:
 
     def __call__(self, trial) -> float:
         values = {p.name: p.suggest(trial) for p in self.space}
-        value, threshold = self.evaluate(self.recipe_for(values))
-        if threshold is not None:
-            trial.set_user_attr("threshold", threshold)
+        value, fitted = self.evaluate(self.recipe_for(values))
+        if fitted is not None:
+            trial.set_user_attr(self.fit_key, fitted)
         return value
 
 
@@ -360,7 +366,7 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
         raise KitError(f"study {study_name!r} has no finished trial")
     best = study.best_trial
     untuned = objective.recipe
-    best_recipe = objective.finish(best.params, best.user_attrs.get("threshold"))
+    best_recipe = objective.finish(best.params, best.user_attrs.get(objective.fit_key))
     evidence = paired_gain(objective.left_out_ap(objective.recipe_for(best.params)),
                            pipeline.run(untuned, objective.inputs).ap[objective.tune_idx])
     kept = cfg.accept == "significant" and not evidence.low > 0
@@ -376,7 +382,7 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     ran = len(complete) - before
     best_params = to_recipe_values(recipe, best.params)
     if objective.fit_threshold:
-        best_params[FITTED] = best_recipe.steps.new_whale.threshold
+        best_params[objective.fit_key] = best.user_attrs.get(objective.fit_key)
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
         n_trials=len(complete), best_params=best_params,

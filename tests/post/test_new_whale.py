@@ -3,7 +3,7 @@ the exact and the cross-validated threshold against brute force."""
 import numpy as np
 import pytest
 
-from kit.post.new_whale import (POSITIONS, PositionTable, best_threshold, combine, cross_validated, insert_positions,
+from kit.post.new_whale import (POSITIONS, PositionTable, best_share, best_threshold, combine, cross_validated, insert_positions,
                                 threshold_for_proportion, threshold_of, vote_positions)
 from kit.post.recipe import NewWhaleStep
 
@@ -103,16 +103,41 @@ def test_cross_validated_is_exact(seed):
     n, k = 50, 4
     table = random_table(rng, n)
     part = rng.integers(0, k, n)
-    value, chosen = cross_validated(table, part, k)
+    value, ap = cross_validated(table, part, k)
     grid = np.sort(fine_grid(table))[::-1]  # highest first: ties go to the highest threshold
     total = 0
     for p in range(k):
         fit = brute_force(table, np.flatnonzero(part != p), grid)
         t = grid[int(np.argmax(fit))]
         total += brute_force(table, np.flatnonzero(part == p), [t])[0]
-        assert table.ap_at(chosen[p])[part == p].sum() == pytest.approx(table.ap_at(t)[part == p].sum())
-    assert value == pytest.approx(total / 60 / n, abs=1e-12)
+        assert ap[part == p].sum() == pytest.approx(table.ap_at(t)[part == p].sum())
+    assert value == pytest.approx(total / 60 / n, abs=1e-12) == pytest.approx(ap.mean())
     assert value <= best_threshold(table)[1] + 1e-12  # never above the in-sample optimum
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cross_validated_by_share_is_exact(seed):
+    """by_share: the other parts' best threshold, as the share of them it puts the unknown label first
+    in, applied to this part as the same share of its images."""
+    rng = np.random.default_rng(20 + seed)
+    n, k = 60, 3
+    table = random_table(rng, n)
+    part = rng.integers(0, k, n)
+    value, ap = cross_validated(table, part, k, by_share=True)
+    grid = np.sort(fine_grid(table))[::-1]
+    for p in range(k):
+        rest, here = np.flatnonzero(part != p), np.flatnonzero(part == p)
+        t = grid[int(np.argmax(brute_force(table, rest, grid)))]
+        first = (table.cap[rest] == 0) | (table.scores[rest, 0] < np.float32(t))
+        share = first.mean()
+        sub = table.rows(here)
+        t_here = sub.threshold_for_share(share)
+        assert ap[here].tolist() == pytest.approx(sub.ap_at(t_here).tolist())
+        # the share, applied: the images of this part with the unknown label first (the vote's at least)
+        assert sub.share_at(t_here) <= max(share + 1 / len(here), (sub.cap == 0).mean()) + 1e-9
+    share, best = best_share(table)
+    assert best == pytest.approx(best_threshold(table)[1]) and 0 <= share <= 1
+    assert table.share_at(best_threshold(table)[0]) == pytest.approx(share)
 
 
 def test_a_chosen_threshold_sits_between_scores():

@@ -21,7 +21,9 @@ from kit.errors import KitError
 from kit.post.pipeline import blend_files, prepare, run
 from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
-from kit.tune.study import FITTED, Objective, open_storage, study_name_for, tune
+from kit.tune.study import Objective, open_storage, study_name_for, tune
+
+FITTED = "steps.new_whale.threshold"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -66,7 +68,7 @@ def test_the_objective_is_blend_map5(project):
     objective = Objective(recipe, search_space(recipe), holdout=0.0, seed=0)
     assert {t.value for t in trials} != {best.value}  # the trials differ: the check below means something
     for t in trials:
-        r = objective.finish(t.params, t.user_attrs["threshold"])
+        r = objective.finish(t.params, t.user_attrs[FITTED])
         assert abs(run(r, prepare(r, "val")).map5 - t.value) <= 1e-12, t.number
         # the fitted threshold is the best one: no grid point beats it
         grid = [run(r.with_params({FITTED: float(x)}), objective.inputs).map5 for x in np.linspace(0, 1, 41)]
@@ -133,7 +135,7 @@ def test_with_a_holdout_the_study_sees_the_tuning_part_only(project):
     assert sorted(set(objective.tune_idx) | set(objective.hold_idx)) == list(range(len(result.ap)))
     # the best trial's value is its cross-validated score on the tuning part, nothing held out in it
     assert abs(objective.evaluate(objective.recipe_for(best.params))[0] - best.value) <= 1e-12
-    assert tuned.steps.new_whale.threshold == pytest.approx(best.user_attrs["threshold"])
+    assert tuned.steps.new_whale.threshold == pytest.approx(best.user_attrs[FITTED])
     assert abs(objective.scores(tuned)["all"] - blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"]) <= 1e-12
     assert s.best == objective.scores(tuned)
     # the split is stratified: new_whale images in both parts, in about the same share
@@ -245,7 +247,7 @@ def test_pinned_parameters_stay_pinned(project):
     assert len(trials) == 15
     for t in trials:
         assert not any(k.endswith(".weight") or k == "steps.leak.max_distance" for k in t.params)
-        assert 0.3 <= t.user_attrs["threshold"] <= 0.6  # fitted, within its range
+        assert 0.3 <= t.user_attrs[FITTED] <= 0.6  # fitted, within its range
         assert 0.5 <= t.params["members.0.calibration.temperature"] <= 2.0
         assert "steps.balance.margin" in t.params  # what free opened is searched
         assert "members.1.calibration.temperature" not in t.params  # the rest is not
