@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         "(the closing table). Re-running reuses what is done.",
         "python scripts/demo.py            # under 10 minutes on 2 CPU cores the first time\n"
         "  python scripts/demo.py --readme   # copy the last run's table (submissions/demo.json) into README.md\n"
+        "  python scripts/demo.py --readme seed0.json seed1.json   # several runs' tables\n"
         "  python scripts/demo.py --force    # start over",
     )
     p.add_argument("--data", default="data/small", help="where the synthetic competition lives (default data/small)")
@@ -27,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=150, help="Optuna trials (default 150)")
     p.add_argument("--jobs", type=int, help="trainings at once on the CPU (default: 2, or 1 on a 1-core machine)")
     p.add_argument("--force", action="store_true", help="regenerate, retrain and re-export everything")
-    p.add_argument("--readme", action="store_true",
-                   help="write the closing table of the last run (submissions/demo.json) into README.md, then stop")
+    p.add_argument("--readme", nargs="*", metavar="RESULT",
+                   help="write the closing tables of demo runs (their demo.json files; default submissions/demo.json) "
+                        "into README.md, then stop")
     args = p.parse_args(argv)
 
     import json
@@ -37,11 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     from kit.demo import RESULT, DemoResult, format_claims, format_table, run_demo, update_readme
     from kit.errors import KitError
 
-    if args.readme:
-        if not RESULT.is_file():
-            raise KitError(f"{RESULT}: not found; run `python scripts/demo.py` first")
-        update_readme(Path("README.md"), DemoResult.from_dict(json.loads(RESULT.read_text())))
-        print(f"README.md: demo table updated from {RESULT}")
+    if args.readme is not None:
+        paths = [Path(f) for f in args.readme] or [RESULT]
+        for path in paths:
+            if not path.is_file():
+                raise KitError(f"{path}: not found; run `python scripts/demo.py` first")
+        results = []
+        for path in paths:
+            try:
+                results.append(DemoResult.from_dict(json.loads(path.read_text())))
+            except (ValueError, KeyError, TypeError) as e:
+                raise KitError(f"{path}: not a demo result ({e})") from None
+        update_readme(Path("README.md"), results)
+        print(f"README.md: demo tables updated from {', '.join(map(str, paths))}")
         return 0
     if args.jobs is not None and args.jobs < 1:
         raise KitError(f"--jobs must be >= 1, got {args.jobs}")

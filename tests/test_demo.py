@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.demo import (DEMO_BLEND, README_BEGIN, README_END, DemoResult, format_table, parse_readme_table,
+from kit.demo import (DEMO_BLEND, README_BEGIN, README_END, DemoResult, format_table, parse_readme_tables,
                       readme_block, update_readme)
 from kit.errors import KitError
 from kit.post.recipe import load_recipe
@@ -25,26 +25,29 @@ def fabricated(seed: int = 0) -> DemoResult:
 def test_the_readme_holds_the_demo_table_in_the_demo_s_format():
     text = (ROOT / "README.md").read_text()
     assert text.count(README_BEGIN) == 1 and text.count(README_END) == 1
-    table = parse_readme_table(text)
+    tables = parse_readme_tables(text)
     block = text[text.index(README_BEGIN):text.index(README_END)]
-    assert format_table(table) == block.split("```")[1].strip("\n")  # formatted again: the very same text
+    assert len(tables) >= 1 and len(tables) == block.count("python scripts/demo.py --seed")
     expected = [r["what"] for r in fabricated().table["rows"]]
-    assert [r["what"] for r in table["rows"]] == expected  # the rows blends/demo.yaml makes
-    assert list(table["sizes"]) == ["held-out val", "test"]
+    for table, printed in zip(tables, block.split("```")[1::2]):
+        assert format_table(table) == printed.strip("\n")  # formatted again: the very same text
+        assert [r["what"] for r in table["rows"]] == expected  # the rows blends/demo.yaml makes
+        assert list(table["sizes"]) == ["held-out val", "test"]
 
 
 def test_update_readme_round_trip(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{README_BEGIN}\nold\n{README_END}\nafter\n")
-    result = fabricated(seed=1)
-    update_readme(readme, result)
+    results = [fabricated(seed=0), fabricated(seed=1)]
+    update_readme(readme, results)
     text = readme.read_text()
     assert text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
-    assert readme_block(result) in text and "--seed 1" in text and "430 s in all" in text
-    back = parse_readme_table(text)
-    assert back["sizes"] == result.table["sizes"]
-    assert [(r["what"], round(r["test"], 4)) for r in back["rows"]] == [(r["what"], round(r["test"], 4)) for r in result.table["rows"]]
+    assert readme_block(results) in text and "--seed 1" in text and "430 s in all" in text
+    back = parse_readme_tables(text)
+    assert len(back) == 2 and back[1]["sizes"] == results[1].table["sizes"]
+    assert [(r["what"], round(r["test"], 4)) for r in back[1]["rows"]] == [
+        (r["what"], round(r["test"], 4)) for r in results[1].table["rows"]]
     assert "[+0.0200, +0.0800], significant" in text
     (tmp_path / "plain.md").write_text("no block\n")
     with pytest.raises(KitError, match="plain.md: no <!-- demo-table:begin -->"):
-        update_readme(tmp_path / "plain.md", result)
+        update_readme(tmp_path / "plain.md", results)

@@ -3,9 +3,9 @@
 Fair to the members: each one alone (in its natural calibration: softmax, sigmoid or affine, so its
 top-1 score means something) gets its own new_whale threshold (or share, if the recipe's step is a
 `proportion`), fitted exactly on the same tuning part of the validation images as the blend's; every row is then scored on the held-out part, which
-no threshold or trial saw, and on the test truth where there is one. The claims compare the best
-blend with the best member (best on test: the hardest bar) and the tuned blend with the untuned one,
-each with its paired bootstrap interval.
+no threshold or trial saw, and on the test truth where there is one. The claims compare the recipe
+one would submit (the tuned one) with the best member (best on test: the hardest bar) and with the
+untuned recipe, each with its paired bootstrap interval.
 """
 from __future__ import annotations
 
@@ -57,19 +57,18 @@ def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Input
         blends.append(Row("blend, tuned by Optuna", ap_of(tuned)))
     rows += blends
 
-    claims: list[Claim] = []
-    judge = TEST if TEST in parts else HELD_OUT
+    # the claims: the recipe one submits (the tuned one, else the untuned) against the best member
+    # (best on the judging part: the hardest bar), and the tuned against the untuned
+    final = blends[2] if tuned is not None else blends[0]
+    pairs = []
     if members:
-        best_member = max(members, key=lambda r: r.map5(judge))
-        best_blend = max(blends, key=lambda r: r.map5(HELD_OUT))  # chosen where it may be chosen
-        for part in parts:
-            claims.append((best_blend, best_member, part))
+        best_member = max(members, key=lambda r: r.map5(TEST if TEST in parts else HELD_OUT))
+        pairs += [(final, best_member, part) for part in parts]
     if tuned is not None:
-        for part in parts:
-            claims.append((blends[-1], blends[0], part))
-    gains = {}
+        pairs += [(final, blends[0], part) for part in parts]
+    claims = []
     for part in parts:
-        mine = [(b, w) for b, w, p in claims if p == part]
-        gains.update(zip([(b.what, w.what, part) for b, w in mine], paired_gains([(b.ap[part], w.ap[part]) for b, w in mine])))
-    out = [Claim(b.what, w.what, p, gains[b.what, w.what, p]) for b, w, p in claims]
-    return MemberTable(rows, {p: len(idx) for p, (_, idx) in parts.items()}, out)
+        mine = [(b, w) for b, w, p in pairs if p == part]
+        for (b, w), gain in zip(mine, paired_gains([(b.ap[part], w.ap[part]) for b, w in mine])):
+            claims.append(Claim(b.what, w.what, part, gain))
+    return MemberTable(rows, {p: len(idx) for p, (_, idx) in parts.items()}, claims)

@@ -213,6 +213,19 @@ class Task:
     force: bool = False
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: exit when the process that started it is gone (a killed demo or train.py must
+    not leave trainings running with nobody to collect them)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _run_task(task: Task, threads: int) -> Path:
     return train(task.recipe, task.out, task.data, task.resume, task.force, progress=False, threads=threads)
 
@@ -230,7 +243,8 @@ def train_tasks(tasks: list[Task], jobs: int, done: Callable[[Task, Path], None]
     threads = max(1, cores() // jobs)
     ctx = multiprocessing.get_context("spawn")  # a fresh torch per process: no forked thread pools
     out = []
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_exit_with_parent,
+                                                initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_run_task, t, threads): t for t in tasks}
         try:
             for future in concurrent.futures.as_completed(futures):

@@ -255,3 +255,54 @@ def test_every_fold_needs_folds_and_an_unused_directory(new_competition, learnab
     (tmp_path / "single" / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(KitError, match=r"single: holds a single-fold member \(checkpoint.pt\)"):
         train(tiny_recipe(learnable, fold="all"), out=tmp_path / "single", progress=False, force=True)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the worker processes")
+def test_killing_train_py_stops_its_side_by_side_trainings(learnable, tiny_recipe, tmp_path):
+    """kill -9 of `train.py --folds --jobs 2`: its two training processes exit within seconds, not at
+    the end of their epochs (nobody would collect them)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe_file = tmp_path / "long.yaml"
+    recipe_file.write_text(dump_recipe(tiny_recipe(learnable, stages=[{"epochs": 200, "lr": 0.001}])))
+    out = tmp_path / "oof"
+    proc = subprocess.Popen([sys.executable, "scripts/train.py", str(recipe_file), "--folds", "--jobs", "2", "--out",
+                             str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not all((out / f"fold{k}" / "train.log").is_file() for k in (0, 1)):  # both trainings started
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    workers = [pid for pid in _children(proc.pid) if "spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_text()]
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+    assert not (out / "fold0" / "checkpoint.pt").is_file() or torch.load(
+        out / "fold0" / "checkpoint.pt", weights_only=True)["epoch"] < 200  # stopped, not finished
