@@ -69,10 +69,12 @@ def members_section(run: pipeline.BlendRun) -> str:
     body = _table(["member", "kind", "weight", "MAP@5 alone", "alone + steps"], rows, left=2)
     w = run.weights
     if w is not None:
-        body += (f"<p>Automatic weights ({escape(w.basis)}): weight = skill / near-copies, normalised. Skill is the "
-                 "member's MAP@5 at ranking known identities; near-copies is the sum of its similarities to every "
-                 "member, itself included (how alike their errors are, 0 to 1), so members that fail on the same "
-                 "images share one weight.</p>"
+        body += (f"<p>Automatic weights ({escape(w.basis)}), {escape(w.choice)}. Correlation-aware: weight ∝ "
+                 "√skill / near-copies, rounded to tenths of the largest, kept only if they score at least as well "
+                 "on validation as equal weights. Skill is the member's MAP@5 at ranking known identities; "
+                 "near-copies is the sum of its similarities to every member, itself included (how alike their "
+                 "errors are above the noise floor, 0 to 1), so members that fail on the same images share one "
+                 "weight.</p>"
                  + _table(["member", "weight", "skill", "near-copies"],
                           [[n, float(x), float(q), float(c)] for n, x, q, c in zip(w.names, w.weights, w.skill, w.copies)]))
     if len(aps) > 1:
