@@ -38,7 +38,7 @@ from kit.train.data import EvalSet, PixelSource, TrainSet, build_tables, make_pl
 from kit.train.losses import Criterion
 from kit.train.model import (WhaleNet, apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
                              set_train_mode)
-from kit.train.recipe import ALL_FOLDS, Recipe, StageCfg, dump_recipe, fold_dir, recipe_from_dict
+from kit.train.recipe import ALL_FOLDS, Recipe, StageCfg, dump_recipe, fold_dir
 from kit.train.validate import baselines, evaluate_probs
 
 # Keys that may change between a run and its resume: they do not change what is learned.

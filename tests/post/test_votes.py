@@ -15,7 +15,6 @@ from kit.data.synthetic import plan
 from kit.post.compare import paired_gain
 from kit.post.pipeline import prepare, resolve_weights, run
 from kit.post.recipe import load_recipe
-from kit.post.score import average_precision
 
 UNKNOWN = "new_whale"
 RANKS = [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5]
