@@ -57,6 +57,17 @@ class MemberInput:
     codes: np.ndarray | None = None  # int64 (N, 5) by rank, submission members: column codes, C = unknown
     _row_max: blend.RowMax | None = field(default=None, repr=False)
     _ranked: np.ndarray | None = field(default=None, repr=False)
+    _calibrated: tuple | None = field(default=None, repr=False)  # (method, p1, p2, the N x C matrix)
+
+    def calibrated(self, method: str, p1: float, p2: float) -> np.ndarray:
+        """The scores calibrated by (method, p1, p2), computed once and kept (`Inputs.keep_calibrated`):
+        a tuner that only moves the weights then blends cached probabilities, no exp per trial."""
+        if self._calibrated is None or self._calibrated[:3] != (method, p1, p2):
+            row_max = self.row_max() if method == "softmax" else None
+            out = blend.blend_top_k([(self.scores, method, p1, p2, 1.0, row_max)], [], len(self.scores),
+                                    self.scores.shape[1], 1, keep=True)[2]
+            self._calibrated = (method, p1, p2, out)
+        return self._calibrated[3]
 
     def row_max(self) -> blend.RowMax:
         """The rows' maxima for softmax, found by the first blend (blend.RowMax)."""
@@ -106,6 +117,8 @@ class Inputs:
     truth: np.ndarray | None = None  # int64 codes (N,), or None
     leak: LeakCandidates | None = None
     notes: list[str] = field(default_factory=list)
+    keep_calibrated: bool = False  # members keep their calibrated scores (MemberInput.calibrated): for tuners
+    _candidates: dict = field(default_factory=dict, repr=False)  # calibrations -> blend.Candidates
 
     def __len__(self) -> int:
         return len(self.images)
@@ -417,7 +430,10 @@ def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str],
     parts, ranked = [], []
     for mi, m, method in kept:
         w, cal = m.weight / total, m.calibration
-        if method == "ranked":
+        if inputs.keep_calibrated and method in ("softmax", "sigmoid", "affine"):
+            p1, p2 = (cal.a, cal.b) if method == "affine" else (1.0 / cal.t, 0.0)
+            parts.append((mi.calibrated(method, p1, p2), "none", 0.0, 0.0, w, None))
+        elif method == "ranked":
             ranked.append((mi.codes, w, m.rank_weights))
         elif method == "softmax":
             parts.append((mi.scores, "softmax", 1.0 / cal.t, 0.0, w, mi.row_max()))
@@ -440,8 +456,45 @@ def blend_top(recipe: BlendRecipe, inputs: Inputs, k: int = TOP_K, keep: bool = 
     weighted mean of the calibrated members. `only(method, kind)` keeps a subset (weights
     renormalised over it)."""
     recipe = with_weights(recipe, inputs)
+    if inputs.keep_calibrated and not keep and only is None:
+        cached = _candidate_blend(recipe, inputs)
+        if cached is not None:
+            candidates, weights = cached
+            codes, values = candidates.top_k(weights, k)
+            return codes, values, None, np.zeros(len(inputs.images), np.float32)
     parts, ranked = _blend_parts(recipe, inputs, only)
     return blend.blend_top_k(parts, ranked, len(inputs.images), inputs.n_columns, k, keep)
+
+
+def _candidate_blend(recipe: BlendRecipe, inputs: Inputs):
+    """(blend.Candidates, weights) when every member is a scored one calibrated to values >= 0 (a
+    probability or a reciprocal rank), the calibrations kept by the inputs; else None."""
+    key, xs, weights = [], [], []
+    for i, (mi, m) in enumerate(zip(inputs.members, recipe.members)):
+        if mi is None:
+            continue
+        if mi.scores is None:
+            return None  # a top-5 CSV member: its votes go through the full kernel
+        cal = m.calibration
+        method = cal.resolved(mi.auto_method).method
+        if method in ("softmax", "sigmoid", "affine"):
+            p1, p2 = (cal.a, cal.b) if method == "affine" else (1.0 / cal.t, 0.0)
+            xs.append(mi.calibrated(method, p1, p2))
+        elif method == "rank":
+            p1 = p2 = 0.0
+            xs.append(mi.ranked())
+        else:
+            return None  # raw scores: not bounded below, no candidate bound
+        key.append((i, method, p1, p2))
+        weights.append(max(m.weight, 0.0))
+    total = sum(weights)
+    if not xs or total <= 0:
+        return None
+    key = tuple(key)
+    if key not in inputs._candidates:
+        inputs._candidates.clear()  # one set of calibrations at a time: they are large
+        inputs._candidates[key] = blend.Candidates(xs)
+    return inputs._candidates[key], [w / total for w in weights]
 
 
 def blend_matrix(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str], bool] | None = None) -> np.ndarray:

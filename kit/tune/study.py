@@ -169,6 +169,7 @@ class Objective:
         leak = [int(p.high) for p in space if p.name == "steps.leak.max_distance"]
         distance = max([pipeline.LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance] + leak) if leak else None
         self.inputs = pipeline.prepare(recipe, "val", leak_search_distance=distance)
+        self.inputs.keep_calibrated = True  # trials mostly move weights: the members' probabilities are cached
         if self.inputs.truth is None:
             raise KitError(f"{recipe.source}: the validation split has no truth to tune against")
         self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
@@ -245,10 +246,7 @@ class Objective:
 
     def __call__(self, trial) -> float:
         values = {p.name: p.suggest(trial) for p in self.space}
-        value, fitted = self.evaluate(self.recipe_for(values))
-        if fitted is not None:
-            trial.set_user_attr(self.fit_key, fitted)
-        return value
+        return self.evaluate(self.recipe_for(values))[0]  # the fitted value: found again for the best trial
 
 
 def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed: int) -> str:
@@ -264,16 +262,18 @@ def sampler_seed(seed: int, worker: int, held: int) -> int:
 
 
 def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int, held: int,
-              since: datetime, worker: int, progress: bool) -> None:
+              since: datetime, worker: int, progress: bool, objective: Objective | None = None) -> None:
     """One worker: load the study and run trials until the study holds `trials` finished ones.
     The sampler's seed mixes in `held`, the trials the study held when this run began: a resumed
-    run must not replay the random start-up trials of the run it carries on."""
+    run must not replay the random start-up trials of the run it carries on. `objective`: the
+    caller's, when the worker runs in its process (else prepared here)."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    recipe = load_recipe(recipe_path)
-    objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)
+    if objective is None:
+        recipe = load_recipe(recipe_path)
+        objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
                               sampler=optuna.samplers.TPESampler(seed=sampler_seed(seed, worker, held), multivariate=True))
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -346,7 +346,7 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     start = time.perf_counter()
     args = (str(recipe_path), storage, study_name, trials, seed, len(study.get_trials(deepcopy=False)), since)
     if jobs == 1:
-        _optimize(*args, worker=0, progress=progress)
+        _optimize(*args, worker=0, progress=progress, objective=objective)
     else:  # processes, not threads: the objective holds the GIL between numba calls
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_optimize, args=args, kwargs={"worker": w, "progress": progress and w == 0})
@@ -366,7 +366,7 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
         raise KitError(f"study {study_name!r} has no finished trial")
     best = study.best_trial
     untuned = objective.recipe
-    best_recipe = objective.finish(best.params, best.user_attrs.get(objective.fit_key))
+    best_recipe = objective.finish(best.params, objective.evaluate(objective.recipe_for(best.params))[1])
     evidence = paired_gain(objective.left_out_ap(objective.recipe_for(best.params)),
                            pipeline.run(untuned, objective.inputs).ap[objective.tune_idx])
     kept = cfg.accept == "significant" and not evidence.low > 0
@@ -382,7 +382,8 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     ran = len(complete) - before
     best_params = to_recipe_values(recipe, best.params)
     if objective.fit_threshold:
-        best_params[objective.fit_key] = best.user_attrs.get(objective.fit_key)
+        best_params[objective.fit_key] = best_recipe.steps.new_whale.threshold if not objective.by_share \
+            else best_recipe.steps.new_whale.proportion
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
         n_trials=len(complete), best_params=best_params,

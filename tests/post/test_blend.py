@@ -135,3 +135,23 @@ def test_top_k_against_a_stable_sort(variant, k):
         order = [sorted(range(x.shape[1]), key=lambda j: (-x[i, j], j))[:k] for i in range(len(x))]
         assert codes.tolist() == order
         assert np.array_equal(values, np.take_along_axis(x, codes, axis=1))
+
+
+@pytest.mark.parametrize("width", [1, 4, 64])
+def test_candidates_give_the_full_blend_exactly(width):
+    """Candidates.top_k equals blend_top_k on the full rows, codes and values, for any weights: softmax
+    probabilities (peaked and flat rows), reciprocal ranks with ties, a weight of 0."""
+    rng = np.random.default_rng(width)
+    n, c = 300, 500
+    peaked = slow_softmax(logits(rng, n, c, scale=8.0), 1.0).astype(np.float32)
+    flat = slow_softmax(logits(rng, n, c, scale=0.3), 1.0).astype(np.float32)
+    ranks = blend.reciprocal_rank(rng.integers(0, 5, (n, c)).astype(np.float32))
+    xs = [peaked, flat, ranks]
+    cands = blend.Candidates(xs, width=width)
+    for weights in ([1 / 3] * 3, [0.7, 0.0, 0.3], [0.05, 0.9, 0.05], [0.0, 0.0, 1.0]):
+        codes, values = cands.top_k(weights, 10)
+        parts = [(x, "none", 0, 0, w, None) for x, w in zip(xs, weights)]
+        want_codes, want_values, _, _ = blend.blend_top_k(parts, [], n, c, 10)
+        assert np.array_equal(codes, want_codes) and np.array_equal(values, want_values)
+    if width == 64:
+        assert cands.full_rows < n // 2  # most rows decided from their candidates

@@ -68,7 +68,7 @@ def test_the_objective_is_blend_map5(project):
     objective = Objective(recipe, search_space(recipe), holdout=0.0, seed=0)
     assert {t.value for t in trials} != {best.value}  # the trials differ: the check below means something
     for t in trials:
-        r = objective.finish(t.params, t.user_attrs[FITTED])
+        r = objective.finish(t.params, objective.evaluate(objective.recipe_for(t.params))[1])
         assert abs(run(r, prepare(r, "val")).map5 - t.value) <= 1e-12, t.number
         # the fitted threshold is the best one: no grid point beats it
         grid = [run(r.with_params({FITTED: float(x)}), objective.inputs).map5 for x in np.linspace(0, 1, 41)]
@@ -135,7 +135,7 @@ def test_with_a_holdout_the_study_sees_the_tuning_part_only(project):
     assert sorted(set(objective.tune_idx) | set(objective.hold_idx)) == list(range(len(result.ap)))
     # the best trial's value is its cross-validated score on the tuning part, nothing held out in it
     assert abs(objective.evaluate(objective.recipe_for(best.params))[0] - best.value) <= 1e-12
-    assert tuned.steps.new_whale.threshold == pytest.approx(best.user_attrs[FITTED])
+    assert tuned.steps.new_whale.threshold == pytest.approx(objective.evaluate(objective.recipe_for(best.params))[1])
     assert abs(objective.scores(tuned)["all"] - blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"]) <= 1e-12
     assert s.best == objective.scores(tuned)
     # the split is stratified: new_whale images in both parts, in about the same share
@@ -245,9 +245,11 @@ def test_pinned_parameters_stay_pinned(project):
     s = tune(path, 15, storage=project.sqlite(), progress=False)
     trials = complete(trials_of(project.sqlite(), s.study_name))
     assert len(trials) == 15
+    recipe = load_recipe(path)
+    objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, recipe.tune.seed)
     for t in trials:
         assert not any(k.endswith(".weight") or k == "steps.leak.max_distance" for k in t.params)
-        assert 0.3 <= t.user_attrs[FITTED] <= 0.6  # fitted, within its range
+        assert 0.3 <= objective.evaluate(objective.recipe_for(t.params))[1] <= 0.6  # fitted, within its range
         assert 0.5 <= t.params["members.0.calibration.temperature"] <= 2.0
         assert "steps.balance.margin" in t.params  # what free opened is searched
         assert "members.1.calibration.temperature" not in t.params  # the rest is not
