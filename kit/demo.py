@@ -143,6 +143,10 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         shutil.rmtree(data)
     if not (data / "train.csv").is_file():
         generate(data, size=size, seed=seed)
+    made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else {}
+    if (made.get("size"), made.get("seed")) != (size, seed):  # never report one competition as another
+        raise KitError(f"{data}: holds synthetic {made.get('size', '?')} seed {made.get('seed', '?')}, not {size} seed "
+                       f"{seed}; add --force to generate it again (and retrain), or --data for another directory")
     if not (data / "folds.csv").is_file() or not (data / "hashes.csv").is_file():
         prepare(data, seed=seed, echo=echo)
     lap("competition")

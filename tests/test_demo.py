@@ -51,3 +51,21 @@ def test_update_readme_round_trip(tmp_path):
     (tmp_path / "plain.md").write_text("no block\n")
     with pytest.raises(KitError, match="plain.md: no <!-- demo-table:begin -->"):
         update_readme(tmp_path / "plain.md", results)
+
+
+def test_the_demo_never_reports_one_competition_as_another(tmp_path, monkeypatch):
+    """data/small made with seed 0, `demo.py --seed 1` without --force: one line, nothing trained."""
+    import json
+
+    from kit.demo import run_demo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blends").mkdir()
+    (tmp_path / "blends" / "demo.yaml").write_text((ROOT / DEMO_BLEND).read_text())
+    data = tmp_path / "data" / "small"
+    data.mkdir(parents=True)
+    (data / "train.csv").write_text("Image,Id\n")
+    (data / "synthetic.json").write_text(json.dumps({"size": "small", "seed": 0}))
+    with pytest.raises(KitError, match=r"data/small: holds synthetic small seed 0, not small seed 1; add --force"):
+        run_demo("data/small", seed=1, echo=lambda line: None)
+    assert not (tmp_path / "models").exists()

@@ -141,12 +141,6 @@ class MemberTable:
     sizes: dict[str, int]  # part -> images
     claims: list[Claim]
 
-    def table(self) -> str:
-        return format_table(self.to_dict())
-
-    def lines(self) -> list[str]:
-        return format_claims(self.to_dict())
-
     def to_dict(self) -> dict:
         return {"sizes": self.sizes,
                 "rows": [{"what": r.what, **{p: r.map5(p) for p in self.sizes}} for r in self.rows],

@@ -105,7 +105,7 @@ class PositionTable:
 
     def share_at(self, threshold: float) -> float:
         """The share of images with the unknown label first at `threshold` (the vote's included)."""
-        return float(((self.cap == 0) | (self.scores[:, 0] < np.float32(threshold))).mean()) if len(self.cap) else 0.0
+        return float(_shares(self, np.array([threshold]))[0])
 
     def threshold_for_share(self, share: float) -> float:
         """The threshold that puts the unknown label first in `share` of these images (see

@@ -431,16 +431,11 @@ def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str],
     for mi, m, method in kept:
         w, cal = m.weight / total, m.calibration
         if inputs.keep_calibrated and method in ("softmax", "sigmoid", "affine"):
-            p1, p2 = (cal.a, cal.b) if method == "affine" else (1.0 / cal.t, 0.0)
-            parts.append((mi.calibrated(method, p1, p2), "none", 0.0, 0.0, w, None))
+            parts.append((mi.calibrated(method, *_params(method, cal)), "none", 0.0, 0.0, w, None))
         elif method == "ranked":
             ranked.append((mi.codes, w, m.rank_weights))
-        elif method == "softmax":
-            parts.append((mi.scores, "softmax", 1.0 / cal.t, 0.0, w, mi.row_max()))
-        elif method == "sigmoid":
-            parts.append((mi.scores, "sigmoid", 1.0 / cal.t, 0.0, w, None))
-        elif method == "affine":
-            parts.append((mi.scores, "affine", cal.a, cal.b, w, None))
+        elif method in ("softmax", "sigmoid", "affine"):
+            parts.append((mi.scores, method, *_params(method, cal), w, mi.row_max() if method == "softmax" else None))
         elif method == "rank":
             parts.append((mi.ranked(), "none", 0.0, 0.0, w, None))
         elif method == "none":
@@ -448,6 +443,11 @@ def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str],
         else:  # pragma: no cover - recipe validation rules this out
             raise KitError(f"unknown calibration method {method!r}")
     return parts, ranked
+
+
+def _params(method: str, cal) -> tuple[float, float]:
+    """The kernel's (p1, p2) of a probability calibration: (1 / T, 0) for softmax and sigmoid, (a, b) for affine."""
+    return (cal.a, cal.b) if method == "affine" else (1.0 / cal.t, 0.0)
 
 
 def blend_top(recipe: BlendRecipe, inputs: Inputs, k: int = TOP_K, keep: bool = False,
@@ -478,7 +478,7 @@ def _candidate_blend(recipe: BlendRecipe, inputs: Inputs):
         cal = m.calibration
         method = cal.resolved(mi.auto_method).method
         if method in ("softmax", "sigmoid", "affine"):
-            p1, p2 = (cal.a, cal.b) if method == "affine" else (1.0 / cal.t, 0.0)
+            p1, p2 = _params(method, cal)
             xs.append(mi.calibrated(method, p1, p2))
         elif method == "rank":
             p1 = p2 = 0.0

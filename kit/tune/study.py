@@ -11,8 +11,10 @@ threshold, the number that overfits most, is not proposed but fitted exactly ins
 (kit.post.new_whale.cross_validated): the tuning images are split into `tune.parts` parts, the
 threshold is chosen on all parts but one and scores that one, for each part. A trial is thus
 scored only on images its threshold never saw, and weights that merely suit one lucky threshold
-lose. The untuned recipe's values are the study's first trial. With the threshold pinned (or a
-`proportion:` step) nothing is fitted, and the objective is plain MAP@5 on the tuning part.
+lose. A `proportion:` step gets its share fitted the same way (the best threshold's share of the
+fitting parts, applied as that share of the part scored). The untuned recipe's values are the
+study's first trial. With the threshold pinned nothing is fitted, and the objective is plain MAP@5
+on the tuning part.
 
 The tuned recipe takes the best trial's values and the threshold fitted on the whole tuning part,
 if the evidence is there (`tune.accept: significant`, the default): the best trial's per-image
@@ -366,7 +368,8 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
         raise KitError(f"study {study_name!r} has no finished trial")
     best = study.best_trial
     untuned = objective.recipe
-    best_recipe = objective.finish(best.params, objective.evaluate(objective.recipe_for(best.params))[1])
+    fitted = objective.evaluate(objective.recipe_for(best.params))[1]
+    best_recipe = objective.finish(best.params, fitted)
     evidence = paired_gain(objective.left_out_ap(objective.recipe_for(best.params)),
                            pipeline.run(untuned, objective.inputs).ap[objective.tune_idx])
     kept = cfg.accept == "significant" and not evidence.low > 0
@@ -382,8 +385,7 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     ran = len(complete) - before
     best_params = to_recipe_values(recipe, best.params)
     if objective.fit_threshold:
-        best_params[objective.fit_key] = best_recipe.steps.new_whale.threshold if not objective.by_share \
-            else best_recipe.steps.new_whale.proportion
+        best_params[objective.fit_key] = fitted
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
         n_trials=len(complete), best_params=best_params,
