@@ -58,7 +58,30 @@ class WhaleNet(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.backbone(x))
+        return self.head(pooled_features(self.backbone, x))
+
+
+def pooled_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The backbone's pooled pre-logits features (B, F), through timm's own forward_head.
+
+    Not `backbone(x)` with num_classes=0: what that returns changed between timm releases (1.0.29's
+    InceptionNeXt gave 0 features through an emptied MLP head; 1.0.31 its 960 hidden units).
+    """
+    return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
+
+
+def feature_width(backbone: nn.Module, input_size: tuple[int, int]) -> int:
+    """F of `pooled_features`, read off one probe image in eval mode (no attribute to trust)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            width = pooled_features(backbone, torch.zeros(1, 3, *input_size)).shape[-1]
+    finally:
+        backbone.train(was_training)
+    if width == 0:
+        raise KitError(f"{type(backbone).__name__}: the backbone gives no pooled features")
+    return int(width)
 
 
 def create_backbone(recipe: Recipe, pretrained: bool | None = None) -> nn.Module:
@@ -81,7 +104,7 @@ def create_backbone(recipe: Recipe, pretrained: bool | None = None) -> nn.Module
         near = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=3)
         raise KitError(f"model.backbone {cfg.backbone!r} is not a timm model" + (f"; did you mean {', '.join(near)}?" if near else ""))
     try:
-        return timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=0, **kwargs)
+        backbone = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=0, **kwargs)
     except TypeError as e:
         raise KitError(f"model.kwargs for {cfg.backbone}: {e}") from None
     except (OSError, RuntimeError) as e:
@@ -89,14 +112,17 @@ def create_backbone(recipe: Recipe, pretrained: bool | None = None) -> nn.Module
             raise KitError(f"could not load pretrained weights for {cfg.backbone} ({str(e).splitlines()[0]}); "
                            "give model.pretrained_file, or set model.pretrained: false") from None
         raise
+    # The same parameters whatever the timm release: some keep an empty (F x 0) classifier
+    # after num_classes=0, which would make checkpoints differ between releases.
+    backbone.reset_classifier(0)
+    return backbone
 
 
 def build_model(recipe: Recipe, num_classes: int, pretrained: bool | None = None) -> WhaleNet:
     backbone = create_backbone(recipe, pretrained)
     outputs = num_classes * (2 if recipe.flip_twins else 1)
     h = recipe.head
-    # pooled features: num_features, or the pre-logits MLP's width where timm has one (InceptionNeXt...)
-    features = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    features = feature_width(backbone, tuple(recipe.input.size))
     head = HEADS[h.type](features, outputs, embedding_dim=h.embedding_dim, dropout=h.dropout, scale=h.scale)
     return WhaleNet(backbone, head)
 

@@ -11,7 +11,7 @@ def fit(recipe, x, target, steps=25, lr=3e-3):
     torch.manual_seed(0)
     model = build_model(recipe, num_classes=4)
     model.train()
-    criterion = Criterion(recipe.head, model.head(model.backbone(x))[0].shape[1], recipe.flip_twins)
+    criterion = Criterion(recipe.head, model(x)[0].shape[1], recipe.flip_twins)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     weight = torch.ones(len(target))
     losses = []

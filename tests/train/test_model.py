@@ -89,3 +89,33 @@ def test_shipped_recipes_build_and_run(path):
     with torch.no_grad():
         logits, embedding = model(torch.randn(1, 3, *recipe.input.size))
     assert logits.shape == (1, 14 if recipe.flip_twins else 7) and embedding.shape == (1, recipe.head.embedding_dim)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "seresnet18", "inception_next_atto", "inception_v3", "seresnext26d_32x4d"])
+def test_feature_width_comes_from_the_network_not_its_attributes(backbone):
+    """Every family the recipes use: the head's input is what the backbone really pools."""
+    import timm
+
+    from kit.train.model import feature_width, pooled_features
+
+    net = timm.create_model(backbone, pretrained=False, num_classes=0)
+    width = feature_width(net, (80, 96))
+    assert pooled_features(net.eval(), torch.zeros(2, 3, 80, 96)).shape == (2, width)
+
+
+def test_inception_next_as_timm_1_0_29_built_it():
+    """timm 1.0.29 left InceptionNeXt's MLP head with an F x 0 classifier after num_classes=0, so
+    `backbone(x)` had 0 features while `head_hidden_size` said 960 (the first-step crash on a GPU
+    image). pre_logits features and reset_classifier(0) are right on either release."""
+    import timm
+    from torch import nn
+
+    from kit.train.model import feature_width, pooled_features
+
+    net = timm.create_model("inception_next_atto", pretrained=False, num_classes=0).eval()
+    net.head.fc2 = nn.Linear(net.head.num_features, 0)  # as 1.0.29 did
+    x = torch.zeros(1, 3, 64, 64)
+    assert net(x).shape[-1] == 0
+    assert feature_width(net, (64, 64)) == pooled_features(net, x).shape[-1] == net.head.num_features
+    net.reset_classifier(0)  # what create_backbone does: the same parameters on every release
+    assert not [k for k in net.state_dict() if k.startswith("head.fc2")]
