@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from kit.errors import KitError
-from kit.io import write_text
+from kit.io import cpu_count, write_text
 from kit.post.compare import format_claims, format_table
 
 # the longest training first (two at a time: InceptionNeXt beside the ResNet, then the SENet)
@@ -120,7 +120,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     from kit.post.members import member_table
     from kit.post.recipe import load_recipe
     from kit.report.html import write_report, write_tune_report
-    from kit.train.loop import Task, cores, fold_tasks, train_tasks
+    from kit.train.loop import Task, fold_tasks, train_tasks
     from kit.train.recipe import ALL_FOLDS, load_recipe as load_train_recipe
     from kit.tune.study import tune
 
@@ -165,7 +165,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         else:
             resume = (model_dir / "checkpoint.pt").is_file() and not force
             tasks.append(Task(recipe, model_dir, data, resume=resume, force=force or not resume))
-    jobs = jobs or min(2, cores())
+    jobs = jobs or min(2, cpu_count())
     echo(f"== 2/6 train: {len(tasks)} training(s), {jobs} at a time")
     start = time.perf_counter()
 

@@ -16,6 +16,14 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask: a container's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""

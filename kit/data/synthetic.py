@@ -56,7 +56,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
 from kit.errors import KitError
-from kit.io import atomic_dir
+from kit.io import atomic_dir, cpu_count
 
 UNKNOWN = "new_whale"
 VERSION = 1  # bump when a change alters the files a seed gives
@@ -669,8 +669,8 @@ def generate(out: str | os.PathLike, size: str = "small", seed: int = 0, progres
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise KitError(f"{out}: already exists and is not empty; choose a new --out directory")
-    if workers is None:  # the cores this process may use (a container's share, not the host's)
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers is None:
+        workers = cpu_count()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise KitError(f"workers must be a positive integer, got {workers!r}")
     p = plan(size, seed)

@@ -80,7 +80,8 @@ def bench_recipe(recipe_path: Path, *, batch: int = 32, device: str = "cpu", mod
                  rounds: int = 5, min_seconds: float = 1.0) -> list[dict]:
     """Rows {recipe, runtime, precision, batch, images_per_s} for one recipe on `device`."""
     from kit.export.exporter import export_onnx, to_fp16
-    from kit.export.runtime import OnnxRunner, TorchRunner, cpu_count
+    from kit.export.runtime import OnnxRunner, TorchRunner
+    from kit.io import cpu_count
 
     model, info, weights = _network(recipe_path, models_root)
     h, w = info.input_size
@@ -145,7 +146,8 @@ def bench_export(models_root: str | Path = "models", *, batch: int = 32, gpu_bat
                  rounds: int = 5, min_seconds: float = 1.0, recipes: Sequence[str | Path] | None = None,
                  log: Callable[[str], None] = print) -> list[dict]:
     """The `export` section: CPU rows for the tiny recipes, GPU rows for the full-size ones."""
-    from kit.export.runtime import cpu_count, gpu_present
+    from kit.export.runtime import gpu_present
+    from kit.io import cpu_count
 
     models_root = Path(models_root)
     all_recipes = [Path(r) for r in recipes] if recipes else sorted(models_root.glob("*.yaml"))

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from kit.export.runtime import cpu_count
+from kit.io import cpu_count
 
 
 class ImageSource:

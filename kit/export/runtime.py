@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kit.errors import KitError
+from kit.io import cpu_count
 
 PROVIDERS = ("auto", "cpu", "cuda")
 _ORT_NAME = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -35,14 +36,6 @@ CUDA_OPTIONS = {
     "cudnn_conv_use_max_workspace": "1",
     "do_copy_in_default_stream": "1",
 }
-
-
-def cpu_count() -> int:
-    """Cores this process may use (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def gpu_present() -> bool:

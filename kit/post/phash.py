@@ -29,7 +29,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from kit.errors import KitError
-from kit.io import read_csv, write_csv
+from kit.io import cpu_count, read_csv, write_csv
 
 HASH_SIZE = 8
 IMAGE_SIZE = 32  # hash_size * highfreq_factor (4), as in imagehash.phash
@@ -88,7 +88,7 @@ def _phash_job(job: tuple[str, bool]) -> str:
 def phash_files(paths: Sequence[str | os.PathLike], workers: int | None = None, fast: bool = False) -> list[str]:
     """phash of many files, in order, on `workers` processes (default: all cores)."""
     jobs = [(str(p), fast) for p in paths]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    workers = max(1, min(workers or cpu_count(), len(jobs)))
     if workers == 1 or len(jobs) < 16:
         return [_phash_job(j) for j in jobs]
     chunk = max(1, min(64, len(jobs) // (workers * 8)))

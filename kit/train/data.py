@@ -1,10 +1,10 @@
-"""Images in, tensors out: the one preprocessing function, the training tables and epoch plans.
+"""Images in, tensors out: the one preprocessing function, the training tables, epoch plans and
+the feeder that turns a plan into augmented batches on the model's device.
 
-`load_image(path, box, info)` is the member's preprocessing, shared by training and inference:
-crop to the bounding box (grown by `box_margin`) when the member uses boxes, greyscale or RGB
-(always 3 channels out), resize to `input_size` (H, W), normalise with mean/std. Training splits
-it in two (`load_pixels`, then augmentation, then `normalise`) so that it can cache the decoded
-pixels and augment in pixel units; without augmentation the two paths give identical arrays.
+`load_image(path, box, info)` is the member's preprocessing for one image: `kit.data.crops.crop`
+(the box grown by `box_margin`, or the photo, resized to `input_size` with room around it), its
+centre, normalised: (3, H, W) float32. Training, validation and export read the same pixels from
+the competition's decoded-crop cache instead of decoding again.
 
 An epoch is a *plan*: which rows, flipped or not, with which augmentation seed, in which order,
 drawn from (seed, epoch) alone. Ranks of a DDP run take their shard of every global batch of the
@@ -13,59 +13,33 @@ same plan, and a resumed run redraws the plan it was interrupted in.
 from __future__ import annotations
 
 import os
-import warnings
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from kit.data.crops import BadImage, CropCache, CropSpec, centre, crop, key_of
 from kit.errors import KitError
-from kit.train.augment import augment
+from kit.train.augment import augment_batch, draw, plain_batch
 from kit.train.recipe import Recipe, StageCfg
+
+__all__ = ["BadImage", "load_image", "normalise", "Feeder"]
 
 Box = Sequence[int] | None
 
 
-class BadImage(KitError):
-    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
-
-
 # ---- the one preprocessing function ------------------------------------------------------------
 
-def load_pixels(path: str | os.PathLike, box: Box, input_size: tuple[int, int], channels: int,
-                use_boxes: bool, box_margin: float) -> np.ndarray:
-    """Decode, crop, colour-convert and resize: (H, W, 3) uint8. Raises BadImage."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.convert("L" if channels == 1 else "RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImage(f"{path}: cannot read image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if use_boxes and box is not None:
-        x0, y0, x1, y1 = (float(v) for v in box)
-        dx, dy = box_margin * (x1 - x0), box_margin * (y1 - y0)
-        left, top = max(0, int(round(x0 - dx))), max(0, int(round(y0 - dy)))
-        right, bottom = min(image.width, int(round(x1 + dx))), min(image.height, int(round(y1 + dy)))
-        if right > left and bottom > top:  # a box outside the photo: keep the whole photo
-            image = image.crop((left, top, right, bottom))
-    h, w = input_size
-    image = image.resize((w, h), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.uint8)
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    return pixels
-
-
-def normalise(pixels: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """(H, W, 3) uint8 pixels, or a (3, H, W) float tensor in 0..1 -> (3, H, W) float32, normalised."""
-    if isinstance(pixels, torch.Tensor):
-        x = pixels.numpy().astype(np.float32, copy=True)
-    else:
-        x = pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
+def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Network views (..., H, W, C) uint8, C = 1 or 3 -> (..., 3, H, W) float32, normalised."""
+    x = np.moveaxis(pixels, -1, -3).astype(np.float32) / 255.0
+    if x.shape[-3] == 1:
+        x = np.repeat(x, 3, axis=-3)
     x -= np.asarray(mean, np.float32)[:, None, None]
     x /= np.asarray(std, np.float32)[:, None, None]
     return x
@@ -73,8 +47,8 @@ def normalise(pixels: np.ndarray | torch.Tensor, mean: Sequence[float], std: Seq
 
 def load_image(path: str | os.PathLike, box: Box, info) -> np.ndarray:
     """The member's preprocessing: (3, H, W) float32, normalised. `info` is a MemberInfo."""
-    pixels = load_pixels(path, box, tuple(info.input_size), info.channels, info.use_boxes, info.box_margin)
-    return normalise(pixels, info.mean, info.std)
+    spec = CropSpec.of(info)
+    return normalise(centre(crop(path, box, spec), spec), info.mean, info.std)
 
 
 # ---- tables: which images train, which validate ------------------------------------------------
@@ -91,6 +65,11 @@ class ImageTable:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def keys(self) -> list[str]:
+        """Rows of the crop cache: `<train or test directory>/<name>`."""
+        return [key_of(p) for p in self.paths]
 
 
 def _table(frame: pd.DataFrame, directory: Path, boxes: dict, classes: dict[str, int]) -> ImageTable:
@@ -216,84 +195,98 @@ def rank_batches(n: int, batch_size: int, rank: int, world: int, accumulate: int
     return out
 
 
-# ---- datasets ----------------------------------------------------------------------------------
+# ---- feeding the loop ----------------------------------------------------------------------------
 
-class PixelSource:
-    """Decoded, resized pixels of a table's rows, from disk or from an in-memory cache."""
+def _ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """`items`, produced on a background thread up to `depth` ahead of the consumer."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
 
-    def __init__(self, table: ImageTable, info, cache: bool = False, progress: bool = False):
-        self.table, self.info = table, info
-        self.cache: np.ndarray | None = None
-        self.bad: np.ndarray | None = None
-        if cache and len(table):
-            from tqdm import tqdm
-
-            h, w = info.input_size
-            self.cache = np.zeros((len(table), h, w, 3), np.uint8)
-            self.bad = np.zeros(len(table), bool)
-            for i in tqdm(range(len(table)), desc="caching images", unit="img", disable=not progress, leave=False):
-                try:
-                    self.cache[i] = self._read(i)
-                except BadImage as e:
-                    self.bad[i] = True
-                    warnings.warn(f"skipping a bad image: {e}", stacklevel=2)
-
-    def _read(self, i: int) -> np.ndarray:
-        info = self.info
-        return load_pixels(self.table.paths[i], self.table.boxes[i], tuple(info.input_size), info.channels,
-                           info.use_boxes, info.box_margin)
-
-    def __call__(self, i: int) -> np.ndarray:
-        if self.cache is not None:
-            if self.bad[i]:
-                raise BadImage(f"{self.table.paths[i]}: cannot read image")
-            return self.cache[i]
-        return self._read(i)
-
-
-class TrainSet(torch.utils.data.Dataset):
-    """Plan position -> (image (3, H, W), target, ok, name); a bad image gives ok=False and zeros."""
-
-    def __init__(self, source: PixelSource, plan: EpochPlan, recipe: Recipe, num_classes: int):
-        self.source, self.plan, self.recipe, self.num_classes = source, plan, recipe, num_classes
-
-    def __len__(self) -> int:
-        return len(self.plan)
-
-    def __getitem__(self, pos: int):
-        row = int(self.plan.rows[pos])
-        info = self.source.info
-        target = int(self.source.table.targets[row])
-        flip = bool(self.plan.flips[pos])
-        if flip and self.recipe.flip_twins and target >= 0:
-            target += self.num_classes
+    def produce() -> None:
         try:
-            pixels = self.source(row)
-        except BadImage:
-            h, w = info.input_size
-            return torch.zeros(3, h, w), target, False, str(self.source.table.paths[row])
-        image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float() / 255.0
-        if flip:
-            image = image.flip(-1)
-        image = augment(image, self.recipe.augment, np.random.default_rng(int(self.plan.seeds[pos])))
-        return torch.from_numpy(normalise(image, info.mean, info.std)), target, True, str(self.source.table.paths[row])
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as e:  # raised again in the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, daemon=True, name="feeder")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
-class EvalSet(torch.utils.data.Dataset):
-    """Row -> (image, target, ok, name): `load_image` exactly, no augmentation."""
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, 3, H, W) float32 on the device, normalised (augmented when training)
+    target: torch.Tensor  # (B,) int64 on the device: class, class + K for a flipped twin, -1 unknown
+    ok: np.ndarray  # (B,) bool: False for an image that could not be decoded (zeros; weight 0)
+    names: list[str]  # the images' paths, for messages
 
-    def __init__(self, source: PixelSource):
-        self.source = source
 
-    def __len__(self) -> int:
-        return len(self.source.table)
+class Feeder:
+    """A table's images from the crop cache to the model's device, batch by batch.
 
-    def __getitem__(self, row: int):
-        info = self.source.info
-        target = int(self.source.table.targets[row])
-        try:
-            x = normalise(self.source(row), info.mean, info.std)
-        except BadImage:
-            h, w = info.input_size
-            return torch.zeros(3, h, w), target, False, str(self.source.table.paths[row])
-        return torch.from_numpy(x), target, True, str(self.source.table.paths[row])
+    The cache rows of a batch are gathered (memory-mapped uint8) and the augmentation drawn on a
+    background thread, one batch ahead; the pixels travel to the device as uint8 (pinned on a GPU)
+    and are augmented there as one batch.
+    """
+
+    def __init__(self, cache: CropCache, table: ImageTable, info, device: torch.device):
+        self.cache, self.table, self.info, self.device = cache, table, info, device
+        self.spec = cache.spec
+        self.rows = cache.rows(table.keys)
+
+    def _to_device(self, pixels: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(pixels)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
+
+    def train(self, plan: EpochPlan, batches: list[list[int]], recipe: Recipe, num_classes: int) -> Iterator[Batch]:
+        """Augmented micro-batches of plan positions, in order."""
+        def gather():
+            for positions in batches:
+                rows = plan.rows[positions]
+                cache_rows = self.rows[rows]
+                flips = plan.flips[positions]
+                draws = draw(recipe.augment, plan.seeds[positions], flips, self.spec.size)
+                target = self.table.targets[rows].copy()
+                if recipe.flip_twins:
+                    target[flips & (target >= 0)] += num_classes
+                yield (np.ascontiguousarray(self.cache.pixels[cache_rows]), draws, target,
+                       ~self.cache.bad[cache_rows], rows)
+
+        for pixels, draws, target, ok, rows in _ahead(gather()):
+            x = augment_batch(self._to_device(pixels), draws, self.spec, self.info.mean, self.info.std)
+            yield Batch(x, torch.from_numpy(target).to(self.device, non_blocking=True), ok,
+                        [str(self.table.paths[r]) for r in rows])
+
+    def plain(self, batch_size: int) -> Iterator[Batch]:
+        """The table in order, unaugmented (validation)."""
+        def gather():
+            for start in range(0, len(self.rows), batch_size):
+                cache_rows = self.rows[start:start + batch_size]
+                yield np.ascontiguousarray(centre(self.cache.pixels[cache_rows], self.spec)), start, ~self.cache.bad[cache_rows]
+
+        for pixels, start, ok in _ahead(gather()):
+            x = plain_batch(self._to_device(pixels), self.spec, self.info.mean, self.info.std)
+            stop = start + len(ok)
+            yield Batch(x, torch.from_numpy(self.table.targets[start:stop]).to(self.device), ok,
+                        [str(p) for p in self.table.paths[start:stop]])

@@ -32,13 +32,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kit.data.crops import CropSpec, open_crops
 from kit.errors import KitError
-from kit.io import atomic_path, write_text
-from kit.train.data import EvalSet, PixelSource, TrainSet, build_tables, make_plan, rank_batches
+from kit.io import atomic_path, cpu_count, write_text
+from kit.train.data import Feeder, build_tables, make_plan, rank_batches
 from kit.train.losses import Criterion
 from kit.train.model import (WhaleNet, apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
                              set_train_mode)
-from kit.train.recipe import ALL_FOLDS, Recipe, StageCfg, dump_recipe, fold_dir
+from kit.train.recipe import ALL_FOLDS, REMOVED, Recipe, StageCfg, dump_recipe, fold_dir
 from kit.train.validate import baselines, evaluate_probs
 
 # Keys that may change between a run and its resume: they do not change what is learned.
@@ -102,17 +103,12 @@ def _device(recipe: Recipe, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def cores() -> int:
-    """The cores this process may use (a container's share, not the host's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _threads(world: int, threads: int | None = None) -> None:
     """`threads` if given; else one process per core set, or OMP_NUM_THREADS (torchrun sets 1) when given."""
     if threads is not None:
         torch.set_num_threads(threads)
     elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, cores() // max(1, world)))
+        torch.set_num_threads(max(1, cpu_count() // max(1, world)))
 
 
 def _lr(stage: StageCfg, progress: float, step_fraction: float) -> float:
@@ -140,7 +136,7 @@ def _epoch_seed(recipe: Recipe, global_epoch: int) -> tuple[int, int]:
 def _compare(saved: dict, current: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(saved) | set(current)):
-        if not prefix and key in RESUMABLE_CHANGES:
+        if (not prefix and key in RESUMABLE_CHANGES) or prefix + key in REMOVED:
             continue
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
@@ -161,18 +157,18 @@ def _unwrap(model: nn.Module) -> WhaleNet:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader, device: torch.device, autocast, activation: str, num_classes: int):
-    """(probabilities (N, K) of the unflipped columns, targets, ok) over a loader of EvalSet."""
+def predict(model: nn.Module, feeder: Feeder, batch_size: int, autocast, activation: str, num_classes: int):
+    """(probabilities (N, K) of the unflipped columns, targets, ok) over the feeder's table, in order."""
     model.eval()
     probs, targets, oks = [], [], []
-    for x, target, ok, _ in loader:
+    for batch in feeder.plain(batch_size):
         with autocast():
-            logits, _ = model(x.to(device, non_blocking=True))
+            logits, _ = model(batch.x)
         logits = logits.float()
         p = torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
         probs.append(p[:, :num_classes].cpu().numpy())
-        targets.append(target.numpy())
-        oks.append(ok.numpy())
+        targets.append(batch.target.cpu().numpy())
+        oks.append(batch.ok)
     if not probs:
         return np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
     return np.concatenate(probs), np.concatenate(targets), np.concatenate(oks)
@@ -240,7 +236,7 @@ def train_tasks(tasks: list[Task], jobs: int, done: Callable[[Task, Path], None]
     import concurrent.futures
     import multiprocessing
 
-    threads = max(1, cores() // jobs)
+    threads = max(1, cpu_count() // jobs)
     ctx = multiprocessing.get_context("spawn")  # a fresh torch per process: no forked thread pools
     out = []
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_exit_with_parent,
@@ -426,11 +422,9 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
-    source = PixelSource(train_t, info, cache=recipe.input.cache, progress=progress and env.main)
-    val_source = PixelSource(val_t, info, cache=recipe.input.cache, progress=progress and env.main) if env.main else None
-    loader_kw = dict(num_workers=r.workers, pin_memory=device.type == "cuda", persistent_workers=False)
-    if r.workers > 0:
-        loader_kw["multiprocessing_context"] = "fork" if os.name == "posix" else None
+    cache = open_crops(comp, CropSpec.of(info), progress=progress and env.main, echo=log if env.main else None)
+    feeder = Feeder(cache, train_t, info, device)
+    val_feeder = Feeder(cache, val_t, info, device) if env.main else None
     criterion = Criterion(recipe.head, info.num_outputs, recipe.flip_twins)
 
     metrics = saved.get("metrics") if saved else None
@@ -476,56 +470,56 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
             torch.manual_seed(hash((recipe.seed, global_epoch, env.rank)) % 2**62)
             plan = make_plan(train_t, recipe, stage, _epoch_seed(recipe, global_epoch))
             batches = rank_batches(len(plan), b, env.rank, env.world, a)
-            loader = torch.utils.data.DataLoader(TrainSet(source, plan, recipe, K), batch_sampler=batches, **loader_kw)
             steps = len(batches) // a
             set_train_mode(model, recipe.model.freeze_bn)
             from tqdm import tqdm
 
             bar = tqdm(total=steps, desc=f"epoch {global_epoch + 1}", unit="step", leave=False,
                        disable=not (progress and env.main))
-            loss_sum, seen, step = 0.0, 0, 0
-            micro = iter(loader)
+            loss_sum, seen, step = torch.zeros((), device=device), 0, 0
+            micro = feeder.train(plan, batches, recipe, K)
             for step in range(steps):
                 lr = _lr(stage, e + step / steps, 1 / steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                step_loss = 0.0
+                step_loss = torch.zeros((), device=device)
                 for m in range(a):
-                    x, target, ok, names = next(micro)
-                    if not bool(ok.all()):
-                        for name, good in zip(names, ok.tolist()):
+                    batch = next(micro)
+                    ok = batch.ok
+                    if not ok.all():
+                        for name, good in zip(batch.names, ok.tolist()):
                             if not good and name not in bad_images:
                                 bad_images.add(name)
                                 warnings.warn(f"skipping bad image {name}", stacklevel=1)
                                 if env.main:
                                     log(f"warning: skipping bad image {name}")
-                    x = x.to(device, non_blocking=True)
+                    x, target = batch.x, batch.target
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    target = target.to(device, non_blocking=True)
-                    weight = ok.to(device, dtype=torch.float32)
+                    weight = torch.from_numpy(ok.astype(np.float32)).to(device, non_blocking=True)
                     sync = ddp.no_sync() if (ddp is not None and m < a - 1) else contextlib.nullcontext()
                     with sync:
                         with autocast():
                             logits, embedding = net(x)
                         loss = criterion(logits, embedding, target, weight) / a
                         loss.backward()
-                    step_loss += float(loss.detach())
+                    step_loss += loss.detach()  # no float() here: that would wait for the GPU every step
                     seen += int(ok.sum())
                 if recipe.optim.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum += step_loss
-                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2g}",
-                                img_s=f"{seen * env.world / max(time.time() - t0, 1e-9):.0f}")
+                if progress and env.main and (step % 20 == 0 or step == steps - 1):
+                    bar.set_postfix(loss=f"{float(step_loss):.4f}", lr=f"{lr:.2g}",
+                                    img_s=f"{seen * env.world / max(time.time() - t0, 1e-9):.0f}")
                 bar.update()
                 if on_step is not None:
                     on_step(s, e, step)
             bar.close()
-            del micro, loader
+            micro.close()
             seconds = time.time() - t0
-            epoch_loss = loss_sum / max(steps, 1)
+            epoch_loss = float(loss_sum) / max(steps, 1)
             if env.world > 1:
                 stats = torch.tensor([epoch_loss, float(seen)], dtype=torch.float64)
                 dist.all_reduce(stats)
@@ -540,9 +534,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                          "lr": _lr(stage, e + 1 - 1e-9, 0), "seconds": round(seconds, 2),
                          "images_per_s": round(seen / max(seconds, 1e-9), 1)}
                 if len(val_t):
-                    vloader = torch.utils.data.DataLoader(EvalSet(val_source), batch_size=r.val_batch_size,
-                                                          shuffle=False, **loader_kw)
-                    probs, targets, ok = predict(model, vloader, device, autocast, info.activation, K)
+                    probs, targets, ok = predict(model, val_feeder, r.val_batch_size, autocast, info.activation, K)
                     for name, good in zip(val_t.paths, ok.tolist()):
                         if not good and str(name) not in bad_images:
                             bad_images.add(str(name))

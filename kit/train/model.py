@@ -214,7 +214,7 @@ def load_member(model_dir: str | os.PathLike) -> tuple[WhaleNet, MemberInfo]:
     """Rebuild a trained member from `model_dir/checkpoint.pt`, in eval mode, on the CPU."""
     model_dir = Path(model_dir)
     ckpt = read_checkpoint(model_dir / "checkpoint.pt")
-    recipe = recipe_from_dict(ckpt["recipe"], source=f"{model_dir / 'checkpoint.pt'} (recipe)")
+    recipe = recipe_from_dict(ckpt["recipe"], source=f"{model_dir / 'checkpoint.pt'} (recipe)", checkpoint=True)
     info_d = ckpt["info"]
     info = MemberInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in info_d.items()})
     model = build_model(recipe, len(info.classes), pretrained=False)

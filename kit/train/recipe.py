@@ -76,7 +76,6 @@ class InputCfg:
     std: Union[Literal["imagenet", "model"], tuple[float, float, float]] = "imagenet"
     boxes: Union[Literal["auto"], bool] = "auto"  # crop to bounding_boxes.csv (auto: when present)
     box_margin: float = 0.05  # grow the box by this share of its width/height on each side
-    cache: bool = False  # keep decoded, resized images in memory (small competitions only)
 
 
 @dataclass
@@ -131,7 +130,6 @@ class RuntimeCfg:
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on a GPU, off on the CPU
     channels_last: Union[Literal["auto"], bool] = "auto"  # auto: on a GPU
     compile: bool = False  # torch.compile the model (GPU)
-    workers: int = 2  # data-loader processes (0: load in the training process)
     val_batch_size: int = 64
     sync_bn: bool = False  # SyncBatchNorm under DDP on GPUs
 
@@ -203,7 +201,6 @@ _RULES: dict[tuple[type, str], tuple[typing.Callable[[Any], bool], str]] = {
     (StageCfg, "freeze"): (lambda v: isinstance(v, str) or v >= 0, "none, backbone or an integer >= 0"),
     (StageCfg, "warmup_epochs"): (lambda v: v >= 0, ">= 0"),
     (StageCfg, "final_lr"): (lambda v: 0 <= v <= 1, "in [0, 1] (a share of lr)"),
-    (RuntimeCfg, "workers"): (lambda v: v >= 0, "an integer >= 0"),
     (RuntimeCfg, "val_batch_size"): (lambda v: v >= 1, "a positive integer"),
 }
 
@@ -218,8 +215,22 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     return recipe
 
 
-def recipe_from_dict(raw: Any, source: str = "recipe") -> Recipe:
+# Keys of earlier releases: an error in a recipe file, dropped from a checkpoint's recipe.
+REMOVED = {
+    "input.cache": "every member now reads the competition's decoded-crop cache (<data>/cache/)",
+    "runtime.workers": "images come from the decoded-crop cache, augmented in batches on the model's device",
+}
+
+
+def recipe_from_dict(raw: Any, source: str = "recipe", checkpoint: bool = False) -> Recipe:
     """Validate plain data (a parsed YAML file, or a checkpoint's recipe) into a Recipe."""
+    if isinstance(raw, dict):
+        for dotted, why in REMOVED.items():
+            section, key = dotted.split(".")
+            if isinstance(raw.get(section), dict) and key in raw[section]:
+                if not checkpoint:
+                    raise KitError(f"{source}: {dotted} was removed ({why}); delete the line")
+                raw = {**raw, section: {k: v for k, v in raw[section].items() if k != key}}
     recipe = _build(Recipe, raw, source, "")
     if recipe.name and (os.sep in recipe.name or recipe.name.startswith(".")):
         raise KitError(f"{source}: name {recipe.name!r} must be a plain directory name")

@@ -78,12 +78,12 @@ def make_tiny_recipe(data: Path | str, **over) -> Recipe:
         "name": "tiny", "data": str(data), "fold": 0, "seed": 0,
         "model": dict(TINY_BACKBONE),
         "head": {"type": "softmax", "embedding_dim": 16, "dropout": 0.0},
-        "input": {"size": [32, 64], "cache": True},
+        "input": {"size": [32, 64]},
         "augment": {"probability": 0.0, "blur": 0.0, "motion_blur": 0.0, "greyscale": 0.0, "add": 0.0,
                     "multiply": [1.0, 1.0]},
         "sampling": {"batch_size": 8},
         "stages": [{"epochs": 2, "lr": 0.003}],
-        "runtime": {"workers": 0, "val_batch_size": 16},
+        "runtime": {"val_batch_size": 16},
     }
     return recipe_from_dict(deep_merge(base, over), source="tiny recipe")
 

@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from kit.data.competition import load_competition
-from kit.train.data import (BadImage, EvalSet, PixelSource, TrainSet, build_tables, load_image, make_plan,
-                            rank_batches)
+from kit.data.crops import CropSpec, open_crops
+from kit.train.data import BadImage, Feeder, build_tables, load_image, make_plan, rank_batches
 from kit.train.model import member_info
 
 
@@ -23,7 +23,8 @@ def test_load_image_crops_resizes_and_normalises(tmp_path, tiny_recipe):
     info = info_for(tiny_recipe("x", input={"box_margin": 0.0}))
     x = load_image(tmp_path / "a.png", (50, 20, 150, 60), info)
     assert x.shape == (3, 32, 64) and x.dtype == np.float32
-    assert np.allclose(x[0], (1 - 0.5) / 0.25) and np.allclose(x[1], (0 - 0.5) / 0.25)  # all red: cropped
+    inner = x[:, 1:-1, 1:-1]  # the outermost pixels' filter reaches the photo around the box, as resizing it would
+    assert np.allclose(inner[0], (1 - 0.5) / 0.25) and np.allclose(inner[1], (0 - 0.5) / 0.25)  # all red: cropped
     whole = load_image(tmp_path / "a.png", None, info)  # no box: the whole photo
     assert whole[1].min() < -1.9 and whole[0].min() < -1.9
     margin = load_image(tmp_path / "a.png", (50, 20, 150, 60), info_for(tiny_recipe("x", input={"box_margin": 0.2})))
@@ -80,39 +81,46 @@ def test_extra_train_pseudo_labels(tmp_path, learnable, tiny_recipe):
         tables(learnable, tiny_recipe(learnable, extra_train=str(tmp_path / "bad2.csv")))
 
 
+def feeder_for(learnable, recipe, classes, train, mean=(0.5,) * 3, std=(0.25,) * 3):
+    info = member_info(recipe, classes, mean, std, True)
+    return Feeder(open_crops(load_competition(learnable), CropSpec.of(info)), train, info, torch.device("cpu")), info
+
+
 def test_without_augmentation_a_training_sample_is_load_image(learnable, tiny_recipe):
-    recipe = tiny_recipe(learnable, input={"cache": False})
+    recipe = tiny_recipe(learnable)
     train, _, classes = tables(learnable, recipe)
-    info = member_info(recipe, classes, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True)
+    feeder, info = feeder_for(learnable, recipe, classes, train)
     plan = make_plan(train, recipe, recipe.stages[0], (0, 0))
-    x, target, ok, name = TrainSet(PixelSource(train, info), plan, recipe, len(classes))[0]
-    row = plan.rows[0]
-    assert ok and target == train.targets[row]
-    assert np.array_equal(x.numpy(), load_image(train.paths[row], train.boxes[row], info))
-    cached = PixelSource(train, info, cache=True)
-    assert np.array_equal(EvalSet(cached)[row][0].numpy(), load_image(train.paths[row], train.boxes[row], info))
+    batch = next(feeder.train(plan, rank_batches(len(plan), 8, 0, 1, 1), recipe, len(classes)))
+    rows = plan.rows[:8]
+    assert batch.ok.all() and batch.target.tolist() == train.targets[rows].tolist()
+    for x, row in zip(batch.x, rows):  # the identity warp samples pixel centres: float rounding only
+        assert np.allclose(x.numpy(), load_image(train.paths[row], train.boxes[row], info), atol=1e-4)
+    plain = next(feeder.plain(4))  # validation: the table in order, exactly load_image
+    for x, row in zip(plain.x, range(4)):
+        assert np.array_equal(x.numpy(), load_image(train.paths[row], train.boxes[row], info))
 
 
 def test_flip_twins_label_k_plus_K_and_mirror_the_image(learnable, tiny_recipe):
     recipe = tiny_recipe(learnable, augment={"flip": "twin"}, sampling={"unknown": True})
     train, _, classes = tables(learnable, recipe)
     K = len(classes)
-    info = member_info(recipe, classes, (0.5,) * 3, (0.25,) * 3, True)
+    feeder, info = feeder_for(learnable, recipe, classes, train)
     plan = make_plan(train, recipe, recipe.stages[0], (0, 0))
-    data = TrainSet(PixelSource(train, info), plan, recipe, K)
     assert plan.flips.any() and (~plan.flips).any()
-    for pos in range(len(plan)):
-        x, target, _, _ = data[pos]
-        row = plan.rows[pos]
-        truth = train.targets[row]
-        if truth < 0:
-            assert target == -1  # a flipped unknown whale is still unknown
-        else:
-            assert target == truth + (K if plan.flips[pos] else 0)
-        if plan.flips[pos]:
-            assert np.array_equal(x.numpy(), load_image(train.paths[row], train.boxes[row], info)[:, :, ::-1])
-    same = TrainSet(PixelSource(train, info), plan, tiny_recipe(learnable, augment={"flip": "same"}), K)
-    assert all(same[p][1] < K for p in range(len(plan)))  # flip: same keeps the identity
+    batches = rank_batches(len(plan), 8, 0, 1, 1)
+    for positions, batch in zip(batches, feeder.train(plan, batches, recipe, K)):
+        for pos, x, target in zip(positions, batch.x, batch.target.tolist()):
+            row = plan.rows[pos]
+            truth = train.targets[row]
+            if truth < 0:
+                assert target == -1  # a flipped unknown whale is still unknown
+            else:
+                assert target == truth + (K if plan.flips[pos] else 0)
+            if plan.flips[pos]:
+                assert np.allclose(x.numpy(), load_image(train.paths[row], train.boxes[row], info)[:, :, ::-1], atol=1e-4)
+    same = tiny_recipe(learnable, augment={"flip": "same"}, sampling={"unknown": True})
+    assert all((b.target < K).all() for b in feeder.train(plan, batches, same, K))  # flip: same keeps the identity
 
 
 def test_plan_is_deterministic_filters_and_oversamples(learnable, tiny_recipe):

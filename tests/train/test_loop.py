@@ -142,7 +142,7 @@ def test_a_bad_image_is_skipped_and_counted(new_competition, tiny_recipe, tmp_pa
     folds = (data / "folds.csv").read_text().splitlines()
     train_image = next(line.split(",")[0] for line in folds[1:] if line.endswith(",-1"))
     (data / "train" / train_image).write_bytes(b"not a jpeg at all")
-    recipe = tiny_recipe(data, input={"cache": False})
+    recipe = tiny_recipe(data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = train(recipe, out=tmp_path / "m", progress=False)
