@@ -20,7 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="competition directory (default: the data: of each member's recipe)")
     p.add_argument("--batch", type=int, default=32, help="images per batch (the network sees 2x with flip TTA; default 32)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU (default auto)")
+                   help="onnxruntime provider: auto = CUDA when a GPU is usable, else CPU; where onnxruntime "
+                        "has no CUDA provider but PyTorch sees a GPU, auto runs the checked PyTorch network "
+                        "on it (export.json: provider torch-cuda) (default auto)")
     p.add_argument("--skip-infer", action="store_true", help="export and check only; no prediction sets")
     p.add_argument("--force", action="store_true", help="redo members whose outputs are newer than their checkpoint")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx and infer with it on the CUDA provider")

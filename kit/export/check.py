@@ -88,7 +88,7 @@ class Map5Row:
 
 def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
                 threshold: dict | None = None, tta: str = "auto", provider: str = "cpu",
-                loaders=None, progress: bool = False, workdir: str | os.PathLike | None = None) -> list[Map5Row]:
+                progress: bool = False, workdir: str | os.PathLike | None = None) -> list[Map5Row]:
     """Local MAP@5 of each (view, split) prediction set from ONNX and from eager PyTorch.
 
     The submissions and truth CSVs are written to `workdir` (kept, for scripts/score.py) or to
@@ -98,7 +98,7 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     from kit.data.folds import read_folds
     from kit.export.images import ImageSource
     from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
-    from kit.export.member import (CHECKPOINT, ONNX, _default_loaders, checkpoint_stamp, data_dir_of, oof_children,
+    from kit.export.member import (CHECKPOINT, ONNX, checkpoint_stamp, data_dir_of, oof_children,
                                    read_report, use_flip_tta)
     from kit.export.runtime import OnnxRunner, TorchRunner
 
@@ -113,7 +113,9 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     if report is None:
         raise KitError(f"{model_dir}: {ONNX} was not exported from the current {CHECKPOINT} (training went on?); "
                        f"run scripts/export.py {model_dir} again")
-    load_member, load_image = loaders or _default_loaders()
+    from kit.data.crops import CropSpec, open_crops
+    from kit.train.model import load_member
+
     model, info = load_member(model_dir)
     tta = use_flip_tta(tta, model_dir, info)
     if checkpoint_stamp(model_dir) != report["checkpoint_mtime_ns"]:
@@ -125,7 +127,7 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     folds_csv = Path(data_dir) / "folds.csv"
     folds = read_folds(folds_csv, comp.train) if folds_csv.is_file() else None
     plans = plan_splits(comp, folds, info.fold)
-    source = ImageSource(comp, info, load_image)
+    source = ImageSource(comp, info, open_crops(comp, CropSpec.of(info), progress=progress))
     images, queries = images_needed(plans)
 
     def run(runner) -> dict:

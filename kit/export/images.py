@@ -1,4 +1,4 @@
-"""Feeding the network: images decoded and resized on a thread pool while the network runs.
+"""Feeding the network: images read (or decoded) and normalised on a thread pool while the network runs.
 
 PIL's decode and resize and numpy's arithmetic release the GIL, and so does onnxruntime's
 `run`, so plain threads overlap the two: while batch i runs, batches i+1 .. i+depth are being
@@ -16,28 +16,33 @@ from kit.io import cpu_count
 
 
 class ImageSource:
-    """`source(name) -> float32 C x H x W`: a competition image preprocessed for one member.
+    """`source(name) -> float32 (3, H, W)`: a competition image as one member sees it.
 
-    Wraps the member's one preprocessing function (`kit.train.data.load_image(path, box, info)`),
-    finding the file in train/ or test/ and the fluke box when the competition has one.
+    From the competition's crop cache when one is given (what training read: decoded once), else
+    decoded here by the same function (`kit.train.data.load_image`: a few parity images need no
+    cache). A bad image raises BadImage naming the file.
     """
 
-    def __init__(self, competition, info, load_image: Callable):
-        self.competition = competition
-        self.info = info
-        self.load_image = load_image
-        self.test = set(competition.test_images)
-        boxes = competition.boxes
-        self.boxes: dict[str, tuple[int, int, int, int]] = {}
-        if boxes is not None:
-            self.boxes = {n: (int(a), int(b), int(c), int(d)) for n, a, b, c, d in
-                          zip(boxes.index, boxes["x0"], boxes["y0"], boxes["x1"], boxes["y1"])}
+    def __init__(self, competition, info, cache=None):
+        from kit.data.crops import CropSpec, image_keys
 
-    def path(self, name: str):
-        return self.competition.image_path(name, "test" if name in self.test else "train")
+        self.competition, self.info, self.cache = competition, info, cache
+        self.spec = CropSpec.of(info)
+        keys, paths, boxes = image_keys(competition)
+        names = list(competition.train["image"]) + list(competition.test_images)
+        self.where = {n: (k, p, b) for n, k, p, b in zip(names, keys, paths, boxes)}
 
     def __call__(self, name: str) -> np.ndarray:
-        return self.load_image(self.path(name), self.boxes.get(name), self.info)
+        from kit.data.crops import BadImage, centre
+        from kit.train.data import load_image, normalise
+
+        key, path, box = self.where[name]
+        if self.cache is None:
+            return load_image(path, box, self.info)
+        row = int(self.cache.rows([key])[0])
+        if self.cache.bad[row]:
+            raise BadImage(self.cache.reasons[key])
+        return normalise(centre(self.cache.pixels[row], self.spec), self.info.mean, self.info.std)
 
 
 def prefetch_batches(items: Sequence, load: Callable[[object], np.ndarray], batch: int, *,

@@ -74,15 +74,6 @@ def oof_children(model_dir: str | os.PathLike) -> dict[int, Path]:
     return dict(sorted(children.items()))
 
 
-def _default_loaders() -> tuple[Callable, Callable]:
-    try:
-        from kit.train.data import load_image
-        from kit.train.model import load_member
-    except ImportError as e:
-        raise KitError(f"kit.train is not importable ({e}); export needs the training package") from None
-    return load_member, load_image
-
-
 def data_dir_of(model_dir: Path, data: str | os.PathLike | None) -> Path | None:
     """`data` if given, else the `data:` of the member's recipe.yaml (None if neither)."""
     if data is not None:
@@ -188,18 +179,14 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
                   provider: str = "auto", skip_infer: bool = False, force: bool = False, fp16: bool = False,
                   tta: str = "auto", cosine: str = "centre", new_identities: bool = False,
                   workers: int | None = None, threads: int | None = None, progress: bool = True,
-                  log: Callable[[str], None] = print,
-                  loaders: tuple[Callable, Callable] | None = None) -> dict:
-    """Export, check and (unless `skip_infer`) run one member; returns what export.json holds.
-
-    `loaders` = (load_member, load_image), kit.train's by default (tests pass stand-ins).
-    """
+                  log: Callable[[str], None] = print) -> dict:
+    """Export, check and (unless `skip_infer`) run one member; returns what export.json holds."""
     from kit.data import load_competition
     from kit.data.folds import read_folds
     from kit.export.exporter import ParityError, export_checked, export_fp16_checked
     from kit.export.images import ImageSource
     from kit.export.infer import COSINE_MODES, embed, images_needed, plan_splits, prediction_sets
-    from kit.export.runtime import PROVIDERS, OnnxRunner
+    from kit.export.runtime import PROVIDERS, OnnxRunner, TorchRunner, torch_gpu
 
     model_dir = Path(model_dir)
     if batch < 1:
@@ -216,7 +203,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
 
         return export_oof_member(model_dir, children, data, batch=batch, provider=provider, skip_infer=skip_infer,
                                  force=force, fp16=fp16, tta=tta, cosine=cosine, new_identities=new_identities,
-                                 workers=workers, threads=threads, progress=progress, log=log, loaders=loaders)
+                                 workers=workers, threads=threads, progress=progress, log=log)
     if not (model_dir / CHECKPOINT).is_file():
         raise KitError(f"{model_dir}: no {CHECKPOINT}; train it first (python scripts/train.py models/<recipe>.yaml)")
     data_dir = data_dir_of(model_dir, data)
@@ -225,7 +212,9 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         log(f"{model_dir}: up to date (model.onnx and prediction sets newer than {CHECKPOINT}); --force to redo")
         return json.loads((model_dir / REPORT).read_text())
 
-    load_member, load_image = loaders or _default_loaders()
+    from kit.data.crops import CropSpec, open_crops
+    from kit.train.model import load_member
+
     t0 = time.perf_counter()
     stamp = checkpoint_stamp(model_dir)  # before loading: a checkpoint replaced meanwhile reads as stale
     model, info = load_member(model_dir)
@@ -239,7 +228,8 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         folds_csv = data_dir / "folds.csv"
         folds = read_folds(folds_csv, comp.train) if folds_csv.is_file() else None
         plans = plan_splits(comp, folds, info.fold)
-        source = ImageSource(comp, info, load_image)
+        cache = None if skip_infer else open_crops(comp, CropSpec.of(info), progress=progress, echo=log)
+        source = ImageSource(comp, info, cache)
     elif not skip_infer:
         raise KitError(f"{model_dir}: no competition directory; give --data DIR (or data: in the recipe)")
 
@@ -266,15 +256,19 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
 
     if not skip_infer:
         runner = OnnxRunner(onnx_for_inference, provider, threads)
-        if fp16 and runner.provider != "cuda":
+        fp16_used = fp16 and runner.provider == "cuda"
+        if provider == "auto" and runner.provider != "cuda" and torch_gpu():
+            # an onnxruntime without a working CUDA provider (a CPU-only wheel in a GPU image): the
+            # GPU still runs, through the PyTorch network whose ONNX parity was just checked
+            runner = TorchRunner(model, "cuda", autocast_fp16=fp16)
+            fp16_used = fp16
+        elif fp16 and runner.provider != "cuda":
             log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
             runner = OnnxRunner(model_dir / ONNX, provider, threads)
-            fp16_used = False
-        else:
-            fp16_used = fp16
         images, logit_images = images_needed(plans)
-        log(f"{model_dir}: inference on {len(images):,} images with onnxruntime, provider "
-            f"{runner.session.get_providers()[0]}" + (" (fp16)" if fp16_used else ""))
+        ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)
+                  else f"PyTorch on {runner.device} (onnxruntime here has no CUDA provider)")
+        log(f"{model_dir}: inference on {len(images):,} images with {ran_by}" + (" (fp16)" if fp16_used else ""))
         embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
                          tta=flip_tta, batch=batch, workers=workers, progress=progress, desc=info.name)
         sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities)

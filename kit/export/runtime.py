@@ -9,11 +9,12 @@ Provider choice. "auto" asks for CUDA only when the GPU driver (libcuda) is pres
 wheel lists CUDAExecutionProvider everywhere and, when it cannot start, falls back to the CPU
 silently (bar a burst of log lines). So the provider a session really got is read back from
 `session.get_providers()`; asking for "cuda" and getting the CPU is an error, not a surprise.
+Where onnxruntime has no usable CUDA provider but PyTorch has a GPU (`torch_gpu`), export's
+"auto" runs a `TorchRunner` on the GPU instead: the same network, its ONNX parity checked.
 """
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,15 @@ def gpu_present() -> bool:
         except OSError:
             continue
     return False
+
+
+def torch_gpu() -> bool:
+    """PyTorch can run on a CUDA GPU here."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:

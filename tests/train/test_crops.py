@@ -101,3 +101,18 @@ def test_room_reaches_past_the_photo_with_its_mean_colour(tmp_path):
     pixels = crop(tmp_path / "flat.png", None, SPEC)  # the whole photo: its room is all outside
     assert np.all(pixels == 90)
     assert np.all(centre(pixels, SPEC) == 90)
+
+
+def test_export_reads_what_it_would_decode(comp, tiny_recipe):
+    """Export's images from the cache are exactly load_image's; a bad one is named."""
+    from kit.export.images import ImageSource
+    from kit.train.model import member_info
+
+    info = member_info(tiny_recipe(comp.root), ["w_0000"], (0.5,) * 3, (0.25,) * 3, True)
+    cached = ImageSource(comp, info, open_crops(comp, CropSpec.of(info)))
+    decoded = ImageSource(comp, info)
+    for name in ("tr0000.jpg", "te0001.jpg"):
+        assert np.array_equal(cached(name), decoded(name))
+    (comp.root / "test" / "te0000.jpg").write_bytes(b"broken")
+    with pytest.raises(BadImage, match="te0000.jpg: cannot read image"):
+        ImageSource(comp, info, open_crops(comp, CropSpec.of(info)))("te0000.jpg")
