@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from kit.io import cpu_count
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {}
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # real files, never copied in
 
@@ -40,7 +42,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_count()
     mem = ""
     try:
         kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
@@ -285,7 +287,7 @@ def bench_post(args: argparse.Namespace) -> None:
     from kit.predset import load
 
     rng = np.random.default_rng(0)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_count()
     table = Table(f"post: {N_MEMBERS} members x {N_TEST:,} test images x {N_IDS:,} identities; "
                   f"val {N_VAL_IDS + N_VAL_UNKNOWN} images; 25,361 train hashes")
     with tempfile.TemporaryDirectory(prefix="bench_post_") as tmp:
@@ -486,7 +488,7 @@ def bench_tune(args: argparse.Namespace) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     n_trials, tail = 200, 50
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_count()
     for folds in (1, 3):
         rng = np.random.default_rng(0)
         n_val = folds * (N_VAL_IDS + N_VAL_UNKNOWN)
@@ -565,30 +567,80 @@ def bench_export_section(args: argparse.Namespace) -> None:
     bench_export()
 
 
+def _medium(args: argparse.Namespace) -> Path:
+    """The training benchmarks' competition: --data, or synthetic medium (seed 0) made once in data/medium."""
+    data = Path(args.data)
+    if not (data / "folds.csv").is_file():
+        if args.data != DEFAULT_TRAIN_DATA:
+            raise SystemExit(f"error: {data}: no folds.csv; run python scripts/prepare.py {data} first")
+        from kit.data.prepare import prepare
+        from kit.data.synthetic import generate
+
+        print(f"generating synthetic medium (seed 0) in {data} for the training benchmarks ...")
+        if not (data / "train.csv").is_file():
+            generate(data, size="medium", seed=0, progress=False)
+        prepare(data, echo=lambda line: None)
+    return data
+
+
 @section("train")
 def bench_train_section(args: argparse.Namespace) -> None:
-    """Training throughput (images/s) per recipe in models/ (kit/train/bench.py); full-size ones on a GPU."""
+    """Training images/s per recipe in models/: model alone vs the real loop (kit/train/bench.py)."""
     try:
         from kit.train.bench import bench_train
     except ImportError as e:
         print(f"\ntrain: skipped ({e})")
         return
     print()
-    bench_train()
+    rows = bench_train(_medium(args), steps=args.steps, compile=args.compile)
+    _save(args, "train", rows)
+
+
+@section("gpu")
+def bench_gpu_section(args: argparse.Namespace) -> None:
+    """The GPU check in one command (kit/train/gpu_check.py): versions, the train rows, a full-size
+    recipe's real loop from scratch, export parity on the GPU, the demo's training stage."""
+    from kit.train.gpu_check import gpu_check
+
+    print()
+    _save(args, "gpu", gpu_check(_medium(args), Path(args.small), steps=args.steps, compile=args.compile,
+                                 allow_cpu=args.cpu))
+
+
+def _save(args: argparse.Namespace, name: str, result) -> None:
+    """--out DIR: the section's figures as DIR/<name>.json too."""
+    if args.out:
+        import json
+
+        from kit.io import write_text
+
+        write_text(Path(args.out) / f"{name}.json", json.dumps(result, indent=1, default=str) + "\n")
+
+
+DEFAULT_TRAIN_DATA = "data/medium"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Print benchmark tables: " + ", ".join(SECTIONS),
-                                epilog="example:\n  python scripts/bench.py post",
+                                epilog="examples:\n  python scripts/bench.py post\n  python scripts/bench.py train\n"
+                                       "  python scripts/bench.py gpu --out $OUT    # on a GPU machine, under 5 minutes",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sections", nargs="*", help=f"sections to run (default: all): {', '.join(SECTIONS)}")
+    p.add_argument("sections", nargs="*", help=f"sections to run (default: all but gpu): {', '.join(SECTIONS)}")
+    p.add_argument("--data", default=DEFAULT_TRAIN_DATA,
+                   help="train, gpu: the competition to train on (default data/medium, generated when absent)")
+    p.add_argument("--small", default="data/small", help="gpu: the demo's competition (default data/small)")
+    p.add_argument("--steps", type=int, default=None, help="train, gpu: optimizer steps of each real-loop run "
+                   "(default 30 on the CPU, 60 on a GPU)")
+    p.add_argument("--compile", action="store_true", help="train, gpu: also time the model under torch.compile")
+    p.add_argument("--cpu", action="store_true", help="gpu: run the check without a GPU (a dry run of the command)")
+    p.add_argument("--out", help="also write each section's figures as OUT/<section>.json")
     args = p.parse_args(argv)
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
         print(f"error: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     print(machine())
-    for name in args.sections or list(SECTIONS):
+    for name in args.sections or [n for n in SECTIONS if n != "gpu"]:
         SECTIONS[name](args)
     return 0
 

@@ -1,32 +1,33 @@
-"""Training throughput per recipe (images/s), for `python scripts/bench.py train`.
+"""Training throughput per recipe (images/s), for `python scripts/bench.py train` and `gpu`.
 
-Two numbers per recipe, measured apart so each is clear:
-- model: full training steps (forward, loss, backward, optimizer) on random batches of the
-  recipe's input size, batch size, head and class count (395 = synthetic small, or 5,004 = the
-  real 2019 competition for full-size recipes), with the recipe's autocast / channels_last on a GPU;
-- data: one image through the training pipeline (decode, box crop, resize, augment, normalise)
-  on one core, from a 512 x 256 JPEG (the synthetic photos' size).
-Full-size recipes run on a GPU only unless asked (`full=True`): on two CPU cores one step of
-senet154 at 256 x 512 takes minutes.
+Two numbers per recipe, and their ratio:
+- model: training steps (forward, loss, backward, optimizer) on one random batch of the recipe's
+  input size, batch size and head, with the identities the loop trains (fold 0's) — what the
+  network alone allows, with the recipe's autocast / channels_last on a GPU;
+- loop: the real `train()` on a competition (synthetic medium by default) through its crop cache,
+  batched augmentation and validation-free steps, timed between the 3rd and the last of a fixed
+  number of optimizer steps (the cache is built before, and timed apart). On a GPU, the mean
+  utilisation `nvidia-smi` reports during those steps.
+
+A recipe that fails is a row with its error; the table goes on. Full-size recipes run on a GPU
+only unless asked (`full=True`): on two CPU cores one step of resnet50 at 256 x 512 takes seconds.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import shutil
+import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from kit.train.augment import augment
-from kit.train.data import load_pixels, normalise
 from kit.train.losses import Criterion
 from kit.train.model import build_model, set_train_mode
-from kit.train.recipe import Recipe, load_recipe
-
-TINY_CLASSES, FULL_CLASSES = 395, 5004
-
+from kit.train.recipe import Recipe, StageCfg, load_recipe
 
 def is_tiny(recipe: Recipe) -> bool:
     h, w = recipe.input.size
@@ -34,20 +35,22 @@ def is_tiny(recipe: Recipe) -> bool:
 
 
 def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: torch.device,
-                     batch_size: int | None = None) -> tuple[float, int]:
-    """(images/s, batch) of training steps on random inputs, after two warm-up steps."""
+                     compile: bool = False) -> float:
+    """Images/s of training steps on one random batch, after warm-up steps."""
     torch.manual_seed(0)
     model = build_model(recipe, num_classes, pretrained=False).to(device)
     cuda = device.type == "cuda"
-    if cuda and recipe.runtime.channels_last in ("auto", True):
+    channels_last = recipe.runtime.channels_last is True or (recipe.runtime.channels_last == "auto" and cuda)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     set_train_mode(model, recipe.model.freeze_bn)
+    net = torch.compile(model) if compile else model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     criterion = Criterion(recipe.head, num_classes * (2 if recipe.flip_twins else 1), recipe.flip_twins)
-    b = batch_size or recipe.sampling.batch_size
+    b = recipe.sampling.batch_size
     h, w = recipe.input.size
     x = torch.randn(b, 3, h, w, device=device)
-    if cuda:
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     target = torch.randint(0, num_classes, (b,), device=device)
     weight = torch.ones(b, device=device)
@@ -56,12 +59,12 @@ def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: t
 
     def step():
         with autocast():
-            logits, emb = model(x)
+            logits, emb = net(x)
         criterion(logits, emb, target, weight).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(2):
+    for _ in range(5 if compile else 2):
         step()
     if cuda:
         torch.cuda.synchronize()
@@ -71,67 +74,149 @@ def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: t
         n += b
     if cuda:
         torch.cuda.synchronize()
-    return n / (time.perf_counter() - start), b
-
-
-def data_throughput(recipe: Recipe, seconds: float = 2.0) -> float:
-    """Images/s of the training data pipeline on one core (decode + crop + resize + augment + normalise)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, (256, 512, 3), dtype=np.uint8)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "photo.jpg"
-        Image.fromarray(pixels).save(path, quality=90)
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        channels = 1 if recipe.input.colour == "grey" else 3
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                p = load_pixels(path, (20, 30, 490, 230), tuple(recipe.input.size), channels, True, recipe.input.box_margin)
-                image = torch.from_numpy(np.ascontiguousarray(p.transpose(2, 0, 1))).float() / 255.0
-                normalise(augment(image, recipe.augment, np.random.default_rng(n)), mean, std)
-                n += 1
-        finally:
-            torch.set_num_threads(threads)
     return n / (time.perf_counter() - start)
 
 
-def bench_train(recipes: list[str | Path] | None = None, seconds: float = 8.0, full: bool | None = None,
-                print_fn=print) -> list[dict]:
-    """Print (and return) a table of training throughput for `recipes` (default models/*.yaml)."""
+class GpuMonitor:
+    """Mean GPU utilisation (%) from `nvidia-smi`, sampled every 0.2 s between start() and stop()."""
+
+    def __init__(self):
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("nvidia-smi") is not None and torch.cuda.is_available()
+
+    def _read(self) -> float | None:
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                  f"--id={torch.cuda.current_device()}"], capture_output=True, text=True, timeout=5)
+            return float(out.stdout.strip().splitlines()[0])
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    def start(self) -> None:
+        def loop():
+            while not self._stop.wait(0.2):
+                v = self._read()
+                if v is not None:
+                    self.samples.append(v)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+class _Enough(Exception):
+    """Raised from on_step to end a timed run."""
+
+
+def loop_throughput(recipe: Recipe, data: Path, steps: int, device: torch.device) -> dict:
+    """The real training loop for `steps` optimizer steps on `data`: images/s between step 3 and
+    the last, and (on a GPU) the mean utilisation over them."""
+    from kit.train.loop import train
+
+    b = recipe.sampling.batch_size
+    one_stage = StageCfg(epochs=1, lr=recipe.stages[0].lr, freeze=recipe.stages[0].freeze)
+    recipe = dataclasses.replace(recipe, name=f"bench-{recipe.name}", fold=0, stages=[one_stage],
+                                 runtime=dataclasses.replace(recipe.runtime, device=device.type))
+    marks: list[float] = []
+    monitor = GpuMonitor() if device.type == "cuda" and GpuMonitor.available() else None
+
+    def on_step(stage: int, epoch: int, step: int) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+        if len(marks) == 3 and monitor:
+            monitor.start()
+        if len(marks) >= steps:
+            raise _Enough
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            train(recipe, out=Path(tmp) / "m", data=data, progress=False, on_step=on_step, force=True)
+        except _Enough:
+            pass
+    utilisation = monitor.stop() if monitor else None
+    if len(marks) < 4:
+        raise RuntimeError(f"only {len(marks)} steps in one epoch of {data}; lower the steps")
+    return {"loop": (len(marks) - 3) * b / (marks[-1] - marks[2]), "steps": len(marks), "gpu_util": utilisation}
+
+
+def build_cache(recipe: Recipe, data: Path) -> tuple[float, int, int]:
+    """(seconds, images) to bring the recipe's crop cache of `data` up to date, and the identities
+    its fold 0 trains."""
+    from kit.data.competition import load_competition
+    from kit.data.crops import CropSpec, open_crops
+    from kit.train.data import build_tables
+
+    comp = load_competition(data)
+    classes = len(build_tables(dataclasses.replace(recipe, fold=0, extra_train=None), comp, data)[2])
+    use_boxes = comp.boxes is not None if recipe.input.boxes == "auto" else bool(recipe.input.boxes)
+    spec = CropSpec(tuple(recipe.input.size), 1 if recipe.input.colour == "grey" else 3, use_boxes,
+                    recipe.input.box_margin)
+    start = time.perf_counter()
+    cache = open_crops(comp, spec)
+    return time.perf_counter() - start, len(cache.keys), classes
+
+
+def bench_train(data: Path, recipes: list[str | Path] | None = None, seconds: float = 6.0, steps: int | None = None,
+                full: bool | None = None, compile: bool = False, print_fn=print) -> list[dict]:
+    """Print (and return) the table of model-only and real-loop images/s for `recipes` (default models/*.yaml)."""
     root = Path(__file__).resolve().parents[2]
     paths = [Path(p) for p in recipes] if recipes else sorted((root / "models").glob("*.yaml"))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    full = device.type == "cuda" if full is None else full
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
-    print_fn(f"train: training throughput on {where} (model: random batches, recipe's batch/head/classes; "
-             f"data: one core)")
-    print_fn(f"  {'recipe':<26} {'backbone':<22} {'input':>8} {'batch':>5} {'classes':>7} {'model img/s':>12} {'data img/s':>11}")
+    cuda = device.type == "cuda"
+    full = cuda if full is None else full
+    steps = steps or (60 if cuda else 30)
+    where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} thread(s)"
+    print_fn(f"train: images/s on {where}; model = random batches, loop = train() on {data} "
+             f"through the crop cache, steps 3..{steps}; target loop/model >= 0.8 (tiny), 0.9 (full size, GPU)")
+    header = (f"  {'recipe':<20} {'backbone':<19} {'input':>8} {'batch':>5} {'model':>8} "
+              + (f"{'compiled':>9} " if compile else "") + f"{'loop':>8} {'loop/model':>10} {'GPU busy':>8}  cache")
+    print_fn(header)
     rows = []
     for path in paths:
-        recipe = load_recipe(path)
-        tiny = is_tiny(recipe)
-        classes = TINY_CLASSES if tiny else FULL_CLASSES
-        h, w = recipe.input.size
-        row = {"recipe": path.stem, "backbone": recipe.model.backbone, "input": f"{h}x{w}", "classes": classes}
-        if not tiny and not full:
-            row.update(model="skipped (GPU)", batch=recipe.sampling.batch_size)
-        else:
-            try:
-                ips, b = model_throughput(recipe, classes, seconds, device)
-                row.update(model=round(ips, 1), batch=b)
-            except torch.cuda.OutOfMemoryError:
-                row.update(model="out of memory", batch=recipe.sampling.batch_size)
-        row["data"] = round(data_throughput(recipe), 1)
+        row: dict = {"recipe": path.stem}
+        try:
+            recipe = load_recipe(path)
+            h, w = recipe.input.size
+            row.update(backbone=recipe.model.backbone, input=f"{h}x{w}", batch=recipe.sampling.batch_size)
+            if not is_tiny(recipe) and not full:
+                row["skipped"] = "full size: GPU only"
+            else:
+                cache_s, n, classes = build_cache(recipe, data)
+                row["cache"] = f"{n:,} images, {cache_s:.1f} s"
+                row["model"] = model_throughput(recipe, classes, seconds, device)
+                if compile:
+                    row["compiled"] = model_throughput(recipe, classes, seconds, device, compile=True)
+                row.update(loop_throughput(recipe, data, steps, device))
+                row["ratio"] = row["loop"] / row["model"]
+                row["target"] = 0.8 if is_tiny(recipe) else 0.9
+        except Exception as e:  # one recipe's failure is its row; the others still run
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+        finally:
+            if cuda:
+                torch.cuda.empty_cache()
         rows.append(row)
-        model = row["model"] if isinstance(row["model"], str) else f"{row['model']:.1f}"
-        print_fn(f"  {row['recipe']:<26} {row['backbone']:<22} {row['input']:>8} {row['batch']:>5} {classes:>7} "
-                 f"{model:>12} {row['data']:>11.0f}")
+        print_fn(format_row(row, compile))
     return rows
 
 
-if __name__ == "__main__":
-    bench_train()
+def format_row(row: dict, compile: bool = False) -> str:
+    head = f"  {row['recipe']:<20} {row.get('backbone', ''):<19} {row.get('input', ''):>8} {row.get('batch', ''):>5} "
+    if "error" in row:
+        return head + f"failed: {row['error']}"
+    if "skipped" in row:
+        return head + f"skipped ({row['skipped']})"
+    util = f"{row['gpu_util']:.0f}%" if row.get("gpu_util") is not None else "-"
+    verdict = "ok" if row["ratio"] >= row["target"] else f"below {row['target']:.0%}"
+    return (head + f"{row['model']:>8.0f} " + (f"{row['compiled']:>9.0f} " if compile else "")
+            + f"{row['loop']:>8.0f} {row['ratio']:>9.0%} {util:>8}  {row['cache']}  [{verdict}]")
