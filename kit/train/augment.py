@@ -13,11 +13,12 @@ Output: the network input, (B, 3, H, W) float32, normalised. Per image:
 
 Every random number of an image comes from its own generator, seeded by the epoch plan from
 (recipe seed, epoch, position): the same pixels whatever the batch it lands in, the device, a
-resume or a DDP split. `draw` makes the numbers (NumPy, on the CPU, a few microseconds an image);
-`augment_batch` applies them.
+resume or a DDP split. `draw` makes the numbers (NumPy, on the CPU, a few microseconds an image),
+`params` the tensors that travel with the pixels, `augment_batch` applies them.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -139,57 +140,94 @@ def _motion_kernels(length: np.ndarray, angle: np.ndarray, size: int) -> torch.T
 def _grouped(x: torch.Tensor, kernels: torch.Tensor, pad: tuple[int, int, int, int], mode: str) -> torch.Tensor:
     """Each image of x (n, C, H, W) convolved with its own kernel (n, kh, kw), every channel alike."""
     n, c, h, w = x.shape
-    weight = kernels.to(x.device, x.dtype)[:, None].repeat_interleave(c, 0)  # (n C, 1, kh, kw)
+    weight = kernels.to(x.dtype)[:, None].repeat_interleave(c, 0)  # (n C, 1, kh, kw)
     y = F.conv2d(F.pad(x.reshape(1, n * c, h, w), pad, mode=mode), weight, groups=n * c)
     return y[..., :h, :w].reshape(n, c, h, w)
 
 
-def to_input(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """(B, C, H, W) float in 0..1, C = 1 or 3 -> (B, 3, H, W) normalised."""
+@dataclass
+class Params:
+    """A batch's augmentation as tensors: made on the CPU (`params`), sent to the device with the
+    pixels (pinned, non-blocking: nothing in a training step waits for the GPU)."""
+
+    theta: torch.Tensor  # (B, 2, 3) affine_grid matrices
+    gain: torch.Tensor  # (B, 1, 1, 1)
+    bias: torch.Tensor  # (B, 1, 1, 1)
+    grey: torch.Tensor  # (B, 1, 1, 1) bool
+    any_grey: bool
+    blur_rows: torch.Tensor  # (nb,) int64: the images to blur
+    blur_kernels: torch.Tensor  # (nb, 7) one-dimensional Gaussians
+    motion_rows: torch.Tensor  # (nm,) int64
+    motion_kernels: torch.Tensor  # (nm, L, L)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [v for v in vars(self).values() if isinstance(v, torch.Tensor)]
+
+    def to(self, device: torch.device, pin: bool = False) -> "Params":
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return (t.pin_memory() if pin else t).to(device, non_blocking=pin)
+
+        return Params(**{f.name: move(v) if isinstance(v, torch.Tensor) else v
+                         for f in dataclasses.fields(self) for v in [getattr(self, f.name)]})
+
+
+def params(d: Draws, spec: CropSpec) -> Params:
+    """The tensors `augment_batch` applies, from each image's draws."""
+    b = len(d)
+    blur = np.flatnonzero(d.sigma > 0)
+    motion = np.flatnonzero(d.motion > 0)
+    size = (int(d.motion[motion].max()) | 1) if len(motion) else 1  # odd: one centre for every kernel
+    column = lambda v, dtype=torch.float32: torch.from_numpy(np.asarray(v)).to(dtype).view(b, 1, 1, 1)  # noqa: E731
+    return Params(
+        theta=_thetas(d, spec), gain=column(d.gain), bias=column(d.bias), grey=column(d.grey, torch.bool),
+        any_grey=bool(d.grey.any()),
+        blur_rows=torch.from_numpy(blur), blur_kernels=_gaussian_kernels(d.sigma[blur]),
+        motion_rows=torch.from_numpy(motion), motion_kernels=_motion_kernels(d.motion[motion], d.motion_angle[motion], size),
+    )
+
+
+def norm_tensors(mean, std, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as (1, 3, 1, 1) tensors on `device` (made once, not per batch)."""
+    return (torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1).to(device),
+            torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1).to(device))
+
+
+def to_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) float in 0..1, C = 1 or 3 -> (B, 3, H, W) normalised by `norm_tensors`."""
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
+    return (x - mean) / std
 
 
-def augment_batch(pixels: torch.Tensor, d: Draws, spec: CropSpec, mean, std) -> torch.Tensor:
-    """Cached crops (B, Hc, Wc, C) uint8 on the model's device -> augmented network input (B, 3, H, W)."""
-    (h, w) = spec.size
+def augment_batch(pixels: torch.Tensor, p: Params, spec: CropSpec, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Cached crops (B, Hc, Wc, C) uint8 and their Params, on the model's device -> the augmented
+    network input (B, 3, H, W)."""
+    h, w = spec.size
     b, c = pixels.shape[0], pixels.shape[-1]
-    dev = pixels.device
     src = pixels.permute(0, 3, 1, 2).float().div_(255.0)
     # a coverage channel tells where the sample left the crop: those pixels get the mean colour
     src = torch.cat([src, torch.ones_like(src[:, :1])], 1)
-    grid = F.affine_grid(_thetas(d, spec).to(dev), [b, c + 1, h, w], align_corners=False)
+    grid = F.affine_grid(p.theta, [b, c + 1, h, w], align_corners=False)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     image, covered = out[:, :c], out[:, c:]
     ph, pw = spec.room
     fill = src[:, :c, ph:ph + h, pw:pw + w].mean((2, 3), keepdim=True)
     image = image + (1.0 - covered) * fill
 
-    k = np.flatnonzero(d.sigma > 0)
-    if len(k):
-        kern = _gaussian_kernels(d.sigma[k])
+    if p.blur_rows.numel():
+        kern = p.blur_kernels
         half = kern.shape[1] // 2
-        idx = torch.from_numpy(k).to(dev)
-        part = _grouped(image[idx], kern[:, None, :], (half, half, 0, 0), "reflect")
-        image[idx] = _grouped(part, kern[:, :, None], (0, 0, half, half), "reflect")
-    k = np.flatnonzero(d.motion > 0)
-    if len(k):
-        size = int(d.motion[k].max()) | 1  # odd: one centre for every kernel
-        idx = torch.from_numpy(k).to(dev)
-        image[idx] = _grouped(image[idx], _motion_kernels(d.motion[k], d.motion_angle[k], size),
-                              (size // 2,) * 4, "replicate")
-    if c == 3 and d.grey.any():
-        luma = torch.tensor(_LUMA, device=dev).view(1, 3, 1, 1)
-        grey = torch.from_numpy(d.grey).to(dev).view(b, 1, 1, 1)
-        image = torch.where(grey, (image * luma).sum(1, keepdim=True).expand(-1, 3, -1, -1), image)
-    gain = torch.from_numpy(d.gain.astype(np.float32)).to(dev).view(b, 1, 1, 1)
-    bias = torch.from_numpy(d.bias.astype(np.float32)).to(dev).view(b, 1, 1, 1)
-    return to_input((image * gain + bias).clamp_(0.0, 1.0), mean, std)
+        part = _grouped(image[p.blur_rows], kern[:, None, :], (half, half, 0, 0), "reflect")
+        image[p.blur_rows] = _grouped(part, kern[:, :, None], (0, 0, half, half), "reflect")
+    if p.motion_rows.numel():
+        size = p.motion_kernels.shape[-1]
+        image[p.motion_rows] = _grouped(image[p.motion_rows], p.motion_kernels, (size // 2,) * 4, "replicate")
+    if c == 3 and p.any_grey:
+        luma = (image[:, 0:1] * _LUMA[0] + image[:, 1:2] * _LUMA[1] + image[:, 2:3] * _LUMA[2]).expand(-1, 3, -1, -1)
+        image = torch.where(p.grey, luma, image)
+    return to_input((image * p.gain + p.bias).clamp_(0.0, 1.0), mean, std)
 
 
-def plain_batch(pixels: torch.Tensor, spec: CropSpec, mean, std) -> torch.Tensor:
+def plain_batch(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """The network's view without augmentation: centre crops (B, H, W, C) uint8 -> (B, 3, H, W)."""
     return to_input(pixels.permute(0, 3, 1, 2).float().div_(255.0), mean, std)

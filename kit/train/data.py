@@ -25,7 +25,7 @@ import torch
 
 from kit.data.crops import BadImage, CropCache, CropSpec, centre, crop, key_of
 from kit.errors import KitError
-from kit.train.augment import augment_batch, draw, plain_batch
+from kit.train.augment import Params, augment_batch, draw, norm_tensors, params, plain_batch
 from kit.train.recipe import Recipe, StageCfg
 
 __all__ = ["BadImage", "load_image", "normalise", "Feeder"]
@@ -236,28 +236,48 @@ def _ahead(items: Iterator, depth: int = 2) -> Iterator:
 class Batch:
     x: torch.Tensor  # (B, 3, H, W) float32 on the device, normalised (augmented when training)
     target: torch.Tensor  # (B,) int64 on the device: class, class + K for a flipped twin, -1 unknown
-    ok: np.ndarray  # (B,) bool: False for an image that could not be decoded (zeros; weight 0)
+    weight: torch.Tensor  # (B,) float32 on the device: 0 for an image that could not be decoded
+    ok: np.ndarray  # (B,) bool, on the host: the same, for messages
     names: list[str]  # the images' paths, for messages
 
 
 class Feeder:
     """A table's images from the crop cache to the model's device, batch by batch.
 
-    The cache rows of a batch are gathered (memory-mapped uint8) and the augmentation drawn on a
-    background thread, one batch ahead; the pixels travel to the device as uint8 (pinned on a GPU)
-    and are augmented there as one batch.
+    On a background thread, one batch ahead: the batch's cache rows gathered (memory-mapped uint8),
+    its augmentation drawn and, on a GPU, the pixels pinned and copied on a side stream, so the copy
+    overlaps the previous step. The augmentation itself runs on the device, as one batch.
     """
 
     def __init__(self, cache: CropCache, table: ImageTable, info, device: torch.device):
         self.cache, self.table, self.info, self.device = cache, table, info, device
         self.spec = cache.spec
         self.rows = cache.rows(table.keys)
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.mean, self.std = norm_tensors(info.mean, info.std, device)
 
-    def _to_device(self, pixels: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(pixels)
-        if self.device.type == "cuda":
-            x = x.pin_memory()
-        return x.to(self.device, non_blocking=True)
+    def _send(self, *items):
+        """Tensors (and Params) on their way to the device, with the event that says they arrived;
+        background thread."""
+        if self._stream is None:
+            return items, None
+        with torch.cuda.stream(self._stream):
+            moved = tuple(t.to(self.device, pin=True) if isinstance(t, Params)
+                          else t.pin_memory().to(self.device, non_blocking=True) for t in items)
+            arrived = torch.cuda.Event()
+            arrived.record(self._stream)
+        return moved, arrived
+
+    def _arrived(self, sent) -> tuple:
+        """The sent items, usable on the current stream; main thread."""
+        items, arrived = sent
+        if arrived is not None:
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(arrived)
+            for t in items:  # their memory is not reused before this stream is done with them
+                for tensor in (t.tensors() if isinstance(t, Params) else [t]):
+                    tensor.record_stream(stream)
+        return items
 
     def train(self, plan: EpochPlan, batches: list[list[int]], recipe: Recipe, num_classes: int) -> Iterator[Batch]:
         """Augmented micro-batches of plan positions, in order."""
@@ -266,27 +286,32 @@ class Feeder:
                 rows = plan.rows[positions]
                 cache_rows = self.rows[rows]
                 flips = plan.flips[positions]
-                draws = draw(recipe.augment, plan.seeds[positions], flips, self.spec.size)
                 target = self.table.targets[rows].copy()
                 if recipe.flip_twins:
                     target[flips & (target >= 0)] += num_classes
-                yield (np.ascontiguousarray(self.cache.pixels[cache_rows]), draws, target,
-                       ~self.cache.bad[cache_rows], rows)
+                ok = ~self.cache.bad[cache_rows]
+                sent = self._send(torch.from_numpy(np.ascontiguousarray(self.cache.pixels[cache_rows])),
+                                  params(draw(recipe.augment, plan.seeds[positions], flips, self.spec.size), self.spec),
+                                  torch.from_numpy(target), torch.from_numpy(ok.astype(np.float32)))
+                yield sent, ok, rows
 
-        for pixels, draws, target, ok, rows in _ahead(gather()):
-            x = augment_batch(self._to_device(pixels), draws, self.spec, self.info.mean, self.info.std)
-            yield Batch(x, torch.from_numpy(target).to(self.device, non_blocking=True), ok,
-                        [str(self.table.paths[r]) for r in rows])
+        for sent, ok, rows in _ahead(gather()):
+            pixels, p, target, weight = self._arrived(sent)
+            x = augment_batch(pixels, p, self.spec, self.mean, self.std)
+            yield Batch(x, target, weight, ok, [str(self.table.paths[r]) for r in rows])
 
     def plain(self, batch_size: int) -> Iterator[Batch]:
         """The table in order, unaugmented (validation)."""
         def gather():
             for start in range(0, len(self.rows), batch_size):
                 cache_rows = self.rows[start:start + batch_size]
-                yield np.ascontiguousarray(centre(self.cache.pixels[cache_rows], self.spec)), start, ~self.cache.bad[cache_rows]
+                ok = ~self.cache.bad[cache_rows]
+                pixels = np.ascontiguousarray(centre(self.cache.pixels[cache_rows], self.spec))
+                target = self.table.targets[start:start + batch_size]
+                yield self._send(torch.from_numpy(pixels), torch.from_numpy(target),
+                                 torch.from_numpy(ok.astype(np.float32))), ok, start
 
-        for pixels, start, ok in _ahead(gather()):
-            x = plain_batch(self._to_device(pixels), self.spec, self.info.mean, self.info.std)
-            stop = start + len(ok)
-            yield Batch(x, torch.from_numpy(self.table.targets[start:stop]).to(self.device), ok,
-                        [str(p) for p in self.table.paths[start:stop]])
+        for sent, ok, start in _ahead(gather()):
+            pixels, target, weight = self._arrived(sent)
+            yield Batch(plain_batch(pixels, self.mean, self.std), target, weight, ok,
+                        [str(p) for p in self.table.paths[start:start + len(ok)]])

@@ -496,7 +496,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                     x, target = batch.x, batch.target
                     if channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
-                    weight = torch.from_numpy(ok.astype(np.float32)).to(device, non_blocking=True)
+                    weight = batch.weight
                     sync = ddp.no_sync() if (ddp is not None and m < a - 1) else contextlib.nullcontext()
                     with sync:
                         with autocast():

@@ -20,10 +20,9 @@ NEG = -1e4  # a masked logit: exp() underflows to 0 in float32
 def twin_mask(target: torch.Tensor, num_outputs: int, flip_twins: bool) -> torch.Tensor:
     """(B, C) bool: True at the flipped twin of each row's target column (none without twins)."""
     mask = torch.zeros(len(target), num_outputs, dtype=torch.bool, device=target.device)
-    if flip_twins:
-        half = num_outputs // 2
-        rows = torch.nonzero(target >= 0).squeeze(1)
-        mask[rows, (target[rows] + half) % num_outputs] = True
+    if flip_twins:  # a scatter, not an index by nonzero(): nothing here waits for the GPU
+        twin = (target.clamp(min=0) + num_outputs // 2) % num_outputs
+        mask.scatter_(1, twin[:, None], (target >= 0)[:, None])
     return mask
 
 
@@ -31,14 +30,14 @@ def _weighted_mean(per_row: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (per_row * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-def softmax_loss(logits, target, weight, mask, cfg: HeadCfg) -> torch.Tensor:
+def softmax_loss(logits, target, weight, mask, cfg: HeadCfg, flip_twins: bool = False) -> torch.Tensor:
     logits = logits.float().masked_fill(mask, NEG)
     weight = weight * (target >= 0)
     per_row = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
     return _weighted_mean(per_row, weight)
 
 
-def arcface_loss(logits, target, weight, mask, cfg: HeadCfg) -> torch.Tensor:
+def arcface_loss(logits, target, weight, mask, cfg: HeadCfg, flip_twins: bool = False) -> torch.Tensor:
     """Additive angular margin on the target column: s*cos(theta + m) (ArcFace, Deng et al. 2019)."""
     s, m = cfg.scale, cfg.margin
     cosine = (logits.float() / s).clamp(-1 + 1e-7, 1 - 1e-7)
@@ -52,13 +51,14 @@ def arcface_loss(logits, target, weight, mask, cfg: HeadCfg) -> torch.Tensor:
     return softmax_loss(margined, target, weight, mask, cfg)
 
 
-def sigmoid_loss(logits, target, weight, mask, cfg: HeadCfg) -> torch.Tensor:
+def sigmoid_loss(logits, target, weight, mask, cfg: HeadCfg, flip_twins: bool = False) -> torch.Tensor:
     """BCE on the target logit plus BCE over the k hardest negatives (unknown rows: negatives only)."""
     logits = logits.float()
     known = target >= 0
     positive = F.one_hot(target.clamp(min=0), logits.shape[1]).bool() & known[:, None]
     negatives = logits.masked_fill(positive | mask, float("-inf"))
-    k = min(cfg.hard_negatives, logits.shape[1] - 1 - int(mask.any()))
+    # every row has C - 1 negatives, C - 2 with flip twins (its twin masked): k fixed, no GPU sync
+    k = min(cfg.hard_negatives, logits.shape[1] - 1 - int(flip_twins))
     hardest = negatives.topk(max(k, 1), dim=1).values
     neg_loss = F.binary_cross_entropy_with_logits(hardest, torch.zeros_like(hardest), reduction="none").mean(1)
     pos_logit = logits.gather(1, target.clamp(min=0)[:, None]).squeeze(1)
@@ -82,12 +82,11 @@ def triplet_loss(embedding, target, weight, margin: float) -> torch.Tensor:
     different &= valid[:, None] & valid[None, :]
     different.fill_diagonal_(False)
     anchors = same.any(1) & different.any(1)
-    if not anchors.any():
-        return embedding.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) intact
     hardest_pos = dist.masked_fill(~same, float("-inf")).max(1).values
     hardest_neg = dist.masked_fill(~different, float("inf")).min(1).values
-    per_row = F.relu(hardest_pos - hardest_neg + margin)
-    return per_row[anchors].mean()
+    per_row = torch.where(anchors, F.relu(hardest_pos - hardest_neg + margin), 0.0)
+    # the mean over anchors (0 without any), the graph kept whole for DDP's hooks, no GPU sync
+    return per_row.sum() / anchors.sum().clamp(min=1) + embedding.sum() * 0.0
 
 
 LOSSES = {"softmax": softmax_loss, "arcface": arcface_loss, "sigmoid": sigmoid_loss}
@@ -102,7 +101,7 @@ class Criterion:
 
     def __call__(self, logits, embedding, target, weight) -> torch.Tensor:
         mask = twin_mask(target, self.num_outputs, self.flip_twins)
-        loss = self.head_loss(logits, target, weight, mask, self.cfg)
+        loss = self.head_loss(logits, target, weight, mask, self.cfg, flip_twins=self.flip_twins)
         if self.cfg.triplet_weight > 0:
             loss = loss + self.cfg.triplet_weight * triplet_loss(embedding, target, weight, self.cfg.triplet_margin)
         return loss

@@ -10,7 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 from kit.data.crops import CropSpec, centre
-from kit.train.augment import augment_batch, draw, plain_batch
+from kit.train.augment import augment_batch, draw, norm_tensors, params, plain_batch
 from kit.train.recipe import AugmentCfg
 
 SPEC = CropSpec((48, 96), 3, False, 0.0)
@@ -63,7 +63,8 @@ def reference(image: torch.Tensor, cfg: AugmentCfg, rng: np.random.Generator) ->
 
 def batched(pixels: np.ndarray, cfg: AugmentCfg, seeds, flips=None) -> torch.Tensor:
     flips = np.zeros(len(seeds), bool) if flips is None else flips
-    x = augment_batch(torch.from_numpy(pixels), draw(cfg, np.asarray(seeds), flips, SPEC.size), SPEC, MEAN, STD)
+    p = params(draw(cfg, np.asarray(seeds), flips, SPEC.size), SPEC)
+    x = augment_batch(torch.from_numpy(pixels), p, SPEC, *norm_tensors(MEAN, STD, torch.device("cpu")))
     return x * 0.25 + 0.5  # back to 0..1
 
 
@@ -73,7 +74,8 @@ def test_shapes_ranges_and_no_augmentation_is_the_centre():
     assert out.shape == (6, 3, 48, 96) and out.dtype == torch.float32
     assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
     off = AugmentCfg(probability=0, blur=0, motion_blur=0, greyscale=0, add=0, multiply=(1, 1))
-    plain = plain_batch(torch.from_numpy(np.ascontiguousarray(centre(pixels, SPEC))), SPEC, MEAN, STD) * 0.25 + 0.5
+    plain = plain_batch(torch.from_numpy(np.ascontiguousarray(centre(pixels, SPEC))),
+                        *norm_tensors(MEAN, STD, torch.device("cpu"))) * 0.25 + 0.5
     assert torch.allclose(batched(pixels, off, range(6)), plain, atol=1e-5)
     mirrored = batched(pixels, off, range(6), flips=np.ones(6, bool))
     assert torch.allclose(mirrored, plain.flip(-1), atol=1e-5)

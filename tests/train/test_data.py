@@ -1,5 +1,4 @@
 """load_image is the member's one preprocessing; epoch plans are deterministic and shardable."""
-from pathlib import Path
 
 import numpy as np
 import pytest
