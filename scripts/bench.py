@@ -573,13 +573,10 @@ def _medium(args: argparse.Namespace) -> Path:
     if not (data / "folds.csv").is_file():
         if args.data != DEFAULT_TRAIN_DATA:
             raise SystemExit(f"error: {data}: no folds.csv; run python scripts/prepare.py {data} first")
-        from kit.data.prepare import prepare
-        from kit.data.synthetic import generate
+        from kit.train.gpu_check import synthetic_competition
 
         print(f"generating synthetic medium (seed 0) in {data} for the training benchmarks ...")
-        if not (data / "train.csv").is_file():
-            generate(data, size="medium", seed=0, progress=False)
-        prepare(data, echo=lambda line: None)
+        synthetic_competition(data, "medium")
     return data
 
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="cosine view: identity centres (default) or the nearest gallery image")
     p.add_argument("--new-identities", action="store_true",
                    help="cosine view: add gallery identities the member was not trained on (after its own)")
-    p.add_argument("--workers", type=int, default=None, help="image-decoding threads (default: the cores)")
+    p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: the cores)")
     p.add_argument("--threads", type=int, default=None,
                    help="onnxruntime intra-op threads on the CPU (default: the cores; on a machine shared with "
                         "other jobs, 1 can be faster)")

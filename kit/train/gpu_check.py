@@ -22,6 +22,21 @@ import numpy as np
 import torch
 
 
+def synthetic_competition(path: Path, size: str) -> Path:
+    """A synthetic competition (seed 0) with folds.csv at `path`, made if absent. No hashes: training
+    needs none, and phash's numba may be missing on a GPU image."""
+    from kit.data.competition import load_competition
+    from kit.data.folds import make_folds, write_folds
+    from kit.data.synthetic import generate
+
+    if not (path / "train.csv").is_file():
+        generate(path, size=size, seed=0, progress=False)
+    if not (path / "folds.csv").is_file():
+        comp = load_competition(path)
+        write_folds(path / "folds.csv", make_folds(comp.train, comp.unknown, n_folds=3, seed=0))
+    return path
+
+
 def versions() -> dict:
     import numpy
     import onnxruntime
@@ -94,13 +109,7 @@ def gpu_check(medium: Path, small: Path, steps: int | None = None, compile: bool
     result: dict = {"versions": versions()}
     echo("gpu: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()))
     result["train"] = bench_train(medium, steps=steps, compile=compile, print_fn=echo)
-    if not (small / "folds.csv").is_file():
-        from kit.data.prepare import prepare
-        from kit.data.synthetic import generate
-
-        if not (small / "train.csv").is_file():
-            generate(small, size="small", seed=0, progress=False)
-        prepare(small, echo=lambda line: None)
+    synthetic_competition(small, "small")
     with tempfile.TemporaryDirectory() as tmp:
         echo(f"demo training stage on {small} (one member at a time):")
         result["demo_training"] = demo_training(small, Path(tmp), epochs=1 if allow_cpu and not torch.cuda.is_available() else None,
