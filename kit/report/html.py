@@ -162,7 +162,7 @@ def optuna_section(summary) -> str:
             f"<tr><td class='l'><code>{escape(n)}</code></td><td>{summary.best_params.get(n, float('nan')):.5g}</td>"
             f"<td class='l'><span class='bar' style='width:{200 * v / top:.0f}px'></span> {v:.3f}</td></tr>"
             for n, v in summary.importances.items())
-        body += ("<p>Parameter importances (fANOVA over the finished trials) and the best trial's values.</p>"
+        body += ("<p>Parameter importances (PED-ANOVA over the finished trials) and the best trial's values.</p>"
                  f"<table><tr><th class='l'>parameter</th><th>best value</th><th class='l'>importance</th></tr>{rows}</table>")
     return _section("optuna", "Tuning", body)
 

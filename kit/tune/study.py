@@ -379,7 +379,11 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     importances = {}
     if len(complete) >= 2 and len(space) > 1:
         try:
-            importances = optuna.importance.get_param_importances(study)
+            # PED-ANOVA, Optuna 5's default, named: Optuna 4's default (fANOVA) needs scikit-learn
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna 4
+                evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
         except (RuntimeError, ValueError):  # e.g. every trial scored the same
             importances = {}
     ran = len(complete) - before
