@@ -29,7 +29,7 @@ import torch
 from kit.errors import KitError
 from kit.io import atomic_path
 
-OPSET = 20  # what torch 2.14's exporter emits natively; onnxruntime >= 1.17 runs it
+OPSET = 20  # what torch's dynamo exporter emits natively; onnxruntime >= 1.18 reads its IR-10 files
 INPUT = "image"
 OUTPUTS = ("logits", "embedding")
 TOLERANCE = 1e-4

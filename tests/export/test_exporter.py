@@ -29,6 +29,10 @@ def test_contract_io(loaded):
     assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 17
     meta = read_metadata(member / "model.onnx")
     assert meta["member"]["classes"] == list(info.classes) and meta["member"]["flip_twins"] is True
+    # the dynamo exporter ran, not the TorchScript fallback (which an onnxscript too old for the
+    # installed torch would trigger silently)
+    props = {p.key: p.value for p in m.metadata_props}
+    assert props["whale_kit.exporter"] == "dynamo" and "whale_kit.fallback" not in props, props.get("whale_kit.fallback")
 
 
 @pytest.mark.parametrize("batch", [1, 7])
