@@ -186,7 +186,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
     from kit.export.exporter import ParityError, export_checked, export_fp16_checked
     from kit.export.images import ImageSource
     from kit.export.infer import COSINE_MODES, embed, images_needed, plan_splits, prediction_sets
-    from kit.export.runtime import PROVIDERS, OnnxRunner, TorchRunner, torch_gpu
+    from kit.export.runtime import PROVIDERS, OnnxRunner, TorchRunner, ort_cuda_listed, torch_gpu
 
     model_dir = Path(model_dir)
     if batch < 1:
@@ -255,16 +255,18 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         onnx_for_inference = model_dir / ONNX_FP16
 
     if not skip_infer:
-        runner = OnnxRunner(onnx_for_inference, provider, threads)
-        fp16_used = fp16 and runner.provider == "cuda"
-        if provider == "auto" and runner.provider != "cuda" and torch_gpu():
-            # an onnxruntime without a working CUDA provider (a CPU-only wheel in a GPU image): the
-            # GPU still runs, through the PyTorch network whose ONNX parity was just checked
-            runner = TorchRunner(model, "cuda", autocast_fp16=fp16)
-            fp16_used = fp16
-        elif fp16 and runner.provider != "cuda":
-            log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
-            runner = OnnxRunner(model_dir / ONNX, provider, threads)
+        # An onnxruntime without a usable CUDA provider (a CPU-only wheel in a GPU image, or CUDA
+        # libraries it cannot load) where PyTorch has a GPU: the GPU still runs, through the PyTorch
+        # network whose ONNX parity was just checked. No CPU session is built first when none is listed.
+        gpu_by_torch = provider == "auto" and torch_gpu()
+        runner = None if (gpu_by_torch and not ort_cuda_listed()) else OnnxRunner(onnx_for_inference, provider, threads)
+        if runner is None or (gpu_by_torch and runner.provider != "cuda"):
+            runner, fp16_used = TorchRunner(model, "cuda", autocast_fp16=fp16), fp16
+        else:
+            fp16_used = fp16 and runner.provider == "cuda"
+            if fp16 and runner.provider != "cuda":
+                log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
+                runner = OnnxRunner(model_dir / ONNX, provider, threads)
         images, logit_images = images_needed(plans)
         ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)
                   else f"PyTorch on {runner.device} (onnxruntime here has no CUDA provider)")

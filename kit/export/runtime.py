@@ -53,6 +53,11 @@ def gpu_present() -> bool:
     return False
 
 
+def ort_cuda_listed() -> bool:
+    """This onnxruntime build has a CUDA provider (whether it can start is another matter)."""
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def torch_gpu() -> bool:
     """PyTorch can run on a CUDA GPU here."""
     try:

@@ -203,20 +203,23 @@ def _ahead(items: Iterator, depth: int = 2) -> Iterator:
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False  # the consumer stopped
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(done)
+            put(done)
         except BaseException as e:  # raised again in the consumer
-            q.put(e)
+            put(e)
 
     thread = threading.Thread(target=produce, daemon=True, name="feeder")
     thread.start()
@@ -230,6 +233,7 @@ def _ahead(items: Iterator, depth: int = 2) -> Iterator:
             yield item
     finally:
         stop.set()
+        thread.join(timeout=10)
 
 
 @dataclass
@@ -256,6 +260,24 @@ class Feeder:
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.mean, self.std = norm_tensors(info.mean, info.std, device)
 
+    def _gather(self, cache_rows: np.ndarray, centred: bool = False) -> torch.Tensor:
+        """The rows' pixels as a uint8 tensor: on a GPU straight into pinned memory (one host copy)."""
+        source = self.cache.pixels
+        if self._stream is None:
+            pixels = source[cache_rows]
+            return torch.from_numpy(np.ascontiguousarray(centre(pixels, self.spec) if centred else pixels))
+        if centred:
+            return torch.from_numpy(np.ascontiguousarray(centre(source[cache_rows], self.spec))).pin_memory()
+        out = torch.empty((len(cache_rows), *source.shape[1:]), dtype=torch.uint8, pin_memory=True)
+        np.take(source, cache_rows, axis=0, out=out.numpy(), mode="clip")  # clip: no hidden buffer
+        return out
+
+    def _thread_device(self) -> None:
+        """In the feeder thread: CUDA's current device is per thread (DDP's local rank is set in the
+        main thread only); without this every stream switch would touch GPU 0."""
+        if self._stream is not None:
+            torch.cuda.set_device(self.device)
+
     def _send(self, *items):
         """Tensors (and Params) on their way to the device, with the event that says they arrived;
         background thread."""
@@ -263,7 +285,8 @@ class Feeder:
             return items, None
         with torch.cuda.stream(self._stream):
             moved = tuple(t.to(self.device, pin=True) if isinstance(t, Params)
-                          else t.pin_memory().to(self.device, non_blocking=True) for t in items)
+                          else (t if t.is_pinned() else t.pin_memory()).to(self.device, non_blocking=True)
+                          for t in items)
             arrived = torch.cuda.Event()
             arrived.record(self._stream)
         return moved, arrived
@@ -282,6 +305,7 @@ class Feeder:
     def train(self, plan: EpochPlan, batches: list[list[int]], recipe: Recipe, num_classes: int) -> Iterator[Batch]:
         """Augmented micro-batches of plan positions, in order."""
         def gather():
+            self._thread_device()
             for positions in batches:
                 rows = plan.rows[positions]
                 cache_rows = self.rows[rows]
@@ -290,7 +314,7 @@ class Feeder:
                 if recipe.flip_twins:
                     target[flips & (target >= 0)] += num_classes
                 ok = ~self.cache.bad[cache_rows]
-                sent = self._send(torch.from_numpy(np.ascontiguousarray(self.cache.pixels[cache_rows])),
+                sent = self._send(self._gather(cache_rows),
                                   params(draw(recipe.augment, plan.seeds[positions], flips, self.spec.size), self.spec),
                                   torch.from_numpy(target), torch.from_numpy(ok.astype(np.float32)))
                 yield sent, ok, rows
@@ -303,12 +327,12 @@ class Feeder:
     def plain(self, batch_size: int) -> Iterator[Batch]:
         """The table in order, unaugmented (validation)."""
         def gather():
+            self._thread_device()
             for start in range(0, len(self.rows), batch_size):
                 cache_rows = self.rows[start:start + batch_size]
                 ok = ~self.cache.bad[cache_rows]
-                pixels = np.ascontiguousarray(centre(self.cache.pixels[cache_rows], self.spec))
                 target = self.table.targets[start:start + batch_size]
-                yield self._send(torch.from_numpy(pixels), torch.from_numpy(target),
+                yield self._send(self._gather(cache_rows, centred=True), torch.from_numpy(target),
                                  torch.from_numpy(ok.astype(np.float32))), ok, start
 
         for sent, ok, start in _ahead(gather()):

@@ -160,18 +160,17 @@ def _unwrap(model: nn.Module) -> WhaleNet:
 def predict(model: nn.Module, feeder: Feeder, batch_size: int, autocast, activation: str, num_classes: int):
     """(probabilities (N, K) of the unflipped columns, targets, ok) over the feeder's table, in order."""
     model.eval()
-    probs, targets, oks = [], [], []
+    probs, oks = [], []
     for batch in feeder.plain(batch_size):
         with autocast():
             logits, _ = model(batch.x)
         logits = logits.float()
         p = torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
-        probs.append(p[:, :num_classes].cpu().numpy())
-        targets.append(batch.target.cpu().numpy())
+        probs.append(p[:, :num_classes])  # stays on the device: one copy back at the end, no wait per batch
         oks.append(batch.ok)
     if not probs:
         return np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
-    return np.concatenate(probs), np.concatenate(targets), np.concatenate(oks)
+    return torch.cat(probs).cpu().numpy(), feeder.table.targets.copy(), np.concatenate(oks)
 
 
 def train(recipe: Recipe, out: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
@@ -521,7 +520,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
             seconds = time.time() - t0
             epoch_loss = float(loss_sum) / max(steps, 1)
             if env.world > 1:
-                stats = torch.tensor([epoch_loss, float(seen)], dtype=torch.float64)
+                stats = torch.tensor([epoch_loss, float(seen)], dtype=torch.float64, device=device)  # NCCL: on the GPU
                 dist.all_reduce(stats)
                 epoch_loss, seen = float(stats[0]) / env.world, int(stats[1])
                 gathered = [None] * env.world

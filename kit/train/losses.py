@@ -56,7 +56,7 @@ def sigmoid_loss(logits, target, weight, mask, cfg: HeadCfg, flip_twins: bool = 
     logits = logits.float()
     known = target >= 0
     positive = F.one_hot(target.clamp(min=0), logits.shape[1]).bool() & known[:, None]
-    negatives = logits.masked_fill(positive | mask, float("-inf"))
+    negatives = logits.masked_fill(positive | mask, NEG)  # not -inf: BCE(-inf, 0) is NaN
     # every row has C - 1 negatives, C - 2 with flip twins (its twin masked): k fixed, no GPU sync
     k = min(cfg.hard_negatives, logits.shape[1] - 1 - int(flip_twins))
     hardest = negatives.topk(max(k, 1), dim=1).values
