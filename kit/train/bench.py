@@ -237,5 +237,7 @@ def format_row(row: dict, compile: bool = False) -> str:
     util = f"{row['gpu_util']:.0f}%" if row.get("gpu_util") is not None else "-"
     verdict = "ok" if row["ratio"] >= row["target"] else f"below {row['target']:.0%}"
     compiled = (f"{row['compiled']:>9.0f} " if row.get("compiled") else f"{'failed' if 'compile_error' in row else '-':>9} ")
+    note = f", compiling took {row['compile_s']:.0f} s" if row.get("compile_s") is not None else ""
+    note += f", compile failed: {row['compile_error']}" if "compile_error" in row else ""
     return (head + f"{row['model']:>8.0f} " + (compiled if compile else "")
-            + f"{row['loop']:>8.0f} {row['ratio']:>9.0%} {util:>8}  {row['cache']}  [{verdict}]")
+            + f"{row['loop']:>8.0f} {row['ratio']:>9.0%} {util:>8}  {row['cache']}  [{verdict}]{note}")
