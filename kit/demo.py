@@ -111,7 +111,8 @@ def _trained(model_dir: Path, recipe) -> bool:
 
 
 def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0, trials: int = 150,
-             force: bool = False, jobs: int | None = None, echo: Callable[[str], None] = print) -> DemoResult:
+             force: bool = False, jobs: int | None = None, echo: Callable[[str], None] = print,
+             progress: bool = True) -> DemoResult:
     from kit.data.prepare import prepare
     from kit.data.synthetic import generate
     from kit.export.member import export_member
@@ -142,7 +143,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     if force and data.exists():
         shutil.rmtree(data)
     if not (data / "train.csv").is_file():
-        generate(data, size=size, seed=seed)
+        generate(data, size=size, seed=seed, progress=progress)
     made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else {}
     if (made.get("size"), made.get("seed")) != (size, seed):  # never report one competition as another
         raise KitError(f"{data}: holds synthetic {made.get('size', '?')} seed {made.get('seed', '?')}, not {size} seed "

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=150, help="Optuna trials (default 150)")
     p.add_argument("--jobs", type=int, help="trainings at once on the CPU (default: 2, or 1 on a 1-core machine)")
     p.add_argument("--force", action="store_true", help="regenerate, retrain and re-export everything")
+    p.add_argument("--quiet", action="store_true", help="no progress display (a log or a pipe gets lines, never bars)")
     p.add_argument("--readme", nargs="*", metavar="RESULT",
                    help="write the closing tables of demo runs (their demo.json files; default submissions/demo.json) "
                         "into README.md, then stop")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KitError(f"--jobs must be >= 1, got {args.jobs}")
 
     start = time.perf_counter()
-    result = run_demo(args.data, args.size, args.seed, args.trials, args.force, args.jobs)
+    result = run_demo(args.data, args.size, args.seed, args.trials, args.force, args.jobs, progress=not args.quiet)
     print()
     print(format_table(result.table))
     print()

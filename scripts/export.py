@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="onnxruntime intra-op threads on the CPU (default: the cores; on a machine shared with "
                         "other jobs, 1 can be faster)")
+    p.add_argument("--quiet", action="store_true", help="no progress display (a log or a pipe gets lines, never bars)")
     p.add_argument("--models", default="models", help="where to look for members when none is named (default models)")
     p.add_argument("--check-map5", action="store_true",
                    help="after export, score the prediction sets and the eager PyTorch member alike (local MAP@5, "
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     for member in members:
         export_member(member, args.data, batch=args.batch, provider=args.provider, skip_infer=args.skip_infer,
                       force=args.force, fp16=args.fp16, tta=args.tta, cosine=args.cosine,
-                      new_identities=args.new_identities, workers=args.workers, threads=args.threads)
+                      new_identities=args.new_identities, workers=args.workers, threads=args.threads,
+                      progress=not args.quiet)
         if args.check_map5 and not args.skip_infer:
             folds = oof_children(member)
             if folds:

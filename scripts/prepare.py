@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic", metavar="SIZE", help="generate a synthetic competition: tiny, small, medium or kaggle")
     p.add_argument("--out", help="where --synthetic writes the competition")
     p.add_argument("--seed", type=int, default=0, help="seed for the generator and the folds (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress display (a log or a pipe gets lines, never bars)")
     p.add_argument("--folds", type=int, default=3, help="number of validation folds, disjoint in identities (default 3)")
     args = p.parse_args(argv)
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         from kit.data.synthetic import generate
 
         data = Path(args.out)
-        generate(data, size=args.synthetic, seed=args.seed)
+        generate(data, size=args.synthetic, seed=args.seed, progress=not args.quiet)
     elif args.data:
         data = Path(args.data)
     else:

@@ -20,11 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--seed", type=int, help="sampler and split seed (default: the recipe's tune.seed, 0)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn when output is not a terminal)")
     args = p.parse_args(argv)
 
     from kit.tune.study import tune
 
-    s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs, seed=args.seed)
+    s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs, seed=args.seed,
+             progress=not args.quiet)
     print(f"study {s.study_name} in {s.storage}: {s.n_trials} finished trials"
           + (f" ({s.trials_per_second:.1f} trials/s this run)" if s.trials_per_second else ""))
     print(s.table())

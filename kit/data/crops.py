@@ -268,7 +268,7 @@ def _read_index(path: Path) -> dict | None:
 def _fill(pixels: np.ndarray, rows: Iterable[int], paths, boxes, keys, spec: CropSpec, progress: bool,
           workers: int | None, desc: str) -> dict[str, str]:
     """Decode `rows` into `pixels` on a thread pool; returns {key: reason} of the bad ones (zeros)."""
-    from tqdm import tqdm
+    from kit.progress import progress as progress_bar
 
     from kit.io import cpu_count
 
@@ -287,7 +287,7 @@ def _fill(pixels: np.ndarray, rows: Iterable[int], paths, boxes, keys, spec: Cro
         return out
 
     with ThreadPoolExecutor(max_workers=workers or cpu_count(), thread_name_prefix="crops") as pool, \
-            tqdm(total=len(rows), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+            progress_bar(len(rows), desc, "img", enabled=progress) as bar:
         futures = {pool.submit(work, chunk): len(chunk) for chunk in chunks}
         for future in as_completed(futures):
             bad.update(future.result())

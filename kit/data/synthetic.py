@@ -44,7 +44,6 @@ import io
 import json
 import multiprocessing
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from tqdm import tqdm
+from kit.progress import progress as progress_bar
 
 from kit.errors import KitError
 from kit.io import atomic_dir, cpu_count
@@ -681,7 +680,7 @@ def generate(out: str | os.PathLike, size: str = "small", seed: int = 0, progres
         (tmp / "train").mkdir()
         (tmp / "test").mkdir()
         tasks = _tasks(p, tmp, spec.width)
-        bar = tqdm(total=len(tasks), desc=f"synthetic {size}", unit="img", file=sys.stderr, disable=not progress)
+        bar = progress_bar(len(tasks), f"synthetic {size}", "img", enabled=progress, leave=True)
         if workers == 1:
             for task in tasks:
                 i, box = _render(task)

@@ -82,7 +82,7 @@ def embed(runner: Callable, images: Sequence[str], load: Callable[[str], np.ndar
     Keeps the TTA-folded logits only for `logit_images` (a subset of `images`): a gallery needs
     only embeddings, and K logits for every train image would cost N x K floats.
     """
-    from tqdm.auto import tqdm
+    from kit.progress import progress as progress_bar
 
     images = list(images)
     want = set(logit_images)
@@ -92,7 +92,7 @@ def embed(runner: Callable, images: Sequence[str], load: Callable[[str], np.ndar
     emb = flip = logits = None
     n_logit = 0
     start = time.perf_counter()
-    bar = tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(len(images), desc, "img", enabled=progress)
     try:
         done = 0
         for x in prefetch_batches(images, load, batch, workers=workers):

@@ -35,6 +35,7 @@ from torch import nn
 from kit.data.crops import CropSpec, open_crops
 from kit.errors import KitError
 from kit.io import atomic_path, cpu_count, write_text
+from kit.progress import progress as progress_bar
 from kit.train.data import Feeder, build_tables, make_plan, rank_batches
 from kit.train.losses import Criterion
 from kit.train.model import (WhaleNet, apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
@@ -471,10 +472,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
             batches = rank_batches(len(plan), b, env.rank, env.world, a)
             steps = len(batches) // a
             set_train_mode(model, recipe.model.freeze_bn)
-            from tqdm import tqdm
-
-            bar = tqdm(total=steps, desc=f"epoch {global_epoch + 1}", unit="step", leave=False,
-                       disable=not (progress and env.main))
+            bar = progress_bar(steps, f"epoch {global_epoch + 1}", "step", enabled=progress and env.main, every=30.0)
             loss_sum, seen, step = torch.zeros((), device=device), 0, 0
             micro = feeder.train(plan, batches, recipe, K)
             for step in range(steps):

@@ -46,6 +46,7 @@ from kit.errors import KitError
 from kit.post import new_whale, pipeline
 from kit.post.compare import Gain, holdout_split, paired_gain
 from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
+from kit.progress import interactive
 from kit.tune.space import Param, search_space, to_recipe_values
 
 # fitted inside each trial, never proposed by the sampler: the step's threshold, or its share
@@ -295,7 +296,9 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
             raise optuna.TrialPruned(f"the study holds {trials} trials")
         return objective(trial)
 
-    study.optimize(objective_within_budget, n_trials=trials - done, show_progress_bar=progress, gc_after_trial=False)
+    # Optuna's bar is tqdm's: on a terminal only (a log would fill with carriage-return frames)
+    study.optimize(objective_within_budget, n_trials=trials - done, show_progress_bar=progress and interactive(),
+                   gc_after_trial=False)
 
 
 def fail_abandoned(study, started_before: datetime) -> list[int]:

@@ -306,3 +306,11 @@ def test_killing_train_py_stops_its_side_by_side_trainings(learnable, tiny_recip
     assert not any(_alive(pid) for pid in workers)
     assert not (out / "fold0" / "checkpoint.pt").is_file() or torch.load(
         out / "fold0" / "checkpoint.pt", weights_only=True)["epoch"] < 200  # stopped, not finished
+
+
+def test_training_into_a_log_writes_lines_not_frames(learnable, tiny_recipe, tmp_path, capfd):
+    """train.py with its output redirected (not a terminal): per-epoch lines, no carriage-return frames."""
+    train(tiny_recipe(learnable, stages=[{"epochs": 1, "lr": 0.003}]), out=tmp_path / "m", progress=True)
+    captured = capfd.readouterr()
+    assert "\r" not in captured.out + captured.err
+    assert "epoch 1 (stage 1.1)" in captured.out
