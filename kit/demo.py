@@ -11,6 +11,7 @@ competition) unless `force`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -93,9 +94,25 @@ def update_readme(readme: Path, results: list[DemoResult]) -> None:
     write_text(readme, text[:start] + readme_block(results) + text[end:])
 
 
+def demo_blend_for(data: Path) -> Path:
+    """blends/demo.yaml, or for a competition elsewhere (demo.py --data DIR) its copy pointing there,
+    blends/demo-<DIR's name>.yaml, whose outputs are named after it too."""
+    from kit.post.recipe import dump_recipe, load_recipe, recipe_from_dict
+
+    blend = load_recipe(DEMO_BLEND)
+    if Path(blend.data) == data:
+        return DEMO_BLEND
+    name = f"demo-{data.resolve().name}"
+    raw = {**blend.to_dict(), "name": name, "data": str(data)}
+    return dump_recipe(recipe_from_dict(raw, str(DEMO_BLEND)), DEMO_BLEND.parent / f"{name}.yaml",
+                       note=[f"{DEMO_BLEND} on {data}: written by scripts/demo.py --data {data}"])
+
+
 def _trained(model_dir: Path, recipe) -> bool:
     """The member's checkpoint (every fold's, for an out-of-fold member) covers every epoch of every
-    stage of the recipe."""
+    stage of the recipe, trained on the recipe's data."""
+    import yaml
+
     from kit.export.member import oof_children
     from kit.train.recipe import ALL_FOLDS
 
@@ -103,6 +120,12 @@ def _trained(model_dir: Path, recipe) -> bool:
     if not dirs:
         return False
     for d in dirs:
+        try:
+            ran_on = (yaml.safe_load((d / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("data")
+        except (OSError, yaml.YAMLError, AttributeError):
+            return False
+        if ran_on is None or Path(ran_on) != Path(recipe.data):  # a member of another competition
+            return False
         metrics = d / "metrics.json"
         if not (d / "checkpoint.pt").is_file() or not metrics.is_file() or len(
                 json.loads(metrics.read_text()).get("epochs", [])) < sum(s.epochs for s in recipe.stages):
@@ -126,9 +149,8 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     from kit.tune.study import tune
 
     data = Path(data)
-    blend = load_recipe(DEMO_BLEND)
-    if Path(blend.data) != data:
-        raise KitError(f"{DEMO_BLEND}: data is {blend.data}, the demo runs on {data}")
+    blend_path = demo_blend_for(data)
+    blend = load_recipe(blend_path)
     seconds: dict[str, float] = {}
     files: list[str] = []
     clock = time.perf_counter()
@@ -144,8 +166,10 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         shutil.rmtree(data)
     if not (data / "train.csv").is_file():
         generate(data, size=size, seed=seed, progress=progress)
-    made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else {}
-    if (made.get("size"), made.get("seed")) != (size, seed):  # never report one competition as another
+    made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else None
+    if made is None:
+        echo(f"  {data}: not a synthetic competition (no synthetic.json): used as it is")
+    elif (made.get("size"), made.get("seed")) != (size, seed):  # never report one competition as another
         raise KitError(f"{data}: holds synthetic {made.get('size', '?')} seed {made.get('seed', '?')}, not {size} seed "
                        f"{seed}; add --force to generate it again (and retrain), or --data for another directory")
     if not (data / "folds.csv").is_file() or not (data / "hashes.csv").is_file():
@@ -154,7 +178,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
 
     members, tasks = [], []
     for path in TINY_RECIPES:
-        recipe = load_train_recipe(path)
+        recipe = dataclasses.replace(load_train_recipe(path), data=str(data))  # recipe.yaml records it
         model_dir = Path("models") / recipe.name
         members.append(model_dir)
         if _trained(model_dir, recipe) and not force:
@@ -183,13 +207,13 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         export_member(model_dir, data=data, force=force, progress=False, log=lambda line: echo(f"  {line}"))
     lap("export")
 
-    echo(f"== 4/6 blend: {DEMO_BLEND}")
-    run = pipeline.blend_files(DEMO_BLEND, echo=echo)
+    echo(f"== 4/6 blend: {blend_path}")
+    run = pipeline.blend_files(blend_path, echo=echo)
     files += [run.summary["submission"], run.summary.get("pseudo", ""), str(write_report(run))]
     lap("blend")
 
     echo(f"== 5/6 tune: {trials} Optuna trials")
-    summary = tune(DEMO_BLEND, trials, storage=f"sqlite:///{Path('models') / 'studies.db'}", progress=False)
+    summary = tune(blend_path, trials, storage=f"sqlite:///{Path('models') / 'studies.db'}", progress=False)
     echo(summary.table())
     tuned_run = pipeline.blend_files(summary.tuned_path, echo=lambda line: None)
     files += [str(summary.tuned_path), tuned_run.summary["submission"], str(write_tune_report(summary, tuned_run))]

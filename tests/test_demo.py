@@ -1,5 +1,6 @@
 """The README's demo table is the demo's own output format: what `scripts/demo.py --readme` writes,
 with the rows the demo's blend recipe produces."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,30 @@ def test_the_demo_never_reports_one_competition_as_another(tmp_path, monkeypatch
     with pytest.raises(KitError, match=r"data/small: holds synthetic small seed 0, not small seed 1; add --force"):
         run_demo("data/small", seed=1, echo=lambda line: None)
     assert not (tmp_path / "models").exists()
+
+
+def test_the_demo_on_another_directory_gets_its_own_blend_recipe(tmp_path, monkeypatch):
+    """demo.py --data DIR: blends/demo-<DIR>.yaml points at DIR (and names the outputs after it);
+    members trained on another competition are not reused."""
+    import yaml
+
+    from kit.demo import _trained, demo_blend_for
+    from kit.post.recipe import load_recipe
+    from kit.train.recipe import load_recipe as load_train_recipe
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blends").mkdir()
+    (tmp_path / "blends" / "demo.yaml").write_text((ROOT / DEMO_BLEND).read_text())
+    assert demo_blend_for(Path("data/small")) == DEMO_BLEND
+    path = demo_blend_for(Path("elsewhere/faces"))
+    assert path == Path("blends/demo-faces.yaml")
+    mine, theirs = load_recipe(path), load_recipe(DEMO_BLEND)
+    assert (mine.data, mine.name) == ("elsewhere/faces", "demo-faces") and mine.members == theirs.members
+    member = tmp_path / "models" / "resnet18_tiny"
+    member.mkdir(parents=True)
+    recipe = load_train_recipe(ROOT / "models" / "resnet18_tiny.yaml")
+    (member / "checkpoint.pt").write_bytes(b"")
+    (member / "metrics.json").write_text('{"epochs": [' + ", ".join(["{}"] * 12) + "]}")
+    (member / "recipe.yaml").write_text(yaml.safe_dump({"data": "data/small"}))
+    assert _trained(member, recipe)
+    assert not _trained(member, dataclasses.replace(recipe, data="elsewhere/faces"))
