@@ -6,14 +6,22 @@ top-1 score means something) gets its own new_whale threshold (or share, if the 
 no threshold or trial saw, and on the test truth where there is one. The claims compare the recipe
 one would submit (the tuned one) with the best member (best on test: the hardest bar) and with the
 untuned recipe, each with its paired bootstrap interval.
+
+`member_table_for(recipe, tuned)` makes the table from a recipe the demo's way (for `scripts/blend.py
+--members`); `tuned_beside(path)` finds the tuned recipe tune.py wrote beside it, if tune.py made it
+from that recipe as it is now.
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 
+from kit.errors import KitError
 from kit.post import new_whale, pipeline
-from kit.post.compare import Claim, MemberTable, Row, paired_gains
-from kit.post.recipe import BlendRecipe
+from kit.post.compare import Claim, MemberTable, Row, holdout_split, paired_gains
+from kit.post.recipe import BlendRecipe, load_recipe
 
 HELD_OUT, TEST = "held-out val", "test"
 
@@ -72,3 +80,108 @@ def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Input
         for (b, w), gain in zip(mine, paired_gains([(b.ap[part], w.ap[part]) for b, w in mine])):
             claims.append(Claim(b.what, w.what, part, gain))
     return MemberTable(rows, {p: len(idx) for p, (_, idx) in parts.items()}, claims)
+
+
+# ------------------------------------------------------------------------ from a recipe (blend.py --members)
+# the first line tune.py writes on top of blends/<name>.tuned.yaml (kit/tune/study.py, dump_recipe's note)
+_TUNED_HEAD = re.compile(r"^# Tuned by scripts/tune\.py from .* \(\d+ trials, study (.+)\)\.$")
+
+
+def check_member_table(recipe: BlendRecipe) -> None:
+    """A KitError unless the recipe has what the table needs: a validation split and a held-out part
+    of it (`tune.holdout` > 0). Cheap: reads no prediction set."""
+    reason = pipeline.val_skip_reason(recipe)
+    if reason:
+        raise KitError(f"{recipe.source}: the member table needs the validation split: {reason}")
+    if recipe.tune.holdout <= 0:
+        raise KitError(f"{recipe.source}: the member table needs a held-out part of the validation images to score on "
+                       f"(tune.holdout is 0): set tune.holdout, e.g. 0.3")
+
+
+def check_tuned(recipe: BlendRecipe, tuned: BlendRecipe) -> None:
+    """A KitError unless `tuned` can stand as the tuning of `recipe`: the same competition, fold and
+    members, and the same held-out part (tune.holdout, tune.seed)."""
+    why = None
+    if (tuned.data, tuned.fold) != (recipe.data, recipe.fold):
+        why = f"data {tuned.data} fold {tuned.fold}, not {recipe.data} fold {recipe.fold}"
+    elif [pipeline._member_key(m) for m in tuned.members] != [pipeline._member_key(m) for m in recipe.members]:
+        why = "its members differ"
+    elif (tuned.tune.holdout, tuned.tune.seed) != (recipe.tune.holdout, recipe.tune.seed):
+        why = (f"tuned with tune.holdout {tuned.tune.holdout:g}, seed {tuned.tune.seed}; the recipe holds out "
+               f"{recipe.tune.holdout:g} with seed {recipe.tune.seed}")
+    if why:
+        raise KitError(f"{tuned.source}: not a tuning of {recipe.source}: {why}")
+
+
+def tuned_origin(recipe_path: str | Path, tuned_path: str | Path) -> str | None:
+    """None if tune.py made `tuned_path` from the recipe at `recipe_path` as it is now, else why not
+    (in words).
+
+    Decided by the study the tuned file names on its first line: tune.py's default study name is the
+    recipe's name plus a digest of the whole recipe, its search space, tune.holdout and the split
+    seed (`study_name_for`). If the recipe would make that very name today, the tuned recipe came
+    from it, with the same held-out part. A recipe edited since, a `--seed` other than tune.seed or a
+    `--study` of one's own give another name."""
+    from kit.tune.space import search_space
+    from kit.tune.study import study_name_for
+
+    lines = Path(tuned_path).read_text().splitlines()
+    head = _TUNED_HEAD.match(lines[0]) if lines else None
+    if head is None:
+        return f"{tuned_path} does not say which study made it"
+    recipe = load_recipe(recipe_path)
+    try:
+        expected = study_name_for(recipe, search_space(recipe), recipe.tune.holdout, recipe.tune.seed)
+    except KitError as e:  # a tune: section tune.py would refuse: it never tuned this recipe
+        return str(e)
+    if head.group(1) != expected:
+        return (f"{tuned_path} comes from study {head.group(1)}; {recipe_path} as it is now makes study {expected}: "
+                f"edited since, or tuned with another --seed or --study")
+    return None
+
+
+def load_tuned(path: str | Path, recipe_path: str | Path) -> tuple[BlendRecipe, str]:
+    """A tuned recipe the user names (`--tuned PATH`), checked by `check_tuned` (a KitError), and one
+    line that says whether tune.py made it from this recipe as it is now."""
+    recipe, tuned = load_recipe(recipe_path), load_recipe(path)
+    check_tuned(recipe, tuned)
+    why = tuned_origin(recipe_path, path)
+    return tuned, f"tuned row: {path} (--tuned; " + (why or f"tuned from {recipe_path} as it is now") + ")"
+
+
+def tuned_beside(recipe_path: str | Path) -> tuple[BlendRecipe | None, str]:
+    """The tuned recipe tune.py wrote beside the recipe (`<stem>.tuned.yaml`) if tune.py made it from
+    this recipe as it is now (`tuned_origin`), and one line that says which, or why none."""
+    recipe_path = Path(recipe_path)
+    path = recipe_path.with_name(f"{recipe_path.stem}.tuned.yaml")  # as kit/tune/study.py names it
+    if not path.is_file():
+        return None, f"tuned row: none ({path} not found: python scripts/tune.py {recipe_path} makes it)"
+    why = tuned_origin(recipe_path, path)
+    if why:
+        return None, f"tuned row: none ({why}; --tuned {path} includes it anyway)"
+    tuned = load_recipe(path)
+    try:
+        check_tuned(load_recipe(recipe_path), tuned)
+    except KitError as e:  # edited by hand since
+        return None, f"tuned row: none ({e})"
+    return tuned, f"tuned row: {path} (tuned from {recipe_path} as it is now)"
+
+
+def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None = None) -> MemberTable:
+    """The member table of a recipe (a path, or a recipe as loaded, weights not yet resolved): val and
+    test prepared, val split by `holdout_split` on tune.holdout and tune.seed (the tuner's own split),
+    automatic weights resolved on the tuning part, then `member_table`. `tuned`: its tuned recipe
+    for the tuned row (checked by `check_tuned`), or None for no tuned row."""
+    if not isinstance(recipe, BlendRecipe):
+        recipe = load_recipe(recipe)
+    check_member_table(recipe)
+    if tuned is not None:
+        check_tuned(recipe, tuned)
+    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    tune_idx, hold_idx = holdout_split(val.truth, val.unknown_code, recipe.tune.holdout, recipe.tune.seed)
+    if not len(hold_idx) or not len(tune_idx):
+        raise KitError(f"{recipe.source}: tune.holdout {recipe.tune.holdout:g} of {len(val.images)} validation images "
+                       f"leaves {len(tune_idx)} to fit thresholds on and {len(hold_idx)} to score: the table needs both")
+    if tuned is not None:
+        tuned = pipeline.with_weights(tuned, val, tune_idx)  # a no-op for tune.py's (its weights are resolved)
+    return member_table(pipeline.with_weights(recipe, val, tune_idx), val, test, tune_idx, hold_idx, tuned)
