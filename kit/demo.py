@@ -140,8 +140,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     from kit.data.synthetic import generate
     from kit.export.member import export_member
     from kit.post import pipeline
-    from kit.post.compare import holdout_split
-    from kit.post.members import member_table
+    from kit.post.members import member_table_for
     from kit.post.recipe import load_recipe
     from kit.report.html import write_report, write_tune_report
     from kit.train.loop import Task, fold_tasks, train_tasks
@@ -220,9 +219,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     lap("tune")
 
     echo("== 6/6 the member table: each member alone, the blend untuned and tuned")
-    val, test = pipeline.prepare(blend, "val"), pipeline.prepare(blend, "test")
-    tune_idx, hold_idx = holdout_split(val.truth, val.unknown_code, blend.tune.holdout, blend.tune.seed)
-    table = member_table(pipeline.with_weights(blend, val, tune_idx), val, test, tune_idx, hold_idx, summary.tuned)
+    table = member_table_for(blend, summary.tuned)  # what blend.py --members prints
     lap("table")
     result = DemoResult(table.to_dict(), seconds, [f for f in files if f], summary.verdict(), seed)
     write_text(RESULT, json.dumps(result.to_dict(), indent=1) + "\n")
