@@ -12,13 +12,18 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
         "Write folds.csv and hashes.csv for a competition directory; with --synthetic, generate one first.",
         "python scripts/prepare.py --synthetic small --out data/small --seed 0\n"
-        "  python scripts/prepare.py ~/kaggle/humpback-whale-identification",
+        "  python scripts/prepare.py ~/kaggle/humpback-whale-identification\n"
+        "  python scripts/prepare.py ~/data/faces --init ~/work/faces   # + starter recipes in a working directory",
     )
     p.add_argument("data", nargs="?", help="competition directory (Kaggle layout) to prepare")
     p.add_argument("--synthetic", metavar="SIZE", help="generate a synthetic competition: tiny, small, medium or kaggle")
     p.add_argument("--out", help="where --synthetic writes the competition")
     p.add_argument("--seed", type=int, default=0, help="seed for the generator and the folds (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress display (a log or a pipe gets lines, never bars)")
+    p.add_argument("--init", metavar="WORKDIR", help="also write starter recipes fitted to the data and this machine "
+                   "(models/, blends/, README.md) into WORKDIR, outside the kit; never overwrites")
+    p.add_argument("--minutes", type=float, help="--init: training time a member may take (default 4 on a CPU, "
+                   "60 on a GPU); sets the epochs from the speed measured here")
     p.add_argument("--folds", type=int, default=3, help="number of validation folds, disjoint in identities (default 3)")
     args = p.parse_args(argv)
 
@@ -33,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(args.data)
     else:
         raise KitError("give a competition directory, or --synthetic SIZE --out DIR")
-    prepare(data, args.folds, args.seed)
+    if not ((data / "folds.csv").is_file() and (data / "hashes.csv").is_file()) or not args.init:
+        prepare(data, args.folds, args.seed)
+    if args.init:
+        from kit.starter import init_workdir
+
+        init_workdir(data, args.init, args.minutes)
     return 0
 
 

@@ -42,22 +42,27 @@ def draw_whale(rng: np.random.Generator, identity: int | None, size=(48, 96)) ->
 
 
 def make_learnable_competition(root: Path, n_ids: int = 8, per_id: int = 4, n_unknown: int = 6, n_test: int = 4,
-                               boxes: bool = True, folds: int = 2, seed: int = 0) -> Path:
+                               boxes: bool = True, folds: int = 2, seed: int = 0, size=(48, 96), grey: bool = False) -> Path:
     rng = np.random.default_rng(seed)
     (root / "train").mkdir(parents=True)
     (root / "test").mkdir()
     labels = [f"w_{i:04d}" for i in range(n_ids) for _ in range(per_id)] + ["new_whale"] * n_unknown
     idents = [i for i in range(n_ids) for _ in range(per_id)] + [None] * n_unknown
     names = [f"tr{i:04d}.jpg" for i in range(len(labels))]
+    def draw(ident):
+        im = draw_whale(rng, ident, size)
+        return im.convert("L") if grey else im
+
     for name, ident in zip(names, idents):
-        draw_whale(rng, ident).save(root / "train" / name)
+        draw(ident).save(root / "train" / name)
     tests = [f"te{i:04d}.jpg" for i in range(n_test)]
     for i, name in enumerate(tests):
-        draw_whale(rng, i % n_ids).save(root / "test" / name)
+        draw(i % n_ids).save(root / "test" / name)
     pd.DataFrame({"Image": names, "Id": labels}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"Image": tests, "Id": "new_whale"}).to_csv(root / "sample_submission.csv", index=False)
     if boxes:
-        pd.DataFrame({"Image": names + tests, "x0": 4, "y0": 4, "x1": 92, "y1": 44}).to_csv(
+        h, w = size
+        pd.DataFrame({"Image": names + tests, "x0": 4, "y0": 4, "x1": w - 4, "y1": h - 4}).to_csv(
             root / "bounding_boxes.csv", index=False)
     if folds:
         comp = load_competition(root)
