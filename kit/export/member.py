@@ -275,6 +275,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
                          tta=flip_tta, batch=batch, workers=workers, progress=progress, desc=info.name)
         sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities)
         for (view, split), ps in sets.items():
+            ps.meta["data"] = str(data_dir.resolve())  # a blend on another competition is refused by name
             if fp16_used:
                 ps.meta["precision"] = "fp16"
             ps.save(model_dir / "preds" / view / split)

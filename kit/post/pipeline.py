@@ -248,6 +248,10 @@ def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown
         raise KitError(f"{directory}: the member held out fold {ps.meta['fold']}, the recipe validates on fold {recipe.fold}")
     if unknown in ps.classes:
         raise KitError(f"{directory}: classes.txt lists the unknown label {unknown!r}; prediction sets exclude it")
+    made_on = ps.meta.get("data")
+    if made_on is not None and Path(made_on).resolve() != Path(recipe.data).resolve():
+        raise KitError(f"{src}: data is {recipe.data}, but members[{i}] ({m.name}) was exported from {made_on}; "
+                       f"point the blend's data: at the members' competition, or export them with --data {recipe.data}")
     ps.meta.setdefault("model", m.name)
     return ps
 

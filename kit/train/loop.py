@@ -188,6 +188,8 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, data: str | os.P
     """
     from kit.data.competition import load_competition
 
+    if data is not None:  # recipe.yaml records the competition trained on: export reads it from there
+        recipe = dataclasses.replace(recipe, data=str(data))
     if recipe.fold == ALL_FOLDS:
         return train_every_fold(recipe, out, data, resume, force, progress, on_step, jobs=jobs)
     env = _dist_env(recipe)

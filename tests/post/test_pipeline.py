@@ -1,6 +1,7 @@
 """The pipeline on a fabricated competition with members made from noisy copies of the truth."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -326,3 +327,16 @@ def test_out_of_fold_members_validate_on_every_fold(project, tmp_path):
         prepare(load_recipe(single), "val")
     with pytest.raises(KitError, match=r"fold must be an integer >= -1 or 'all'"):
         load_recipe(write_recipe(tmp_path / "blends" / "typo.yaml", comp.root, members, fold="al"))
+
+
+def test_a_member_exported_from_another_competition_is_named(project, tmp_path):
+    """A blend whose data: is not the competition its members were exported from: one line saying so."""
+    d = project["root"] / "models" / "b" / "preds" / "logit" / "test"
+    ps = predset.load(d, mmap=False)
+    predset.PredictionSet(ps.scores, ps.images, ps.classes, {**ps.meta, "data": str(tmp_path / "faces")}).save(d)
+    with pytest.raises(KitError, match=r"data is .*, but members\[1\] \(b/logit\) was exported from .*faces; "
+                                       r"point the blend's data: at the members' competition"):
+        prepare(load_recipe(project["recipe"]), "test")
+    ps.meta["data"] = str(Path(load_recipe(project["recipe"]).data).resolve())  # the same directory: fine
+    predset.PredictionSet(ps.scores, ps.images, ps.classes, ps.meta).save(d)
+    prepare(load_recipe(project["recipe"]), "test")
