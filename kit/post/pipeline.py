@@ -339,6 +339,11 @@ class Result:
         return float((self.top5[:, 0] == self.unknown_code).mean()) if len(self.top5) else 0.0
 
     @property
+    def new_whale_later_share(self) -> float:
+        """Share of images with the unknown label at ranks 2-5 (not first, but still scoring)."""
+        return float((self.top5[:, 1:] == self.unknown_code).any(axis=1).mean()) if len(self.top5) else 0.0
+
+    @property
     def n_leaked(self) -> int:
         return int((self.pinned[:, 0] >= 0).sum()) if self.pinned.shape[1] else 0
 
@@ -619,7 +624,8 @@ def format_ablation(result: Result, title: str) -> str:
         else:
             note = "" if gain.significant else "  (within the noise)"
             lines.append(f"  {step:<12} {value:7.4f} {gain.value:+8.4f}  [{gain.low:+.4f}, {gain.high:+.4f}]{note}")
-    extra = [f"new_whale first in {result.new_whale_share:.1%} of images"]
+    extra = [f"new_whale first in {result.new_whale_share:.1%} of images, at ranks 2-5 in "
+             f"{result.new_whale_later_share:.1%}"]
     if result.threshold is not None:
         extra.append(f"threshold {result.threshold:.4g}")
     if result.pinned.shape[1]:

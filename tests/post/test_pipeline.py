@@ -156,6 +156,10 @@ def test_blend_files_writes_a_valid_submission_and_pseudo_labels(project, monkey
     assert np.mean([truth[im] == lab for im, lab in zip(pseudo["Image"], pseudo["Id"])]) > 0.9
     first = dict(zip(frame["Image"], frame["Id"].str.split().str[0]))
     assert all(first[im] == lab for im, lab in zip(pseudo["Image"], pseudo["Id"]))
+    # where new_whale sits: first, and at ranks 2-5 (a 0% "first" no longer reads as "absent")
+    ids = frame["Id"].str.split()
+    later = np.mean([("new_whale" in row[1:]) for row in ids])
+    assert f"at ranks 2-5 in {later:.1%}" in out
 
 
 # --------------------------------------------------------------------------------- bad inputs
