@@ -661,7 +661,9 @@ def _conflict_note(inputs: Inputs, recipe: BlendRecipe) -> str | None:
     lab = inputs.labels
     return (f"warning: {len(c)} pair(s) of train images within phash distance {step.max_distance} carry different "
             f"labels, e.g. {lk.ref_images[i]} ({lab[lk.ref_labels[i]]}) ~ {lk.ref_images[j]} ({lab[lk.ref_labels[j]]}), "
-            f"distance {d}")
+            f"distance {d}: most likely one photo filed twice; the leak gives a test copy of it either label. "
+            f"Look at the pair; if it is one animal, give both rows one label in train.csv (or lower "
+            f"steps.leak.max_distance if they are merely similar)")
 
 
 def _summary(result: Result, inputs: Inputs) -> dict:
