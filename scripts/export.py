@@ -73,7 +73,8 @@ def check_map5(member, data, batch: int) -> None:
         print(f"{member}: nothing to score (no validation fold and no test_truth.csv)")
     for r in rows:
         print(f"{member}: {r.view:<6} {r.split:<4} {r.images:>5} images  MAP@5 onnxruntime {r.map5_onnx:.5f}  "
-              f"pytorch {r.map5_torch:.5f}  difference {r.diff:.1e}  (max score difference {r.max_score_diff:.1e})")
+              f"pytorch {r.map5_torch:.5f}  difference {r.diff:.1e}  (max score difference {r.max_score_diff:.1e}; "
+              f"new_whale at {r.threshold:.3g}, the view's best on validation)")
     bad = [r for r in rows if r.diff > 1e-4]
     if bad:
         raise KitError(f"{member}: local MAP@5 of onnxruntime and PyTorch differ by {max(r.diff for r in bad):.2e} "

@@ -3,9 +3,11 @@
 `map5_parity(model_dir)` runs the same inference pipeline (same images, same preprocessing,
 same TTA fold-back, same gallery) once with onnxruntime over `model.onnx` and once with the
 eager PyTorch network, turns each prediction set into a submission with `new_whale` inserted at
-one fixed threshold, and scores both with `kit.post.score.score_files` (what
-`scripts/score.py` runs) against the truth: the validation fold's labels (folds.csv), and
-`test_truth.csv` where the competition has one (synthetic ones do).
+a threshold, and scores both with `kit.post.score.score_files` (what `scripts/score.py` runs)
+against the truth: the validation fold's labels (folds.csv), and `test_truth.csv` where the
+competition has one (synthetic ones do). Each view gets its own threshold, the best on the
+validation fold (a cosine and a probability are not on one scale: one threshold for both made a
+strong cosine view look weak), the same for both runtimes; 0.5 where there is no validation fold.
 
 The submission rule here is deliberately the plain one (top 5 by score, `new_whale` at the first
 rank whose probability, or cosine, falls below the threshold): it checks the export, not the
@@ -72,6 +74,18 @@ def predset_map5(ps: PredictionSet, truth: pd.DataFrame, unknown: str, threshold
     return value
 
 
+def own_threshold(ps: PredictionSet, truth: pd.DataFrame, unknown: str, default: float) -> float:
+    """The view's best new_whale threshold on these images (kit.train.validate's grid of top-1
+    quantiles); `default` when the best is never to insert it."""
+    from kit.train.validate import evaluate_probs
+
+    index = {c: i for i, c in enumerate(ps.classes)}
+    labels = truth.set_index("image").loc[ps.images, "label"]
+    targets = np.array([-1 if lab == unknown else index.get(lab, len(ps.classes) + 1) for lab in labels])
+    best = evaluate_probs(to_probability(ps), targets)["threshold"]
+    return default if best is None else float(best)
+
+
 @dataclass
 class Map5Row:
     view: str
@@ -80,6 +94,7 @@ class Map5Row:
     map5_onnx: float
     map5_torch: float
     max_score_diff: float  # max |onnx - torch| over the whole prediction set
+    threshold: float = 0.5  # where new_whale was inserted (the view's own, fitted on validation)
 
     @property
     def diff(self) -> float:
@@ -106,7 +121,7 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     if oof_children(model_dir):
         raise KitError(f"{model_dir}: an out-of-fold member; MAP@5 parity is checked per fold member "
                        f"({model_dir}/fold<k>/), not on its combined oof and test sets")
-    threshold = {**THRESHOLD, **(threshold or {})}
+    threshold = None if threshold is None else {**THRESHOLD, **threshold}
     if not (model_dir / ONNX).is_file():
         raise KitError(f"{model_dir}: no {ONNX}; run scripts/export.py first")
     report = read_report(model_dir)
@@ -152,6 +167,11 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
         truths["val"] = folds[folds["fold"] == info.fold][["image", "label"]]
     if comp.truth is not None:
         truths["test"] = comp.truth
+    if threshold is None:  # each view its own: the best on the validation fold, from the ONNX set
+        threshold = dict(THRESHOLD)
+        for (view, split), ps in onnx_sets.items():
+            if split == "val" and "val" in truths:
+                threshold[view] = own_threshold(ps, truths["val"], comp.unknown, THRESHOLD[view])
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(workdir) if workdir else Path(scratch)
@@ -166,5 +186,6 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
                 predset_map5(ps, truths[split], comp.unknown, threshold[view], tmp),
                 predset_map5(pt, truths[split], comp.unknown, threshold[view], tmp),
                 float(np.abs(np.asarray(ps.scores, np.float64) - pt.scores).max(initial=0.0)),
+                threshold[view],
             ))
     return rows

@@ -73,12 +73,22 @@ def test_rerun_skips_fresh_members_and_redoes_stale_ones(twin_member):
     assert (twin_member / "export.json").stat().st_mtime > (twin_member / "checkpoint.pt").stat().st_mtime
 
 
-def test_onnx_and_pytorch_give_the_same_local_map5(twin_member):
+def test_onnx_and_pytorch_give_the_same_local_map5(twin_member, tiny_data):
     rows = map5_parity(twin_member, batch=4)
     assert {(r.view, r.split) for r in rows} == {("logit", "val"), ("cosine", "val")}  # no test truth here
     for r in rows:
         assert r.diff <= 1e-4, r
         assert r.max_score_diff < 1e-4, r
+    # each view at its own threshold: the best of the validation grid for that view's scores
+    from kit.export.check import own_threshold
+
+    folds = read_folds(tiny_data / "folds.csv", load_competition(tiny_data).train)
+    truth = folds[folds["fold"] == load_member(twin_member)[1].fold][["image", "label"]]
+    for r in rows:
+        ps = load_set(twin_member / "preds" / r.view / "val", mmap=False)
+        assert r.threshold == own_threshold(ps, truth, "new_whale", 0.5)
+    fixed = map5_parity(twin_member, batch=4, threshold={"logit": 0.5, "cosine": 0.5})
+    assert all(f.threshold == 0.5 for f in fixed)
 
 
 def test_arcface_member_skip_infer_exports_only(tmp_path, tiny_data):
