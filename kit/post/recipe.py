@@ -15,7 +15,7 @@ members:
     rank_weights: [1, 0.5, 0.333, 0.25, 0.2]   # its vote per rank (the default: MAP@5's credit)
 steps:                           # fixed order leak -> new_whale -> balance; omit or `enabled: false`
   leak: {max_distance: 0}
-  new_whale: {threshold: 0.5}    # or {proportion: 0.276}
+  new_whale: {threshold: 0.5}    # or {proportion: 0.276}; {} = the unknown share of validation
   balance: {margin: 0.3, min_count: 2}
 pseudo: {threshold: 0.96}
 output: submissions
@@ -368,7 +368,7 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     steps_sec.keys(STEP_ORDER)
     steps = Steps(
         leak=_leak(steps_sec.get("leak"), source) if steps_sec.has("leak") else None,
-        new_whale=_new_whale(steps_sec.get("new_whale"), source) if steps_sec.has("new_whale") else None,
+        new_whale=_new_whale(steps_sec.get("new_whale"), source, data, fold) if steps_sec.has("new_whale") else None,
         balance=_balance(steps_sec.get("balance"), source) if steps_sec.has("balance") else None,
     )
     pseudo_sec = top.section("pseudo")
@@ -459,7 +459,7 @@ def _leak(raw: Any, source: str) -> LeakStep:
     return LeakStep(enabled=_enabled(sec), max_distance=sec.integer("max_distance", 0, low=0, high=64))
 
 
-def _new_whale(raw: Any, source: str) -> NewWhaleStep:
+def _new_whale(raw: Any, source: str, data: str, fold: int | str) -> NewWhaleStep:
     sec = _Section(raw, "steps.new_whale", source)
     sec.keys(("enabled", "threshold", "proportion"))
     given = [k for k in ("threshold", "proportion") if sec.get(k) is not None]
@@ -468,7 +468,29 @@ def _new_whale(raw: Any, source: str) -> NewWhaleStep:
     if given == ["proportion"]:
         return NewWhaleStep(enabled=_enabled(sec), threshold=None,
                             proportion=sec.number("proportion", None, low=0.0, high=1.0))
-    return NewWhaleStep(enabled=_enabled(sec), threshold=sec.number("threshold", 0.5), proportion=None)
+    if given == ["threshold"]:
+        return NewWhaleStep(enabled=_enabled(sec), threshold=sec.number("threshold", 0.5), proportion=None)
+    # Neither: the unknown label first in the share validation holds. A share means the same for
+    # any member set; a threshold of 0.5 does not (its share moved from 0% to 66% between blends).
+    return NewWhaleStep(enabled=_enabled(sec), threshold=None, proportion=validation_unknown_share(data, fold, source))
+
+
+def validation_unknown_share(data: str, fold: int | str, source: str) -> float:
+    """The unknown label's share among the validation images of `fold` (every fold's for `all`)."""
+    from kit.data.competition import load_competition
+    from kit.data.folds import read_folds
+
+    folds_csv = Path(data) / "folds.csv"
+    if fold == -1 or not folds_csv.is_file():
+        why = "fold is -1" if fold == -1 else f"{folds_csv} is missing"
+        raise KitError(f"{source}: steps.new_whale gives neither threshold nor proportion, so it would take "
+                       f"validation's unknown share, but {why}; give one")
+    comp = load_competition(data, check_images=False)
+    folds = read_folds(folds_csv, comp.train)
+    held = folds[folds["fold"] >= 0] if fold == ALL_FOLDS else folds[folds["fold"] == fold]
+    if not len(held):
+        raise KitError(f"{folds_csv}: fold {fold} holds no image; steps.new_whale needs a threshold or a proportion")
+    return round(float((held["label"] == comp.unknown).mean()), 4)
 
 
 def _balance(raw: Any, source: str) -> BalanceStep:

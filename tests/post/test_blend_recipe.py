@@ -184,3 +184,22 @@ def test_fold_all_and_the_tune_section(tmp_path):
         load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\ntune: {free: steps}\n")
     note = dump_recipe(r, tmp_path / "n.yaml", note=["tuned on 70 images", "not significant"])
     assert note.read_text().startswith("# tuned on 70 images\n# not significant\n") and load_recipe(note) == r
+
+
+def test_new_whale_without_a_value_takes_validation_s_unknown_share(project, tmp_path):
+    """A share transfers between member sets; with neither threshold nor proportion, the step takes
+    the unknown label's share of the validation fold (issue: 0.5 meant 0% to 66% across blends)."""
+    import pandas as pd
+
+    d = yaml.safe_load(project["recipe"].read_text())
+    d["steps"]["new_whale"] = {}
+    path = tmp_path / "share.yaml"
+    path.write_text(yaml.safe_dump(d))
+    folds = pd.read_csv(f"{d['data']}/folds.csv")
+    fold0 = folds[folds["fold"] == 0]
+    nw = load_recipe(path).steps.new_whale
+    assert nw.threshold is None and nw.proportion == round((fold0["Id"] == "new_whale").mean(), 4)
+    d["fold"] = -1
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(KitError, match="neither threshold nor proportion, so it would take validation's unknown share, but fold is -1"):
+        load_recipe(path)
