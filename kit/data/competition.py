@@ -86,6 +86,24 @@ def _no_duplicates(frame: pd.DataFrame, column: str, path: Path) -> None:
         raise KitError(f"{path}: image {dup.iloc[0]!r} is listed {int((frame[column] == dup.iloc[0]).sum())} times ({len(dup)} duplicate rows)")
 
 
+def _plain_names(names: pd.Series, column: str, path: Path) -> None:
+    """Image names are file names inside the competition's image directories, nothing else: a name
+    with a directory part or '..' would let a label file point the kit (and the report, which
+    embeds images) at any file on the machine."""
+    bad = names[~names.map(lambda n: bool(n) and n not in (".", "..") and not any(c in n for c in "/\\\0"))]
+    if len(bad):
+        raise KitError(f"{path}: {column} {bad.iloc[0]!r} is not a plain file name (no directories, no '..'); "
+                       f"{len(bad)} such row(s)")
+
+
+def _plain_labels(labels: pd.Series, column: str, path: Path) -> None:
+    """Identities are single words: a submission separates its five labels with spaces."""
+    bad = labels[labels.str.contains(r"\s", regex=True)]
+    if len(bad):
+        raise KitError(f"{path}: row {int(bad.index[0]) + 2}: {column} {bad.iloc[0]!r} contains whitespace, which a "
+                       f"submission cannot carry (its labels are space-separated); {len(bad)} such row(s)")
+
+
 def _all_present(images: pd.Series, directory: Path, listing: Path) -> None:
     if not directory.is_dir():
         raise KitError(f"{directory}: image directory not found (images listed in {listing})")
@@ -98,6 +116,7 @@ def _all_present(images: pd.Series, directory: Path, listing: Path) -> None:
 def _read_boxes(path: Path) -> pd.DataFrame:
     frame = read_csv(path, ("Image", "x0", "y0", "x1", "y1"), "bounding boxes")
     _no_duplicates(frame, "Image", path)
+    _plain_names(frame["Image"], "Image", path)
     try:
         boxes = frame.set_index("Image")[["x0", "y0", "x1", "y1"]].astype(int)
     except ValueError:
@@ -122,6 +141,8 @@ def load_competition(root: str | os.PathLike, unknown: str | None = None, check_
     empty = raw[(raw[image_col] == "") | (raw[label_col] == "")]
     if len(empty):
         raise KitError(f"{train_csv}: row {int(empty.index[0]) + 2} has an empty {image_col} or {label_col}")
+    _plain_names(raw[image_col], image_col, train_csv)
+    _plain_labels(raw[label_col], label_col, train_csv)
     train = pd.DataFrame({"image": raw[image_col], "label": raw[label_col]})
     if "species" in raw.columns:
         train["species"] = raw["species"]
@@ -129,6 +150,7 @@ def load_competition(root: str | os.PathLike, unknown: str | None = None, check_
     sub_csv = root / "sample_submission.csv"
     sub = read_csv(sub_csv, layout.submission_columns[:1], "sample submission (the test list)")
     _no_duplicates(sub, layout.submission_columns[0], sub_csv)
+    _plain_names(sub[layout.submission_columns[0]], layout.submission_columns[0], sub_csv)
     test_images = sub[layout.submission_columns[0]].tolist()
     overlap = set(test_images) & set(train["image"])
     if overlap:

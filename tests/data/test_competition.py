@@ -76,3 +76,23 @@ def test_script_prints_one_line_and_fails(competition):
     assert out.returncode == 2
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "tr00003.jpg" in out.stderr
     assert not (root / "folds.csv").exists() and not (root / "hashes.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/hostname", "/etc/hostname", "sub/x.jpg", "..", "a\\b.jpg"])
+@pytest.mark.parametrize("listing", ["train.csv", "sample_submission.csv", "bounding_boxes.csv"])
+def test_image_names_that_leave_the_image_directories_are_refused(competition, listing, name):
+    """Whatever reads the competition (prepare, train, blend and its report), a label file cannot
+    point the kit at a file outside the competition: one line naming the file, at load."""
+    root = competition(boxes=True)
+    edit_csv(root / listing, lambda f: f.assign(Image=f.Image.where(f.index != 1, name)))
+    for check_images in (True, False):  # blend.py loads without looking at the images: still refused
+        with pytest.raises(KitError, match=rf"{listing}: Image .* is not a plain file name \(no directories, no '..'\)"):
+            load_competition(root, check_images=check_images)
+
+
+def test_identities_with_whitespace_are_refused_at_load(competition):
+    """A submission's labels are space-separated: 'w 1' would fail late, in blend; now at load."""
+    root = competition()
+    edit_csv(root / "train.csv", lambda f: f.assign(Id=f.Id.where(f.index != 2, "w 1")))
+    with pytest.raises(KitError, match=r"train.csv: row 4: Id 'w 1' contains whitespace"):
+        load_competition(root)

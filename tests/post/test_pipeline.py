@@ -1,4 +1,5 @@
 """The pipeline on a fabricated competition with members made from noisy copies of the truth."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -344,3 +345,22 @@ def test_a_member_exported_from_another_competition_is_named(project, tmp_path):
     ps.meta["data"] = str(Path(load_recipe(project["recipe"]).data).resolve())  # the same directory: fine
     predset.PredictionSet(ps.scores, ps.images, ps.classes, ps.meta).save(d)
     prepare(load_recipe(project["recipe"]), "test")
+
+
+def test_the_report_never_reads_a_host_file(project):
+    """Issue 13's leak: a train.csv name like ../../secret.png (matching rows in folds.csv and
+    hashes.csv) made blend.py's report embed a host file. The competition loader now refuses the
+    name, whoever loads it: one line, exit 2, nothing written."""
+    root, data = project["root"], project["comp"].root
+    secret = root / "secret.png"
+    secret.write_bytes(b"not for the report")
+    rel = os.path.relpath(secret, data / "train")
+    for name in ("train.csv", "folds.csv", "hashes.csv"):
+        frame = pd.read_csv(data / name, dtype=str)
+        if "Image" in frame and len(frame):
+            frame.loc[0, "Image"] = rel
+            frame.to_csv(data / name, index=False)
+    out = subprocess.run([sys.executable, "scripts/blend.py", str(project["recipe"])], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
+    assert "train.csv: Image" in out.stderr and "is not a plain file name" in out.stderr
+    assert not (root / "blends" / "submissions").exists()
