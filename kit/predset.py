@@ -82,12 +82,21 @@ def load(directory: str | Path, mmap: bool = True) -> PredictionSet:
     except ValueError as e:
         raise KitError(f"{directory / 'scores.npy'}: not a plain .npy array ({e})") from None
     try:
-        meta = json.loads((directory / "meta.json").read_text())
+        meta = json.loads(_text(directory / "meta.json"))
     except json.JSONDecodeError as e:
         raise KitError(f"{directory / 'meta.json'}: not valid JSON ({e})") from None
-    images = (directory / "images.txt").read_text().splitlines()
-    classes = (directory / "classes.txt").read_text().splitlines()
+    if not isinstance(meta, dict):
+        raise KitError(f"{directory / 'meta.json'}: must be a JSON object of keys, got {type(meta).__name__}")
+    images = _text(directory / "images.txt").splitlines()
+    classes = _text(directory / "classes.txt").splitlines()
     return PredictionSet(scores, images, classes, meta).validate(str(directory))
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise KitError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
 def check_aligned(members: Sequence[PredictionSet]) -> None:

@@ -203,3 +203,14 @@ def test_new_whale_without_a_value_takes_validation_s_unknown_share(project, tmp
     path.write_text(yaml.safe_dump(d))
     with pytest.raises(KitError, match="neither threshold nor proportion, so it would take validation's unknown share, but fold is -1"):
         load_recipe(path)
+
+
+def test_a_recipe_that_is_not_utf8_is_one_line(tmp_path):
+    """Issue 13: a Latin-1 recipe gave a UnicodeDecodeError traceback (blend, tune and train alike)."""
+    from kit.train.recipe import load_recipe as load_train_recipe
+
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\ndata: data/small\n".encode("latin-1"))
+    for load in (load_recipe, load_train_recipe):
+        with pytest.raises(KitError, match=r"latin1.yaml: not UTF-8 text \(byte 9: invalid continuation byte\); save the"):
+            load(path)

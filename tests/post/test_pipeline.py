@@ -364,3 +364,17 @@ def test_the_report_never_reads_a_host_file(project):
     assert out.returncode == 2 and out.stdout == "" and out.stderr.count("\n") == 1
     assert "train.csv: Image" in out.stderr and "is not a plain file name" in out.stderr
     assert not (root / "blends" / "submissions").exists()
+
+
+def test_a_prediction_set_with_foreign_text_or_a_non_object_meta_is_one_line(project):
+    """Issue 13: a Latin-1 images.txt/classes.txt gave UnicodeDecodeError, a meta.json holding a list
+    gave AttributeError; each is now one line naming the file."""
+    d = project["root"] / "models" / "a" / "preds" / "logit" / "test"
+    good = (d / "classes.txt").read_bytes()
+    (d / "classes.txt").write_bytes(good + "caf\xe9\n".encode("latin-1"))
+    with pytest.raises(KitError, match=r"classes.txt: not UTF-8 text"):
+        predset.load(d)
+    (d / "classes.txt").write_bytes(good)
+    (d / "meta.json").write_text("[1, 2]")
+    with pytest.raises(KitError, match=r"meta.json: must be a JSON object of keys, got list"):
+        predset.load(d)
