@@ -111,20 +111,15 @@ def demo_blend_for(data: Path) -> Path:
 def _trained(model_dir: Path, recipe) -> bool:
     """The member's checkpoint (every fold's, for an out-of-fold member) covers every epoch of every
     stage of the recipe, trained on the recipe's data."""
-    import yaml
-
-    from kit.export.member import oof_children
+    from kit.export.member import data_dir_of, oof_children
     from kit.train.recipe import ALL_FOLDS
 
     dirs = list(oof_children(model_dir).values()) if recipe.fold == ALL_FOLDS else [model_dir]
     if not dirs:
         return False
     for d in dirs:
-        try:
-            ran_on = (yaml.safe_load((d / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("data")
-        except (OSError, yaml.YAMLError, AttributeError):
-            return False
-        if ran_on is None or Path(ran_on) != Path(recipe.data):  # a member of another competition
+        ran_on = data_dir_of(d, None)  # the data: its recipe.yaml records
+        if ran_on is None or ran_on != Path(recipe.data):  # a member of another competition
             return False
         metrics = d / "metrics.json"
         if not (d / "checkpoint.pt").is_file() or not metrics.is_file() or len(

@@ -131,7 +131,7 @@ def _recipe_text(family: str, s: Survey, size: tuple[int, int], gpu: bool, epoch
     backbone = gpu_backbone if gpu else cpu_backbone
     h, w = size
     colour = "grey" if s.grey_share >= 0.25 else "rgb"
-    batch = 64 if gpu else 32
+    batch = _batch(gpu)
     lines = [
         f"# {family} member for {s.root.name}: written by prepare.py --init (every choice below says why).",
         f"data: {s.root}",
@@ -204,6 +204,10 @@ def _blend_text(name: str, s: Survey, families: list[str]) -> str:
     ]) + "\n"
 
 
+def _batch(gpu: bool) -> int:
+    return 64 if gpu else 32
+
+
 def _kit_root() -> Path | None:
     root = Path(__file__).resolve().parents[1]
     return root if (root / "pyproject.toml").is_file() and (root / "kit").is_dir() else None
@@ -232,7 +236,7 @@ def init_workdir(data: str | os.PathLike, workdir: str | os.PathLike, minutes: f
          f"{s.unknown} ({s.val_unknown_share:.0%} of validation), photos ~{s.photo_size[0]} x {s.photo_size[1]}, "
          f"crops {s.crop_aspect:.2f}:1, {s.grey_share:.0%} greyscale, boxes {'yes' if s.boxes else 'no'}")
     for family, (cpu_b, kwargs, gpu_b, head) in FAMILIES.items():
-        speed = _speed(gpu_b if gpu else cpu_b, {} if gpu else kwargs, head, size, 64 if gpu else 32, s.identities)
+        speed = _speed(gpu_b if gpu else cpu_b, {} if gpu else kwargs, head, size, _batch(gpu), s.identities)
         epochs = int(min(40, max(3, minutes * 60 * speed / per_epoch)))
         files[f"models/{family}.yaml"] = _recipe_text(family, s, size, gpu, epochs, speed, minutes)
         echo(f"  models/{family}.yaml: {gpu_b if gpu else cpu_b} at {size[0]} x {size[1]}, {epochs} epochs "

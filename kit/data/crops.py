@@ -19,6 +19,7 @@ side) take turns through a file lock: one builds, the others find it fresh.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -178,25 +179,20 @@ def _stamp(path: Path, box: Box, use_boxes: bool) -> list:
     return stat + [list(box) if (use_boxes and box is not None) else None]
 
 
+@contextlib.contextmanager
 def _lock(path: Path):
     """An exclusive lock on `path` for the with-block (POSIX; elsewhere no lock)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def held():
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one process at a time is the user's business
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            import fcntl
-        except ImportError:  # not POSIX: one process at a time is the user's business
             yield
-            return
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    return held()
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def open_crops(comp, spec: CropSpec, *, cache_root: str | os.PathLike | None = None, progress: bool = False,
