@@ -15,6 +15,13 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a full disk or a refused write the code did not name: still one line
+        from kit.io import DISK_ERRORS, disk_error
+
+        if e.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {disk_error(e)}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from kit.errors import KitError
-from kit.io import cpu_count, write_text
+from kit.io import cpu_count, outputs, write_text
 from kit.post.compare import format_claims, format_table
 
 # the longest training first (two at a time: InceptionNeXt beside the ResNet, then the SENet)
@@ -202,8 +202,9 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     lap("export")
 
     echo(f"== 4/6 blend: {blend_path}")
-    run = pipeline.blend_files(blend_path, echo=echo)
-    files += [run.summary["submission"], run.summary.get("pseudo", ""), str(write_report(run))]
+    with outputs(echo) as out:
+        run = pipeline.blend_files(blend_path, echo=echo, out=out)
+        files += [run.summary["submission"], run.summary.get("pseudo", ""), str(write_report(run, out=out))]
     lap("blend")
 
     echo(f"== 5/6 tune: {trials} Optuna trials")

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -24,41 +28,183 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+# Errors of the disk rather than of the input: told as one line naming the path, never a traceback.
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
+                         errno.EISDIR, errno.ENOTDIR})
+STALE_AFTER = 24 * 3600  # seconds: a temporary of another machine (shared disk) or of old code this old is stale
+_HOST = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def disk_error(e: OSError, path: str | os.PathLike | None = None) -> KitError:
+    """`path: cannot write (No space left on device)` for a disk error: the file the OS named, else `path`."""
+    where = e.filename or path or "?"
+    return KitError(f"{where}: cannot write ({e.strerror or e})")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries a killed writer of `path` left beside it (`.<name>.<host>-<pid>-*.tmp`:
+    this machine's dead processes; another machine's, or nameless old ones, after a day), and put
+    back `path` from `.<name>.old` if a kill fell between atomic_dir's two renames. Returns what it removed."""
+    path = Path(path)
+    removed: list[Path] = []
+    old = path.with_name(f".{path.name}.old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)  # the user's previous output, moved aside and never replaced
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    now = time.time()
+    for tmp in candidates:
+        tag = tmp.name[len(path.name) + 2:-len(".tmp")].split("-")
+        try:
+            if len(tag) >= 3 and tag[0] == _HOST and tag[1].isdigit():
+                stale = not _pid_alive(int(tag[1]))
+            else:
+                stale = now - tmp.lstat().st_mtime > STALE_AFTER
+            if stale:
+                shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST}-{os.getpid()}-"
+
+
+def _refuse_directory(path: Path) -> None:
+    if path.is_dir():
+        raise KitError(f"{path}: is a directory; give a file name")
+
+
+@contextlib.contextmanager
+def disk_errors_named(path: str | os.PathLike) -> Iterator[None]:
+    """A disk error inside the block becomes a KitError naming the file (the OS's, else `path`)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in DISK_ERRORS:
+            raise disk_error(e, path) from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+    A full disk or a refused write is a KitError naming the path; a killed writer's temporary is
+    removed by the next writer of the same path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _refuse_directory(path)
+    with disk_errors_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(path)
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    with disk_errors_named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
+        try:
+            os.chmod(tmp, 0o777 & ~_UMASK)
+            yield tmp
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Outputs:
+    """The files one run writes, staged as temporaries beside their targets and moved into place
+    together by `commit` once the whole run has succeeded: a failure anywhere (a bad image in the
+    report, a full disk) leaves neither a partial set nor a temporary. Use through `outputs()`."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path, str]] = []  # (temporary, target, what to print once moved)
+
+    def path(self, target: str | os.PathLike, note: str = "") -> Path:
+        """A temporary file to write `target`'s content to; `note` is printed once it is in place."""
+        target = Path(target)
+        _refuse_directory(target)
+        if any(t == target for _, t, _ in self._staged):
+            raise ValueError(f"{target} is staged twice")
+        with disk_errors_named(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(target)
+            fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
+            os.close(fd)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+        self._staged.append((Path(tmp), target, note))
+        return Path(tmp)
+
+    def write_text(self, target: str | os.PathLike, text: str, note: str = "") -> Path:
+        tmp = self.path(target, note)
+        with disk_errors_named(Path(target)):
+            tmp.write_text(text)
+        return Path(target)
+
+    def write_csv(self, target: str | os.PathLike, frame: pd.DataFrame, note: str = "") -> Path:
+        tmp = self.path(target, note)
+        with disk_errors_named(Path(target)):
+            frame.to_csv(tmp, index=False)
+        return Path(target)
+
+    def commit(self, echo: Callable[[str], None] | None = print) -> list[Path]:
+        """Move every staged file into place (renames: nothing can run out of space now)."""
+        for tmp, target, _ in self._staged:
+            with disk_errors_named(target):
+                os.replace(tmp, target)
+        done, self._staged = self._staged, []
+        for _, _, note in done:
+            if note and echo is not None:
+                echo(note)
+        return [target for _, target, _ in done]
+
+    def discard(self) -> None:
+        for tmp, _, _ in self._staged:
+            tmp.unlink(missing_ok=True)
+        self._staged = []
+
+
+@contextlib.contextmanager
+def outputs(echo: Callable[[str], None] | None = print) -> Iterator[Outputs]:
+    """`with outputs() as out:` stage every file of a run through `out`; all or none are written."""
+    out = Outputs()
     try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        yield out
+        out.commit(echo)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        out.discard()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kit.data.images import BadImage, open_image
 from kit.errors import KitError
 from kit.io import write_text
 
@@ -79,11 +80,11 @@ def survey(root: str | os.PathLike, seed: int = 0) -> Survey:
     for name in picked:
         path = comp.image_path(name)
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 w, h = im.size
                 im.draft("RGB", (64, 64))  # a JPEG decodes at 1/8 scale: enough for the colour check
                 greys.append(_is_grey(im))
-        except OSError:
+        except BadImage:
             continue  # a bad image: prepare and training name it
         sizes.append((w, h))
         box = None if comp.boxes is None or name not in comp.boxes.index else comp.boxes.loc[name]

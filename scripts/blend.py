@@ -5,6 +5,7 @@ import json
 
 from kit import cli
 from kit.errors import KitError
+from kit.io import outputs
 from kit.post.pipeline import blend_files
 
 
@@ -39,12 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         check_member_table(recipe)
         tuned, tuned_note = load_tuned(args.tuned, args.recipe) if args.tuned else tuned_beside(args.recipe)
 
-    run = blend_files(args.recipe)
-    if not args.no_report:
-        from kit.report.html import write_report
+    with outputs() as out:  # the submission, pseudo-labels and report: all in place, or none
+        run = blend_files(args.recipe, out=out)
+        if not args.no_report:
+            from kit.report.html import write_report
 
-        run.summary["report"] = str(write_report(run))
-        print(f"wrote {run.summary['report']}")
+            run.summary["report"] = str(write_report(run, out=out))
     if args.members:
         from kit.post.compare import format_claims, format_table
 

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         raise KitError(f"--workers must be >= 1, got {args.workers}")
     directory = Path(args.images)
+    if args.out and Path(args.out).is_dir():  # before hashing, not after
+        raise KitError(f"--out {args.out}: is a directory; give a CSV file name (e.g. {Path(args.out) / 'hashes.csv'})")
     start = time.perf_counter()
     if (directory / "train.csv").is_file():
         out = write_hashes(directory, args.out, args.workers, args.fast)

@@ -23,10 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn when output is not a terminal)")
     args = p.parse_args(argv)
 
+    from kit.io import outputs
     from kit.tune.study import tune
 
-    s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs, seed=args.seed,
-             progress=not args.quiet)
+    with outputs(echo=None) as out:  # the tuned recipe and its report: both in place, or neither
+        s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs, seed=args.seed,
+                 progress=not args.quiet, out=out)
+        if not args.no_report:
+            from kit.report.html import write_tune_report
+
+            report = write_tune_report(s, out=out)
     print(f"study {s.study_name} in {s.storage}: {s.n_trials} finished trials"
           + (f" ({s.trials_per_second:.1f} trials/s this run)" if s.trials_per_second else ""))
     print(s.table())
@@ -36,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<40} {value:<12.5g}" + (f" importance {imp:.2f}" if imp is not None else ""))
     print(f"wrote {s.tuned_path}  (run: python scripts/blend.py {s.tuned_path})")
     if not args.no_report:
-        from kit.report.html import write_tune_report
-
-        print(f"wrote {write_tune_report(s)}")
+        print(f"wrote {report}")
     return 0
 
 

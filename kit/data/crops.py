@@ -29,18 +29,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from kit.data.images import BadImage, decode
 from kit.errors import KitError
 
 ROOM = 0.125  # share of the crop's height / width kept on each side for the augmentation
 VERSION = 1  # of `crop`: a cache made by another version is rebuilt
 
 Box = Sequence[int] | None
-
-
-class BadImage(KitError):
-    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
 @dataclass(frozen=True)
@@ -78,19 +75,9 @@ class CropSpec:
 
 # ---- one image ---------------------------------------------------------------------------------
 
-def _decode(path: str | os.PathLike, channels: int) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("L" if channels == 1 else "RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BadImage(f"{path}: cannot read image ({reason})") from None
-
-
 def crop(path: str | os.PathLike, box: Box, spec: CropSpec) -> np.ndarray:
     """(H + 2 ph, W + 2 pw, C) uint8: the region around the box (or photo), resized. Raises BadImage."""
-    image = _decode(path, spec.channels)
+    image = decode(path, "L" if spec.channels == 1 else "RGB")
     width, height = image.size
     left, top, right, bottom = 0.0, 0.0, float(width), float(height)
     if spec.use_boxes and box is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError
-from kit.io import read_csv, write_csv
+from kit.io import Outputs, read_csv, write_csv
 
 # The real 2019 validation: 512 of the 2,931 ids with >= 2 images, and 230 new_whale images.
 HELD_OUT_ID_SHARE = 512 / 2931
@@ -47,9 +47,9 @@ def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 
     return pd.DataFrame({"image": train["image"].to_numpy(), "label": train["label"].to_numpy(), "fold": fold})
 
 
-def write_folds(path: str | Path, folds: pd.DataFrame) -> None:
-    """folds.csv in Kaggle's column names: Image,Id,fold."""
-    write_csv(path, folds.rename(columns={"image": "Image", "label": "Id"}))
+def write_folds(path: str | Path, folds: pd.DataFrame, out: Outputs | None = None) -> None:
+    """folds.csv in Kaggle's column names: Image,Id,fold (staged to `out` when given)."""
+    (out.write_csv if out is not None else write_csv)(path, folds.rename(columns={"image": "Image", "label": "Id"}))
 
 
 def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFrame:

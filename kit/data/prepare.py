@@ -6,20 +6,23 @@ from typing import Callable
 
 from kit.data.competition import load_competition
 from kit.data.folds import make_folds, write_folds
+from kit.io import outputs
 
 
 def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[str], None] = print) -> None:
-    """Check the competition, then write `folds.csv` and `hashes.csv` into it."""
+    """Check the competition, then write `folds.csv` and `hashes.csv` into it: both, or (on any
+    failure, an unreadable image say) neither."""
+    # The hashes feed the leak step (kit.post); Pillow + numba only, no torch.
+    from kit.post.phash import competition_hashes
+
     data = Path(data)
     comp = load_competition(data)
     folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed)
-    write_folds(data / "folds.csv", folds)
     held = folds[folds["fold"] == 0]
+    with outputs(echo) as out:
+        write_folds(data / "folds.csv", folds, out)
+        out.write_csv(data / "hashes.csv", competition_hashes(comp))
     echo(f"{data}: {comp.layout.name} layout, {len(comp.train):,} train / {len(comp.test_images):,} test images, "
          f"{len(comp.known_labels):,} identities + {comp.unknown}")
     echo(f"  folds.csv: {n_folds} fold(s) of {len(held)} images each ({(held['label'] == comp.unknown).mean():.0%} {comp.unknown})")
-    # The hashes feed the leak step (kit.post); Pillow + numba only, no torch.
-    from kit.post.phash import write_hashes
-
-    write_hashes(comp, data / "hashes.csv")
     echo(f"  hashes.csv: perceptual hashes of {len(comp.train) + len(comp.test_images):,} images")

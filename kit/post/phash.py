@@ -26,8 +26,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from kit.data.images import open_image
 from kit.errors import KitError
 from kit.io import cpu_count, read_csv, write_csv
 
@@ -72,13 +73,8 @@ def phash_image(image: Image.Image) -> str:
 
 def phash_file(path: str | os.PathLike, fast: bool = False) -> str:
     """phash of an image file, as 16 hex digits; `fast` = JPEG draft decoding (not bit-exact)."""
-    try:
-        with Image.open(path) as image:
-            return to_hex(hash_pixels(_small_grey(image, fast)))
-    except FileNotFoundError:
-        raise KitError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise KitError(f"{path}: cannot read the image ({e})") from None
+    with open_image(path) as image:  # a bad image (or a decompression bomb) is a BadImage naming it
+        return to_hex(hash_pixels(_small_grey(image, fast)))
 
 
 def _phash_job(job: tuple[str, bool]) -> str:
@@ -118,6 +114,13 @@ def write_directory_hashes(directory: str | os.PathLike, out_csv: str | os.PathL
     return Path(out_csv)
 
 
+def competition_hashes(comp, workers: int | None = None, fast: bool = False) -> pd.DataFrame:
+    """`Image,phash` rows for the train and test images of a loaded kit.data.Competition."""
+    train, test = list(comp.train["image"]), list(comp.test_images)
+    paths = [comp.train_dir / n for n in train] + [comp.test_dir / n for n in test]
+    return pd.DataFrame({HASH_COLUMNS[0]: train + test, HASH_COLUMNS[1]: phash_files(paths, workers, fast)})
+
+
 def write_hashes(competition_dir, out_csv: str | os.PathLike | None = None,
                  workers: int | None = None, fast: bool = False) -> Path:
     """`Image,phash` for the train and test images of a competition (default: DIR/hashes.csv).
@@ -125,11 +128,8 @@ def write_hashes(competition_dir, out_csv: str | os.PathLike | None = None,
     from kit.data.competition import Competition, load_competition
 
     comp = competition_dir if isinstance(competition_dir, Competition) else load_competition(competition_dir)
-    train, test = list(comp.train["image"]), list(comp.test_images)
-    paths = [comp.train_dir / n for n in train] + [comp.test_dir / n for n in test]
-    hashes = phash_files(paths, workers, fast)
     out = Path(out_csv) if out_csv is not None else comp.root / "hashes.csv"
-    write_csv(out, pd.DataFrame({HASH_COLUMNS[0]: train + test, HASH_COLUMNS[1]: hashes}))
+    write_csv(out, competition_hashes(comp, workers, fast))
     return out
 
 

@@ -31,7 +31,7 @@ from kit import predset
 from kit.data.competition import Competition, load_competition
 from kit.data.folds import read_folds, split as split_folds
 from kit.errors import KitError
-from kit.io import atomic_path
+from kit.io import Outputs, disk_errors_named, outputs
 from kit.post import balance, blend, leak, new_whale, pseudo
 from kit.post.compare import Gain, paired_gains
 from kit.post.phash import hashes_for, read_hashes
@@ -717,9 +717,14 @@ def evaluate(recipe: BlendRecipe | str | Path) -> BlendRun:
     return out
 
 
-def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print) -> BlendRun:
+def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, out: Outputs | None = None) -> BlendRun:
     """Run a blend recipe: val ablation (printed), test submission and pseudo-labels (written
-    atomically, only once everything has been checked). Returns the run (its `.summary`: the numbers)."""
+    atomically, only once everything has been checked). Returns the run (its `.summary`: the numbers).
+    `out`: the caller's output set, to which the files are staged (the report joins them; nothing is
+    in place before the caller commits it); without one they are written when this returns."""
+    if out is None:
+        with outputs(echo) as own:
+            return blend_files(recipe_path, echo, own)
     blend_run = evaluate(recipe_path)
     recipe, summary = blend_run.recipe, blend_run.summary
     if blend_run.weights is not None:
@@ -752,16 +757,16 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print) ->
             rows = pseudo.frame(inputs.images, inputs.labels, top1, result.top5[:, 0], confidence, recipe.pseudo.threshold)
 
     submission = comp.submission_frame(inputs.images, result.labels)
-    with atomic_path(recipe.submission_path) as tmp:
+    tmp = out.path(recipe.submission_path, f"wrote {recipe.submission_path} ({len(submission)} images)")
+    with disk_errors_named(recipe.submission_path):
         submission.to_csv(tmp, index=False)
-        problems = check_submission(tmp, comp)
-        if problems:
-            raise KitError(f"{recipe.submission_path}: the submission would be invalid: {problems[0]}")
+    problems = check_submission(tmp, comp)
+    if problems:
+        raise KitError(f"{recipe.submission_path}: the submission would be invalid: {problems[0]}")
     summary["submission"] = str(recipe.submission_path)
-    echo(f"wrote {recipe.submission_path} ({len(submission)} images)")
     if rows is not None:
-        pseudo.write(recipe.pseudo_path, rows)
+        out.write_csv(recipe.pseudo_path, rows,
+                      f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g})")
         summary["pseudo"] = str(recipe.pseudo_path)
         summary["pseudo_count"] = len(rows)
-        echo(f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g})")
     return blend_run

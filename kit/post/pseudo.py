@@ -13,12 +13,10 @@ gets 1.0). With no probability member there are no pseudo-labels.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kit.io import write_csv
 
 COLUMNS = ("Image", "Id")
 PROBABILITY_METHODS = ("softmax", "sigmoid", "affine")
@@ -40,7 +38,3 @@ def frame(images, labels, top1, first, confidence, threshold: float) -> pd.DataF
     vocab = np.asarray(labels, dtype=object)
     return pd.DataFrame({COLUMNS[0]: np.asarray(images, dtype=object)[keep], COLUMNS[1]: vocab[top1[keep]]})
 
-
-def write(path: str | Path, rows: pd.DataFrame) -> Path:
-    write_csv(path, rows)
-    return Path(path)

@@ -52,7 +52,7 @@ from typing import Any, Mapping
 import yaml
 
 from kit.errors import KitError
-from kit.io import read_yaml, write_text
+from kit.io import Outputs, read_yaml, write_text
 
 VIEWS = ("logit", "cosine")
 METHODS = ("auto", "softmax", "sigmoid", "affine", "rank", "none")
@@ -326,10 +326,16 @@ def load_recipe(path: str | Path) -> BlendRecipe:
     return recipe_from_dict(read_yaml(path, "blend recipe"), str(path))
 
 
-def dump_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[str, ...] = ()) -> Path:
-    """Write the recipe as YAML, atomically, `note` lines as comments on top; `load_recipe` reads it back equal."""
-    text = yaml.safe_dump(recipe.to_dict(), sort_keys=False, default_flow_style=None, width=100)
-    write_text(path, "".join(f"# {line}\n" for line in note) + text)
+def dump_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[str, ...] = (),
+                out: Outputs | None = None) -> Path:
+    """Write the recipe as YAML, atomically, `note` lines as comments on top; `load_recipe` reads it back equal.
+    With `out`, staged there (in place when the caller commits the run's outputs)."""
+    text = "".join(f"# {line}\n" for line in note) + yaml.safe_dump(recipe.to_dict(), sort_keys=False,
+                                                                    default_flow_style=None, width=100)
+    if out is None:
+        write_text(path, text)
+    else:
+        out.write_text(path, text)
     return Path(path)
 
 

@@ -15,9 +15,9 @@ from html import escape
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from kit.io import write_text
+from kit.data.images import BadImage, decode
+from kit.io import Outputs, write_text
 from kit.post import pipeline
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.report import svg
@@ -169,12 +169,11 @@ def optuna_section(summary) -> str:
 
 def _thumb(path: Path, cls: str = "") -> str:
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail(THUMB)
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=80)
-    except (OSError, ValueError):
+        im = decode(path, "RGB")
+        im.thumbnail(THUMB)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+    except BadImage:
         return f'<div class="muted">unreadable: {escape(path.name)}</div>'
     data = base64.b64encode(buf.getvalue()).decode()
     return f'<img class="{cls}" src="data:image/jpeg;base64,{data}" alt="{escape(path.name)}">'
@@ -247,15 +246,19 @@ def report_path(recipe: BlendRecipe) -> Path:
     return Path(recipe.output) / f"{recipe.name}.html"
 
 
-def write_report(run: pipeline.BlendRun | BlendRecipe | str | Path, summary=None) -> Path:
-    """Write `<output>/<name>.html` atomically and return its path (a recipe is evaluated first)."""
+def write_report(run: pipeline.BlendRun | BlendRecipe | str | Path, summary=None, out: Outputs | None = None) -> Path:
+    """Write `<output>/<name>.html` atomically and return its path (a recipe is evaluated first);
+    with `out`, stage it there, to be moved into place with the run's other files."""
     if not isinstance(run, pipeline.BlendRun):
         run = pipeline.evaluate(run if isinstance(run, BlendRecipe) else load_recipe(run))
     path = report_path(run.recipe)
-    write_text(path, build(run, summary))
+    if out is None:
+        write_text(path, build(run, summary))
+    else:
+        out.write_text(path, build(run, summary), f"wrote {path}")
     return path
 
 
-def write_tune_report(summary, run: pipeline.BlendRun | None = None) -> Path:
+def write_tune_report(summary, run: pipeline.BlendRun | None = None, out: Outputs | None = None) -> Path:
     """The tuned recipe's report, with the study's history, the held-out gain and the importances."""
-    return write_report(run or summary.tuned, summary)
+    return write_report(run or summary.tuned, summary, out)

@@ -43,6 +43,7 @@ import warnings
 import numpy as np
 
 from kit.errors import KitError
+from kit.io import Outputs
 from kit.post import new_whale, pipeline
 from kit.post.compare import Gain, holdout_split, paired_gain
 from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
@@ -317,8 +318,9 @@ def fail_abandoned(study, started_before: datetime) -> list[int]:
 
 
 def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study_name: str | None = None,
-         jobs: int = 1, seed: int | None = None, progress: bool = True) -> TuneSummary:
-    """Run (or resume) a study to `trials` finished trials, write `<recipe>.tuned.yaml`, summarise."""
+         jobs: int = 1, seed: int | None = None, progress: bool = True, out: Outputs | None = None) -> TuneSummary:
+    """Run (or resume) a study to `trials` finished trials, write `<recipe>.tuned.yaml` (staged to
+    `out` when given: in place once the caller commits), summarise."""
     import optuna
     from optuna.trial import TrialState
 
@@ -408,5 +410,5 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
         note.append(f"Held-out part ({summary.sizes[1]} validation images no trial saw): {summary.verdict()}.")
         if gain.n and not gain.significant:
             note.append("Not significant: the untuned recipe is as good a choice on this evidence.")
-    dump_recipe(tuned, tuned_path, note=note)
+    dump_recipe(tuned, tuned_path, note=note, out=out)
     return summary
