@@ -99,21 +99,24 @@ def _text(path: Path) -> str:
         raise KitError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
-def check_aligned(members: Sequence[PredictionSet]) -> None:
-    """Members must hold the same images and classes (in any order): else name both."""
+def check_aligned(members: Sequence[PredictionSet], names: Sequence[str] | None = None) -> None:
+    """Members must hold the same images and classes (in any order): else name both. `names`: how
+    to call each in the message (default `member <meta model>`; a blend gives recipe positions and
+    directories, as two members may share a model name)."""
+    names = list(names) if names is not None else [f"member {m.name}" for m in members]
     first = members[0]
-    for other in members[1:]:
+    for other, other_name in zip(members[1:], names[1:]):
         for what, a, b in (("images", first.images, other.images), ("classes", first.classes, other.classes)):
             sa, sb = set(a), set(b)
             if sa != sb:
                 only_a, only_b = sorted(sa - sb), sorted(sb - sa)
                 detail = []
                 if only_a:
-                    detail.append(f"{len(only_a)} only in {first.name} (e.g. {only_a[0]!r})")
+                    detail.append(f"{len(only_a)} only in the first (e.g. {only_a[0]!r})")
                 if only_b:
-                    detail.append(f"{len(only_b)} only in {other.name} (e.g. {only_b[0]!r})")
+                    detail.append(f"{len(only_b)} only in the second (e.g. {only_b[0]!r})")
                 raise KitError(
-                    f"members {first.name} ({first.meta.get('split')}) and {other.name} "
+                    f"{names[0]} ({first.meta.get('split')}) and {other_name} "
                     f"({other.meta.get('split')}) disagree on {what}: " + "; ".join(detail)
                 )
 

@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help='print {"map5": float, "n": int}')
     p.add_argument("--check", action="store_true", help="validate the submission against --data's test set and labels")
     p.add_argument("--data", help="competition directory, for --check")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse (exit 2) what is otherwise a warning: a header no layout uses, images the truth lacks, "
+                        "truth images the submission lacks (scored 0), rows of more than 5 labels")
     args = p.parse_args(argv)
 
     if args.check:
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.truth:
         raise KitError("give TRUTH (a CSV with one label per image), or use --check --data DIR")
-    value, n = score_files(args.submission, args.truth)
+    value, n = score_files(args.submission, args.truth, strict=args.strict)
     print(json.dumps({"map5": value, "n": n}) if args.json else f"MAP@5 {value:.5f} on {n} images")
     return 0
 

@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     from kit.train.loop import train
+    from kit.train.model import check_backbone
     from kit.train.recipe import ALL_FOLDS, load_recipe
 
     recipe = load_recipe(args.recipe)
+    check_backbone(recipe.model.backbone, args.recipe)  # before the data is read, naming the file
     if args.folds:
         recipe = dataclasses.replace(recipe, fold=ALL_FOLDS)
     if args.jobs < 1:

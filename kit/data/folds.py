@@ -65,9 +65,10 @@ def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFr
     return out
 
 
-def split(folds: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train rows, validation rows) for one fold; fold -1 means train on everything."""
+def split(folds: pd.DataFrame, fold: int, path: str | Path = "folds.csv") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train rows, validation rows) for one fold; fold -1 means train on everything. `path`: the
+    folds file, for the message."""
     if fold != -1 and fold not in set(folds["fold"]):
-        raise KitError(f"fold {fold} does not exist; folds.csv has {sorted(set(folds['fold']) - {-1})}")
+        raise KitError(f"{path}: the recipe's fold {fold} does not exist; it has folds {sorted(set(folds['fold']) - {-1})}")
     held = folds["fold"].to_numpy() == fold
     return folds[~held].reset_index(drop=True), folds[held].reset_index(drop=True)

@@ -20,7 +20,8 @@ class ImageSource:
 
     From the competition's crop cache when one is given (what training read: decoded once), else
     decoded here by the same function (`kit.train.data.load_image`: a few parity images need no
-    cache). A bad image raises BadImage naming the file.
+    cache). An image the cache could not decode is its blank row (training skipped it; a test image
+    still needs a row of scores; `unreadable` names them); without a cache it raises BadImage.
     """
 
     def __init__(self, competition, info, cache=None):
@@ -32,16 +33,20 @@ class ImageSource:
         names = list(competition.train["image"]) + list(competition.test_images)
         self.where = {n: (k, p, b) for n, k, p, b in zip(names, keys, paths, boxes)}
 
+    def unreadable(self) -> dict[str, str]:
+        """name -> why, for the images the crop cache could not decode."""
+        if self.cache is None:
+            return {}
+        return {n: self.cache.reasons[k] for n, (k, _, _) in self.where.items() if k in self.cache.reasons}
+
     def __call__(self, name: str) -> np.ndarray:
-        from kit.data.crops import BadImage, centre
+        from kit.data.crops import centre
         from kit.train.data import load_image, normalise
 
         key, path, box = self.where[name]
         if self.cache is None:
             return load_image(path, box, self.info)
         row = int(self.cache.rows([key])[0])
-        if self.cache.bad[row]:
-            raise BadImage(self.cache.reasons[key])
         return normalise(centre(self.cache.pixels[row], self.spec), self.info.mean, self.info.std)
 
 

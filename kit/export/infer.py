@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -135,6 +135,12 @@ class SplitPlan:
     gallery: list[str]
     gallery_labels: list[str]
     gallery_note: str
+
+    def without_gallery(self, names: Collection[str]) -> SplitPlan:
+        """This plan with `names` (unreadable images) left out of the gallery."""
+        keep = [i for i, n in enumerate(self.gallery) if n not in names]
+        return SplitPlan(self.split, self.queries, [self.gallery[i] for i in keep],
+                         [self.gallery_labels[i] for i in keep], self.gallery_note)
 
 
 def plan_splits(competition, folds: pd.DataFrame | None, fold: int) -> list[SplitPlan]:

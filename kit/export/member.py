@@ -230,6 +230,11 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         plans = plan_splits(comp, folds, info.fold)
         cache = None if skip_infer else open_crops(comp, CropSpec.of(info), progress=progress, echo=log)
         source = ImageSource(comp, info, cache)
+        unreadable = source.unreadable()
+        if unreadable:  # as training did: skipped where they would teach, a blank where a row is due
+            plans = [p.without_gallery(unreadable) for p in plans]
+            log(f"{model_dir}: warning: {len(unreadable)} image(s) cannot be read; left out of the gallery, and "
+                f"scored as blank images where they are queries (first: {next(iter(unreadable.values()))})")
     elif not skip_infer:
         raise KitError(f"{model_dir}: no competition directory; give --data DIR (or data: in the recipe)")
 

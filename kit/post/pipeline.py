@@ -172,7 +172,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
             loaded.append((i, m, _load_member_set(recipe, i, m, split, comp.unknown)))
     sets = [ps for _, _, ps in loaded]
     if sets:
-        predset.check_aligned(sets)
+        predset.check_aligned(sets, [f"{src}: members[{i}] ({m.preds_dir(split)})" for i, m, _ in loaded])
         _check_images(sets[0], images, where)
         classes = list(sets[0].classes)
     else:

@@ -91,7 +91,7 @@ def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, Imag
         if not folds_csv.is_file():
             raise KitError(f"{folds_csv}: not found; run `python scripts/prepare.py {data_dir}` first "
                            f"(or set fold: -1 to train on everything)")
-        train_rows, val_rows = split(read_folds(folds_csv, comp.train), recipe.fold)
+        train_rows, val_rows = split(read_folds(folds_csv, comp.train), recipe.fold, folds_csv)
     classes = sorted(set(train_rows["label"]) - {comp.unknown})
     if not classes:
         raise KitError(f"{data_dir}: no known identity left to train on in fold {recipe.fold}")

@@ -84,6 +84,16 @@ def feature_width(backbone: nn.Module, input_size: tuple[int, int]) -> int:
     return int(width)
 
 
+def check_backbone(name: str, source: str = "") -> None:
+    """A KitError (naming `source`, the recipe file, when given) unless timm knows the backbone."""
+    if not timm.is_model(name):
+        import difflib
+
+        near = difflib.get_close_matches(name, timm.list_models(), n=3)
+        raise KitError(f"{source + ': ' if source else ''}model.backbone {name!r} is not a timm model"
+                       + (f"; did you mean {', '.join(near)}?" if near else ""))
+
+
 def create_backbone(recipe: Recipe, pretrained: bool | None = None) -> nn.Module:
     """A timm backbone that returns pooled features (num_classes=0)."""
     cfg = recipe.model
@@ -98,11 +108,7 @@ def create_backbone(recipe: Recipe, pretrained: bool | None = None) -> nn.Module
             raise KitError(f"model.pretrained_file {cfg.pretrained_file}: file not found")
         # timm loads the file through the model's own pretrained config (remapping, first conv...)
         kwargs["pretrained_cfg_overlay"] = dict(file=str(cfg.pretrained_file))
-    if not timm.is_model(cfg.backbone):
-        import difflib
-
-        near = difflib.get_close_matches(cfg.backbone, timm.list_models(), n=3)
-        raise KitError(f"model.backbone {cfg.backbone!r} is not a timm model" + (f"; did you mean {', '.join(near)}?" if near else ""))
+    check_backbone(cfg.backbone)
     try:
         backbone = timm.create_model(cfg.backbone, pretrained=pretrained, num_classes=0, **kwargs)
     except TypeError as e:

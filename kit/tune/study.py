@@ -28,15 +28,18 @@ machines), or a journal file (`journal:/shared/disk/study.log`) on a shared disk
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
 import os
+import random
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import warnings
 
@@ -152,6 +155,59 @@ def open_storage(url: str):
             _sqlite_write_ahead(storage.engine)
         return storage
     raise KitError(f"--storage {url!r}: expected sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """A storage that fails (a full disk, a refused file, a server that went away) is one line naming it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as e:
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+        raise KitError(f"--storage {url}: {reason}") from None
+
+
+def create_study(url: str, study_name: str):
+    """Create (or load) the study. Several tune.py started at once on a new database race to create
+    Optuna's tables ("table studies already exists"); the loser tries again, and then finds them."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(7):
+        try:
+            return optuna.create_study(study_name=study_name, storage=open_storage(url), direction="maximize",
+                                       load_if_exists=True)
+        except SQLAlchemyError:
+            if attempt == 6:
+                raise
+            time.sleep(0.05 * 2 ** attempt + random.random() * 0.05)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker ends when the tune.py that started it does, even by `kill -9` (Linux: the kernel
+    sends SIGTERM); its trial in flight is then marked FAIL by the next run, like any killed one."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker finishes its trials and ends
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker(*args, parent: int, **kwargs) -> None:
+    """A `--jobs` worker process: one line and exit status 2 for a KitError, as the scripts do."""
+    _die_with_parent(parent)
+    try:
+        with storage_errors(args[1]):
+            _optimize(*args, **kwargs)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def cv_parts(truth: np.ndarray, unknown_code: int, n_parts: int, seed: int) -> np.ndarray:
@@ -322,7 +378,6 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     """Run (or resume) a study to `trials` finished trials, write `<recipe>.tuned.yaml` (staged to
     `out` when given: in place once the caller commits), summarise."""
     import optuna
-    from optuna.trial import TrialState
 
     if trials < 1:
         raise KitError(f"--trials must be >= 1, got {trials}")
@@ -341,8 +396,17 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     storage = storage or DEFAULT_STORAGE
     study_name = study_name or study_name_for(recipe, space, cfg.holdout, seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=open_storage(storage), direction="maximize",
-                                load_if_exists=True)
+    with storage_errors(storage):
+        return _tune(recipe_path, recipe, space, objective, trials, storage, study_name, jobs, seed, progress, out)
+
+
+def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective: Objective, trials: int, storage: str,
+          study_name: str, jobs: int, seed: int, progress: bool, out: Outputs | None) -> TuneSummary:
+    import optuna
+    from optuna.trial import TrialState
+
+    cfg = recipe.tune
+    study = create_study(storage, study_name)
     study.set_user_attr("recipe", str(recipe_path))
     if not study.get_trials(deepcopy=False):
         study.enqueue_trial(objective.start_values())  # the untuned recipe first: tuning never ends below it
@@ -356,15 +420,16 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
         _optimize(*args, worker=0, progress=progress, objective=objective)
     else:  # processes, not threads: the objective holds the GIL between numba calls
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_optimize, args=args, kwargs={"worker": w, "progress": progress and w == 0})
+        procs = [ctx.Process(target=_worker, args=args,
+                             kwargs={"worker": w, "progress": progress and w == 0, "parent": os.getpid()})
                  for w in range(jobs)]
         for p in procs:
             p.start()
         for p in procs:
             p.join()
         failed = [p.exitcode for p in procs if p.exitcode != 0]
-        if failed:
-            raise KitError(f"{len(failed)} tuning worker(s) failed (exit codes {failed}); the study keeps every finished trial")
+        if failed:  # a worker's KitError is its own line above this one
+            raise KitError(f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed}); the study keeps every finished trial")
     elapsed = time.perf_counter() - start
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))

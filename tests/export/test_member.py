@@ -170,3 +170,26 @@ def test_flip_tta_only_for_members_that_trained_on_mirrors(tmp_path, tiny_data, 
     _, info = load_member(member)
     assert use_flip_tta("auto", member, info) is auto
     assert use_flip_tta("flip", member, info) is True and use_flip_tta("none", member, info) is False
+
+
+def test_a_corrupt_image_training_skipped_does_not_stop_the_export(tmp_path, tiny_data):
+    """Issue 13: export refused a member whose gallery held a corrupt image that train.py had
+    skipped. Now it does as training did: the image is left out of the gallery, and a corrupt test
+    image (the submission needs its row) is scored as a blank image; one warning names them."""
+    import shutil
+
+    data = tmp_path / "competition"
+    shutil.copytree(tiny_data, data)
+    comp = load_competition(data)
+    member = make_member(tmp_path / "m", data, head="softmax", flip="same", fold=0)
+    folds = read_folds(data / "folds.csv", comp.train)
+    gallery_image = folds[(folds.fold != 0) & (folds.label != comp.unknown)].image.iloc[0]
+    (data / "train" / gallery_image).write_bytes(b"not a jpeg")
+    (data / "test" / comp.test_images[0]).write_bytes(b"")
+    lines = []
+    export_member(member, batch=5, provider="cpu", progress=False, log=lines.append)
+    warning = [line for line in lines if "cannot be read" in line]
+    assert len(warning) == 1 and "2 image(s)" in warning[0]
+    test = load_set(member / "preds" / "cosine" / "test")
+    assert test.meta["gallery_images"] == int((comp.train.label != comp.unknown).sum()) - 1
+    assert comp.test_images[0] in test.images and np.isfinite(np.asarray(test.scores)).all()

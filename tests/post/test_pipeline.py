@@ -187,7 +187,9 @@ def test_members_that_disagree(project, tmp_path):
     d = project["root"] / "models" / "b" / "preds" / "logit" / "test"
     ps = predset.load(d, mmap=False)
     predset.PredictionSet(np.ascontiguousarray(ps.scores[:, 1:]), ps.images, ps.classes[1:], ps.meta).save(d)
-    with pytest.raises(KitError, match="members a .*and b .*disagree on classes: 1 only in a"):
+    with pytest.raises(KitError, match=r"final.yaml: members\[0\] \(.*models/a/preds/logit/test\) \(test\) and "
+                                       r".*members\[1\] \(.*models/b/preds/logit/test\) \(test\) disagree on classes: "
+                                       r"1 only in the first"):
         prepare(load_recipe(project["recipe"]), "test")
     # images: a member trained for another fold
     write_member(project["root"] / "models" / "b", comp, "logit", seed=2, activation="sigmoid", fold=1, splits=("val",))

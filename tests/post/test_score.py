@@ -60,11 +60,33 @@ def test_more_than_five_labels_warns(tmp_path, capsys):
     assert "more than 5 labels" in capsys.readouterr().err
 
 
-def test_missing_image_is_an_error(tmp_path):
+def test_missing_image_scores_zero_and_warns_or_is_refused_when_strict(tmp_path, capsys):
     truth = write(tmp_path / "truth.csv", [("1.jpg", "a"), ("2.jpg", "b")])
     sub = write(tmp_path / "sub.csv", [("1.jpg", "a")])
+    assert score_files(sub, truth) == (0.5, 2)
+    assert "1 image(s) of" in capsys.readouterr().err
     with pytest.raises(KitError, match="missing.*2.jpg"):
-        score_files(sub, truth)
+        score_files(sub, truth, strict=True)
+
+
+@pytest.mark.parametrize("header, rows, problem", [
+    ("image,label", [("1.jpg", "a"), ("2.jpg", "b")], "header is image,label, expected Image,Id or image,predictions"),
+    ("Image,Id", [("1.jpg", "a"), ("2.jpg", "b"), ("9.jpg", "a")], "1 image(s) not in"),
+    ("Image,Id", [("1.jpg", "a")], "1 image(s) of"),
+])
+def test_score_py_warns_and_strict_refuses(tmp_path, header, rows, problem):
+    """Issue 13: plain score.py took a wrong header, extra or missing images silently. Now each is a
+    warning (the score still printed); with --strict, one error line, exit 2, and no score."""
+    truth = write(tmp_path / "truth.csv", [("1.jpg", "a"), ("2.jpg", "b")])
+    sub = write(tmp_path / "sub.csv", rows, header=header)
+    before = sorted(tmp_path.iterdir())
+    out = subprocess.run([sys.executable, "scripts/score.py", str(sub), str(truth)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("MAP@5 ") and problem in out.stderr
+    assert out.stderr.startswith("warning: ")
+    strict = subprocess.run([sys.executable, "scripts/score.py", str(sub), str(truth), "--strict"], capture_output=True, text=True)
+    assert strict.returncode == 2 and strict.stdout == "" and strict.stderr.count("\n") == 1
+    assert strict.stderr.startswith("error: ") and problem in strict.stderr
+    assert sorted(tmp_path.iterdir()) == before
 
 
 def test_happywhale_columns(tmp_path):

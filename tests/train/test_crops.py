@@ -104,7 +104,8 @@ def test_room_reaches_past_the_photo_with_its_mean_colour(tmp_path):
 
 
 def test_export_reads_what_it_would_decode(comp, tiny_recipe):
-    """Export's images from the cache are exactly load_image's; a bad one is named."""
+    """Export's images from the cache are exactly load_image's; a bad one is named, and is the
+    blank row training skipped (a test image still needs its row of scores)."""
     from kit.export.images import ImageSource
     from kit.train.model import member_info
 
@@ -115,4 +116,8 @@ def test_export_reads_what_it_would_decode(comp, tiny_recipe):
         assert np.array_equal(cached(name), decoded(name))
     (comp.root / "test" / "te0000.jpg").write_bytes(b"broken")
     with pytest.raises(BadImage, match="te0000.jpg: cannot read image"):
-        ImageSource(comp, info, open_crops(comp, CropSpec.of(info)))("te0000.jpg")
+        decoded("te0000.jpg")
+    source = ImageSource(comp, info, open_crops(comp, CropSpec.of(info)))
+    assert list(source.unreadable()) == ["te0000.jpg"] and "cannot read image" in source.unreadable()["te0000.jpg"]
+    blank = centre(np.zeros(CropSpec.of(info).shape, np.uint8), CropSpec.of(info))
+    assert np.allclose(source("te0000.jpg"), (blank.transpose(2, 0, 1) / 255.0 - 0.5) / 0.25)
