@@ -36,9 +36,9 @@ _HOST = socket.gethostname().split(".")[0].replace("-", "_") or "host"
 
 
 def disk_error(e: OSError, path: str | os.PathLike | None = None) -> KitError:
-    """`path: cannot write (No space left on device)` for a disk error: the file the OS named, else `path`."""
-    where = e.filename or path or "?"
-    return KitError(f"{where}: cannot write ({e.strerror or e})")
+    """`path: cannot write (No space left on device)`: the output being written when given (not our
+    temporary beside it), else the file the OS named."""
+    return KitError(f"{path or e.filename or '?'}: cannot write ({e.strerror or e})")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -91,7 +91,7 @@ def _refuse_directory(path: Path) -> None:
 
 @contextlib.contextmanager
 def disk_errors_named(path: str | os.PathLike) -> Iterator[None]:
-    """A disk error inside the block becomes a KitError naming the file (the OS's, else `path`)."""
+    """A disk error inside the block becomes a KitError naming `path`, the output it writes."""
     try:
         yield
     except OSError as e:

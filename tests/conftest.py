@@ -1,6 +1,7 @@
 """Shared fixtures: small competition directories made on the spot, in each Kaggle layout."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,73 @@ def competition(tmp_path):
     """Factory: competition(layout="humpback", **kw) -> a fresh directory."""
     count = iter(range(1000))
     return lambda layout="humpback", **kw: make_competition(tmp_path / f"{layout}{next(count)}", layout, **kw)
+
+
+# ---- faults: a full disk, a read-only one, a decompression bomb (issue 13's hardening tests) ----
+
+def _mount_tmpfs(path: Path, options: str) -> str | None:
+    """Mount a tmpfs at `path`; the reason it cannot be done, or None."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        return "mounting a small tmpfs (a disk to fill) needs root, as CI runs"
+    path.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    return None if out.returncode == 0 else f"cannot mount a tmpfs here: {out.stderr.strip()}"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """Factory: full_disk(path, keep=()) mounts a 4 MB tmpfs at `path`, copies `keep` (files or
+    directories) into it, then fills what is left: every later write there fails with ENOSPC."""
+    import shutil
+    import subprocess
+
+    mounted = []
+
+    def make(path: Path, keep=()) -> Path:
+        reason = _mount_tmpfs(path, "size=4m")
+        if reason:
+            pytest.skip(reason)
+        mounted.append(path)
+        for item in keep:
+            (shutil.copytree if Path(item).is_dir() else shutil.copy2)(item, path / Path(item).name)
+        with open(path / "filler.bin", "wb") as f:  # the disk's last bytes, as a user's file
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """Factory: read_only_disk(path) mounts an empty read-only tmpfs at `path` (EROFS on writes:
+    root ignores file permissions, so a read-only mount is how a test refuses it a write)."""
+    import subprocess
+
+    mounted = []
+
+    def make(path: Path) -> Path:
+        reason = _mount_tmpfs(path, "ro,size=1m")
+        if reason:
+            pytest.skip(reason)
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture(scope="session")
+def bomb(tmp_path_factory) -> Path:
+    from faults import write_bomb
+
+    return write_bomb(tmp_path_factory.mktemp("bomb") / "bomb.png")

@@ -37,6 +37,11 @@ def max_pixels() -> int:
     return int(raw)
 
 
+def _too_large(path, size: str, limit: int) -> str:
+    return (f"{path}: refused to decode: {size} pixels, over the limit of {limit:,} (a decompression bomb?); "
+            f"if the image is genuine, raise ${MAX_PIXELS_ENV}")
+
+
 def _reason(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
@@ -53,12 +58,13 @@ def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
             with Image.open(path) as im:
                 width, height = im.size
                 if width * height > limit:
-                    raise BadImage(f"{path}: {width} x {height} = {width * height:,} pixels, over the limit of "
-                                   f"{limit:,} (a decompression bomb?); if the image is genuine, raise ${MAX_PIXELS_ENV}")
+                    raise BadImage(_too_large(path, f"{width} x {height} = {width * height:,}", limit))
                 yield im
+    except Image.DecompressionBombError:  # Pillow's own check, past twice the limit: before the size is known
+        raise BadImage(_too_large(path, f"more than {2 * limit:,}", limit)) from None
     except FileNotFoundError:
         raise BadImage(f"{path}: image not found") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         # SyntaxError: some of Pillow's plug-ins report a malformed header so
         raise BadImage(f"{path}: cannot read image ({_reason(e)})") from None
 
