@@ -304,9 +304,12 @@ class Objective:
         a, b = pipeline.run(tuned, self.inputs).ap, pipeline.run(untuned, self.inputs).ap
         return paired_gain(a[self.hold_idx], b[self.hold_idx])
 
+    def suggest(self, trial) -> dict[str, Any]:
+        """The trial's values of the sampled parameters (Optuna proposes them)."""
+        return {p.name: p.suggest(trial) for p in self.space}
+
     def __call__(self, trial) -> float:
-        values = {p.name: p.suggest(trial) for p in self.space}
-        return self.evaluate(self.recipe_for(values))[0]  # the fitted value: found again for the best trial
+        return self.evaluate(self.recipe_for(self.suggest(trial)))[0]  # the fitted value: found again for the best trial
 
 
 def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed: int) -> str:
@@ -316,17 +319,49 @@ def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed
     return f"{recipe.name}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
-def sampler_seed(seed: int, worker: int, held: int) -> int:
-    """The TPE seed of one worker: `seed + worker` on a fresh study, another stream on resuming."""
-    return seed + worker if held == 0 else int(np.random.SeedSequence([seed, worker, held]).generate_state(1)[0])
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial `number` of a study tuned with `seed`."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
-def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int, held: int,
+def trial_seeded_tpe(seed: int):
+    """Optuna's multivariate TPE, its randomness drawn afresh for each trial from (seed, the trial's
+    number). Runs that share a study (`--jobs` workers, machines on one PostgreSQL, two tune.py
+    started together) hold different numbers, so they never propose the same trial, as runs seeded
+    alike would; a resumed run's numbers are new, so it does not replay the run it carries on; and a
+    run alone repeats itself exactly. Only Optuna's public sampler interface is used."""
+    import optuna
+
+    class TrialSeededTPE(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self._tpe = optuna.samplers.TPESampler(seed=trial_seed(seed, 0), multivariate=True)
+
+        def before_trial(self, study, trial) -> None:  # called before any of the trial's sampling
+            self._tpe = optuna.samplers.TPESampler(seed=trial_seed(seed, trial.number), multivariate=True)
+            self._tpe.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self._tpe.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._tpe.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._tpe.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:  # Optuna's threads ask it; the seed is per trial already
+            pass
+
+    return TrialSeededTPE()
+
+
+def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int,
               since: datetime, worker: int, progress: bool, objective: Objective | None = None) -> None:
     """One worker: load the study and run trials until the study holds `trials` finished ones.
-    The sampler's seed mixes in `held`, the trials the study held when this run began: a resumed
-    run must not replay the random start-up trials of the run it carries on. `objective`: the
-    caller's, when the worker runs in its process (else prepared here)."""
+    `objective`: the caller's, when the worker runs in its process (else prepared here)."""
     import optuna
     from optuna.trial import TrialState
 
@@ -334,8 +369,7 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
     if objective is None:
         recipe = load_recipe(recipe_path)
         objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
-                              sampler=optuna.samplers.TPESampler(seed=sampler_seed(seed, worker, held), multivariate=True))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url), sampler=trial_seeded_tpe(seed))
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done >= trials:
         return
@@ -346,12 +380,18 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
         # run started, say whether it would go past `trials`; then it stops, kept as PRUNED. (A
         # callback counting finished trials lets every other worker's trial in flight finish too.)
         # RUNNING trials started before this run (`since`) are a killed run's and do not count.
-        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                    if t.number < trial.number and (t.state == TrialState.COMPLETE or t.datetime_start >= since))
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                   if t.number < trial.number]
+        ahead = sum(1 for t in earlier if t.state == TrialState.COMPLETE or t.datetime_start >= since)
         if ahead >= trials:
             trial.study.stop()
             raise optuna.TrialPruned(f"the study holds {trials} trials")
-        return objective(trial)
+        values = objective.suggest(trial)
+        # Two runs starting a new study together may both enqueue the untuned values: one is kept.
+        twin = next((t.number for t in earlier if t.params == trial.params), None)
+        if twin is not None:
+            raise optuna.TrialPruned(f"the same parameters as trial {twin}")
+        return objective.evaluate(objective.recipe_for(values))[0]  # the fitted value: found again for the best trial
 
     # Optuna's bar is tqdm's: on a terminal only (a log would fill with carriage-return frames)
     study.optimize(objective_within_budget, n_trials=trials - done, show_progress_bar=progress and interactive(),
@@ -415,7 +455,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     start = time.perf_counter()
-    args = (str(recipe_path), storage, study_name, trials, seed, len(study.get_trials(deepcopy=False)), since)
+    args = (str(recipe_path), storage, study_name, trials, seed, since)
     if jobs == 1:
         _optimize(*args, worker=0, progress=progress, objective=objective)
     else:  # processes, not threads: the objective holds the GIL between numba calls
