@@ -159,11 +159,18 @@ def open_storage(url: str):
 
 @contextlib.contextmanager
 def storage_errors(url: str) -> Iterator[None]:
-    """A storage that fails (a full disk, a refused file, a server that went away) is one line naming it."""
+    """A storage that fails (a full disk, a refused file, a server that went away) is one line naming
+    it; Optuna's experimental-feature warnings are silenced inside."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    import optuna
+
     try:
-        yield
+        with warnings.catch_warnings():
+            # Optuna 4 calls multivariate TPE and stale-trial failing experimental, once per process:
+            # noise in a log, and it would break the one-line error of a failed run
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).splitlines()[0]
         raise KitError(f"--storage {url}: {reason}") from None

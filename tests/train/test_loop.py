@@ -314,3 +314,26 @@ def test_training_into_a_log_writes_lines_not_frames(learnable, tiny_recipe, tmp
     captured = capfd.readouterr()
     assert "\r" not in captured.out + captured.err
     assert "epoch 1 (stage 1.1)" in captured.out
+
+
+def test_a_missing_fold_or_backbone_names_its_file(learnable, tiny_recipe, tmp_path):
+    """Issue 13: `fold 7 does not exist` and an unknown backbone named no file. Now the fold's error
+    names folds.csv, and the backbone's the recipe, checked before the data is read."""
+    import subprocess
+    import sys
+
+    from faults import one_error_line
+
+    def train_py(recipe_file):
+        return subprocess.run([sys.executable, "scripts/train.py", str(recipe_file), "--out", str(tmp_path / "out"),
+                               "--quiet"], cwd=ROOT, capture_output=True, text=True)
+
+    fold = tmp_path / "fold7.yaml"
+    fold.write_text(dump_recipe(tiny_recipe(learnable, fold=7)))
+    err = one_error_line(train_py(fold))
+    assert f"{learnable / 'folds.csv'}: the recipe's fold 7 does not exist; it has folds [0, 1" in err
+    backbone = tmp_path / "backbone.yaml"
+    backbone.write_text(dump_recipe(tiny_recipe(learnable, model={"backbone": "resnet1B"})))
+    err = one_error_line(train_py(backbone))
+    assert f"{backbone}: model.backbone 'resnet1B' is not a timm model; did you mean resnet18" in err
+    assert not (tmp_path / "out").exists()
