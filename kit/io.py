@@ -124,48 +124,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    with disk_errors_named(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(path)
-        tmp = Path(tempfile.mkdtemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent))
-        try:
-            os.chmod(tmp, 0o777 & ~_UMASK)
+    with outputs(echo=None) as out:
+        tmp = out.directory(path)
+        with disk_errors_named(path):
             yield tmp
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Outputs:
-    """The files one run writes, staged as temporaries beside their targets and moved into place
-    together by `commit` once the whole run has succeeded: a failure anywhere (a bad image in the
-    report, a full disk) leaves neither a partial set nor a temporary. Use through `outputs()`."""
+    """The files (and directories) one run writes, staged as temporaries beside their targets and
+    moved into place together by `commit` once the whole run has succeeded, in the order they were
+    staged (a run's freshness marker last): a failure anywhere (a bad image in the report, a full
+    disk) leaves neither a partial set nor a temporary. Use through `outputs()`."""
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, Path, str]] = []  # (temporary, target, what to print once moved)
 
-    def path(self, target: str | os.PathLike, note: str = "") -> Path:
-        """A temporary file to write `target`'s content to; `note` is printed once it is in place."""
+    def _stage(self, target: str | os.PathLike, note: str, make: Callable[[Path], Path]) -> Path:
         target = Path(target)
-        _refuse_directory(target)
         if any(t == target for _, t, _ in self._staged):
             raise ValueError(f"{target} is staged twice")
         with disk_errors_named(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             clean_stale(target)
+            tmp = make(target)
+        self._staged.append((tmp, target, note))
+        return tmp
+
+    def path(self, target: str | os.PathLike, note: str = "") -> Path:
+        """A temporary file to write `target`'s content to; `note` is printed once it is in place."""
+        _refuse_directory(Path(target))
+
+        def make(target: Path) -> Path:
             fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
             os.close(fd)
             os.chmod(tmp, 0o666 & ~_UMASK)
-        self._staged.append((Path(tmp), target, note))
-        return Path(tmp)
+            return Path(tmp)
+
+        return self._stage(target, note, make)
+
+    def directory(self, target: str | os.PathLike, note: str = "") -> Path:
+        """A temporary directory to fill; it replaces the directory `target` on commit."""
+        def make(target: Path) -> Path:
+            tmp = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
+            os.chmod(tmp, 0o777 & ~_UMASK)
+            return tmp
+
+        return self._stage(target, note, make)
+
+    def staged(self, target: str | os.PathLike) -> Path:
+        """The temporary standing for `target` until commit (to read back what the run wrote)."""
+        return next(tmp for tmp, t, _ in self._staged if t == Path(target))
 
     def write_text(self, target: str | os.PathLike, text: str, note: str = "") -> Path:
         tmp = self.path(target, note)
@@ -180,10 +188,18 @@ class Outputs:
         return Path(target)
 
     def commit(self, echo: Callable[[str], None] | None = print) -> list[Path]:
-        """Move every staged file into place (renames: nothing can run out of space now)."""
+        """Move everything staged into place (renames: nothing can run out of space now). A directory
+        replacing one is swapped through `.<name>.old`, which `clean_stale` restores after a kill."""
         for tmp, target, _ in self._staged:
             with disk_errors_named(target):
-                os.replace(tmp, target)
+                if tmp.is_dir() and target.exists():
+                    old = target.with_name(f".{target.name}.old")
+                    shutil.rmtree(old, ignore_errors=True)
+                    os.replace(target, old)
+                    os.replace(tmp, target)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, target)
         done, self._staged = self._staged, []
         for _, _, note in done:
             if note and echo is not None:
@@ -192,7 +208,7 @@ class Outputs:
 
     def discard(self) -> None:
         for tmp, _, _ in self._staged:
-            tmp.unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         self._staged = []
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kit.errors import KitError
-from kit.io import atomic_dir
+from kit.io import Outputs, atomic_dir, disk_errors_named
 
 KINDS = ("prob", "logit", "cosine")
 SPLITS = ("val", "test", "oof")
@@ -57,16 +57,24 @@ class PredictionSet:
             raise KitError(f"{where}: scores.npy has NaN or infinite values in {bad} row(s)")
         return self
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the set atomically: the directory appears complete or not at all."""
+    def save(self, directory: str | Path, out: Outputs | None = None) -> Path:
+        """Write the set atomically: the directory appears complete or not at all. With `out`,
+        staged there: in place with the run's other outputs, when the caller commits them."""
         self.validate(str(directory))
         directory = Path(directory)
-        with atomic_dir(directory) as tmp:
-            np.save(tmp / "scores.npy", np.ascontiguousarray(self.scores, dtype=np.float32))
-            (tmp / "images.txt").write_text("".join(f"{n}\n" for n in self.images))
-            (tmp / "classes.txt").write_text("".join(f"{n}\n" for n in self.classes))
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+        if out is None:
+            with atomic_dir(directory) as tmp:
+                self._write(tmp)
+        else:
+            with disk_errors_named(directory):
+                self._write(out.directory(directory))
         return directory
+
+    def _write(self, tmp: Path) -> None:
+        np.save(tmp / "scores.npy", np.ascontiguousarray(self.scores, dtype=np.float32))
+        (tmp / "images.txt").write_text("".join(f"{n}\n" for n in self.images))
+        (tmp / "classes.txt").write_text("".join(f"{n}\n" for n in self.classes))
+        (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
 
 
 def load(directory: str | Path, mmap: bool = True) -> PredictionSet:

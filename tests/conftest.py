@@ -64,15 +64,15 @@ def _mount_tmpfs(path: Path, options: str) -> str | None:
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """Factory: full_disk(path, keep=()) mounts a 4 MB tmpfs at `path`, copies `keep` (files or
-    directories) into it, then fills what is left: every later write there fails with ENOSPC."""
+    """Factory: full_disk(path, keep=(), size="4m") mounts a tmpfs of `size` at `path`, copies `keep`
+    (files or directories) into it, then fills what is left: every later write there fails with ENOSPC."""
     import shutil
     import subprocess
 
     mounted = []
 
-    def make(path: Path, keep=()) -> Path:
-        reason = _mount_tmpfs(path, "size=4m")
+    def make(path: Path, keep=(), size: str = "4m") -> Path:
+        reason = _mount_tmpfs(path, f"size={size}")
         if reason:
             pytest.skip(reason)
         mounted.append(path)

@@ -21,13 +21,14 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
 import torch
 
 from kit.errors import KitError
-from kit.io import atomic_path
+from kit.io import Outputs, atomic_path, disk_errors_named
 
 OPSET = 20  # what torch's dynamo exporter emits natively; onnxruntime >= 1.18 reads its IR-10 files
 INPUT = "image"
@@ -182,15 +183,29 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, inputs: np.ndarr
     return Parity(rel, mabs, tuple(batches), tolerance)
 
 
+@contextlib.contextmanager
+def _written(path: Path, out: Outputs | None) -> Iterator[Path]:
+    """A temporary for `path`: staged to `out` (in place when its run commits), else renamed into
+    place when the block succeeds."""
+    if out is None:
+        with atomic_path(path) as tmp:
+            yield tmp
+    else:
+        with disk_errors_named(path):
+            yield out.path(path)
+
+
 def export_checked(model: torch.nn.Module, info, path: str | Path, inputs: np.ndarray, *,
-                   tolerance: float = TOLERANCE, opset: int = OPSET, exporter: str = "auto") -> Parity:
-    """Export to `path` and check parity; the file is renamed into place only if the check passes.
+                   tolerance: float = TOLERANCE, opset: int = OPSET, exporter: str = "auto",
+                   out: Outputs | None = None) -> Parity:
+    """Export to `path` and check parity; the file is renamed into place only if the check passes
+    (with `out`: staged there, `out.staged(path)` until the run commits).
 
     Raises ParityError naming the member, each output's relative and absolute error and the
     tolerance; `path` is then left as it was (absent, or the previous good export).
     """
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with _written(path, out) as tmp:
         used = export_onnx(model, info, tmp, opset=opset, exporter=exporter)
         parity = check_parity(model, tmp, inputs, tolerance=tolerance)
         parity.exporter = used
@@ -202,13 +217,13 @@ def export_checked(model: torch.nn.Module, info, path: str | Path, inputs: np.nd
     return parity
 
 
-def to_fp16(src: str | Path, dst: str | Path) -> None:
+def to_fp16(src: str | Path, dst: str | Path, out: Outputs | None = None) -> None:
     """Convert an fp32 model.onnx to half precision weights and compute, fp32 in and out.
 
     Uses onnxruntime's own converter (`onnxruntime.transformers.float16`, shipped in the
     onnxruntime wheel: no extra package). Input and output stay float32 (`keep_io_types`), so a
     runner feeds it exactly what it feeds the fp32 model. Meant for the CUDA provider (tensor
-    cores); onnxruntime's CPU kernels run it too, slowly. Writes `dst` atomically.
+    cores); onnxruntime's CPU kernels run it too, slowly. Writes `dst` atomically (staged to `out`).
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -216,15 +231,15 @@ def to_fp16(src: str | Path, dst: str | Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         half = convert_float_to_float16(model, keep_io_types=True)
-    with atomic_path(dst) as tmp:
+    with _written(Path(dst), out) as tmp:
         onnx.save_model(half, str(tmp), save_as_external_data=False)
 
 
 def export_fp16_checked(model: torch.nn.Module, fp32_path: str | Path, path: str | Path, inputs: np.ndarray, *,
-                        tolerance: float = FP16_TOLERANCE) -> Parity:
+                        tolerance: float = FP16_TOLERANCE, out: Outputs | None = None) -> Parity:
     """`to_fp16`, then the parity check at half-precision tolerance; atomic like `export_checked`."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with _written(path, out) as tmp:
         to_fp16(fp32_path, tmp)
         parity = check_parity(model, tmp, inputs, tolerance=tolerance)
         parity.exporter = "fp16"

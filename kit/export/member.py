@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kit.errors import KitError
-from kit.io import write_text
+from kit.io import outputs
 
 CHECKPOINT = "checkpoint.pt"
 ONNX = "model.onnx"
@@ -238,63 +238,65 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
     elif not skip_infer:
         raise KitError(f"{model_dir}: no competition directory; give --data DIR (or data: in the recipe)")
 
-    queries = plans[0].queries if plans else []
-    inputs = parity_inputs(queries, source, info)
-    try:
-        parity = export_checked(model, info, model_dir / ONNX, inputs)
-    except ParityError:
-        if _mtime(model_dir / ONNX) <= _mtime(model_dir / CHECKPOINT):
-            remove_outputs(model_dir)  # an earlier checkpoint's: they no longer describe this member
-        raise
-    size_mb = (model_dir / ONNX).stat().st_size / 2**20
-    log(f"{model_dir}: {ONNX} ({size_mb:.1f} MB, {parity.exporter} exporter), parity {parity.summary()}")
-    report: dict = {"model": info.name, "checkpoint_mtime_ns": stamp, "onnx": ONNX, "exporter": parity.exporter,
-                    "parity": {"rel_error": parity.rel_error, "max_abs": parity.max_abs,
-                               "tolerance": parity.tolerance, "inputs": "images" if queries else "noise"},
-                    "options": options, "sets": []}
-    onnx_for_inference = model_dir / ONNX
-    if fp16:
-        p16 = export_fp16_checked(model, model_dir / ONNX, model_dir / ONNX_FP16, inputs)
-        report["parity_fp16"] = {"rel_error": p16.rel_error, "tolerance": p16.tolerance}
-        log(f"{model_dir}: {ONNX_FP16}, parity {p16.summary()}")
-        onnx_for_inference = model_dir / ONNX_FP16
+    # model.onnx, the prediction sets and export.json move into place together, once all succeeded
+    with outputs(echo=None) as out:
+        queries = plans[0].queries if plans else []
+        inputs = parity_inputs(queries, source, info)
+        try:
+            parity = export_checked(model, info, model_dir / ONNX, inputs, out=out)
+        except ParityError:
+            if _mtime(model_dir / ONNX) <= _mtime(model_dir / CHECKPOINT):
+                remove_outputs(model_dir)  # an earlier checkpoint's: they no longer describe this member
+            raise
+        size_mb = out.staged(model_dir / ONNX).stat().st_size / 2**20
+        log(f"{model_dir}: {ONNX} ({size_mb:.1f} MB, {parity.exporter} exporter), parity {parity.summary()}")
+        report: dict = {"model": info.name, "checkpoint_mtime_ns": stamp, "onnx": ONNX, "exporter": parity.exporter,
+                        "parity": {"rel_error": parity.rel_error, "max_abs": parity.max_abs,
+                                   "tolerance": parity.tolerance, "inputs": "images" if queries else "noise"},
+                        "options": options, "sets": []}
+        onnx_for_inference = out.staged(model_dir / ONNX)
+        if fp16:
+            p16 = export_fp16_checked(model, out.staged(model_dir / ONNX), model_dir / ONNX_FP16, inputs, out=out)
+            report["parity_fp16"] = {"rel_error": p16.rel_error, "tolerance": p16.tolerance}
+            log(f"{model_dir}: {ONNX_FP16}, parity {p16.summary()}")
+            onnx_for_inference = out.staged(model_dir / ONNX_FP16)
 
-    if not skip_infer:
-        # An onnxruntime without a usable CUDA provider (a CPU-only wheel in a GPU image, or CUDA
-        # libraries it cannot load) where PyTorch has a GPU: the GPU still runs, through the PyTorch
-        # network whose ONNX parity was just checked. No CPU session is built first when none is listed.
-        gpu_by_torch = provider == "auto" and torch_gpu()
-        runner = None if (gpu_by_torch and not ort_cuda_listed()) else OnnxRunner(onnx_for_inference, provider, threads)
-        if runner is None or (gpu_by_torch and runner.provider != "cuda"):
-            runner, fp16_used = TorchRunner(model, "cuda", autocast_fp16=fp16), fp16
-        else:
-            fp16_used = fp16 and runner.provider == "cuda"
-            if fp16 and runner.provider != "cuda":
-                log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
-                runner = OnnxRunner(model_dir / ONNX, provider, threads)
-        images, logit_images = images_needed(plans)
-        ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)
-                  else f"PyTorch on {runner.device} (onnxruntime here has no CUDA provider)")
-        log(f"{model_dir}: inference on {len(images):,} images with {ran_by}" + (" (fp16)" if fp16_used else ""))
-        embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
-                         tta=flip_tta, batch=batch, workers=workers, progress=progress, desc=info.name)
-        sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities)
-        for (view, split), ps in sets.items():
-            ps.meta["data"] = str(data_dir.resolve())  # a blend on another competition is refused by name
-            if fp16_used:
-                ps.meta["precision"] = "fp16"
-            ps.save(model_dir / "preds" / view / split)
-            report["sets"].append(f"preds/{view}/{split}")
-            missing = ps.meta.get("without_centre", 0)
-            if missing:
-                log(f"{model_dir}: warning: {missing} trained identities have no {split} gallery image; "
-                    "their cosine is -1")
-        report.update(provider=runner.provider, tta="flip" if flip_tta else "none", images=len(images),
-                      images_per_second=round(embedded.images_per_second, 2), batch=batch)
-        log(f"{model_dir}: {len(sets)} prediction sets in {model_dir / 'preds'} "
-            f"({embedded.images_per_second:.1f} images/s on {runner.provider})")
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    write_text(model_dir / REPORT, json.dumps(report, indent=2) + "\n")
+        if not skip_infer:
+            # An onnxruntime without a usable CUDA provider (a CPU-only wheel in a GPU image, or CUDA
+            # libraries it cannot load) where PyTorch has a GPU: the GPU still runs, through the PyTorch
+            # network whose ONNX parity was just checked. No CPU session is built first when none is listed.
+            gpu_by_torch = provider == "auto" and torch_gpu()
+            runner = None if (gpu_by_torch and not ort_cuda_listed()) else OnnxRunner(onnx_for_inference, provider, threads)
+            if runner is None or (gpu_by_torch and runner.provider != "cuda"):
+                runner, fp16_used = TorchRunner(model, "cuda", autocast_fp16=fp16), fp16
+            else:
+                fp16_used = fp16 and runner.provider == "cuda"
+                if fp16 and runner.provider != "cuda":
+                    log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
+                    runner = OnnxRunner(out.staged(model_dir / ONNX), provider, threads)
+            images, logit_images = images_needed(plans)
+            ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)
+                      else f"PyTorch on {runner.device} (onnxruntime here has no CUDA provider)")
+            log(f"{model_dir}: inference on {len(images):,} images with {ran_by}" + (" (fp16)" if fp16_used else ""))
+            embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
+                             tta=flip_tta, batch=batch, workers=workers, progress=progress, desc=info.name)
+            sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities)
+            for (view, split), ps in sets.items():
+                ps.meta["data"] = str(data_dir.resolve())  # a blend on another competition is refused by name
+                if fp16_used:
+                    ps.meta["precision"] = "fp16"
+                ps.save(model_dir / "preds" / view / split, out=out)
+                report["sets"].append(f"preds/{view}/{split}")
+                missing = ps.meta.get("without_centre", 0)
+                if missing:
+                    log(f"{model_dir}: warning: {missing} trained identities have no {split} gallery image; "
+                        "their cosine is -1")
+            report.update(provider=runner.provider, tta="flip" if flip_tta else "none", images=len(images),
+                          images_per_second=round(embedded.images_per_second, 2), batch=batch)
+            log(f"{model_dir}: {len(sets)} prediction sets in {model_dir / 'preds'} "
+                f"({embedded.images_per_second:.1f} images/s on {runner.provider})")
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        out.write_text(model_dir / REPORT, json.dumps(report, indent=2) + "\n")  # staged last: the freshness mark
     return report
 
 

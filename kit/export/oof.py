@@ -23,7 +23,7 @@ import numpy as np
 from kit.errors import KitError
 from kit.export.member import (CHECKPOINT, REPORT, _mtime, _recipe_raw, checkpoint_stamp, data_dir_of,
                                export_member, export_options)
-from kit.io import write_text
+from kit.io import outputs
 from kit.predset import PredictionSet, load, reindex
 
 # Meta keys that describe one fold member, not the combined set.
@@ -157,17 +157,18 @@ def export_oof_member(parent: str | Path, children: dict[int, Path], data=None, 
     report: dict = {"model": name, "folds": sorted(children), "options": options, "sets": [],
                     "members": {children[k].name: {key: r[key] for key in CHILD_SUMMARY if key in r}
                                 for k, r in reports.items()}}
-    if not skip_infer:
-        for view in VIEWS:
-            if not all(f"preds/{view}/{split}" in r["sets"] for r in reports.values() for split in ("val", "test")):
-                continue
-            sets = {split: {k: load(d / "preds" / view / split, mmap=False) for k, d in children.items()}
-                    for split in ("val", "test")}
-            out_of_fold(sets["val"], children, name).save(parent / "preds" / view / "oof")
-            fold_mean(sets["test"], children, name).save(parent / "preds" / view / "test")
-            report["sets"] += [f"preds/{view}/oof", f"preds/{view}/test"]
-        log(f"{parent}: out-of-fold sets of folds {', '.join(map(str, sorted(children)))} in {parent / 'preds'} "
-            f"({', '.join(report['sets'])})")
-    report["seconds"] = round(time.perf_counter() - t0, 2)
-    write_text(parent / REPORT, json.dumps(report, indent=2) + "\n")
+    with outputs(echo=None) as out:  # the combined sets and export.json: in place together
+        if not skip_infer:
+            for view in VIEWS:
+                if not all(f"preds/{view}/{split}" in r["sets"] for r in reports.values() for split in ("val", "test")):
+                    continue
+                sets = {split: {k: load(d / "preds" / view / split, mmap=False) for k, d in children.items()}
+                        for split in ("val", "test")}
+                out_of_fold(sets["val"], children, name).save(parent / "preds" / view / "oof", out=out)
+                fold_mean(sets["test"], children, name).save(parent / "preds" / view / "test", out=out)
+                report["sets"] += [f"preds/{view}/oof", f"preds/{view}/test"]
+            log(f"{parent}: out-of-fold sets of folds {', '.join(map(str, sorted(children)))} in {parent / 'preds'} "
+                f"({', '.join(report['sets'])})")
+        report["seconds"] = round(time.perf_counter() - t0, 2)
+        out.write_text(parent / REPORT, json.dumps(report, indent=2) + "\n")  # staged last: the freshness mark
     return report

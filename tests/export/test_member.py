@@ -193,3 +193,25 @@ def test_a_corrupt_image_training_skipped_does_not_stop_the_export(tmp_path, tin
     test = load_set(member / "preds" / "cosine" / "test")
     assert test.meta["gallery_images"] == int((comp.train.label != comp.unknown).sum()) - 1
     assert comp.test_images[0] in test.images and np.isfinite(np.asarray(test.scores)).all()
+
+
+def test_a_full_disk_is_one_line_and_the_previous_export_stays_whole(twin_member, tiny_data, full_disk, tmp_path):
+    """Issue 13: export.py on a full disk gave an ENOSPC traceback. Now one line naming the file, and
+    the member's previous model.onnx, prediction sets and export.json stay exactly as they were:
+    a run's outputs move into place together, once all of them are written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from faults import one_error_line, snapshot
+
+    disk = full_disk(tmp_path / "full", keep=[twin_member], size="160m")
+    member = disk / twin_member.name
+    before = {name: (member / name).read_bytes() for name in ("model.onnx", "export.json")}
+    files = snapshot(disk)
+    out = subprocess.run([sys.executable, "scripts/export.py", str(member), "--data", str(tiny_data), "--force",
+                          "--provider", "cpu", "--quiet"], cwd=Path(__file__).parents[2], capture_output=True, text=True)
+    err = one_error_line(out)
+    assert str(member) in err and "No space left on device" in err
+    assert snapshot(disk) == files
+    assert all((member / name).read_bytes() == data for name, data in before.items())
