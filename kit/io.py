@@ -32,6 +32,7 @@ def cpu_count() -> int:
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG,
                          errno.EISDIR, errno.ENOTDIR})
 STALE_AFTER = 24 * 3600  # seconds: a temporary of another machine (shared disk) or of old code this old is stale
+SWAP_GRACE = 60  # seconds: a `.<name>.old` this old is a killed swap's, not one in progress
 _HOST = socket.gethostname().split(".")[0].replace("-", "_") or "host"
 
 
@@ -58,8 +59,11 @@ def clean_stale(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     removed: list[Path] = []
     old = path.with_name(f".{path.name}.old")
-    if old.exists() and not path.exists():
-        os.replace(old, path)  # the user's previous output, moved aside and never replaced
+    try:  # the user's previous output, moved aside and never replaced (not a live writer's, mid-swap)
+        if not path.exists() and time.time() - old.lstat().st_ctime > SWAP_GRACE:
+            os.replace(old, path)
+    except FileNotFoundError:
+        pass
     try:
         candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
     except OSError:
@@ -104,21 +108,11 @@ def disk_errors_named(path: str | os.PathLike) -> Iterator[None]:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
     A full disk or a refused write is a KitError naming the path; a killed writer's temporary is
-    removed by the next writer of the same path."""
-    path = Path(path)
-    _refuse_directory(path)
-    with disk_errors_named(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(path)
-        fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp)
-        try:
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+    removed by the next writer of the same path. (A run of several outputs: `outputs()`.)"""
+    with outputs(echo=None) as out:
+        tmp = out.path(path)
+        with disk_errors_named(path):
             yield tmp
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
