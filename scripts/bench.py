@@ -462,12 +462,14 @@ def _random_values(space, rng, n: int) -> list[dict]:
 
 
 def _optuna_rate(objective, storage, n_trials: int, tail: int) -> tuple[float, float]:
-    """(trials/s over all `n_trials`, trials/s over the last `tail`) of seeded multivariate TPE."""
+    """(trials/s over all `n_trials`, trials/s over the last `tail`) of tune's sampler (multivariate
+    TPE seeded per trial)."""
     import optuna
 
+    from kit.tune.study import trial_seeded_tpe
+
     ends = []
-    study = optuna.create_study(storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=0, multivariate=True))
+    study = optuna.create_study(storage=storage, direction="maximize", sampler=trial_seeded_tpe(0))
     start = time.perf_counter()
     study.optimize(objective, n_trials=n_trials, gc_after_trial=False,
                    callbacks=[lambda _s, _t: ends.append(time.perf_counter())])
@@ -494,7 +496,7 @@ def bench_tune(args: argparse.Namespace) -> None:
         n_val = folds * (N_VAL_IDS + N_VAL_UNKNOWN)
         kind = "one fold" if folds == 1 else f"out-of-fold, {folds} folds"
         table = Table(f"tune: {N_MEMBERS} members x {n_val:,} val images ({kind}) x {N_IDS:,} identities; "
-                      f"seeded multivariate TPE, {n_trials} trials a row")
+                      f"multivariate TPE seeded per trial, {n_trials} trials a row")
         with tempfile.TemporaryDirectory(prefix="bench_tune_") as tmp:
             root = Path(tmp)
             t0 = time.perf_counter()
