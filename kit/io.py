@@ -5,6 +5,7 @@ import contextlib
 import errno
 import glob
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -33,13 +34,27 @@ DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, 
                          errno.EISDIR, errno.ENOTDIR})
 STALE_AFTER = 24 * 3600  # seconds: a temporary of another machine (shared disk) or of old code this old is stale
 SWAP_GRACE = 60  # seconds: a `.<name>.old` this old is a killed swap's, not one in progress
-_HOST = socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def _machine() -> str:
+    """This host and pid namespace (containers may share a host name, not their process ids)."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname().split(".")[0]) or "host"
+    try:
+        return f"{host}_{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # not Linux
+        return host
+
+
+_MACHINE = _machine()
+_RANDOM = "[a-z0-9_]{8}"  # tempfile's random part
 
 
 def disk_error(e: OSError, path: str | os.PathLike | None = None) -> KitError:
-    """`path: cannot write (No space left on device)`: the output being written when given (not our
-    temporary beside it), else the file the OS named."""
-    return KitError(f"{path or e.filename or '?'}: cannot write ({e.strerror or e})")
+    """`path: cannot write (No space left on device)` for the output being written (not our temporary
+    beside it); without one, `file: Permission denied` for the file the OS named."""
+    if path is not None:
+        return KitError(f"{path}: cannot write ({e.strerror or e})")
+    return KitError(f"{e.filename}: {e.strerror or e}" if e.filename else f"{e.strerror or e}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -53,27 +68,30 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries a killed writer of `path` left beside it (`.<name>.<host>-<pid>-*.tmp`:
-    this machine's dead processes; another machine's, or nameless old ones, after a day), and put
-    back `path` from `.<name>.old` if a kill fell between atomic_dir's two renames. Returns what it removed."""
+    """Remove the temporaries a killed writer of `path` left beside it (`.<name>.<machine>-<pid>-*.tmp`:
+    this machine's dead processes at once; another machine's, or an older kit's `.<name>.*.tmp`, after
+    a day), and put back the directory `path` from `.<name>.old` if a kill fell between the two renames
+    of its swap. Returns what it removed."""
     path = Path(path)
     removed: list[Path] = []
     old = path.with_name(f".{path.name}.old")
     try:  # the user's previous output, moved aside and never replaced (not a live writer's, mid-swap)
-        if not path.exists() and time.time() - old.lstat().st_ctime > SWAP_GRACE:
+        if old.is_dir() and not path.exists() and time.time() - old.lstat().st_ctime > SWAP_GRACE:
             os.replace(old, path)
     except FileNotFoundError:
         pass
+    ours = re.compile(rf"\.{re.escape(path.name)}\.(?:([^-]+)-(\d+)-)?{_RANDOM}\.tmp")
     try:
-        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+        candidates = [(p, ours.fullmatch(p.name)) for p in path.parent.glob(f".{glob.escape(path.name)}.*.tmp")]
     except OSError:
         return removed
     now = time.time()
-    for tmp in candidates:
-        tag = tmp.name[len(path.name) + 2:-len(".tmp")].split("-")
+    for tmp, match in candidates:
+        if match is None:
+            continue  # another file's temporary (`.a.b.*.tmp` beside `a`)
         try:
-            if len(tag) >= 3 and tag[0] == _HOST and tag[1].isdigit():
-                stale = not _pid_alive(int(tag[1]))
+            if match.group(1) == _MACHINE:
+                stale = not _pid_alive(int(match.group(2)))
             else:
                 stale = now - tmp.lstat().st_mtime > STALE_AFTER
             if stale:
@@ -85,7 +103,7 @@ def clean_stale(path: str | os.PathLike) -> list[Path]:
 
 
 def _prefix(path: Path) -> str:
-    return f".{path.name}.{_HOST}-{os.getpid()}-"
+    return f".{path.name}.{_MACHINE}-{os.getpid()}-"
 
 
 def _refuse_directory(path: Path) -> None:
@@ -190,7 +208,11 @@ class Outputs:
                     old = target.with_name(f".{target.name}.old")
                     shutil.rmtree(old, ignore_errors=True)
                     os.replace(target, old)
-                    os.replace(tmp, target)
+                    try:
+                        os.replace(tmp, target)
+                    except OSError:
+                        os.replace(old, target)  # the previous directory back in place at once
+                        raise
                     shutil.rmtree(old, ignore_errors=True)
                 else:
                     os.replace(tmp, target)

@@ -78,11 +78,10 @@ def full_disk(tmp_path):
         mounted.append(path)
         for item in keep:
             (shutil.copytree if Path(item).is_dir() else shutil.copy2)(item, path / Path(item).name)
-        with open(path / "filler.bin", "wb") as f:  # the disk's last bytes, as a user's file
+        with open(path / "filler.bin", "wb", buffering=0) as f:  # the disk's last bytes, as a user's file
             try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
+                while f.write(b"\0" * 65536):
+                    pass
             except OSError:
                 pass
         return path

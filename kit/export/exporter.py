@@ -217,21 +217,26 @@ def export_checked(model: torch.nn.Module, info, path: str | Path, inputs: np.nd
     return parity
 
 
-def to_fp16(src: str | Path, dst: str | Path, out: Outputs | None = None) -> None:
-    """Convert an fp32 model.onnx to half precision weights and compute, fp32 in and out.
+def half_precision(src: str | Path) -> onnx.ModelProto:
+    """An fp32 model.onnx converted to half precision weights and compute, fp32 in and out.
 
     Uses onnxruntime's own converter (`onnxruntime.transformers.float16`, shipped in the
     onnxruntime wheel: no extra package). Input and output stay float32 (`keep_io_types`), so a
     runner feeds it exactly what it feeds the fp32 model. Meant for the CUDA provider (tensor
-    cores); onnxruntime's CPU kernels run it too, slowly. Writes `dst` atomically (staged to `out`).
+    cores); onnxruntime's CPU kernels run it too, slowly.
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        half = convert_float_to_float16(model, keep_io_types=True)
-    with _written(Path(dst), out) as tmp:
+        return convert_float_to_float16(model, keep_io_types=True)
+
+
+def to_fp16(src: str | Path, dst: str | Path) -> None:
+    """`half_precision(src)` written to `dst` atomically."""
+    half = half_precision(src)
+    with atomic_path(dst) as tmp:
         onnx.save_model(half, str(tmp), save_as_external_data=False)
 
 
@@ -240,7 +245,7 @@ def export_fp16_checked(model: torch.nn.Module, fp32_path: str | Path, path: str
     """`to_fp16`, then the parity check at half-precision tolerance; atomic like `export_checked`."""
     path = Path(path)
     with _written(path, out) as tmp:
-        to_fp16(fp32_path, tmp)
+        onnx.save_model(half_precision(fp32_path), str(tmp), save_as_external_data=False)
         parity = check_parity(model, tmp, inputs, tolerance=tolerance)
         parity.exporter = "fp16"
         if not parity.ok:

@@ -46,7 +46,7 @@ import warnings
 import numpy as np
 
 from kit.errors import KitError
-from kit.io import Outputs
+from kit.io import DISK_ERRORS, Outputs
 from kit.post import new_whale, pipeline
 from kit.post.compare import Gain, holdout_split, paired_gain
 from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
@@ -161,8 +161,6 @@ def open_storage(url: str):
 def storage_errors(url: str) -> Iterator[None]:
     """A storage that fails (a full disk, a refused file, a server that went away) is one line naming
     it; Optuna's experimental-feature warnings are silenced inside."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     import optuna
 
     try:
@@ -171,22 +169,37 @@ def storage_errors(url: str) -> Iterator[None]:
             # noise in a log, and it would break the one-line error of a failed run
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             yield
-    except SQLAlchemyError as e:
-        reason = str(getattr(e, "orig", None) or e).splitlines()[0]
-        raise KitError(f"--storage {url}: {reason}") from None
+    except _storage_failures() as e:
+        raise KitError(f"--storage {url}: {_reason(e)}") from None
+    except OSError as e:  # a journal file's disk
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise KitError(f"--storage {url}: {e.strerror}") from None
+
+
+def _storage_failures() -> tuple[type[BaseException], ...]:
+    """What a storage raises when it fails: SQLAlchemy's errors, and Optuna's wrapper of them."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return SQLAlchemyError, optuna.exceptions.StorageInternalError
+
+
+def _reason(e: BaseException) -> str:
+    cause = getattr(e, "orig", None) or e.__cause__ or e
+    return (str(getattr(cause, "orig", None) or cause).splitlines() or [type(cause).__name__])[0]
 
 
 def create_study(url: str, study_name: str):
     """Create (or load) the study. Several tune.py started at once on a new database race to create
     Optuna's tables ("table studies already exists"); the loser tries again, and then finds them."""
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
 
     for attempt in range(7):
         try:
             return optuna.create_study(study_name=study_name, storage=open_storage(url), direction="maximize",
                                        load_if_exists=True)
-        except SQLAlchemyError:
+        except _storage_failures():
             if attempt == 6:
                 raise
             time.sleep(0.05 * 2 ** attempt + random.random() * 0.05)
@@ -311,12 +324,9 @@ class Objective:
         a, b = pipeline.run(tuned, self.inputs).ap, pipeline.run(untuned, self.inputs).ap
         return paired_gain(a[self.hold_idx], b[self.hold_idx])
 
-    def suggest(self, trial) -> dict[str, Any]:
-        """The trial's values of the sampled parameters (Optuna proposes them)."""
-        return {p.name: p.suggest(trial) for p in self.space}
-
     def __call__(self, trial) -> float:
-        return self.evaluate(self.recipe_for(self.suggest(trial)))[0]  # the fitted value: found again for the best trial
+        values = {p.name: p.suggest(trial) for p in self.space}
+        return self.evaluate(self.recipe_for(values))[0]  # the fitted value: found again for the best trial
 
 
 def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed: int) -> str:
@@ -331,29 +341,39 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
-def trial_seeded_tpe(seed: int):
+def trial_seeded_tpe(seed: int, first: dict[str, Any] | None = None):
     """Optuna's multivariate TPE, its randomness drawn afresh for each trial from (seed, the trial's
     number). Runs that share a study (`--jobs` workers, machines on one PostgreSQL, two tune.py
     started together) hold different numbers, so they never propose the same trial, as runs seeded
     alike would; a resumed run's numbers are new, so it does not replay the run it carries on; and a
-    run alone repeats itself exactly. Only Optuna's public sampler interface is used."""
+    run alone repeats itself exactly. Trial 0 takes `first` (the untuned recipe's values), whichever
+    run draws it: enqueueing them raced when two runs created the study together. Only Optuna's
+    public sampler interface is used; `constant_liar` is set (Optuna 5's default, not 4's) so that
+    workers treat each other's running trials alike on every supported version."""
     import optuna
+
+    def tpe(number: int):
+        return optuna.samplers.TPESampler(seed=trial_seed(seed, number), multivariate=True, constant_liar=True)
 
     class TrialSeededTPE(optuna.samplers.BaseSampler):
         def __init__(self) -> None:
-            self._tpe = optuna.samplers.TPESampler(seed=trial_seed(seed, 0), multivariate=True)
+            self._tpe = tpe(0)
+            self._first = False
 
         def before_trial(self, study, trial) -> None:  # called before any of the trial's sampling
-            self._tpe = optuna.samplers.TPESampler(seed=trial_seed(seed, trial.number), multivariate=True)
+            self._tpe = tpe(trial.number)
+            self._first = first is not None and trial.number == 0
             self._tpe.before_trial(study, trial)
 
         def infer_relative_search_space(self, study, trial):
-            return self._tpe.infer_relative_search_space(study, trial)
+            return {} if self._first else self._tpe.infer_relative_search_space(study, trial)
 
         def sample_relative(self, study, trial, search_space):
-            return self._tpe.sample_relative(study, trial, search_space)
+            return self._tpe.sample_relative(study, trial, search_space) if search_space else {}
 
         def sample_independent(self, study, trial, param_name, param_distribution):
+            if self._first and param_name in first:
+                return first[param_name]
             return self._tpe.sample_independent(study, trial, param_name, param_distribution)
 
         def after_trial(self, study, trial, state, values) -> None:
@@ -376,7 +396,9 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
     if objective is None:
         recipe = load_recipe(recipe_path)
         objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url), sampler=trial_seeded_tpe(seed))
+    # the untuned recipe is trial 0: tuning never ends below it
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
+                              sampler=trial_seeded_tpe(seed, first=objective.start_values()))
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done >= trials:
         return
@@ -387,18 +409,12 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
         # run started, say whether it would go past `trials`; then it stops, kept as PRUNED. (A
         # callback counting finished trials lets every other worker's trial in flight finish too.)
         # RUNNING trials started before this run (`since`) are a killed run's and do not count.
-        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                   if t.number < trial.number]
-        ahead = sum(1 for t in earlier if t.state == TrialState.COMPLETE or t.datetime_start >= since)
+        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                    if t.number < trial.number and (t.state == TrialState.COMPLETE or t.datetime_start >= since))
         if ahead >= trials:
             trial.study.stop()
             raise optuna.TrialPruned(f"the study holds {trials} trials")
-        values = objective.suggest(trial)
-        # Two runs starting a new study together may both enqueue the untuned values: one is kept.
-        twin = next((t.number for t in earlier if t.params == trial.params), None)
-        if twin is not None:
-            raise optuna.TrialPruned(f"the same parameters as trial {twin}")
-        return objective.evaluate(objective.recipe_for(values))[0]  # the fitted value: found again for the best trial
+        return objective(trial)
 
     # Optuna's bar is tqdm's: on a terminal only (a log would fill with carriage-return frames)
     study.optimize(objective_within_budget, n_trials=trials - done, show_progress_bar=progress and interactive(),
@@ -455,8 +471,6 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     cfg = recipe.tune
     study = create_study(storage, study_name)
     study.set_user_attr("recipe", str(recipe_path))
-    if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(objective.start_values())  # the untuned recipe first: tuning never ends below it
     since = datetime.now()
     fail_abandoned(study, since - timedelta(seconds=_grace_period()))
     before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))

@@ -47,23 +47,22 @@ def test_a_bomb_is_one_line_in_phash_and_prepare_leaves_neither_file(competition
     assert snapshot(root) == before  # neither folds.csv nor hashes.csv, no temporaries
 
 
-def test_the_pixel_limit_is_the_users_to_raise(tmp_path):
+def test_the_pixel_limit_is_the_users_to_raise(tmp_path, monkeypatch):
     from PIL import Image
 
     from kit.data.images import BadImage, decode
 
     Image.new("L", (300, 200)).save(tmp_path / "a.png")
+    monkeypatch.delenv("WHALE_KIT_MAX_PIXELS", raising=False)
     env = dict(os.environ, WHALE_KIT_MAX_PIXELS="50000")
     out = subprocess.run([sys.executable, "-c", "from kit.data.images import decode; decode(r'%s', 'L')" % (tmp_path / "a.png")],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert "300 x 200 = 60,000 pixels, over the limit of 50,000" in out.stderr
     assert decode(tmp_path / "a.png", "L").size == (300, 200)
-    os.environ["WHALE_KIT_MAX_PIXELS"] = "many"
-    try:
-        with pytest.raises(KitError, match=r"\$WHALE_KIT_MAX_PIXELS is 'many'"):
-            decode(tmp_path / "a.png", "L")
-    finally:
-        del os.environ["WHALE_KIT_MAX_PIXELS"]
+    monkeypatch.setenv("WHALE_KIT_MAX_PIXELS", "many")
+    with pytest.raises(KitError, match=r"\$WHALE_KIT_MAX_PIXELS is 'many'"):
+        decode(tmp_path / "a.png", "L")
+    monkeypatch.delenv("WHALE_KIT_MAX_PIXELS")
     with pytest.raises(BadImage, match="a.png.missing: image not found"):
         decode(tmp_path / "a.png.missing", "L")
 
@@ -146,7 +145,7 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_run(project):
     writer.wait()
     left = list(target.parent.glob(".final.csv.*.tmp"))
     assert len(left) == 1 and not target.exists()
-    old = target.parent / ".final.pseudo.csv.abc123.tmp"  # an older kit's name: no host, no process
+    old = target.parent / ".final.pseudo.csv.abc123xy.tmp"  # an older kit's name: no host, no process
     old.write_text("stale")
     os.utime(old, (time.time() - 3 * 86400,) * 2)
     out = script("blend.py", project["recipe"])
@@ -166,6 +165,10 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path):
         writer.kill()
         writer.wait()
     assert len(clean_stale(target)) == 1 and list(tmp_path.iterdir()) == []
+    other = tmp_path / ".x.csv.bak.abcdefgh.tmp"  # x.csv.bak's temporary, beside x.csv: not x.csv's to remove
+    other.write_text("another output's")
+    os.utime(other, (time.time() - 3 * 86400,) * 2)
+    assert clean_stale(target) == [] and other.exists()
 
 
 def test_a_kill_between_the_two_renames_of_a_directory_loses_nothing(tmp_path, monkeypatch):

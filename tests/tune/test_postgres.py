@@ -77,10 +77,15 @@ def test_two_machines_tune_one_study_in_postgresql(project, postgres):
     runs = [subprocess.Popen([sys.executable, "scripts/tune.py", str(path), "--trials", str(n), "--storage", postgres,
                               "--no-report", "--quiet"], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    for run in runs:
-        out, err = run.communicate(timeout=600)
-        assert run.returncode == 0, err[-3000:]
-        assert f"in {postgres}: {n} finished trials" in out
+    try:
+        for run in runs:
+            out, err = run.communicate(timeout=600)
+            assert run.returncode == 0, err[-3000:]
+            assert f"in {postgres}: {n} finished trials" in out
+    finally:
+        for run in runs:
+            run.kill()
+            run.wait()
     recipe = load_recipe(path)
     name = study_name_for(recipe, search_space(recipe), recipe.tune.holdout, recipe.tune.seed)
     trials = optuna.load_study(study_name=name, storage=postgres).get_trials()
