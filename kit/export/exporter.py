@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,23 @@ def read_metadata(path: str | Path) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Errors only from a logger for the block: torch 2.9's exporter logs a warning per unannotated
+    torchvision operator it registers, four lines on every export that tell a user nothing."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _capture(model: torch.nn.Module, example: torch.Tensor, opset: int, dynamo: bool) -> onnx.ModelProto:
     """Run one exporter quietly and return the ModelProto (weights inside)."""
     sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), warnings.catch_warnings():
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings(), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
         if dynamo:
             program = torch.onnx.export(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from tune_project import ROOT, edit_yaml, script, script_env
+from tune_project import ROOT, edit_yaml, script, script_env, tune_together
 
 from faults import one_error_line, snapshot
 from kit.post.recipe import load_recipe
@@ -37,17 +37,7 @@ def test_two_tune_runs_started_together_on_a_new_sqlite_file(project):
     n = 6
     for round_ in range(3):
         url = project.sqlite(f"race{round_}")
-        runs = [subprocess.Popen([sys.executable, "scripts/tune.py", str(path), "--trials", str(n), "--storage", url,
-                                  "--no-report", "--quiet"], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        try:
-            for run in runs:
-                _, err = run.communicate(timeout=300)
-                assert run.returncode == 0, err[-3000:]
-        finally:
-            for run in runs:
-                run.kill()
-                run.wait()
+        tune_together(path, url, n)
         finished = _study_of(path, url).get_trials(states=(TrialState.COMPLETE,))
         assert sorted(t.number for t in finished) == list(range(n))
         assert len({tuple(sorted(t.params.items())) for t in finished}) == n  # none proposed twice

@@ -9,14 +9,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
-from tune_project import ROOT, script_env
+from tune_project import tune_together
 
 from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
@@ -74,18 +73,8 @@ def postgres():
 def test_two_machines_tune_one_study_in_postgresql(project, postgres):
     n = 16
     path = project.recipe()
-    runs = [subprocess.Popen([sys.executable, "scripts/tune.py", str(path), "--trials", str(n), "--storage", postgres,
-                              "--no-report", "--quiet"], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    try:
-        for run in runs:
-            out, err = run.communicate(timeout=600)
-            assert run.returncode == 0, err[-3000:]
-            assert f"in {postgres}: {n} finished trials" in out
-    finally:
-        for run in runs:
-            run.kill()
-            run.wait()
+    for out in tune_together(path, postgres, n):
+        assert f"in {postgres}: {n} finished trials" in out
     recipe = load_recipe(path)
     name = study_name_for(recipe, search_space(recipe), recipe.tune.holdout, recipe.tune.seed)
     trials = optuna.load_study(study_name=name, storage=postgres).get_trials()

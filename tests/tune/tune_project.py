@@ -123,3 +123,22 @@ def script_env(grace: float | None = None) -> dict:
     if grace is not None:
         env[GRACE_ENV] = str(grace)
     return env
+
+
+def tune_together(path: Path, url: str, trials: int, runs: int = 2, timeout: float = 600) -> list[str]:
+    """`runs` tune.py started at once on one study, as several machines would; their outputs. Each
+    must succeed; none outlives the call."""
+    procs = [subprocess.Popen([sys.executable, "scripts/tune.py", str(path), "--trials", str(trials), "--storage", url,
+                               "--no-report", "--quiet"], cwd=ROOT, env=script_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(runs)]
+    outs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err[-3000:]
+            outs.append(out)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return outs
