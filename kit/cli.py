@@ -7,6 +7,9 @@ from typing import Callable
 
 from kit.errors import KitError
 
+# what the [models] extra brings: training and export, never post-processing, scoring or tuning
+MODEL_PACKAGES = frozenset({"torch", "torchvision", "timm", "onnx", "onnxscript", "onnxruntime"})
+
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
     """Call a script's main; a KitError becomes `error: ...` on stderr and exit status 2."""
@@ -14,6 +17,12 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         code = main(argv)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except ModuleNotFoundError as e:  # the light install (no [models] extra) running train or export
+        if (e.name or "").split(".")[0] not in MODEL_PACKAGES:
+            raise
+        print(f"error: {sys.argv[0]} needs {e.name}, which the light install leaves out: "
+              "pip install 'whale-kit[models]' (or -e '.[models]' in a checkout)", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a full disk or a refused write the code did not name: still one line
         from kit.io import DISK_ERRORS, disk_error
