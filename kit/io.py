@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import glob
 import os
 import re
@@ -17,8 +18,20 @@ import pandas as pd
 
 from kit.errors import KitError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+@functools.cache
+def _umask() -> int:
+    """This process's umask, read when the first output is written (never changed at import)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it, then put it back
+    os.umask(mask)
+    return mask
 
 
 def cpu_count() -> int:
@@ -169,7 +182,7 @@ class Outputs:
         def make(target: Path) -> Path:
             fd, tmp = tempfile.mkstemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent)
             os.close(fd)
-            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.chmod(tmp, 0o666 & ~_umask())
             return Path(tmp)
 
         return self._stage(target, note, make)
@@ -178,7 +191,7 @@ class Outputs:
         """A temporary directory to fill; it replaces the directory `target` on commit."""
         def make(target: Path) -> Path:
             tmp = Path(tempfile.mkdtemp(prefix=_prefix(target), suffix=".tmp", dir=target.parent))
-            os.chmod(tmp, 0o777 & ~_UMASK)
+            os.chmod(tmp, 0o777 & ~_umask())
             return tmp
 
         return self._stage(target, note, make)

@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--study", help="study name (default: the recipe name plus a digest of its search space)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--seed", type=int, help="sampler and split seed (default: the recipe's tune.seed, 0)")
+    p.add_argument("--grace", type=int, default=15, metavar="SECONDS",
+                   help="seconds without a heartbeat after which a killed worker's running trial is marked failed "
+                        "(sqlite and PostgreSQL; default 15)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar (none is drawn when output is not a terminal)")
     args = p.parse_args(argv)
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with outputs(echo=None) as out:  # the tuned recipe and its report: both in place, or neither
         s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs, seed=args.seed,
-                 progress=not args.quiet, out=out)
+                 progress=not args.quiet, out=out, grace=args.grace)
         if not args.no_report:
             from kit.report.html import write_tune_report
 

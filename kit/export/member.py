@@ -299,7 +299,3 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         out.write_text(model_dir / REPORT, json.dumps(report, indent=2) + "\n")  # staged last: the freshness mark
     return report
 
-
-def export_members(model_dirs: Sequence[str | os.PathLike], **kw) -> list[dict]:
-    """`export_member` for each directory, in order; the first error stops the run."""
-    return [export_member(d, **kw) for d in model_dirs]

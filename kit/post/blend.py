@@ -67,16 +67,6 @@ def exp32(v):
     return y * _int32_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
 
 
-@njit(**_opts)
-def exp32_array(x):
-    """exp32 over an array (for the tests: it is compared with np.exp)."""
-    out = np.empty_like(x)
-    flat, res = x.ravel(), out.ravel()
-    for i in range(flat.size):
-        res[i] = exp32(flat[i])
-    return out
-
-
 @njit(inline="always", **_opts)
 def _row_max(row):
     """max(row) in 16 lanes: a fixed-width select that LLVM vectorises (a plain max loop it does not)."""
@@ -258,13 +248,6 @@ def _readonly(x: np.ndarray) -> np.ndarray:
     view = np.ascontiguousarray(x, dtype=np.float32).view()
     view.flags.writeable = False
     return view
-
-
-def top_k(scores: np.ndarray, k: int):
-    """Each row's k highest scores and their columns, descending; a tie goes to the lower column."""
-    n, c = scores.shape
-    codes, values, _, _ = blend_top_k([(np.ascontiguousarray(scores, dtype=np.float32), "none", 0, 0, 1.0, None)], [], n, c, k)
-    return codes, values
 
 
 def reciprocal_rank(x: np.ndarray) -> np.ndarray:

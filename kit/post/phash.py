@@ -22,7 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -131,10 +131,6 @@ def write_hashes(competition_dir, out_csv: str | os.PathLike | None = None,
     out = Path(out_csv) if out_csv is not None else comp.root / "hashes.csv"
     write_csv(out, competition_hashes(comp, workers, fast))
     return out
-
-
-def hex_to_uint64(hexes: Iterable[str]) -> np.ndarray:
-    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
 
 
 def read_hashes(path: str | os.PathLike) -> dict[str, int]:

@@ -38,7 +38,7 @@ from kit.io import atomic_path, cpu_count, write_text
 from kit.progress import progress as progress_bar
 from kit.train.data import Feeder, build_tables, make_plan, rank_batches
 from kit.train.losses import Criterion
-from kit.train.model import (WhaleNet, apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
+from kit.train.model import (apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
                              set_train_mode)
 from kit.train.recipe import ALL_FOLDS, REMOVED, Recipe, StageCfg, dump_recipe, fold_dir
 from kit.train.validate import baselines, evaluate_probs
@@ -150,11 +150,6 @@ def _compare(saved: dict, current: dict, prefix: str = "") -> list[str]:
 def _save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def _unwrap(model: nn.Module) -> WhaleNet:
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model)
 
 
 @torch.no_grad()

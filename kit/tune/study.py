@@ -57,7 +57,7 @@ from kit.tune.space import Param, search_space, to_recipe_values
 FITTED = ("steps.new_whale.threshold", "steps.new_whale.proportion")
 
 DEFAULT_STORAGE = "sqlite:///models/studies.db"
-GRACE_ENV = "WHALE_KIT_TUNE_GRACE"
+GRACE = 15  # seconds without a heartbeat after which a RUNNING trial counts as a killed worker's
 
 
 @dataclass
@@ -105,15 +105,6 @@ class TuneSummary:
         return "\n".join(rows)
 
 
-def _grace_period() -> int:
-    """Seconds without a heartbeat after which a RUNNING trial counts as a killed worker's: 15, or
-    $WHALE_KIT_TUNE_GRACE (the tests shorten it)."""
-    raw = os.environ.get(GRACE_ENV, "15")
-    if not raw.isdigit() or int(raw) < 1:
-        raise KitError(f"${GRACE_ENV} is {raw!r}; expected a whole number of seconds >= 1")
-    return int(raw)
-
-
 def _sqlite_write_ahead(engine) -> None:
     """A trial is some 20 small commits (its parameters one by one, the heartbeat, the value), and
     sqlite's default journal syncs the disk at each: half the trial's time. Write-ahead logging
@@ -131,8 +122,9 @@ def _sqlite_write_ahead(engine) -> None:
     engine.dispose()  # the connections Optuna opened to set the schema up, without the pragmas
 
 
-def open_storage(url: str):
-    """An Optuna storage from a URL: RDB (sqlite:///, postgresql://, mysql://) or `journal:PATH`."""
+def open_storage(url: str, grace: int = GRACE):
+    """An Optuna storage from a URL: RDB (sqlite:///, postgresql://, mysql://) or `journal:PATH`.
+    `grace`: seconds without a heartbeat before an RDB storage fails a killed worker's trial."""
     import optuna
 
     if url.startswith("journal:") or url.endswith((".log", ".journal")):
@@ -147,7 +139,6 @@ def open_storage(url: str):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # two workers share one file
         # A killed worker's trial stays RUNNING; heartbeats let the next run mark it FAILED.
-        grace = _grace_period()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(url, heartbeat_interval=max(1, min(5, grace // 3)), grace_period=grace, **kwargs)
@@ -190,14 +181,14 @@ def _reason(e: BaseException) -> str:
     return (str(getattr(cause, "orig", None) or cause).splitlines() or [type(cause).__name__])[0]
 
 
-def create_study(url: str, study_name: str):
+def create_study(url: str, study_name: str, grace: int = GRACE):
     """Create (or load) the study. Several tune.py started at once on a new database race to create
     Optuna's tables ("table studies already exists"); the loser tries again, and then finds them."""
     import optuna
 
     for attempt in range(7):
         try:
-            return optuna.create_study(study_name=study_name, storage=open_storage(url), direction="maximize",
+            return optuna.create_study(study_name=study_name, storage=open_storage(url, grace), direction="maximize",
                                        load_if_exists=True)
         except _storage_failures():
             if attempt == 6:
@@ -385,7 +376,7 @@ def trial_seeded_tpe(seed: int, first: dict[str, Any] | None = None):
     return TrialSeededTPE()
 
 
-def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int,
+def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int, grace: int,
               since: datetime, worker: int, progress: bool, objective: Objective | None = None) -> None:
     """One worker: load the study and run trials until the study holds `trials` finished ones.
     `objective`: the caller's, when the worker runs in its process (else prepared here)."""
@@ -397,7 +388,7 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
         recipe = load_recipe(recipe_path)
         objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)
     # the untuned recipe is trial 0: tuning never ends below it
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url),
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, grace),
                               sampler=trial_seeded_tpe(seed, first=objective.start_values()))
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done >= trials:
@@ -437,7 +428,8 @@ def fail_abandoned(study, started_before: datetime) -> list[int]:
 
 
 def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study_name: str | None = None,
-         jobs: int = 1, seed: int | None = None, progress: bool = True, out: Outputs | None = None) -> TuneSummary:
+         jobs: int = 1, seed: int | None = None, progress: bool = True, out: Outputs | None = None,
+         grace: int = GRACE) -> TuneSummary:
     """Run (or resume) a study to `trials` finished trials, write `<recipe>.tuned.yaml` (staged to
     `out` when given: in place once the caller commits), summarise."""
     import optuna
@@ -446,6 +438,8 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
         raise KitError(f"--trials must be >= 1, got {trials}")
     if jobs < 1:
         raise KitError(f"--jobs must be >= 1, got {jobs}")
+    if grace < 1:
+        raise KitError(f"--grace must be >= 1 second, got {grace}")
     recipe_path = Path(recipe_path)
     recipe = load_recipe(recipe_path)
     cfg = recipe.tune
@@ -460,23 +454,23 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     study_name = study_name or study_name_for(recipe, space, cfg.holdout, seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with storage_errors(storage):
-        return _tune(recipe_path, recipe, space, objective, trials, storage, study_name, jobs, seed, progress, out)
+        return _tune(recipe_path, recipe, space, objective, trials, storage, study_name, jobs, seed, progress, out, grace)
 
 
 def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective: Objective, trials: int, storage: str,
-          study_name: str, jobs: int, seed: int, progress: bool, out: Outputs | None) -> TuneSummary:
+          study_name: str, jobs: int, seed: int, progress: bool, out: Outputs | None, grace: int) -> TuneSummary:
     import optuna
     from optuna.trial import TrialState
 
     cfg = recipe.tune
-    study = create_study(storage, study_name)
+    study = create_study(storage, study_name, grace)
     study.set_user_attr("recipe", str(recipe_path))
     since = datetime.now()
-    fail_abandoned(study, since - timedelta(seconds=_grace_period()))
+    fail_abandoned(study, since - timedelta(seconds=grace))
     before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     start = time.perf_counter()
-    args = (str(recipe_path), storage, study_name, trials, seed, since)
+    args = (str(recipe_path), storage, study_name, trials, seed, grace, since)
     if jobs == 1:
         _optimize(*args, worker=0, progress=progress, objective=objective)
     else:  # processes, not threads: the objective holds the GIL between numba calls
@@ -493,7 +487,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
             raise KitError(f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed}); the study keeps every finished trial")
     elapsed = time.perf_counter() - start
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage, grace))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise KitError(f"study {study_name!r} has no finished trial")

@@ -20,7 +20,6 @@ import pandas as pd
 import yaml
 
 from kit.data.folds import write_folds
-from kit.tune.study import GRACE_ENV  # seconds before a killed run's RUNNING trial counts as dead
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,17 +111,14 @@ class TuneProject:
         return f"journal:{self.root / 'studies' / f'{name}.log'}"
 
 
-def script(*args: str, grace: float | None = None, **kw) -> subprocess.CompletedProcess:
+def script(*args: str, **kw) -> subprocess.CompletedProcess:
     """Run scripts/<args[0]> from the project root (its paths are the scripts' own)."""
     return subprocess.run([sys.executable, f"scripts/{args[0]}", *args[1:]], capture_output=True, text=True,
-                          cwd=ROOT, env=script_env(grace), **kw)
+                          cwd=ROOT, env=script_env(), **kw)
 
 
-def script_env(grace: float | None = None) -> dict:
-    env = dict(os.environ)
-    if grace is not None:
-        env[GRACE_ENV] = str(grace)
-    return env
+def script_env() -> dict:
+    return dict(os.environ)
 
 
 def tune_together(path: Path, url: str, trials: int, runs: int = 2, timeout: float = 600) -> list[str]:
