@@ -135,7 +135,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     from kit.data.synthetic import generate
     from kit.export.member import export_member
     from kit.post import pipeline
-    from kit.post.members import member_table_for
+    from kit.tune.members import member_table_for
     from kit.post.recipe import load_recipe
     from kit.report.html import write_report, write_tune_report
     from kit.train.loop import Task, fold_tasks, train_tasks

@@ -379,7 +379,7 @@ def bench_post(args: argparse.Namespace) -> None:
 def _phash_rows(table: Table, photos: list[Path], cores: int) -> None:
     from PIL import Image
 
-    from kit.post.phash import IMAGE_SIZE, hash_pixels, phash_file, phash_files
+    from kit.data.phash import IMAGE_SIZE, hash_pixels, phash_file, phash_files
 
     try:
         import imagehash
@@ -599,10 +599,11 @@ def bench_train_section(args: argparse.Namespace) -> None:
 def bench_gpu_section(args: argparse.Namespace) -> None:
     """The GPU check in one command (kit/train/gpu_check.py): versions, the train rows, a full-size
     recipe's real loop from scratch, export parity on the GPU, the demo's training stage."""
+    from kit.demo import TINY_RECIPES
     from kit.train.gpu_check import gpu_check
 
     print()
-    _save(args, "gpu", gpu_check(_medium(args), Path(args.small), steps=args.steps, compile=args.compile,
+    _save(args, "gpu", gpu_check(_medium(args), Path(args.small), TINY_RECIPES, steps=args.steps, compile=args.compile,
                                  allow_cpu=args.cpu))
 
 

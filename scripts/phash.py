@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kit import cli
 from kit.errors import KitError
-from kit.post.phash import write_directory_hashes, write_hashes
+from kit.data.phash import write_directory_hashes, write_hashes
 
 
 def main(argv: list[str] | None = None) -> int:

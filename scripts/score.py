@@ -6,7 +6,7 @@ import json
 from kit import cli
 from kit.data import load_competition
 from kit.errors import KitError
-from kit.post.score import check_submission, score_files
+from kit.metric import check_submission, score_files
 
 
 def main(argv: list[str] | None = None) -> int:

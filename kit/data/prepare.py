@@ -6,15 +6,13 @@ from typing import Callable
 
 from kit.data.competition import load_competition
 from kit.data.folds import make_folds, write_folds
+from kit.data.phash import competition_hashes  # for the leak step (kit.post): Pillow + numba, no torch
 from kit.io import outputs
 
 
 def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[str], None] = print) -> None:
     """Check the competition, then write `folds.csv` and `hashes.csv` into it: both, or (on any
     failure, an unreadable image say) neither."""
-    # The hashes feed the leak step (kit.post); Pillow + numba only, no torch.
-    from kit.post.phash import competition_hashes
-
     data = Path(data)
     comp = load_competition(data)
     folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed)

@@ -3,7 +3,7 @@
 `map5_parity(model_dir)` runs the same inference pipeline (same images, same preprocessing,
 same TTA fold-back, same gallery) once with onnxruntime over `model.onnx` and once with the
 eager PyTorch network, turns each prediction set into a submission with `new_whale` inserted at
-a threshold, and scores both with `kit.post.score.score_files` (what `scripts/score.py` runs)
+a threshold, and scores both with `kit.metric.score_files` (what `scripts/score.py` runs)
 against the truth: the validation fold's labels (folds.csv), and `test_truth.csv` where the
 competition has one (synthetic ones do). Each view gets its own threshold, the best on the
 validation fold (a cosine and a probability are not on one scale: one threshold for both made a
@@ -61,7 +61,7 @@ def top5_with_unknown(scores: np.ndarray, classes: Sequence[str], unknown: str, 
 
 def predset_map5(ps: PredictionSet, truth: pd.DataFrame, unknown: str, threshold: float, workdir: str | Path) -> float:
     """MAP@5 of `ps` via a submission CSV scored by score_files (truth: columns image, label)."""
-    from kit.post.score import score_files
+    from kit.metric import score_files
 
     workdir = Path(workdir)
     labels = top5_with_unknown(to_probability(ps), ps.classes, unknown, threshold)

@@ -34,9 +34,9 @@ from kit.errors import KitError
 from kit.io import Outputs, disk_errors_named, outputs
 from kit.post import balance, blend, leak, new_whale, pseudo
 from kit.post.compare import Gain, paired_gains
-from kit.post.phash import hashes_for, read_hashes
+from kit.data.phash import hashes_for, read_hashes
 from kit.post.recipe import ALL_FOLDS, STEP_ORDER, BlendRecipe, Member, load_recipe
-from kit.post.score import K as TOP, average_precision, check_submission, read_labelled
+from kit.metric import K as TOP, average_precision, check_submission, read_labelled
 from kit.post import weights as auto
 from kit.post.weights import WeightReport
 

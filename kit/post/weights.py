@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kit.post.score import average_precision
+from kit.metric import average_precision
 
 
 @dataclass

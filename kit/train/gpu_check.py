@@ -17,6 +17,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,16 +53,16 @@ def versions() -> dict:
     return v
 
 
-def demo_training(small: Path, out: Path, epochs: int | None = None, echo=print) -> dict:
-    """The demo's tiny recipes trained one after another on `small`: seconds each and in all."""
-    from kit.demo import TINY_RECIPES
+def demo_training(small: Path, out: Path, recipes: Sequence[str], epochs: int | None = None, echo=print) -> dict:
+    """`recipes` (the demo's tiny ones, paths from the repository root) trained one after another on
+    `small`: seconds each and in all."""
     from kit.train.loop import train
     from kit.train.recipe import load_recipe
 
     root = Path(__file__).resolve().parents[2]
     result: dict = {"members": {}}
     start = time.perf_counter()
-    for path in TINY_RECIPES:
+    for path in recipes:
         recipe = load_recipe(root / path)
         if epochs:
             recipe = dataclasses.replace(recipe, stages=[dataclasses.replace(recipe.stages[0], epochs=epochs)])
@@ -104,9 +105,10 @@ def export_on_gpu(member: Path, small: Path, echo=print) -> dict:
                 "logits": relative_error(cl, gl), "embedding": relative_error(ce, ge), "images": len(x)}}
 
 
-def gpu_check(medium: Path, small: Path, steps: int | None = None, compile: bool = False, allow_cpu: bool = False,
-              echo=print) -> dict:
-    """Run the check; `compile` times resnet50_full's model under torch.compile too."""
+def gpu_check(medium: Path, small: Path, demo_recipes: Sequence[str], steps: int | None = None, compile: bool = False,
+              allow_cpu: bool = False, echo=print) -> dict:
+    """Run the check; `compile` times resnet50_full's model under torch.compile too; `demo_recipes`:
+    the demo's members (kit.demo.TINY_RECIPES: the caller's, the demo being above this layer)."""
     from kit.train.bench import bench_train
 
     if not torch.cuda.is_available() and not allow_cpu:
@@ -119,7 +121,8 @@ def gpu_check(medium: Path, small: Path, steps: int | None = None, compile: bool
     synthetic_competition(small, "small")
     with tempfile.TemporaryDirectory() as tmp:
         echo(f"demo training stage on {small} (one member at a time):")
-        result["demo_training"] = demo_training(small, Path(tmp), epochs=1 if allow_cpu and not torch.cuda.is_available() else None,
+        result["demo_training"] = demo_training(small, Path(tmp), demo_recipes,
+                                                epochs=1 if allow_cpu and not torch.cuda.is_available() else None,
                                                 echo=echo)
         echo(f"  in all: {result['demo_training']['seconds']:.0f} s")
         echo("export on the GPU:")

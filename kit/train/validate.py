@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kit.post.score import map5
+from kit.metric import map5
 
 QUANTILES = np.linspace(0.0, 1.0, 21)
 

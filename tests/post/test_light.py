@@ -4,7 +4,7 @@ import sys
 
 
 def test_post_tune_report_do_not_import_torch():
-    code = ("import sys, kit.post.pipeline, kit.post.phash, kit.tune.study, kit.report.html, kit.predset; "
+    code = ("import sys, kit.post.pipeline, kit.data.phash, kit.tune.study, kit.report.html, kit.predset; "
             "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -11,7 +11,7 @@ import yaml
 from kit.errors import KitError
 from kit.post import pipeline
 from kit.post.compare import format_claims, format_table, holdout_split
-from kit.post.members import load_tuned, member_table, member_table_for, tuned_beside
+from kit.tune.members import load_tuned, member_table, member_table_for, tuned_beside
 from kit.post.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from kit.data import load_competition
 from kit.errors import KitError
 from kit.post.pipeline import assemble, blend_files, prepare, run
 from kit.post.recipe import load_recipe
-from kit.post.score import check_submission, score_files
+from kit.metric import check_submission, score_files
 
 
 def test_assemble_against_plain_python():

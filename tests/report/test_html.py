@@ -11,7 +11,7 @@ import yaml
 
 from kit.data import load_competition
 from kit.data.folds import make_folds, split, write_folds
-from kit.post.phash import write_hashes
+from kit.data.phash import write_hashes
 from kit.predset import PredictionSet
 
 SECTIONS = ("members", "ablation", "threshold", "optuna", "scores", "gallery")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kit.errors import KitError
-from kit.post.score import average_precision, encode, map5, score_files
+from kit.metric import average_precision, encode, map5, score_files
 
 
 def ap(pred, truth):
@@ -108,7 +108,7 @@ def test_script_json_and_errors(tmp_path):
 
 def test_check_submission(competition):
     from kit.data import load_competition
-    from kit.post.score import check_submission
+    from kit.metric import check_submission
 
     root = competition(n_ids=3, per_id=2, n_test=3)
     comp = load_competition(root)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from kit.data.competition import IMAGE_SUFFIXES, Competition, load_competition
 from kit.data.images import open_image
 from kit.errors import KitError
 from kit.io import cpu_count, read_csv, write_csv
@@ -94,8 +95,6 @@ def phash_files(paths: Sequence[str | os.PathLike], workers: int | None = None, 
 
 def image_files(directory: str | os.PathLike) -> list[str]:
     """The image files of a directory (by suffix), sorted by name."""
-    from kit.data.competition import IMAGE_SUFFIXES
-
     directory = Path(directory)
     if not directory.is_dir():
         raise KitError(f"{directory}: image directory not found")
@@ -125,8 +124,6 @@ def write_hashes(competition_dir, out_csv: str | os.PathLike | None = None,
                  workers: int | None = None, fast: bool = False) -> Path:
     """`Image,phash` for the train and test images of a competition (default: DIR/hashes.csv).
     `competition_dir`: the directory, or an already loaded kit.data.Competition."""
-    from kit.data.competition import Competition, load_competition
-
     comp = competition_dir if isinstance(competition_dir, Competition) else load_competition(competition_dir)
     out = Path(out_csv) if out_csv is not None else comp.root / "hashes.csv"
     write_csv(out, competition_hashes(comp, workers, fast))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from kit.errors import KitError
-from kit.post.phash import (hash_pixels, phash_file, phash_files, phash_image, read_hashes,
+from kit.data.phash import (hash_pixels, phash_file, phash_files, phash_image, read_hashes,
                             write_directory_hashes, write_hashes)
 
 skdata = pytest.importorskip("skimage.data")
