@@ -412,6 +412,21 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
                    gc_after_trial=False)
 
 
+def wait_for_other_runs(study, trials: int, grace: int, poll: float = 0.1) -> None:
+    """This run stopped because the study's finished and running trials reach `trials`; another run
+    sharing the study (another machine) may still be finishing one of them. Wait for it (trials take
+    milliseconds; a killed run's is given up after the grace period), so that every run summarises
+    the same `trials` finished trials."""
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
+        if states.count(TrialState.COMPLETE) >= trials or TrialState.RUNNING not in states:
+            return
+        time.sleep(poll)
+
+
 def fail_abandoned(study, started_before: datetime) -> list[int]:
     """Mark FAIL the RUNNING trials started before `started_before` (now less the grace period): a
     killed run's. Heartbeats do it on RDB storages, but only for a trial whose first heartbeat was
@@ -488,6 +503,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     elapsed = time.perf_counter() - start
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage, grace))
+    wait_for_other_runs(study, trials, grace)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise KitError(f"study {study_name!r} has no finished trial")
