@@ -19,7 +19,6 @@ import pandas as pd
 from kit.errors import KitError
 
 
-
 @functools.cache
 def _umask() -> int:
     """This process's umask, read when the first output is written (never changed at import)."""
@@ -136,21 +135,22 @@ def disk_errors_named(path: str | os.PathLike) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
-    A full disk or a refused write is a KitError naming the path; a killed writer's temporary is
-    removed by the next writer of the same path. (A run of several outputs: `outputs()`.)"""
-    with outputs(echo=None) as out:
-        tmp = out.path(path)
+def atomic_path(path: str | os.PathLike, out: Outputs | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds (with
+    `out`: when the caller commits its run's outputs). A full disk or a refused write is a KitError
+    naming the path; a killed writer's temporary is removed by the next writer of the same path."""
+    with within(out) as run:
+        tmp = run.path(path)
         with disk_errors_named(path):
             yield tmp
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
-    with outputs(echo=None) as out:
-        tmp = out.directory(path)
+def atomic_dir(path: str | os.PathLike, out: Outputs | None = None) -> Iterator[Path]:
+    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds
+    (with `out`: when the caller commits)."""
+    with within(out) as run:
+        tmp = run.directory(path)
         with disk_errors_named(path):
             yield tmp
 
@@ -200,18 +200,6 @@ class Outputs:
         """The temporary standing for `target` until commit (to read back what the run wrote)."""
         return next(tmp for tmp, t, _ in self._staged if t == Path(target))
 
-    def write_text(self, target: str | os.PathLike, text: str, note: str = "") -> Path:
-        tmp = self.path(target, note)
-        with disk_errors_named(Path(target)):
-            tmp.write_text(text)
-        return Path(target)
-
-    def write_csv(self, target: str | os.PathLike, frame: pd.DataFrame, note: str = "") -> Path:
-        tmp = self.path(target, note)
-        with disk_errors_named(Path(target)):
-            frame.to_csv(tmp, index=False)
-        return Path(target)
-
     def commit(self, echo: Callable[[str], None] | None = print) -> list[Path]:
         """Move everything staged into place (renames: nothing can run out of space now). A directory
         replacing one is swapped through `.<name>.old`, which `clean_stale` restores after a kill."""
@@ -252,14 +240,27 @@ def outputs(echo: Callable[[str], None] | None = print) -> Iterator[Outputs]:
         out.discard()
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+def within(out: Outputs | None) -> contextlib.AbstractContextManager[Outputs]:
+    """The caller's output set, or (None) a set of its own, committed when the block ends."""
+    return contextlib.nullcontext(out) if out is not None else outputs(echo=None)
 
 
-def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+def write_text(path: str | os.PathLike, text: str, out: Outputs | None = None, note: str = "") -> Path:
+    """`text` to `path`, atomically; staged to `out` when given (`note` printed once it is in place)."""
+    with within(out) as run:
+        tmp = run.path(path, note)
+        with disk_errors_named(path):
+            tmp.write_text(text)
+    return Path(path)
+
+
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame, out: Outputs | None = None, note: str = "") -> Path:
+    """`frame` to `path` as CSV (no index), atomically; staged to `out` when given."""
+    with within(out) as run:
+        tmp = run.path(path, note)
+        with disk_errors_named(path):
+            frame.to_csv(tmp, index=False)
+    return Path(path)
 
 
 def read_csv(path: str | os.PathLike, columns: Sequence[str] = (), what: str = "") -> pd.DataFrame:

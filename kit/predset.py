@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from kit.errors import KitError
-from kit.io import Outputs, atomic_dir, disk_errors_named
+from kit.io import Outputs, atomic_dir
 
 KINDS = ("prob", "logit", "cosine")
 SPLITS = ("val", "test", "oof")
@@ -62,12 +62,8 @@ class PredictionSet:
         staged there: in place with the run's other outputs, when the caller commits them."""
         self.validate(str(directory))
         directory = Path(directory)
-        if out is None:
-            with atomic_dir(directory) as tmp:
-                self._write(tmp)
-        else:
-            with disk_errors_named(directory):
-                self._write(out.directory(directory))
+        with atomic_dir(directory, out) as tmp:
+            self._write(tmp)
         return directory
 
     def _write(self, tmp: Path) -> None:

@@ -49,7 +49,7 @@ def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 
 
 def write_folds(path: str | Path, folds: pd.DataFrame, out: Outputs | None = None) -> None:
     """folds.csv in Kaggle's column names: Image,Id,fold (staged to `out` when given)."""
-    (out.write_csv if out is not None else write_csv)(path, folds.rename(columns={"image": "Image", "label": "Id"}))
+    write_csv(path, folds.rename(columns={"image": "Image", "label": "Id"}), out)
 
 
 def read_folds(path: str | Path, train: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from typing import Callable
 from kit.data.competition import load_competition
 from kit.data.folds import make_folds, write_folds
 from kit.data.phash import competition_hashes  # for the leak step (kit.post): Pillow + numba, no torch
-from kit.io import outputs
+from kit.io import outputs, write_csv
 
 
 def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[str], None] = print) -> None:
@@ -19,7 +19,7 @@ def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[s
     held = folds[folds["fold"] == 0]
     with outputs(echo) as out:
         write_folds(data / "folds.csv", folds, out)
-        out.write_csv(data / "hashes.csv", competition_hashes(comp))
+        write_csv(data / "hashes.csv", competition_hashes(comp), out)
     echo(f"{data}: {comp.layout.name} layout, {len(comp.train):,} train / {len(comp.test_images):,} test images, "
          f"{len(comp.known_labels):,} identities + {comp.unknown}")
     echo(f"  folds.csv: {n_folds} fold(s) of {len(held)} images each ({(held['label'] == comp.unknown).mean():.0%} {comp.unknown})")

@@ -29,7 +29,7 @@ import onnx
 import torch
 
 from kit.errors import KitError
-from kit.io import Outputs, atomic_path, disk_errors_named
+from kit.io import Outputs, atomic_path
 
 OPSET = 20  # what torch's dynamo exporter emits natively; onnxruntime >= 1.18 reads its IR-10 files
 INPUT = "image"
@@ -197,18 +197,6 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, inputs: np.ndarr
     return Parity(rel, mabs, tuple(batches), tolerance)
 
 
-@contextlib.contextmanager
-def _written(path: Path, out: Outputs | None) -> Iterator[Path]:
-    """A temporary for `path`: staged to `out` (in place when its run commits), else renamed into
-    place when the block succeeds."""
-    if out is None:
-        with atomic_path(path) as tmp:
-            yield tmp
-    else:
-        with disk_errors_named(path):
-            yield out.path(path)
-
-
 def export_checked(model: torch.nn.Module, info, path: str | Path, inputs: np.ndarray, *,
                    tolerance: float = TOLERANCE, opset: int = OPSET, exporter: str = "auto",
                    out: Outputs | None = None) -> Parity:
@@ -219,7 +207,7 @@ def export_checked(model: torch.nn.Module, info, path: str | Path, inputs: np.nd
     tolerance; `path` is then left as it was (absent, or the previous good export).
     """
     path = Path(path)
-    with _written(path, out) as tmp:
+    with atomic_path(path, out) as tmp:
         used = export_onnx(model, info, tmp, opset=opset, exporter=exporter)
         parity = check_parity(model, tmp, inputs, tolerance=tolerance)
         parity.exporter = used
@@ -258,7 +246,7 @@ def export_fp16_checked(model: torch.nn.Module, fp32_path: str | Path, path: str
                         tolerance: float = FP16_TOLERANCE, out: Outputs | None = None) -> Parity:
     """`to_fp16`, then the parity check at half-precision tolerance; atomic like `export_checked`."""
     path = Path(path)
-    with _written(path, out) as tmp:
+    with atomic_path(path, out) as tmp:
         onnx.save_model(half_precision(fp32_path), str(tmp), save_as_external_data=False)
         parity = check_parity(model, tmp, inputs, tolerance=tolerance)
         parity.exporter = "fp16"

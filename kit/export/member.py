@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from kit.errors import KitError
-from kit.io import outputs
+from kit.io import outputs, write_text
 
 CHECKPOINT = "checkpoint.pt"
 ONNX = "model.onnx"
@@ -296,6 +296,6 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
             log(f"{model_dir}: {len(sets)} prediction sets in {model_dir / 'preds'} "
                 f"({embedded.images_per_second:.1f} images/s on {runner.provider})")
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        out.write_text(model_dir / REPORT, json.dumps(report, indent=2) + "\n")  # staged last: the freshness mark
+        write_text(model_dir / REPORT, json.dumps(report, indent=2) + "\n", out)  # staged last: the freshness mark
     return report
 

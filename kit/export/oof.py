@@ -23,7 +23,7 @@ import numpy as np
 from kit.errors import KitError
 from kit.export.member import (CHECKPOINT, REPORT, _mtime, _recipe_raw, checkpoint_stamp, data_dir_of,
                                export_member, export_options)
-from kit.io import outputs
+from kit.io import outputs, write_text
 from kit.predset import PredictionSet, load, reindex
 
 # Meta keys that describe one fold member, not the combined set.
@@ -170,5 +170,5 @@ def export_oof_member(parent: str | Path, children: dict[int, Path], data=None, 
             log(f"{parent}: out-of-fold sets of folds {', '.join(map(str, sorted(children)))} in {parent / 'preds'} "
                 f"({', '.join(report['sets'])})")
         report["seconds"] = round(time.perf_counter() - t0, 2)
-        out.write_text(parent / REPORT, json.dumps(report, indent=2) + "\n")  # staged last: the freshness mark
+        write_text(parent / REPORT, json.dumps(report, indent=2) + "\n", out)  # staged last: the freshness mark
     return report

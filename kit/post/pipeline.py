@@ -31,7 +31,7 @@ from kit import predset
 from kit.data.competition import Competition, load_competition
 from kit.data.folds import read_folds, split as split_folds
 from kit.errors import KitError
-from kit.io import Outputs, disk_errors_named, outputs
+from kit.io import Outputs, outputs, write_csv
 from kit.post import balance, blend, leak, new_whale, pseudo
 from kit.post.compare import Gain, paired_gains
 from kit.data.phash import hashes_for, read_hashes
@@ -757,16 +757,14 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
             rows = pseudo.frame(inputs.images, inputs.labels, top1, result.top5[:, 0], confidence, recipe.pseudo.threshold)
 
     submission = comp.submission_frame(inputs.images, result.labels)
-    tmp = out.path(recipe.submission_path, f"wrote {recipe.submission_path} ({len(submission)} images)")
-    with disk_errors_named(recipe.submission_path):
-        submission.to_csv(tmp, index=False)
-    problems = check_submission(tmp, comp)
+    write_csv(recipe.submission_path, submission, out, note=f"wrote {recipe.submission_path} ({len(submission)} images)")
+    problems = check_submission(out.staged(recipe.submission_path), comp)
     if problems:
         raise KitError(f"{recipe.submission_path}: the submission would be invalid: {problems[0]}")
     summary["submission"] = str(recipe.submission_path)
     if rows is not None:
-        out.write_csv(recipe.pseudo_path, rows,
-                      f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g})")
+        write_csv(recipe.pseudo_path, rows, out,
+                  note=f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g})")
         summary["pseudo"] = str(recipe.pseudo_path)
         summary["pseudo_count"] = len(rows)
     return blend_run

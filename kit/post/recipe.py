@@ -332,11 +332,7 @@ def dump_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[s
     With `out`, staged there (in place when the caller commits the run's outputs)."""
     text = "".join(f"# {line}\n" for line in note) + yaml.safe_dump(recipe.to_dict(), sort_keys=False,
                                                                     default_flow_style=None, width=100)
-    if out is None:
-        write_text(path, text)
-    else:
-        out.write_text(path, text)
-    return Path(path)
+    return write_text(path, text, out)
 
 
 def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:

@@ -252,11 +252,7 @@ def write_report(run: pipeline.BlendRun | BlendRecipe | str | Path, summary=None
     if not isinstance(run, pipeline.BlendRun):
         run = pipeline.evaluate(run if isinstance(run, BlendRecipe) else load_recipe(run))
     path = report_path(run.recipe)
-    if out is None:
-        write_text(path, build(run, summary))
-    else:
-        out.write_text(path, build(run, summary), f"wrote {path}")
-    return path
+    return write_text(path, build(run, summary), out, note=f"wrote {path}")
 
 
 def write_tune_report(summary, run: pipeline.BlendRun | None = None, out: Outputs | None = None) -> Path:
