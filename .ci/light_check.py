@@ -9,10 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "post"))
+from kit.testing import make_label_competition, write_blend_recipe, write_predictions  # light: no torch at import
 
-from fabricate import make_competition, write_member, write_recipe  # noqa: E402 (light: numpy, pandas, yaml, kit)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def script(*args: str) -> subprocess.CompletedProcess:
@@ -26,10 +25,10 @@ def main() -> None:
     assert not heavy, f"not a light install: {heavy} importable"
     with tempfile.TemporaryDirectory(prefix="light_") as tmp:
         root = Path(tmp)
-        comp = make_competition(root / "data")
-        a = write_member(root / "models" / "a", comp, "logit", signal=3.0, seed=1)
-        b = write_member(root / "models" / "b", comp, "cosine", signal=2.0, seed=3)
-        recipe = write_recipe(root / "blends" / "final.yaml", comp.root, [
+        comp = make_label_competition(root / "data")
+        a = write_predictions(root / "models" / "a", comp, "logit", signal=3.0, seed=1)
+        b = write_predictions(root / "models" / "b", comp, "cosine", signal=2.0, seed=3)
+        recipe = write_blend_recipe(root / "blends" / "final.yaml", comp.root, [
             {"model": str(a), "view": "logit", "weight": 1.0},
             {"model": str(b), "view": "cosine", "weight": 0.5, "calibration": {"method": "affine", "scale": 8.0, "shift": -2.0}},
         ])

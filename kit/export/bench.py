@@ -25,6 +25,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kit.io import cpu_count
+from kit.train.recipe import load_recipe
+
 DEFAULT_CLASSES = 5004  # the real 2019 competition's identities, for recipes without a trained member
 
 
@@ -33,7 +36,6 @@ def _network(recipe_path: Path, models_root: Path):
     import torch
 
     from kit.train.model import build_model, load_member, member_info, resolve_norm
-    from kit.train.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
     member = models_root / recipe.name
@@ -81,7 +83,6 @@ def bench_recipe(recipe_path: Path, *, batch: int = 32, device: str = "cpu", mod
     """Rows {recipe, runtime, precision, batch, images_per_s} for one recipe on `device`."""
     from kit.export.exporter import export_onnx, to_fp16
     from kit.export.runtime import OnnxRunner, TorchRunner
-    from kit.io import cpu_count
 
     model, info, weights = _network(recipe_path, models_root)
     h, w = info.input_size
@@ -147,7 +148,6 @@ def bench_export(models_root: str | Path = "models", *, batch: int = 32, gpu_bat
                  log: Callable[[str], None] = print) -> list[dict]:
     """The `export` section: CPU rows for the tiny recipes, GPU rows for the full-size ones."""
     from kit.export.runtime import gpu_present
-    from kit.io import cpu_count
 
     models_root = Path(models_root)
     all_recipes = [Path(r) for r in recipes] if recipes else sorted(models_root.glob("*.yaml"))

@@ -25,9 +25,27 @@ from pathlib import Path
 
 import torch
 
-from kit.train.losses import Criterion
+from kit.data.competition import load_competition
+from kit.data.crops import CropSpec, open_crops
+from kit.errors import KitError
+from kit.train.gpu_check import synthetic_competition
+from kit.train.heads import Criterion
 from kit.train.model import build_model, set_train_mode
 from kit.train.recipe import Recipe, StageCfg, load_recipe
+
+DEFAULT_DATA = Path("data/medium")  # synthetic medium (seed 0), made on first use
+
+
+def training_competition(data: str | None = None) -> Path:
+    """The training benchmarks' competition: `data`, or synthetic medium made once at DEFAULT_DATA."""
+    path = Path(data) if data else DEFAULT_DATA
+    if not (path / "folds.csv").is_file():
+        if data:
+            raise KitError(f"{path}: no folds.csv; run python scripts/prepare.py {path} first")
+        print(f"generating synthetic medium (seed 0) in {path} for the training benchmarks ...")
+        synthetic_competition(path, "medium")
+    return path
+
 
 def is_tiny(recipe: Recipe) -> bool:
     h, w = recipe.input.size
@@ -169,8 +187,6 @@ def compiled_throughput(recipe: Recipe, classes: int, seconds: float, device: to
 def build_cache(recipe: Recipe, data: Path) -> tuple[float, int, int]:
     """(seconds, images) to bring the recipe's crop cache of `data` up to date, and the identities
     its fold 0 trains."""
-    from kit.data.competition import load_competition
-    from kit.data.crops import CropSpec, open_crops
     from kit.train.data import build_tables
 
     comp = load_competition(data)

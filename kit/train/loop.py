@@ -16,11 +16,15 @@ GPUs, gloo on the CPU); the global batch `sampling.batch_size` is split over the
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
+import shutil
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,15 +36,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kit.data.competition import load_competition
 from kit.data.crops import CropSpec, open_crops
+from kit.data.folds import read_folds
 from kit.errors import KitError
 from kit.io import atomic_path, cpu_count, write_text
 from kit.progress import progress as progress_bar
 from kit.train.data import Feeder, build_tables, make_plan, rank_batches
-from kit.train.losses import Criterion
-from kit.train.model import (apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
-                             set_train_mode)
-from kit.train.recipe import ALL_FOLDS, REMOVED, Recipe, StageCfg, dump_recipe, fold_dir
+from kit.train.heads import Criterion
+from kit.train.model import apply_freeze, build_model, member_info, read_checkpoint, resolve_norm, set_train_mode
+from kit.train.recipe import ALL_FOLDS, REMOVED, Recipe, StageCfg, fold_dir, save_recipe
 from kit.train.validate import baselines, evaluate_probs
 
 # Keys that may change between a run and its resume: they do not change what is learned.
@@ -104,12 +109,19 @@ def _device(recipe: Recipe, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _threads(world: int, threads: int | None = None) -> None:
-    """`threads` if given; else one process per core set, or OMP_NUM_THREADS (torchrun sets 1) when given."""
+@contextlib.contextmanager
+def _threads(world: int, threads: int | None = None):
+    """torch's CPU threads while training: `threads` if given; else the cores over the processes, or
+    OMP_NUM_THREADS (torchrun sets 1) when given. Put back afterwards: a caller's setting survives."""
+    before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, cpu_count() // max(1, world)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _lr(stage: StageCfg, progress: float, step_fraction: float) -> float:
@@ -147,7 +159,17 @@ def _compare(saved: dict, current: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def write_member_files(out: Path, recipe: Recipe, classes: list[str]) -> None:
+    """A member's recipe.yaml (the recipe as run) and classes.txt (the head's identities, in order)."""
+    save_recipe(recipe, out / "recipe.yaml")
+    write_text(out / "classes.txt", "".join(c + "\n" for c in classes))
+
+
+def save_checkpoint(path: Path, model: nn.Module, recipe: Recipe, classes: list[str], info, **training) -> None:
+    """checkpoint.pt (docs/design.md, "The trained member"): the weights, recipe, classes and MemberInfo,
+    and `training`'s state (epoch, stage, optimizer, ... for --resume); written atomically."""
+    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "recipe": recipe.to_dict(), "classes": list(classes), "info": info.to_dict(), **training}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -181,16 +203,15 @@ def train(recipe: Recipe, out: str | os.PathLike | None = None, data: str | os.P
     over the processes). A recipe with `fold: all` trains every fold (`train_every_fold`, `jobs` of
     them at once) and returns the parent directory.
     """
-    from kit.data.competition import load_competition
-
     if data is not None:  # recipe.yaml records the competition trained on: export reads it from there
         recipe = dataclasses.replace(recipe, data=str(data))
     if recipe.fold == ALL_FOLDS:
         return train_every_fold(recipe, out, data, resume, force, progress, on_step, jobs=jobs)
     env = _dist_env(recipe)
     try:
-        return _train(recipe, Path(out) if out else Path("models") / recipe.name, Path(data or recipe.data),
-                      resume, force, progress, on_step, env, load_competition, threads)
+        with _threads(env.world if _device(recipe, env.local_rank).type == "cpu" else 1, threads):
+            return _train(recipe, Path(out) if out else Path("models") / recipe.name, Path(data or recipe.data),
+                          resume, force, progress, on_step, env, load_competition)
     finally:
         env.close()
 
@@ -209,8 +230,6 @@ class Task:
 def _exit_with_parent(parent: int) -> None:
     """In a worker: exit when the process that started it is gone (a killed demo or train.py must
     not leave trainings running with nobody to collect them)."""
-    import threading
-
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
@@ -230,9 +249,6 @@ def train_tasks(tasks: list[Task], jobs: int, done: Callable[[Task, Path], None]
     each overlaps its data loading with the other's compute. The first failure stops the rest and is
     raised. `done(task, out)` is called as each finishes. CPU only: GPUs train one run at a time (or
     one per GPU under torchrun)."""
-    import concurrent.futures
-    import multiprocessing
-
     threads = max(1, cpu_count() // jobs)
     ctx = multiprocessing.get_context("spawn")  # a fresh torch per process: no forked thread pools
     out = []
@@ -304,8 +320,6 @@ def fold_tasks(recipe: Recipe, out: Path, data: str | os.PathLike | None = None,
                force: bool = False, log: Callable[[str], None] | None = None) -> list[Task]:
     """The checks of an out-of-fold run, its parent directory (recipe.yaml, a fresh train.log unless
     resuming) and the fold trainings still to do (with resume, finished folds are skipped)."""
-    from kit.data.folds import read_folds
-
     data_dir = Path(data or recipe.data)
     folds_csv = data_dir / "folds.csv"
     if not folds_csv.is_file():
@@ -323,14 +337,13 @@ def fold_tasks(recipe: Recipe, out: Path, data: str | os.PathLike | None = None,
     if any((fold_dir(out, k) / "checkpoint.pt").is_file() for k in folds) and not (resume or force):
         raise _already_trained_error(out)
     if log is not None:  # the main process sets the parent up
-        import shutil
 
         out.mkdir(parents=True, exist_ok=True)
         for stale in others:  # folds of an earlier folds.csv: --force starts over
             shutil.rmtree(stale)
         if not resume:
             (out / "train.log").unlink(missing_ok=True)
-        write_text(out / "recipe.yaml", dump_recipe(recipe))
+        save_recipe(recipe, out / "recipe.yaml")
         log(f"{recipe.name}: every fold of {folds_csv} ({', '.join(map(str, folds))}), one member each in {out}/fold<k>/")
     tasks = []
     for k in folds:
@@ -360,9 +373,8 @@ def _last_val_map5(member_dir: Path) -> str:
     return f", val MAP@5 {val['map5']:.4f}" if val else ""
 
 
-def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_competition, threads=None) -> Path:
+def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_competition) -> Path:
     device = _device(recipe, env.local_rank)
-    _threads(env.world if device.type == "cpu" else 1, threads)
     b, a = recipe.sampling.batch_size, recipe.optim.accumulate
     if b % (env.world * a):
         raise KitError(f"sampling.batch_size {b} must divide by processes x optim.accumulate = {env.world} x {a}")
@@ -407,8 +419,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
         if saved is None:
             (out / "train.log").unlink(missing_ok=True)
             (out / "metrics.json").unlink(missing_ok=True)
-        write_text(out / "recipe.yaml", dump_recipe(recipe))
-        write_text(out / "classes.txt", "".join(c + "\n" for c in classes))
+        write_member_files(out, recipe, classes)
     env.barrier()
 
     r = recipe.runtime
@@ -542,15 +553,12 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                     + (f", val MAP@5 {val['map5']:.4f} (threshold {val['threshold']}, "
                        f"{val['map5_without_unknown']:.4f} without the unknown label)" if val else ""))
                 done_stage = e + 1 == stage.epochs
-                state = {
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "recipe": recipe.to_dict(), "classes": list(classes), "info": info.to_dict(),
-                    "epoch": global_epoch, "stage": s + 1 if done_stage else s, "stage_epoch": 0 if done_stage else e + 1,
-                    "optimizer": optimizer.state_dict(), "optimizer_stage": s,
-                    "scheduler": {"stage": s, "epoch": e + 1}, "rng": {"torch": torch.get_rng_state()},
-                    "metrics": metrics,
-                }
-                _save_checkpoint(ckpt_path, state)
+                save_checkpoint(ckpt_path, model, recipe, classes, info,
+                                epoch=global_epoch, stage=s + 1 if done_stage else s,
+                                stage_epoch=0 if done_stage else e + 1,
+                                optimizer=optimizer.state_dict(), optimizer_stage=s,
+                                scheduler={"stage": s, "epoch": e + 1}, rng={"torch": torch.get_rng_state()},
+                                metrics=metrics)
                 write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
             env.barrier()
         saved = None

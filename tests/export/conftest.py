@@ -1,16 +1,18 @@
-"""Session fixtures: a tiny competition and one exported member (see tiny_members.py)."""
+"""Session fixtures: a tiny competition and one exported member (kit/testing.py makes both)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from tiny_members import make_data, make_member  # this folder is on sys.path (pytest's rootdir-less import)
+from kit.testing import make_competition, make_member
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    return make_data(tmp_path_factory.mktemp("export") / "competition")
+    """8 identities x 3 images + 4 new_whale, 7 test images, boxes; folds.csv with 2 folds."""
+    return make_competition(tmp_path_factory.mktemp("export") / "competition", n_ids=8, per_id=3, n_unknown=4,
+                            n_test=7, boxes=True, folds=2, seed=1)
 
 
 @pytest.fixture(scope="session")
