@@ -6,6 +6,7 @@ import sys
 from typing import Callable
 
 from kit.errors import KitError
+from kit.io import DISK_ERRORS, disk_error
 
 # what the [models] extra brings: training and export, never post-processing, scoring or tuning
 MODEL_PACKAGES = frozenset({"torch", "torchvision", "timm", "onnx", "onnxscript", "onnxruntime"})
@@ -25,7 +26,6 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
               "pip install 'whale-kit[models]' (or -e '.[models]' in a checkout)", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a full disk or a refused write the code did not name: still one line
-        from kit.io import DISK_ERRORS, disk_error
 
         if e.errno not in DISK_ERRORS:
             raise

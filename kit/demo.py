@@ -20,9 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from kit.data.prepare import prepare
+from kit.data.synthetic import generate
 from kit.errors import KitError
+from kit.export.layout import data_dir_of, oof_children
+from kit.export.member import export_member
 from kit.io import cpu_count, outputs, write_text
+from kit.post import pipeline
 from kit.post.compare import format_claims, format_table
+from kit.post.recipe import load_recipe, recipe_from_dict, save_recipe
+from kit.report.html import write_report, write_tune_report
+from kit.train.recipe import ALL_FOLDS
+from kit.train.recipe import load_recipe as load_train_recipe
+from kit.tune.members import member_table_for
+from kit.tune.study import tune
 
 # the longest training first (two at a time: InceptionNeXt beside the ResNet, then the SENet)
 TINY_RECIPES = ("models/inception_tiny.yaml", "models/resnet18_tiny.yaml", "models/senet_tiny.yaml")
@@ -97,23 +108,18 @@ def update_readme(readme: Path, results: list[DemoResult]) -> None:
 def demo_blend_for(data: Path) -> Path:
     """blends/demo.yaml, or for a competition elsewhere (demo.py --data DIR) its copy pointing there,
     blends/demo-<DIR's name>.yaml, whose outputs are named after it too."""
-    from kit.post.recipe import dump_recipe, load_recipe, recipe_from_dict
-
     blend = load_recipe(DEMO_BLEND)
     if Path(blend.data) == data:
         return DEMO_BLEND
     name = f"demo-{data.resolve().name}"
     raw = {**blend.to_dict(), "name": name, "data": str(data)}
-    return dump_recipe(recipe_from_dict(raw, str(DEMO_BLEND)), DEMO_BLEND.parent / f"{name}.yaml",
+    return save_recipe(recipe_from_dict(raw, str(DEMO_BLEND)), DEMO_BLEND.parent / f"{name}.yaml",
                        note=[f"{DEMO_BLEND} on {data}: written by scripts/demo.py --data {data}"])
 
 
 def _trained(model_dir: Path, recipe) -> bool:
     """The member's checkpoint (every fold's, for an out-of-fold member) covers every epoch of every
     stage of the recipe, trained on the recipe's data."""
-    from kit.export.member import data_dir_of, oof_children
-    from kit.train.recipe import ALL_FOLDS
-
     dirs = list(oof_children(model_dir).values()) if recipe.fold == ALL_FOLDS else [model_dir]
     if not dirs:
         return False
@@ -131,16 +137,7 @@ def _trained(model_dir: Path, recipe) -> bool:
 def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0, trials: int = 150,
              force: bool = False, jobs: int | None = None, echo: Callable[[str], None] = print,
              progress: bool = True) -> DemoResult:
-    from kit.data.prepare import prepare
-    from kit.data.synthetic import generate
-    from kit.export.member import export_member
-    from kit.post import pipeline
-    from kit.tune.members import member_table_for
-    from kit.post.recipe import load_recipe
-    from kit.report.html import write_report, write_tune_report
     from kit.train.loop import Task, fold_tasks, train_tasks
-    from kit.train.recipe import ALL_FOLDS, load_recipe as load_train_recipe
-    from kit.tune.study import tune
 
     data = Path(data)
     blend_path = demo_blend_for(data)

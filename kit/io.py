@@ -283,20 +283,3 @@ def read_csv(path: str | os.PathLike, columns: Sequence[str] = (), what: str = "
     if len(frame) == 0:
         raise KitError(f"{label}: the file has a header but no rows")
     return frame
-
-
-def read_yaml(path: str | os.PathLike, what: str) -> object:
-    """Parse a YAML file (a recipe); a missing file or bad YAML is one KitError naming it."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: {what} not found")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise KitError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the {what} as UTF-8") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise KitError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or str(e).splitlines()[0]})") from None

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from kit.data.competition import LAYOUTS
 from kit.errors import KitError
 from kit.io import read_csv
 
@@ -61,8 +62,6 @@ def score_files(submission: str | Path, truth: str | Path, strict: bool = False)
     truth's images. A header no layout uses, images the truth lacks, and truth images the
     submission lacks (each scoring 0, as on Kaggle's board) are warnings on stderr; `strict`
     refuses them, in one line. `score.py --check --data DIR` checks a submission fully."""
-    from kit.data.competition import LAYOUTS
-
     sub = read_labelled(submission, "submission")
     tru = read_labelled(truth, "truth")
     multi = tru[tru["labels"].map(len) != 1]

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import IO
 
+from tqdm import tqdm
+
 
 class LineProgress:
     """The part of tqdm's interface the kit uses (update, set_postfix, close, n), printed as lines."""
@@ -78,7 +80,6 @@ def progress(total: int | None, desc: str, unit: str = "it", *, enabled: bool = 
     if not enabled:
         return _Off()
     if getattr(file, "isatty", lambda: False)():
-        from tqdm import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, file=file, leave=leave, dynamic_ncols=True)
     return LineProgress(total, desc, unit, file, every)

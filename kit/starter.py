@@ -13,6 +13,7 @@ nothing existing is overwritten; models/, submissions/ and the study database th
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -21,9 +22,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from kit.data.competition import load_competition
+from kit.data.folds import read_folds
 from kit.data.images import BadImage, open_image
 from kit.errors import KitError
 from kit.io import write_text
+from kit.train.recipe import recipe_from_dict
 
 SAMPLE = 200  # images looked at for sizes and colour
 CPU_PIXELS, GPU_PIXELS = 48 * 96, 256 * 512  # input area: the demo's tiny members, the winners' crops
@@ -62,9 +66,6 @@ def _is_grey(image: Image.Image) -> bool:
 
 def survey(root: str | os.PathLike, seed: int = 0) -> Survey:
     """Look at a prepared competition (folds.csv present)."""
-    from kit.data.competition import load_competition
-    from kit.data.folds import read_folds
-
     root = Path(root)
     comp = load_competition(root)
     folds_csv = root / "folds.csv"
@@ -112,12 +113,9 @@ def input_size(s: Survey, gpu: bool) -> tuple[int, int]:
 
 def _speed(backbone: str, kwargs: dict, head: str, size: tuple[int, int], batch: int, classes: int) -> float:
     """Images/s of training steps for this family at this size, measured for a few seconds."""
-    import dataclasses
-
     import torch
 
     from kit.train.bench import model_throughput
-    from kit.train.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({"model": {"backbone": backbone, "kwargs": kwargs}, "head": {"type": head},
                                "input": {"size": list(size)}, "sampling": {"batch_size": batch}}, "starter probe")

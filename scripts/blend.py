@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tuned and not args.members:
         raise KitError("--tuned goes with --members")
     if args.members:  # everything the table needs is checked before anything is written
-        from kit.tune.members import check_member_table, load_tuned, member_table_for, tuned_beside
         from kit.post.recipe import load_recipe
+        from kit.tune.members import check_member_table, load_tuned, member_table_for, tuned_beside
 
         recipe = load_recipe(args.recipe)
         check_member_table(recipe)

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                         "member, each fold member is checked")
     args = p.parse_args(argv)
 
-    from kit.export.member import export_member, find_members, oof_children
+    from kit.export.layout import find_members, oof_children
+    from kit.export.member import export_member
 
     members = args.members or find_members(args.models)
     if not members:

@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 
 from kit import cli
-from kit.errors import KitError
 from kit.data.phash import write_directory_hashes, write_hashes
+from kit.errors import KitError
 
 
 def main(argv: list[str] | None = None) -> int:

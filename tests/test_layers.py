@@ -8,14 +8,14 @@ KIT = Path(__file__).resolve().parents[1] / "kit"
 
 # lowest first; a package's modules share its layer
 LAYERS = [
-    ("kit", "kit.errors", "kit.io", "kit.cli", "kit.progress"),  # shared helpers
+    ("kit", "kit.errors", "kit.io", "kit.cli", "kit.progress", "kit.bench"),  # shared helpers
     ("kit.data",),  # competitions, folds, images, crops, phash
-    ("kit.metric", "kit.predset"),  # MAP@5 and submissions; the prediction-set contract
+    ("kit.metric", "kit.ranking", "kit.predset"),  # MAP@5, submissions, top-5 lists; the prediction-set contract
     ("kit.train", "kit.export"),
     ("kit.post",),
     ("kit.tune",),
     ("kit.report",),
-    ("kit.starter", "kit.demo"),  # the orchestrators
+    ("kit.starter", "kit.demo", "kit.testing"),  # the orchestrators; the fabricators for tests and CI
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
@@ -52,3 +52,69 @@ def test_the_check_sees_an_import_that_runs_back_up(tmp_path, monkeypatch):
     (fake / "data" / "x.py").write_text("def f():\n    from kit.post.pipeline import run\n")
     monkeypatch.setattr(sys.modules[__name__], "KIT", fake)
     assert imports_up() == ["kit/data/x.py:2: kit.data.x imports kit.post.pipeline, a layer above"]
+
+
+# Imports inside a function are for the heavy packages only (and modules that import them), so
+# post-processing and tuning stay light; fcntl exists on POSIX alone.
+HEAVY = {"torch", "timm", "torchvision", "onnx", "onnxruntime", "onnxscript", "optuna", "sqlalchemy"}
+PLATFORM = {"fcntl"}
+
+
+def _modules(root: Path) -> dict[str, ast.Module]:
+    return {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): ast.parse(p.read_text())
+            for p in root.rglob("*.py")}
+
+
+def _top_level_imports(tree: ast.Module, mods: dict) -> list[str]:
+    out = []
+    for node in tree.body:
+        for n in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(n, ast.Import):
+                out += [a.name for a in n.names]
+            elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+                out += [n.module] + [f"{n.module}.{a.name}" for a in n.names if f"{n.module}.{a.name}" in mods]
+    return out
+
+
+def light_imports_in_functions(root: Path = KIT) -> list[str]:
+    mods, memo = _modules(root), {}
+
+    def heavy(name: str, seen: tuple = ()) -> bool:
+        if name.split(".")[0] in HEAVY:
+            return True
+        if name not in mods or name in seen:
+            return False
+        if name not in memo:
+            parts = name.split(".")
+            parents = [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in mods]
+            memo[name] = any(heavy(m, seen + (name,)) for m in _top_level_imports(mods[name], mods) + parents)
+        return memo[name]
+
+    found = []
+    for name, tree in sorted(mods.items()):
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                               for a in node.names]
+                else:
+                    continue
+                found += [f"{name}:{node.lineno}: {fn.name} imports {t} inside the function; import it at the top"
+                          for t in targets if not heavy(t) and t.split(".")[0] not in PLATFORM]
+    return found
+
+
+def test_imports_inside_functions_are_for_heavy_packages_only():
+    assert light_imports_in_functions() == []
+
+
+def test_the_check_sees_a_light_import_inside_a_function(tmp_path):
+    fake = tmp_path / "kit"
+    fake.mkdir()
+    (fake / "a.py").write_text("import torch\n")
+    (fake / "b.py").write_text("def f():\n    import json\n    from kit.a import x\n    import optuna\n")
+    assert light_imports_in_functions(fake) == ["kit.b:2: f imports json inside the function; import it at the top"]

@@ -33,6 +33,8 @@ from PIL import Image
 
 from kit.data.images import BadImage, decode
 from kit.errors import KitError
+from kit.io import atomic_path, cpu_count, write_text
+from kit.progress import progress as progress_bar
 
 ROOM = 0.125  # share of the crop's height / width kept on each side for the augmentation
 VERSION = 1  # of `crop`: a cache made by another version is rebuilt
@@ -188,8 +190,6 @@ def open_crops(comp, spec: CropSpec, *, cache_root: str | os.PathLike | None = N
 
     `cache_root` defaults to `<competition>/cache`. `echo(line)` hears what was (re)built.
     """
-    from kit.io import atomic_path, write_text
-
     directory = Path(cache_root or comp.root / "cache") / spec.key
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -251,9 +251,7 @@ def _read_index(path: Path) -> dict | None:
 def _fill(pixels: np.ndarray, rows: Iterable[int], paths, boxes, keys, spec: CropSpec, progress: bool,
           workers: int | None, desc: str) -> dict[str, str]:
     """Decode `rows` into `pixels` on a thread pool; returns {key: reason} of the bad ones (zeros)."""
-    from kit.progress import progress as progress_bar
 
-    from kit.io import cpu_count
 
     rows = list(rows)
     chunks = [rows[i:i + 32] for i in range(0, len(rows), 32)]

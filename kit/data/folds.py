@@ -17,6 +17,8 @@ from kit.errors import KitError
 from kit.io import Outputs, read_csv, write_csv
 
 # The real 2019 validation: 512 of the 2,931 ids with >= 2 images, and 230 new_whale images.
+# `fold: all` in a recipe: every fold (an out-of-fold member; a blend of out-of-fold members)
+ALL_FOLDS = "all"
 HELD_OUT_ID_SHARE = 512 / 2931
 UNKNOWN_PER_ID = 230 / 512
 MIN_IDS_PER_FOLD = 100  # below this a fold's MAP@5 is too noisy to tune on

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.fftpack  # only for near-ties: the exact transform imagehash uses
 from PIL import Image
 
 from kit.data.competition import IMAGE_SUFFIXES, Competition, load_competition
@@ -49,7 +50,6 @@ def hash_pixels(pixels: np.ndarray) -> int:
     low = DCT_LOW @ pixels.astype(np.float64) @ DCT_LOW.T
     med = np.median(low)
     if np.abs(low - med).min() <= TIE_TOLERANCE * max(float(np.abs(low).max()), 1.0):
-        import scipy.fftpack  # only for near-ties: the exact transform imagehash uses
 
         low = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:HASH_SIZE, :HASH_SIZE]
         med = np.median(low)

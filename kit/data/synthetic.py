@@ -52,10 +52,10 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from kit.progress import progress as progress_bar
 
 from kit.errors import KitError
 from kit.io import atomic_dir, cpu_count
+from kit.progress import progress as progress_bar
 
 UNKNOWN = "new_whale"
 VERSION = 1  # bump when a change alters the files a seed gives

@@ -2,9 +2,8 @@
 
 `map5_parity(model_dir)` runs the same inference pipeline (same images, same preprocessing,
 same TTA fold-back, same gallery) once with onnxruntime over `model.onnx` and once with the
-eager PyTorch network, turns each prediction set into a submission with `new_whale` inserted at
-a threshold, and scores both with `kit.metric.score_files` (what `scripts/score.py` runs)
-against the truth: the validation fold's labels (folds.csv), and `test_truth.csv` where the
+eager PyTorch network, turns each prediction set into top-5 lists with `new_whale` inserted at
+a threshold (kit.ranking) and scores both with kit.metric's MAP@5 against the truth: the validation fold's labels (folds.csv), and `test_truth.csv` where the
 competition has one (synthetic ones do). Each view gets its own threshold, the best on the
 validation fold (a cosine and a probability are not on one scale: one threshold for both made a
 strong cosine view look weak), the same for both runtimes; 0.5 where there is no validation fold.
@@ -16,20 +15,27 @@ post-processing, which lives in kit/post.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from kit.data import load_competition
+from kit.data.crops import CropSpec, open_crops
+from kit.data.folds import read_folds
 from kit.errors import KitError
+from kit.export.images import ImageSource
+from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
+from kit.export.layout import CHECKPOINT, ONNX, checkpoint_stamp, data_dir_of, oof_children, read_report
+from kit.export.member import use_flip_tta
+from kit.metric import map5
 from kit.predset import PredictionSet, reindex
 from kit.predset import load as load_set
+from kit.ranking import top5_with_unknown
+from kit.train.validate import evaluate_probs
 
 THRESHOLD = {"logit": 0.5, "cosine": 0.5}  # probability for logits, cosine for the cosine view
-TOP = 5
 
 
 def to_probability(ps: PredictionSet) -> np.ndarray:
@@ -43,45 +49,25 @@ def to_probability(ps: PredictionSet) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def top5_with_unknown(scores: np.ndarray, classes: Sequence[str], unknown: str, threshold: float) -> list[list[str]]:
-    """Top-5 labels per row, `unknown` inserted before the first score below `threshold`."""
-    n, c = scores.shape
-    k = min(TOP, c)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable"), 1)
-    top_scores = np.take_along_axis(scores, order, 1)
-    slot = (top_scores >= threshold).sum(axis=1)  # scores are sorted, so this is the first rank below
-    names = np.asarray(classes, dtype=object)[order]
-    out = []
-    for row, s in zip(names.tolist(), slot.tolist()):  # building N short lists of strings; no scoring here
-        row.insert(s, unknown)
-        out.append(row[:TOP])
-    return out
+def truth_codes(ps: PredictionSet, truth: pd.DataFrame, unknown: str) -> np.ndarray:
+    """The truth of `ps`'s images as its column codes: C for the unknown label, -2 (never a hit) for
+    an identity it has no column for (truth: columns image, label)."""
+    index = {c: i for i, c in enumerate(ps.classes)}
+    labels = truth.set_index("image").loc[list(ps.images), "label"]
+    return np.array([len(ps.classes) if lab == unknown else index.get(lab, -2) for lab in labels], np.int64)
 
 
-def predset_map5(ps: PredictionSet, truth: pd.DataFrame, unknown: str, threshold: float, workdir: str | Path) -> float:
-    """MAP@5 of `ps` via a submission CSV scored by score_files (truth: columns image, label)."""
-    from kit.metric import score_files
-
-    workdir = Path(workdir)
-    labels = top5_with_unknown(to_probability(ps), ps.classes, unknown, threshold)
-    tag = f"{ps.name}_{ps.kind}_{ps.meta.get('split')}_{ps.meta.get('provider', '')}"
-    sub, tru = workdir / f"{tag}.csv", workdir / f"{tag}.truth.csv"
-    pd.DataFrame({"Image": ps.images, "Id": [" ".join(l) for l in labels]}).to_csv(sub, index=False)
-    truth = truth.set_index("image").loc[ps.images].reset_index()
-    pd.DataFrame({"Image": truth["image"], "Id": truth["label"]}).to_csv(tru, index=False)
-    value, _ = score_files(sub, tru)
-    return value
+def predset_map5(ps: PredictionSet, truth: pd.DataFrame, unknown: str, threshold: float) -> float:
+    """MAP@5 of `ps`, the unknown label inserted at `threshold`."""
+    codes = top5_with_unknown(to_probability(ps), threshold, len(ps.classes))
+    return map5(codes, truth_codes(ps, truth, unknown))
 
 
 def own_threshold(ps: PredictionSet, truth: pd.DataFrame, unknown: str, default: float) -> float:
-    """The view's best new_whale threshold on these images (kit.train.validate's grid of top-1
-    quantiles); `default` when the best is never to insert it."""
-    from kit.train.validate import evaluate_probs
-
-    index = {c: i for i, c in enumerate(ps.classes)}
-    labels = truth.set_index("image").loc[ps.images, "label"]
-    targets = np.array([-1 if lab == unknown else index.get(lab, len(ps.classes) + 1) for lab in labels])
+    """The view's best new_whale threshold on these images (exact, kit.ranking); `default` when the
+    best is never to insert it."""
+    codes = truth_codes(ps, truth, unknown)
+    targets = np.where(codes == len(ps.classes), -1, codes)
     best = evaluate_probs(to_probability(ps), targets)["threshold"]
     return default if best is None else float(best)
 
@@ -103,18 +89,8 @@ class Map5Row:
 
 def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
                 threshold: dict | None = None, tta: str = "auto", provider: str = "cpu",
-                progress: bool = False, workdir: str | os.PathLike | None = None) -> list[Map5Row]:
-    """Local MAP@5 of each (view, split) prediction set from ONNX and from eager PyTorch.
-
-    The submissions and truth CSVs are written to `workdir` (kept, for scripts/score.py) or to
-    a temporary directory.
-    """
-    from kit.data import load_competition
-    from kit.data.folds import read_folds
-    from kit.export.images import ImageSource
-    from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
-    from kit.export.member import (CHECKPOINT, ONNX, checkpoint_stamp, data_dir_of, oof_children,
-                                   read_report, use_flip_tta)
+                progress: bool = False) -> list[Map5Row]:
+    """Local MAP@5 of each (view, split) prediction set from ONNX and from eager PyTorch."""
     from kit.export.runtime import OnnxRunner, TorchRunner
 
     model_dir = Path(model_dir)
@@ -128,7 +104,6 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     if report is None:
         raise KitError(f"{model_dir}: {ONNX} was not exported from the current {CHECKPOINT} (training went on?); "
                        f"run scripts/export.py {model_dir} again")
-    from kit.data.crops import CropSpec, open_crops
     from kit.train.model import load_member
 
     model, info = load_member(model_dir)
@@ -173,19 +148,16 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
             if split == "val" and "val" in truths:
                 threshold[view] = own_threshold(ps, truths["val"], comp.unknown, THRESHOLD[view])
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        tmp = Path(workdir) if workdir else Path(scratch)
-        tmp.mkdir(parents=True, exist_ok=True)
-        for (view, split), ps in onnx_sets.items():
-            if split not in truths:
-                continue
-            pt = torch_sets[view, split]
-            pt = PredictionSet(reindex(pt, ps.images, ps.classes), ps.images, ps.classes, pt.meta)
-            rows.append(Map5Row(
-                view, split, len(ps.images),
-                predset_map5(ps, truths[split], comp.unknown, threshold[view], tmp),
-                predset_map5(pt, truths[split], comp.unknown, threshold[view], tmp),
-                float(np.abs(np.asarray(ps.scores, np.float64) - pt.scores).max(initial=0.0)),
-                threshold[view],
-            ))
+    for (view, split), ps in onnx_sets.items():
+        if split not in truths:
+            continue
+        pt = torch_sets[view, split]
+        pt = PredictionSet(reindex(pt, ps.images, ps.classes), ps.images, ps.classes, pt.meta)
+        rows.append(Map5Row(
+            view, split, len(ps.images),
+            predset_map5(ps, truths[split], comp.unknown, threshold[view]),
+            predset_map5(pt, truths[split], comp.unknown, threshold[view]),
+            float(np.abs(np.asarray(ps.scores, np.float64) - pt.scores).max(initial=0.0)),
+            threshold[view],
+        ))
     return rows

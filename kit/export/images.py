@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from kit.data.crops import CropSpec, centre, image_keys
 from kit.io import cpu_count
 
 
@@ -25,8 +26,6 @@ class ImageSource:
     """
 
     def __init__(self, competition, info, cache=None):
-        from kit.data.crops import CropSpec, image_keys
-
         self.competition, self.info, self.cache = competition, info, cache
         self.spec = CropSpec.of(info)
         keys, paths, boxes = image_keys(competition)
@@ -40,7 +39,6 @@ class ImageSource:
         return {n: self.cache.reasons[k] for n, (k, _, _) in self.where.items() if k in self.cache.reasons}
 
     def __call__(self, name: str) -> np.ndarray:
-        from kit.data.crops import centre
         from kit.train.data import load_image, normalise
 
         key, path, box = self.where[name]

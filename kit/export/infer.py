@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError
-from kit.export.centres import (TRIM, TRIM_MIN, cosine_scores, identity_centres,
-                                nearest_image_scores, scores_for)
+from kit.export.centres import TRIM, TRIM_MIN, cosine_scores, identity_centres, nearest_image_scores, scores_for
 from kit.export.images import prefetch_batches
 from kit.export.tta import fold_logits, hflip, l2_normalise, merge_embeddings
 from kit.predset import PredictionSet
+from kit.progress import progress as progress_bar
 
 VIEWS = ("logit", "cosine")
 COSINE_MODES = ("centre", "nearest")
@@ -82,8 +82,6 @@ def embed(runner: Callable, images: Sequence[str], load: Callable[[str], np.ndar
     Keeps the TTA-folded logits only for `logit_images` (a subset of `images`): a gallery needs
     only embeddings, and K logits for every train image would cost N x K floats.
     """
-    from kit.progress import progress as progress_bar
-
     images = list(images)
     want = set(logit_images)
     if not want <= set(images):

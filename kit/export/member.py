@@ -22,64 +22,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kit.data import load_competition
+from kit.data.crops import CropSpec, open_crops
+from kit.data.folds import read_folds
 from kit.errors import KitError
+from kit.export.images import ImageSource
+from kit.export.infer import COSINE_MODES, embed, images_needed, plan_splits, prediction_sets
+from kit.export.layout import (CHECKPOINT, ONNX, ONNX_FP16, REPORT, checkpoint_stamp, data_dir_of, export_options,
+                               is_fresh, member_recipe, mtime, oof_children, remove_outputs)
+from kit.export.oof import export_oof_member
 from kit.io import outputs, write_text
 
-CHECKPOINT = "checkpoint.pt"
-ONNX = "model.onnx"
-ONNX_FP16 = "model.fp16.onnx"
-REPORT = "export.json"
 PARITY_IMAGES = 4
 TTA_MODES = ("auto", "flip", "none")
-
-
-def find_members(root: str | os.PathLike = "models") -> list[Path]:
-    """Every trained member under `root`, by name: the directories holding a checkpoint.pt, and the
-    out-of-fold members (one entry each, never their fold members)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    singles = {p.parent for p in root.glob(f"*/{CHECKPOINT}")}
-    parents = {p.parent.parent for p in root.glob(f"*/*/{CHECKPOINT}")}
-    return sorted(singles | {p for p in parents if oof_children(p)})
-
-
-def _recipe_raw(model_dir: Path) -> dict:
-    """model_dir/recipe.yaml as plain data; {} when absent or unreadable (the checkpoint has the recipe)."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load((model_dir / "recipe.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return raw if isinstance(raw, dict) else {}
-
-
-def oof_children(model_dir: str | os.PathLike) -> dict[int, Path]:
-    """{fold: member directory} of an out-of-fold member, ascending; {} for any other directory.
-
-    An out-of-fold member's recipe.yaml says `fold: all`; each fold<k>/ holding a checkpoint.pt
-    whose recipe.yaml says `fold: k` is one of its members.
-    """
-    from kit.train.recipe import ALL_FOLDS, fold_dir
-
-    model_dir = Path(model_dir)
-    if _recipe_raw(model_dir).get("fold") != ALL_FOLDS:
-        return {}
-    children = {}
-    for ckpt in model_dir.glob(f"*/{CHECKPOINT}"):
-        fold = _recipe_raw(ckpt.parent).get("fold")
-        if isinstance(fold, int) and not isinstance(fold, bool) and fold_dir(model_dir, fold) == ckpt.parent:
-            children[fold] = ckpt.parent
-    return dict(sorted(children.items()))
-
-
-def data_dir_of(model_dir: Path, data: str | os.PathLike | None) -> Path | None:
-    """`data` if given, else the `data:` of the member's recipe.yaml (None if neither)."""
-    if data is not None:
-        return Path(data)
-    raw = _recipe_raw(model_dir)
-    return Path(str(raw["data"])) if raw.get("data") else None
 
 
 def flip_training(model_dir: Path, info) -> str:
@@ -90,10 +45,8 @@ def flip_training(model_dir: Path, info) -> str:
     """
     flip = getattr(info, "flip", None)
     if flip is None:
-        try:
-            flip = (_recipe_raw(model_dir).get("augment") or {}).get("flip")
-        except AttributeError:
-            flip = None
+        recipe = member_recipe(model_dir)
+        flip = None if recipe is None else recipe.augment.flip
     if flip not in ("twin", "same", "none"):
         flip = "twin" if info.flip_twins else "none"
     return flip
@@ -112,60 +65,6 @@ def use_flip_tta(tta: str, model_dir: Path, info) -> bool:
     return tta == "flip"
 
 
-def export_options(data_dir: Path | None, **options) -> dict:
-    """The options export.json records: outputs made with others are redone."""
-    return {"data": str(data_dir) if data_dir else None, **options}
-
-
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else -1.0
-
-
-def checkpoint_stamp(model_dir: Path) -> int:
-    """The checkpoint's modification time (ns): which checkpoint an export was made from."""
-    return (model_dir / CHECKPOINT).stat().st_mtime_ns
-
-
-def read_report(model_dir: Path) -> dict | None:
-    """export.json if it describes the checkpoint now in `model_dir`, else None (stale or absent)."""
-    try:
-        report = json.loads((model_dir / REPORT).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if report.get("checkpoint_mtime_ns") != checkpoint_stamp(model_dir) or not (model_dir / ONNX).is_file():
-        return None
-    return report
-
-
-def is_fresh(model_dir: Path, options: dict, skip_infer: bool) -> bool:
-    """model.onnx, export.json and every set it lists are newer than checkpoint.pt, same options.
-
-    "Newer" is checked twice: by modification times, and by the checkpoint time export.json
-    recorded before loading it (training rewrites checkpoint.pt every epoch, possibly while an
-    export runs).
-    """
-    born = _mtime(model_dir / CHECKPOINT)
-    if _mtime(model_dir / ONNX) <= born or _mtime(model_dir / REPORT) <= born:
-        return False
-    report = read_report(model_dir)
-    if report is None:
-        return False
-    if not skip_infer:
-        if report.get("options") != options or not report.get("sets"):
-            return False
-        return all(_mtime(model_dir / s / "meta.json") > born for s in report["sets"])
-    return True
-
-
-def remove_outputs(model_dir: Path) -> None:
-    """Delete what export wrote (model.onnx, model.fp16.onnx, export.json, preds/)."""
-    import shutil
-
-    for name in (REPORT, ONNX, ONNX_FP16):  # export.json first: without it nothing reads as fresh
-        (model_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(model_dir / "preds", ignore_errors=True)
-
-
 def parity_inputs(images: Sequence[str], load: Callable[[str], np.ndarray] | None, info, n: int = PARITY_IMAGES,
                   seed: int = 0) -> np.ndarray:
     """A few real preprocessed images when there are some, else seeded noise of the input shape."""
@@ -181,11 +80,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
                   workers: int | None = None, threads: int | None = None, progress: bool = True,
                   log: Callable[[str], None] = print) -> dict:
     """Export, check and (unless `skip_infer`) run one member; returns what export.json holds."""
-    from kit.data import load_competition
-    from kit.data.folds import read_folds
     from kit.export.exporter import ParityError, export_checked, export_fp16_checked
-    from kit.export.images import ImageSource
-    from kit.export.infer import COSINE_MODES, embed, images_needed, plan_splits, prediction_sets
     from kit.export.runtime import PROVIDERS, OnnxRunner, TorchRunner, ort_cuda_listed, torch_gpu
 
     model_dir = Path(model_dir)
@@ -199,10 +94,9 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         raise KitError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     children = oof_children(model_dir)
     if children:
-        from kit.export.oof import export_oof_member
-
-        return export_oof_member(model_dir, children, data, batch=batch, provider=provider, skip_infer=skip_infer,
-                                 force=force, fp16=fp16, tta=tta, cosine=cosine, new_identities=new_identities,
+        return export_oof_member(model_dir, children, export_member, data, batch=batch, provider=provider,
+                                 skip_infer=skip_infer, force=force, fp16=fp16, tta=tta, cosine=cosine,
+                                 new_identities=new_identities,
                                  workers=workers, threads=threads, progress=progress, log=log)
     if not (model_dir / CHECKPOINT).is_file():
         raise KitError(f"{model_dir}: no {CHECKPOINT}; train it first (python scripts/train.py models/<recipe>.yaml)")
@@ -212,7 +106,6 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         log(f"{model_dir}: up to date (model.onnx and prediction sets newer than {CHECKPOINT}); --force to redo")
         return json.loads((model_dir / REPORT).read_text())
 
-    from kit.data.crops import CropSpec, open_crops
     from kit.train.model import load_member
 
     t0 = time.perf_counter()
@@ -245,7 +138,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         try:
             parity = export_checked(model, info, model_dir / ONNX, inputs, out=out)
         except ParityError:
-            if _mtime(model_dir / ONNX) <= _mtime(model_dir / CHECKPOINT):
+            if mtime(model_dir / ONNX) <= mtime(model_dir / CHECKPOINT):
                 remove_outputs(model_dir)  # an earlier checkpoint's: they no longer describe this member
             raise
         size_mb = out.staged(model_dir / ONNX).stat().st_size / 2**20

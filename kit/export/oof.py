@@ -20,11 +20,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from kit.data.folds import ALL_FOLDS, read_folds
 from kit.errors import KitError
-from kit.export.member import (CHECKPOINT, REPORT, _mtime, _recipe_raw, checkpoint_stamp, data_dir_of,
-                               export_member, export_options)
+from kit.export.infer import VIEWS
+from kit.export.layout import CHECKPOINT, REPORT, checkpoint_stamp, data_dir_of, export_options, member_recipe, mtime
 from kit.io import outputs, write_text
 from kit.predset import PredictionSet, load, reindex
+from kit.train.recipe import fold_dir
 
 # Meta keys that describe one fold member, not the combined set.
 PER_FOLD_META = ("model", "split", "fold")
@@ -34,7 +36,8 @@ CHILD_SUMMARY = ("model", "checkpoint_mtime_ns", "exporter", "parity", "parity_f
 
 def oof_name(parent: Path) -> str:
     """The parent's member name: its recipe's name (the fold members are <name>.fold<k>)."""
-    return str(_recipe_raw(parent).get("name") or parent.name)
+    recipe = member_recipe(parent)
+    return recipe.name if recipe is not None and recipe.name else parent.name
 
 
 def shared_meta(sets: Iterable[PredictionSet]) -> dict:
@@ -79,8 +82,6 @@ def out_of_fold(val_sets: dict[int, PredictionSet], dirs: dict[int, Path], name:
 
 def fold_mean(test_sets: dict[int, PredictionSet], dirs: dict[int, Path], name: str) -> PredictionSet:
     """The mean of the fold members' test sets, aligned by image and class names (the first fold's order)."""
-    from kit.train.recipe import ALL_FOLDS
-
     check_same_names(test_sets, dirs, "classes")
     check_same_names(test_sets, dirs, "images")
     folds = sorted(test_sets)
@@ -95,8 +96,6 @@ def fold_mean(test_sets: dict[int, PredictionSet], dirs: dict[int, Path], name: 
 
 def _fold_ids(data_dir: Path | None) -> list[int] | None:
     """The validation folds of data_dir/folds.csv (None without one: nothing to check against)."""
-    from kit.data.folds import read_folds
-
     if data_dir is None or not (data_dir / "folds.csv").is_file():
         return None
     return sorted(int(k) for k in set(read_folds(data_dir / "folds.csv")["fold"]) - {-1})
@@ -108,30 +107,26 @@ def is_fresh(parent: Path, children: dict[int, Path], options: dict, skip_infer:
         report = json.loads((parent / REPORT).read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    born = max(_mtime(d / CHECKPOINT) for d in children.values())
+    born = max(mtime(d / CHECKPOINT) for d in children.values())
     members = report.get("members") or {}
-    if (_mtime(parent / REPORT) <= born or report.get("folds") != sorted(children)
+    if (mtime(parent / REPORT) <= born or report.get("folds") != sorted(children)
             or report.get("options") != options
             or any((members.get(d.name) or {}).get("checkpoint_mtime_ns") != checkpoint_stamp(d)
                    for d in children.values())):
         return False
     if not skip_infer:
-        return bool(report.get("sets")) and all(_mtime(parent / s / "meta.json") > born for s in report["sets"])
+        return bool(report.get("sets")) and all(mtime(parent / s / "meta.json") > born for s in report["sets"])
     return True
 
 
-def export_oof_member(parent: str | Path, children: dict[int, Path], data=None, *, force: bool = False,
-                      skip_infer: bool = False, tta: str = "auto", cosine: str = "centre",
+def export_oof_member(parent: str | Path, children: dict[int, Path], export_fold: Callable[..., dict], data=None, *,
+                      force: bool = False, skip_infer: bool = False, tta: str = "auto", cosine: str = "centre",
                       new_identities: bool = False, fp16: bool = False, log: Callable[[str], None] = print,
                       **member_kw) -> dict:
-    """Export every fold member (`export_member`, same options), then the parent's oof and test sets.
-
-    `children` = kit.export.member.oof_children(parent); `member_kw`: export_member's other options.
-    Returns what the parent's export.json holds.
+    """Export every fold member (`export_fold`: kit.export.member.export_member, same options), then
+    the parent's oof and test sets. `children` = kit.export.layout.oof_children(parent); `member_kw`:
+    export_member's other options. Returns what the parent's export.json holds.
     """
-    from kit.export.infer import VIEWS
-    from kit.train.recipe import fold_dir
-
     parent = Path(parent)
     data_dir = data_dir_of(parent, data)
     expected = _fold_ids(data_dir)
@@ -150,7 +145,7 @@ def export_oof_member(parent: str | Path, children: dict[int, Path], data=None, 
 
     t0 = time.perf_counter()
     (parent / REPORT).unlink(missing_ok=True)  # without it nothing reads as fresh until the run finishes
-    reports = {k: export_member(d, data, force=force, skip_infer=skip_infer, tta=tta, cosine=cosine,
+    reports = {k: export_fold(d, data, force=force, skip_infer=skip_infer, tta=tta, cosine=cosine,
                                new_identities=new_identities, fp16=fp16, log=log, **member_kw)
                for k, d in children.items()}
     name = oof_name(parent)

@@ -16,7 +16,7 @@ Label codes: `inputs.labels` is the vocabulary. Codes 0..C-1 are the members' sc
 truth) sorted, then the unknown label last (`inputs.unknown_code`); -1 marks an empty slot.
 The state every step edits is small: the blended top-K identities and scores per image
 (K = 10), the unknown label's blended vote, the leak's pinned labels, where new_whale is
-inserted, and which images swap top-1/2; `assemble` turns it into the top-5 in one numba pass.
+inserted, and which images swap top-1/2; `kit.ranking.assemble` turns it into the top-5 in one numba pass.
 """
 from __future__ import annotations
 
@@ -25,24 +25,26 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from numba import njit
 
-from kit import predset
+from kit import predset, ranking
 from kit.data.competition import Competition, load_competition
-from kit.data.folds import read_folds, split as split_folds
+from kit.data.folds import read_folds
+from kit.data.folds import split as split_folds
+from kit.data.phash import hashes_for, read_hashes
 from kit.errors import KitError
 from kit.io import Outputs, outputs, write_csv
-from kit.post import balance, blend, leak, new_whale, pseudo
-from kit.post.compare import Gain, paired_gains
-from kit.data.phash import hashes_for, read_hashes
-from kit.post.recipe import ALL_FOLDS, STEP_ORDER, BlendRecipe, Member, load_recipe
-from kit.metric import K as TOP, average_precision, check_submission, read_labelled
+from kit.metric import K as TOP
+from kit.metric import average_precision, check_submission, read_labelled
+from kit.post import blend, leak, new_whale, pseudo
 from kit.post import weights as auto
+from kit.post.compare import Gain, paired_gains
+from kit.post.plugins import auto_calibration, steps_in_order
+from kit.post.recipe import ALL_FOLDS, BlendRecipe, Member, load_recipe
 from kit.post.weights import WeightReport
+from kit.ranking import assemble
 
 TOP_K = 10  # ranked identities kept per image: 5 + up to 5 leak labels they may duplicate
 LEAK_SEARCH_DISTANCE = 8  # prepare() finds duplicates up to this distance (or the recipe's, if larger)
-AUTO_METHOD = {"logit": None, "cosine": "affine", "prob": "none"}  # logit: its meta activation
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -56,7 +58,7 @@ class MemberInput:
     scores: np.ndarray | None = None  # float32 (N, C), scored members
     codes: np.ndarray | None = None  # int64 (N, 5) by rank, submission members: column codes, C = unknown
     _row_max: blend.RowMax | None = field(default=None, repr=False)
-    _ranked: np.ndarray | None = field(default=None, repr=False)
+    _transformed: dict = field(default_factory=dict, repr=False)  # calibration -> its matrix (Calibration.transform)
     _calibrated: tuple | None = field(default=None, repr=False)  # (method, p1, p2, the N x C matrix)
 
     def calibrated(self, method: str, p1: float, p2: float) -> np.ndarray:
@@ -75,10 +77,15 @@ class MemberInput:
             self._row_max = blend.RowMax(len(self.scores))
         return self._row_max
 
-    def ranked(self) -> np.ndarray:
-        if self._ranked is None:
-            self._ranked = blend.reciprocal_rank(self.scores)
-        return self._ranked
+    def calibration_input(self, cal) -> np.ndarray:
+        """What the blend kernel takes for calibration `cal`: its transform of the scores (computed
+        once per parameters, then kept), or the scores."""
+        if cal not in self._transformed:
+            if len(self._transformed) > 4:  # a tuner moving a transform's parameters: keep a few
+                self._transformed.clear()
+            self._transformed[cal] = cal.plugin.transform(self.scores, cal.params)
+        out = self._transformed[cal]
+        return self.scores if out is None else out
 
 
 @dataclass
@@ -190,7 +197,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         if m.scored:
             ps = scored[i]
             scores = np.ascontiguousarray(predset.reindex(ps, images, classes), dtype=np.float32)
-            auto = AUTO_METHOD[ps.kind] or str(ps.meta.get("activation", "softmax"))
+            auto = auto_calibration(ps.kind, ps.meta.get("activation"))
             members.append(MemberInput(m.name, ps.kind, auto, scores=scores))
         else:
             path = m.submission_path(split)
@@ -358,105 +365,30 @@ class Result:
         return [(n, self.map5_by_step[n], None if k == 0 else gains[k - 1]) for k, n in enumerate(names)]
 
 
-@njit(cache=True, nogil=True)
-def assemble(top, pinned, new_whale_at, swap, unknown):
-    """The top-5: the leak's labels, then the ranking (top-1/2 swapped where asked) with the
-    unknown label inserted at its position; no label twice."""
-    n, k = top.shape
-    out = np.full((n, 5), -1, np.int64)
-    for i in range(n):
-        m = 0
-        for p in range(pinned.shape[1]):
-            c = pinned[i, p]
-            if c < 0 or m == 5:
-                break
-            out[i, m] = c
-            m += 1
-        for p in range(k + 1):
-            if m == 5:
-                break
-            if p == new_whale_at[i]:
-                dup = False
-                for t in range(m):
-                    dup |= out[i, t] == unknown
-                if not dup:
-                    out[i, m] = unknown
-                    m += 1
-                    if m == 5:
-                        break
-            if p == k:
-                break
-            q = 1 - p if (swap[i] and p < 2) else p
-            c = top[i, q]
-            dup = False
-            for t in range(m):
-                dup |= out[i, t] == c
-            if not dup:
-                out[i, m] = c
-                m += 1
-    return out
-
-
-def _step_leak(state: State, step, inputs: Inputs) -> None:
-    if inputs.leak is None:
-        raise KitError(f"steps.leak is on but {inputs.competition.root / 'hashes.csv'} was not there when the inputs were prepared")
-    if step.max_distance > inputs.leak.search_distance:
-        raise KitError(f"steps.leak.max_distance {step.max_distance} exceeds the distance the inputs were "
-                       f"prepared for ({inputs.leak.search_distance}); pass leak_search_distance to prepare()")
-    m = inputs.leak.matches
-    state.pinned = leak.leak_labels_of(m.indptr, inputs.leak.label, m.distance, step.max_distance)
-
-
-def _step_new_whale(state: State, step, inputs: Inputs) -> None:
-    state.threshold = new_whale.threshold_of(step, state.scores[:, 0], state.new_whale_at == 0)
-    state.new_whale_at = new_whale.combine(state.new_whale_at, new_whale.insert_positions(state.scores, state.threshold))
-
-
-def _step_balance(state: State, step, inputs: Inputs) -> None:
-    first = state.pinned[:, 0] if state.pinned.shape[1] else np.full(len(state.top), -1, np.int64)
-    state.swap = balance.swap_top2(state.top, state.scores, first, step.margin, step.min_count, len(inputs.labels))
-
-
-# the post-processing steps, in the order they apply (recipe.STEP_ORDER)
-STEPS: dict[str, Callable[[State, object, Inputs], None]] = {
-    "leak": _step_leak,
-    "new_whale": _step_new_whale,
-    "balance": _step_balance,
-}
-assert tuple(STEPS) == STEP_ORDER
-
-
 def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str], bool] | None = None):
-    """The members' contributions for blend.blend_top_k: calibration and normalised weight each."""
+    """The members' contributions for blend.blend_top_k: calibration and normalised weight each.
+    `only(method, kind)` keeps a subset."""
     kept = []
     for mi, m in zip(inputs.members, recipe.members):
         if mi is None or m.weight <= 0:
             continue
-        method = m.calibration.resolved(mi.auto_method).method if mi.scores is not None else "ranked"
-        if only is None or only(method, mi.kind):
-            kept.append((mi, m, method))
+        cal = m.calibration.resolved(mi.auto_method) if mi.scores is not None else None
+        if only is None or only(cal.method if cal else "ranked", mi.kind):
+            kept.append((mi, m, cal))
     total = sum(m.weight for _, m, _ in kept)
     parts, ranked = [], []
-    for mi, m, method in kept:
-        w, cal = m.weight / total, m.calibration
-        if inputs.keep_calibrated and method in ("softmax", "sigmoid", "affine"):
-            parts.append((mi.calibrated(method, *_params(method, cal)), "none", 0.0, 0.0, w, None))
-        elif method == "ranked":
+    for mi, m, cal in kept:
+        w = m.weight / total
+        if cal is None:  # a top-5 CSV member: its votes
             ranked.append((mi.codes, w, m.rank_weights))
-        elif method in ("softmax", "sigmoid", "affine"):
-            parts.append((mi.scores, method, *_params(method, cal), w, mi.row_max() if method == "softmax" else None))
-        elif method == "rank":
-            parts.append((mi.ranked(), "none", 0.0, 0.0, w, None))
-        elif method == "none":
-            parts.append((mi.scores, "none", 0.0, 0.0, w, None))
-        else:  # pragma: no cover - recipe validation rules this out
-            raise KitError(f"unknown calibration method {method!r}")
+            continue
+        plugin, (p1, p2) = cal.plugin, cal.plugin.kernel_params(cal.params)
+        if inputs.keep_calibrated and plugin.kernel != "none":
+            parts.append((mi.calibrated(plugin.kernel, p1, p2), "none", 0.0, 0.0, w, None))
+        else:
+            parts.append((mi.calibration_input(cal), plugin.kernel, p1, p2, w,
+                          mi.row_max() if plugin.kernel == "softmax" else None))
     return parts, ranked
-
-
-def _params(method: str, cal) -> tuple[float, float]:
-    """The kernel's (p1, p2) of a probability calibration: (1 / T, 0) for softmax and sigmoid, (a, b) for affine."""
-    return (cal.a, cal.b) if method == "affine" else (1.0 / cal.t, 0.0)
 
 
 def blend_top(recipe: BlendRecipe, inputs: Inputs, k: int = TOP_K, keep: bool = False,
@@ -484,17 +416,12 @@ def _candidate_blend(recipe: BlendRecipe, inputs: Inputs):
             continue
         if mi.scores is None:
             return None  # a top-5 CSV member: its votes go through the full kernel
-        cal = m.calibration
-        method = cal.resolved(mi.auto_method).method
-        if method in ("softmax", "sigmoid", "affine"):
-            p1, p2 = _params(method, cal)
-            xs.append(mi.calibrated(method, p1, p2))
-        elif method == "rank":
-            p1 = p2 = 0.0
-            xs.append(mi.ranked())
-        else:
-            return None  # raw scores: not bounded below, no candidate bound
-        key.append((i, method, p1, p2))
+        cal = m.calibration.resolved(mi.auto_method)
+        plugin, (p1, p2) = cal.plugin, cal.plugin.kernel_params(cal.params)
+        if not plugin.nonnegative:
+            return None  # not bounded below: no candidate bound
+        xs.append(mi.calibrated(plugin.kernel, p1, p2) if plugin.kernel != "none" else mi.calibration_input(cal))
+        key.append((i, cal))
         weights.append(max(m.weight, 0.0))
     total = sum(weights)
     if not xs or total <= 0:
@@ -569,13 +496,13 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
 
     if truth is not None:
         by_step["blend"] = average_precision(top5(), truth)
-    for name, apply in STEPS.items():
-        step = recipe.steps.active(name)
-        if step is None:
+    for step in steps_in_order():
+        params = recipe.steps.active(step.name)
+        if params is None:
             continue
-        apply(state, step, inputs)
+        step.apply(state, params, inputs)
         if truth is not None:
-            by_step[f"+ {name}"] = average_precision(top5(), truth)
+            by_step[f"+ {step.name}"] = average_precision(top5(), truth)
     final = top5()
     return Result(
         images=inputs.images, vocabulary=inputs.labels, unknown_code=inputs.unknown_code, top5=final,
@@ -586,20 +513,16 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
     )
 
 
-def position_table(recipe: BlendRecipe, inputs: Inputs) -> new_whale.PositionTable:
+def position_table(recipe: BlendRecipe, inputs: Inputs) -> ranking.PositionTable:
     """Everything the recipe does but the new_whale step's threshold, as a table of what any
-    threshold would score (kit.post.new_whale.PositionTable); needs truth."""
+    threshold would score (kit.ranking.PositionTable); needs truth."""
     if inputs.truth is None:
         raise KitError(f"{recipe.source}: the {inputs.split} images have no truth to choose a threshold on")
     bare = run(recipe.with_params({"steps.new_whale.enabled": False}), inputs)
-    n = len(inputs.images)
-    ap = np.stack([average_precision(assemble(bare.top_codes, bare.pinned, np.full(n, p, np.int64), bare.swapped,
-                                              inputs.unknown_code), inputs.truth)
-                   for p in range(new_whale.POSITIONS)], axis=1)
-    cap = np.where(bare.new_whale_at < 0, new_whale.POSITIONS - 1, np.minimum(bare.new_whale_at, new_whale.POSITIONS - 1))
-    scores = np.full((n, TOP), -np.inf, np.float32)  # fewer than 5 identities: the rest never rank
-    scores[:, :min(TOP, bare.top_scores.shape[1])] = bare.top_scores[:, :TOP]
-    return new_whale.PositionTable(ap, scores, cap)
+    last = ranking.POSITIONS - 1
+    cap = np.where(bare.new_whale_at < 0, last, np.minimum(bare.new_whale_at, last))
+    return ranking.position_table(bare.top_codes, bare.top_scores, inputs.truth, inputs.unknown_code,
+                                  bare.pinned, bare.swapped, cap)
 
 
 def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) -> np.ndarray | None:
@@ -677,8 +600,61 @@ def _summary(result: Result, inputs: Inputs) -> dict:
 
 
 @dataclass
+class MemberAlone:
+    """One member blended alone on validation, without and with the recipe's steps."""
+
+    name: str
+    kind: str
+    weight: float
+    map5_bare: float
+    map5_with_steps: float
+    ap_bare: np.ndarray  # per-image AP@5 without steps
+
+
+@dataclass
+class Diagnostics:
+    """What the report shows beyond blend.py's numbers, computed with the evaluation (the report only renders)."""
+
+    members: list[MemberAlone]
+    blend_bare: float  # the blend without steps
+    ap_correlation: np.ndarray | None  # the members' per-image AP@5 correlation (blend alone), two or more members
+    # MAP@5 and the new_whale-first share at each threshold, everything else as the recipe has it
+    threshold_curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics:
+    """The members alone, their errors' correlation and the threshold curve on validation."""
+    bare = recipe.without_steps()
+    members = []
+    for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
+        if mi is None or m.weight <= 0:
+            continue
+        alone_bare = run(bare.only_member(i), inputs)
+        members.append(MemberAlone(m.name, mi.kind, m.weight, alone_bare.map5,
+                                   run(recipe.only_member(i), inputs).map5, alone_bare.ap))
+    correlation = None
+    if len(members) > 1:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            correlation = np.nan_to_num(np.corrcoef(np.vstack([a.ap_bare for a in members])), nan=0.0)
+    curve = None
+    if recipe.steps.active("new_whale"):
+        table = position_table(recipe, inputs)
+        # the share counts what comes first in the final list: a leak label where the leak pinned one
+        pinned = result.pinned[:, 0] if result.pinned.shape[1] else np.full(len(result.top5), -1)
+        grid = np.unique(np.concatenate([np.linspace(0, 1, 41), np.quantile(result.top_scores[:, 0], np.linspace(0, 1, 41))]))
+        maps, shares = [], []
+        for t in grid:
+            first = np.minimum(ranking.insert_positions(table.scores, t), table.cap) == 0
+            maps.append(table.ap_at(t).mean())
+            shares.append(np.where(pinned >= 0, pinned == inputs.unknown_code, first).mean())
+        curve = (grid, np.array(maps), np.array(shares))
+    return Diagnostics(members, run(bare, inputs).map5, correlation, curve)
+
+
+@dataclass
 class BlendRun:
-    """One evaluation of a recipe: weights resolved once, val and test run. The report renders it."""
+    """One evaluation of a recipe: weights resolved once, val and test run, the report's diagnostics
+    on val. The report renders it as it is."""
 
     recipe: BlendRecipe  # as run: automatic weights resolved
     weights: WeightReport | None  # how the automatic weights came about (None: the recipe's own)
@@ -686,6 +662,7 @@ class BlendRun:
     val: tuple[Inputs, Result] | None = None
     val_skipped: str | None = None
     summary: dict = field(default_factory=dict)  # the numbers blend.py prints (and --json)
+    diagnostics: Diagnostics | None = None  # with a validation split
 
 
 def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tuple[BlendRecipe, WeightReport | None]:
@@ -707,7 +684,8 @@ def evaluate(recipe: BlendRecipe | str | Path) -> BlendRun:
     test_inputs = prepare(recipe, "test")
     recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)
     val = None if val_inputs is None else (val_inputs, run(recipe, val_inputs))
-    out = BlendRun(recipe, weights, (test_inputs, run(recipe, test_inputs)), val, skip)
+    out = BlendRun(recipe, weights, (test_inputs, run(recipe, test_inputs)), val, skip,
+                   diagnostics=None if val is None else diagnose(recipe, *val))
     out.summary = {"recipe": recipe.source, "name": recipe.name}
     if weights is not None:
         out.summary["weights"] = {"basis": weights.basis, **{n: float(w) for n, w in zip(weights.names, weights.weights)}}

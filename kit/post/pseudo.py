@@ -13,18 +13,18 @@ gets 1.0). With no probability member there are no pseudo-labels.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
+from kit.post.plugins import CALIBRATIONS
 
 COLUMNS = ("Image", "Id")
-PROBABILITY_METHODS = ("softmax", "sigmoid", "affine")
 
 
 def is_probability(method: str, kind: str) -> bool:
-    """Whether a member calibrated with `method` gives probabilities (kind: its meta kind)."""
-    return method in PROBABILITY_METHODS or (method == "none" and kind == "prob")
+    """Whether a member calibrated with `method` gives probabilities (kind: its meta kind; a top-5
+    CSV member's method is "ranked": never)."""
+    return method in CALIBRATIONS and CALIBRATIONS[method].yields_probability(kind)
 
 
 def select(top1: np.ndarray, first: np.ndarray, confidence: np.ndarray, threshold: float) -> np.ndarray:

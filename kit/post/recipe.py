@@ -29,12 +29,10 @@ a score like any label's: the unknown label enters each image's ranking where it
 falls among the identities' blended scores (before an identity of equal score: the unknown label is
 the commonest one), and the new_whale step can only move it earlier (kit/post/new_whale.py).
 
-Calibration methods (per member; `auto` when omitted): `softmax` / `sigmoid` of logits / T
-(`temperature`), `affine` = sigmoid(scale * x + shift) (Platt scaling, meant for cosines;
-defaults scale 10, shift -5: cos 0.5 -> 0.5, 0.8 -> 0.95), `rank` = 1 / (1 + rank) within the
-image's row (rank 0 = best; the weights a submission member's labels get), `none` = the scores
-as they are (`prob` sets). `auto` = the set's meta: its `activation` for logits, `affine` for
-cosines, `none` for probabilities.
+Steps and calibrations are plug-ins (kit/post/plugins.py): `steps:` takes every registered step,
+run in the steps' order; a member's `calibration:` any registered method with its keys, or `auto`
+(when omitted): the set's meta, its `activation` for logits, `affine` for cosines, `none` for
+probabilities. docs/recipes.md has the table of both, with every key's default and range.
 
 Paths are relative to the current directory (the project root), like the scripts' arguments.
 Every unknown key, wrong type or out-of-range value is a KitError naming the file and the key.
@@ -42,34 +40,23 @@ Every unknown key, wrong type or out-of-range value is a KitError naming the fil
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from kit.config import Section, build, did_you_mean, dump_yaml, read_yaml
+from kit.data.folds import ALL_FOLDS  # `fold: all`: out-of-fold members
 from kit.errors import KitError
-from kit.io import Outputs, read_yaml, write_text
+from kit.io import Outputs, write_text
+from kit.post.plugins import (AUTO_BY_VIEW, CALIBRATIONS, STEPS, RecipeContext, load_plugins, steps_in_order,
+                              tunable_fields)
+
+load_plugins()
 
 VIEWS = ("logit", "cosine")
-METHODS = ("auto", "softmax", "sigmoid", "affine", "rank", "none")
-# the calibration keys each method reads (auto: whichever the resolved method uses)
-METHOD_PARAMS = {
-    "auto": ("temperature", "scale", "shift"),
-    "softmax": ("temperature",),
-    "sigmoid": ("temperature",),
-    "affine": ("scale", "shift"),
-    "rank": (),
-    "none": (),
-}
-DEFAULT_TEMPERATURE = 1.0
-DEFAULT_SCALE = 10.0
-DEFAULT_SHIFT = -5.0
-STEP_ORDER = ("leak", "new_whale", "balance")
-ALL_FOLDS = "all"  # `fold: all`: out-of-fold members
+AUTO = "auto"
 # What tune.py searches unless the recipe's `tune.free` opens more: the weights and the unknown
 # label's threshold (or share). Calibrations, the leak distance and the balance constants have
 # sensible defaults and, searched on a few hundred images, mostly fit noise.
@@ -80,33 +67,30 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # ---------------------------------------------------------------------------------- dataclasses
 @dataclass(frozen=True)
 class Calibration:
-    method: str = "auto"
-    temperature: float | None = None  # None: the default (1.0)
-    scale: float | None = None  # None: DEFAULT_SCALE
-    shift: float | None = None  # None: DEFAULT_SHIFT
+    """A member's calibration: a registered method and the keys the recipe gives (the rest are the
+    method's defaults); `auto` resolves per prediction set (`resolved`)."""
+
+    method: str = AUTO
+    values: tuple[tuple[str, float], ...] = ()
 
     def resolved(self, auto_method: str) -> "Calibration":
         """The calibration with `auto` replaced by the prediction set's own method."""
-        return dataclasses.replace(self, method=auto_method) if self.method == "auto" else self
+        if self.method != AUTO:
+            return self
+        keys = {f.name for f in dataclasses.fields(CALIBRATIONS[auto_method].Params)}
+        return Calibration(auto_method, tuple((k, v) for k, v in self.values if k in keys))
 
     @property
-    def t(self) -> float:
-        return DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
+    def plugin(self):
+        return CALIBRATIONS[self.method]
 
     @property
-    def a(self) -> float:
-        return DEFAULT_SCALE if self.scale is None else self.scale
-
-    @property
-    def b(self) -> float:
-        return DEFAULT_SHIFT if self.shift is None else self.shift
+    def params(self):
+        """The method's parameters, defaults filled in (not for `auto`: resolve it first)."""
+        return self.plugin.Params(**dict(self.values))
 
     def to_dict(self) -> dict:
-        out: dict[str, Any] = {"method": self.method}
-        for key in METHOD_PARAMS[self.method]:
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
+        return {"method": self.method, **dict(self.values)}
 
 
 @dataclass(frozen=True)
@@ -153,35 +137,24 @@ class Member:
 
 
 @dataclass(frozen=True)
-class LeakStep:
-    enabled: bool = True
-    max_distance: int = 0  # Hamming distance between 64-bit phashes; 0 = identical hashes
-
-
-@dataclass(frozen=True)
-class NewWhaleStep:
-    enabled: bool = True
-    threshold: float | None = 0.5  # exactly one of threshold / proportion
-    proportion: float | None = None
-
-
-@dataclass(frozen=True)
-class BalanceStep:
-    enabled: bool = True
-    margin: float = 0.3
-    min_count: int = 2
-
-
-@dataclass(frozen=True)
 class Steps:
-    leak: LeakStep | None = None  # None: omitted from the recipe (off)
-    new_whale: NewWhaleStep | None = None
-    balance: BalanceStep | None = None
+    """The recipe's steps by name, in the registry's order, each its plug-in's Params; a step the
+    recipe omits is absent (off). `steps.leak` reads one (None when omitted)."""
+
+    items: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, name: str):
+        return dict(self.items).get(name)
 
     def active(self, name: str):
         """The step's parameters if the recipe runs it, else None."""
-        step = getattr(self, name)
+        step = self.get(name)
         return step if step is not None and step.enabled else None
+
+    def __getattr__(self, name: str):
+        if name in STEPS:
+            return self.get(name)
+        raise AttributeError(name)
 
 
 @dataclass(frozen=True)
@@ -248,14 +221,9 @@ class BlendRecipe:
     def to_dict(self) -> dict:
         """The recipe as plain data, in the YAML's shape; `recipe_from_dict` reads it back equal."""
         steps: dict[str, Any] = {}
-        for name in STEP_ORDER:
-            step = getattr(self.steps, name)
-            if step is None:
-                continue
+        for name, step in self.steps.items:
             d = {k: v for k, v in dataclasses.asdict(step).items() if v is not None and k != "enabled"}
-            if not step.enabled:
-                d = {"enabled": False, **d}
-            steps[name] = d
+            steps[name] = d if step.enabled else {"enabled": False, **d}
         out: dict[str, Any] = {
             "name": self.name,
             "data": self.data,
@@ -272,29 +240,20 @@ class BlendRecipe:
 
     def tunable_params(self) -> dict[str, Any]:
         """The numbers a tuner may set with `with_params`, by dotted path, at their current values:
-        member weights, calibration parameters (temperature for softmax/sigmoid/auto, scale and
-        shift for affine), and the parameters of the steps the recipe has."""
+        member weights, the parameters of each member's calibration (`auto`: those of what it
+        stands for on the member's view) and of the steps the recipe has; a plug-in's field is
+        tunable when it carries a tuning range (kit/post/plugins.py)."""
         out: dict[str, Any] = {}
         for i, m in enumerate(self.members):
             out[f"members.{i}.weight"] = 1.0 / len(self.members) if m.weight is None else m.weight
             if m.scored:
-                cal = m.calibration
-                # `auto` means softmax/sigmoid for a logit view and affine for a cosine view
-                affine = cal.method == "affine" or (cal.method == "auto" and m.view == "cosine")
-                if cal.method in ("softmax", "sigmoid", "auto") and not affine:
-                    out[f"members.{i}.calibration.temperature"] = cal.t
-                if affine:
-                    out[f"members.{i}.calibration.scale"] = cal.a
-                    out[f"members.{i}.calibration.shift"] = cal.b
-        if self.steps.leak is not None:
-            out["steps.leak.max_distance"] = self.steps.leak.max_distance
-        nw = self.steps.new_whale
-        if nw is not None:
-            key = "proportion" if nw.proportion is not None else "threshold"
-            out[f"steps.new_whale.{key}"] = getattr(nw, key)
-        if self.steps.balance is not None:
-            out["steps.balance.margin"] = self.steps.balance.margin
-            out["steps.balance.min_count"] = self.steps.balance.min_count
+                cal = m.calibration.resolved(AUTO_BY_VIEW[m.view])
+                for key in tunable_fields(cal.plugin.Params):
+                    out[f"members.{i}.calibration.{key}"] = getattr(cal.params, key)
+        for name, step in self.steps.items:
+            for key in tunable_fields(type(step)):
+                if getattr(step, key) is not None:  # of exclusive keys, the one given
+                    out[f"steps.{name}.{key}"] = getattr(step, key)
         return out
 
     def only_member(self, i: int) -> "BlendRecipe":
@@ -303,7 +262,7 @@ class BlendRecipe:
 
     def without_steps(self) -> "BlendRecipe":
         """The recipe with every post-processing step switched off: the blend alone."""
-        return self.with_params({f"steps.{s}.enabled": False for s in STEP_ORDER if self.steps.active(s)})
+        return self.with_params({f"steps.{name}.enabled": False for name, step in self.steps.items if step.enabled})
 
     def with_params(self, params: Mapping[str, Any] | None = None, **kw: Any) -> "BlendRecipe":
         """A copy with some values changed, re-validated, addressed by dotted paths.
@@ -326,18 +285,20 @@ def load_recipe(path: str | Path) -> BlendRecipe:
     return recipe_from_dict(read_yaml(path, "blend recipe"), str(path))
 
 
-def dump_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[str, ...] = (),
+def dump_recipe(recipe: BlendRecipe, note: list[str] | tuple[str, ...] = ()) -> str:
+    """The recipe as YAML text, `note` lines as comments on top; `load_recipe` reads it back equal."""
+    return dump_yaml(recipe.to_dict(), note)
+
+
+def save_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[str, ...] = (),
                 out: Outputs | None = None) -> Path:
-    """Write the recipe as YAML, atomically, `note` lines as comments on top; `load_recipe` reads it back equal.
-    With `out`, staged there (in place when the caller commits the run's outputs)."""
-    text = "".join(f"# {line}\n" for line in note) + yaml.safe_dump(recipe.to_dict(), sort_keys=False,
-                                                                    default_flow_style=None, width=100)
-    return write_text(path, text, out)
+    """Write the recipe atomically (staged in `out` when given: in place when the caller commits)."""
+    return write_text(path, dump_recipe(recipe, note), out)
 
 
 def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     """Validate plain data (a parsed YAML) into a BlendRecipe."""
-    top = _Section(raw, "", source)
+    top = Section(raw, "", source)
     top.keys(("name", "data", "fold", "members", "steps", "pseudo", "output", "tune"), required=("name", "data", "members"))
     name = top.string("name")
     if not _NAME.match(name):
@@ -367,12 +328,11 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
         raise KitError(f"{source}: members: the weights sum to 0; at least one must be positive")
 
     steps_sec = top.section("steps")
-    steps_sec.keys(STEP_ORDER)
-    steps = Steps(
-        leak=_leak(steps_sec.get("leak"), source) if steps_sec.has("leak") else None,
-        new_whale=_new_whale(steps_sec.get("new_whale"), source, data, fold) if steps_sec.has("new_whale") else None,
-        balance=_balance(steps_sec.get("balance"), source) if steps_sec.has("balance") else None,
-    )
+    order = steps_in_order()
+    steps_sec.keys([step.name for step in order])
+    context = RecipeContext(source, data, fold)
+    steps = Steps(tuple((step.name, _step(step, steps_sec.get(step.name), context))
+                        for step in order if steps_sec.has(step.name)))
     pseudo_sec = top.section("pseudo")
     pseudo_sec.keys(("enabled", "threshold"))
     pseudo = Pseudo(enabled=pseudo_sec.boolean("enabled", True),
@@ -382,7 +342,7 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
 
 
 def _tune(raw: Any, source: str) -> TuneCfg:
-    sec = _Section(raw, "tune", source)
+    sec = Section(raw, "tune", source)
     sec.keys(("free", "pin", "ranges", "holdout", "parts", "accept", "seed"))
     patterns = {}
     for key in ("free", "pin"):
@@ -410,7 +370,7 @@ def _tune(raw: Any, source: str) -> TuneCfg:
 
 
 def _member(raw: Any, where: str, source: str) -> Member:
-    sec = _Section(raw, where, source)
+    sec = Section(raw, where, source)
     if sec.has("model") == sec.has("submission"):
         raise KitError(f"{source}: {where}: give exactly one of `model:` (a trained member) or `submission:` (a top-5 CSV)")
     if sec.has("model"):
@@ -434,72 +394,43 @@ def _member(raw: Any, where: str, source: str) -> Member:
 
 
 def _calibration(raw: Any, where: str, source: str) -> Calibration:
-    sec = _Section(raw, where, source)
-    method = sec.string("method", default="auto")
-    if method not in METHODS:
-        sec.fail("method", f"is {method!r}; expected one of {', '.join(METHODS)}")
-    allowed = ("method",) + METHOD_PARAMS[method]
+    sec = Section(raw, where, source)
+    method = sec.string("method", default=AUTO)
+    methods = (AUTO, *CALIBRATIONS)
+    if method not in methods:
+        sec.fail("method", f"is {method!r}{did_you_mean(method, methods)}; expected one of {', '.join(methods)}")
+    # auto takes the keys of whatever it may stand for; each is checked by the method defining it
+    owners = [CALIBRATIONS[method]] if method != AUTO else [CALIBRATIONS[m] for m in AUTO_BY_VIEW.values()]
+    fields = {f.name: owner.Params for owner in owners for f in dataclasses.fields(owner.Params)}
+    every_key = {f.name for cal in CALIBRATIONS.values() for f in dataclasses.fields(cal.Params)}
     for key in sec.raw:
-        if key not in allowed and key in ("temperature", "scale", "shift"):
-            sec.fail(key, f"does not apply to method {method}; its keys: {', '.join(allowed)}")
-    sec.keys(allowed)
-    return Calibration(
-        method=method,
-        temperature=sec.number("temperature", None, low=0.0, low_open=True),
-        scale=sec.number("scale", None),
-        shift=sec.number("shift", None),
-    )
+        if key != "method" and key in every_key and key not in fields:
+            sec.fail(key, f"does not apply to method {method}; its keys: {', '.join(('method', *fields))}")
+    sec.keys(("method", *fields))
+    values = []
+    for key, params_cls in fields.items():
+        if sec.get(key) is not None:
+            checked = build(params_cls, {key: sec.get(key)}, source, f"{where}.")
+            values.append((key, getattr(checked, key)))
+    return Calibration(method, tuple(values))
 
 
-def _enabled(sec: "_Section") -> bool:
-    return sec.boolean("enabled", True)
-
-
-def _leak(raw: Any, source: str) -> LeakStep:
-    sec = _Section(raw, "steps.leak", source)
-    sec.keys(("enabled", "max_distance"))
-    return LeakStep(enabled=_enabled(sec), max_distance=sec.integer("max_distance", 0, low=0, high=64))
-
-
-def _new_whale(raw: Any, source: str, data: str, fold: int | str) -> NewWhaleStep:
-    sec = _Section(raw, "steps.new_whale", source)
-    sec.keys(("enabled", "threshold", "proportion"))
-    given = [k for k in ("threshold", "proportion") if sec.get(k) is not None]
-    if len(given) == 2:
-        raise KitError(f"{source}: steps.new_whale: give threshold or proportion, not both")
-    if given == ["proportion"]:
-        return NewWhaleStep(enabled=_enabled(sec), threshold=None,
-                            proportion=sec.number("proportion", None, low=0.0, high=1.0))
-    if given == ["threshold"]:
-        return NewWhaleStep(enabled=_enabled(sec), threshold=sec.number("threshold", 0.5), proportion=None)
-    # Neither: the unknown label first in the share validation holds. A share means the same for
-    # any member set; a threshold of 0.5 does not (its share moved from 0% to 66% between blends).
-    return NewWhaleStep(enabled=_enabled(sec), threshold=None, proportion=validation_unknown_share(data, fold, source))
-
-
-def validation_unknown_share(data: str, fold: int | str, source: str) -> float:
-    """The unknown label's share among the validation images of `fold` (every fold's for `all`)."""
-    from kit.data.competition import load_competition
-    from kit.data.folds import read_folds
-
-    folds_csv = Path(data) / "folds.csv"
-    if fold == -1 or not folds_csv.is_file():
-        why = "fold is -1" if fold == -1 else f"{folds_csv} is missing"
-        raise KitError(f"{source}: steps.new_whale gives neither threshold nor proportion, so it would take "
-                       f"validation's unknown share, but {why}; give one")
-    comp = load_competition(data, check_images=False)
-    folds = read_folds(folds_csv, comp.train)
-    held = folds[folds["fold"] >= 0] if fold == ALL_FOLDS else folds[folds["fold"] == fold]
-    if not len(held):
-        raise KitError(f"{folds_csv}: fold {fold} holds no image; steps.new_whale needs a threshold or a proportion")
-    return round(float((held["label"] == comp.unknown).mean()), 4)
-
-
-def _balance(raw: Any, source: str) -> BalanceStep:
-    sec = _Section(raw, "steps.balance", source)
-    sec.keys(("enabled", "margin", "min_count"))
-    return BalanceStep(enabled=_enabled(sec), margin=sec.number("margin", 0.3, low=0.0),
-                       min_count=sec.integer("min_count", 2, low=1))
+def _step(step, raw: Any, context: RecipeContext):
+    """A step's section -> its Params: types and constraints from the dataclass; of its exclusive
+    keys at most one given (the others off), none given: the step's defaults."""
+    where = f"steps.{step.name}"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise KitError(f"{context.source}: {where} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
+    given = [k for k in step.exclusive if raw.get(k) is not None]
+    if len(given) > 1:
+        raise KitError(f"{context.source}: {where}: give {' or '.join(step.exclusive)}, not more than one")
+    fill = {k: None for k in step.exclusive if k not in given}
+    if step.exclusive and not given:
+        fill.update(step.defaults(context))
+    raw = {k: v for k, v in raw.items() if not (k in step.exclusive and v is None)}
+    return build(step.Params, raw, context.source, where + ".", fill=fill)
 
 
 def _set_path(d: dict, path: str, value: Any, source: str) -> None:
@@ -514,10 +445,10 @@ def _set_path(d: dict, path: str, value: Any, source: str) -> None:
         elif isinstance(node, dict):
             if part not in node:
                 prefix = ".".join(parts[:i + 1])
-                creatable = prefix in ("steps", "pseudo") or prefix in {f"steps.{s}" for s in STEP_ORDER} or (
+                creatable = prefix in ("steps", "pseudo") or prefix in {f"steps.{name}" for name in STEPS} or (
                     part == "calibration" and parts[0] == "members")
                 if not creatable:
-                    raise KitError(f"{source}: with_params: {path!r}: no key {part!r}{_did_you_mean(part, node)}")
+                    raise KitError(f"{source}: with_params: {path!r}: no key {part!r}{did_you_mean(part, node)}")
                 node[part] = {}
             node = node[part]
         else:
@@ -525,92 +456,7 @@ def _set_path(d: dict, path: str, value: Any, source: str) -> None:
     last = parts[-1]
     if isinstance(node, list):
         raise KitError(f"{source}: with_params: {path!r} names a list item, not a key")
-    if path.startswith("steps.new_whale.") and last in ("threshold", "proportion"):
-        node.pop("proportion" if last == "threshold" else "threshold", None)
+    if len(parts) == 3 and parts[0] == "steps" and parts[1] in STEPS and last in STEPS[parts[1]].exclusive:
+        for other in STEPS[parts[1]].exclusive:  # setting one of a step's exclusive keys clears the others
+            node.pop(other, None)
     node[last] = value
-
-
-# ------------------------------------------------------------------------------------ validation
-def _did_you_mean(key: str, valid) -> str:
-    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-class _Section:
-    """One mapping of the recipe with checked accessors; messages say `file: where.key: ...`."""
-
-    def __init__(self, raw: Any, where: str, source: str):
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            what = where or "the recipe"
-            raise KitError(f"{source}: {what} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
-        self.raw, self.where, self.source = raw, where, source
-
-    def _key(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def fail(self, key: str, message: str):
-        raise KitError(f"{self.source}: {self._key(key)} {message}")
-
-    def keys(self, valid, required=()) -> None:
-        for key in self.raw:
-            if key not in valid:
-                raise KitError(
-                    f"{self.source}: unknown key {self._key(str(key))!r}{_did_you_mean(key, valid)}; "
-                    f"valid keys{' in ' + self.where if self.where else ''}: {', '.join(valid)}"
-                )
-        for key in required:
-            if key not in self.raw or self.raw[key] is None:
-                raise KitError(f"{self.source}: missing key {self._key(key)!r}")
-
-    def has(self, key: str) -> bool:
-        return key in self.raw
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)
-
-    def section(self, key: str) -> "_Section":
-        return _Section(self.raw.get(key), self._key(key), self.source)
-
-    def string(self, key: str, default: Any = ...) -> Any:
-        if key not in self.raw or self.raw[key] is None:
-            if default is ...:
-                self.fail(key, "is missing")
-            return default
-        value = self.raw[key]
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"must be a non-empty string, got {value!r}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, got {value!r}")
-        return value
-
-    def number(self, key: str, default: float | None, low: float | None = None, high: float | None = None,
-               low_open: bool = False) -> float | None:
-        if key not in self.raw or self.raw[key] is None:
-            return default
-        value = self.raw[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(key, f"must be a finite number, got {value!r}")
-        value = float(value)
-        if low is not None and (value < low or (low_open and value == low)):
-            self.fail(key, f"is {value:g}; it must be {'>' if low_open else '>='} {low:g}")
-        if high is not None and value > high:
-            self.fail(key, f"is {value:g}; it must be <= {high:g}")
-        return value
-
-    def integer(self, key: str, default: int, low: int | None = None, high: int | None = None) -> int:
-        value = self.raw.get(key, default)
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be an integer, got {value!r}")
-        if low is not None and value < low:
-            self.fail(key, f"is {value}; it must be >= {low}")
-        if high is not None and value > high:
-            self.fail(key, f"is {value}; it must be <= {high}")
-        return value

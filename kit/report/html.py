@@ -21,6 +21,7 @@ from kit.io import Outputs, write_text
 from kit.post import pipeline
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.report import svg
+from kit.tune.study import open_storage
 
 GALLERY_ROWS = 12
 THUMB = (150, 75)
@@ -52,20 +53,9 @@ def _section(anchor: str, title: str, body: str) -> str:
 
 
 def members_section(run: pipeline.BlendRun) -> str:
-    recipe = run.recipe
-    inputs, result = run.val
-    bare = recipe.without_steps()
-    rows, aps, names = [], [], []
-    for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
-        if mi is None or m.weight <= 0:
-            continue
-        alone = pipeline.run(recipe.only_member(i), inputs)
-        alone_bare = pipeline.run(bare.only_member(i), inputs)
-        rows.append([m.name, mi.kind, m.weight, alone_bare.map5, alone.map5])
-        aps.append(alone_bare.ap)
-        names.append(m.name)
-    blend_bare = pipeline.run(bare, inputs)
-    rows.append(["blend", "", 1.0, blend_bare.map5, result.map5])
+    d = run.diagnostics
+    rows = [[a.name, a.kind, a.weight, a.map5_bare, a.map5_with_steps] for a in d.members]
+    rows.append(["blend", "", 1.0, d.blend_bare, run.val[1].map5])
     body = _table(["member", "kind", "weight", "MAP@5 alone", "alone + steps"], rows, left=2)
     w = run.weights
     if w is not None:
@@ -77,11 +67,9 @@ def members_section(run: pipeline.BlendRun) -> str:
                  "weight.</p>"
                  + _table(["member", "weight", "skill", "near-copies"],
                           [[n, float(x), float(q), float(c)] for n, x, q, c in zip(w.names, w.weights, w.skill, w.copies)]))
-    if len(aps) > 1:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.nan_to_num(np.corrcoef(np.vstack(aps)), nan=0.0)
+    if d.ap_correlation is not None:
         body += ("<p>Correlation of the members' per-image AP@5 (blend alone, no steps): members that fail on "
-                 "different images blend best.</p>" + svg.heatmap(corr, names))
+                 "different images blend best.</p>" + svg.heatmap(d.ap_correlation, [a.name for a in d.members]))
     return _section("members", "Members", body)
 
 
@@ -101,22 +89,17 @@ def ablation_section(results: dict[str, pipeline.Result]) -> str:
     return _section("ablation", "Ablation of the steps", body)
 
 
-def threshold_section(recipe: BlendRecipe, inputs: pipeline.Inputs, result: pipeline.Result) -> str:
-    if not recipe.steps.active("new_whale"):
+def threshold_section(run: pipeline.BlendRun) -> str:
+    if run.diagnostics.threshold_curve is None:
         return _section("threshold", "new_whale threshold", "<p>The recipe has no new_whale step.</p>")
-    top1 = result.top_scores[:, 0]
-    grid = np.unique(np.concatenate([np.linspace(0, 1, 41), np.quantile(top1, np.linspace(0, 1, 41))]))
-    maps, shares = [], []
-    for t in grid:
-        r = pipeline.run(recipe.with_params({"steps.new_whale.threshold": float(t)}), inputs)
-        maps.append(r.map5)
-        shares.append(r.new_whale_share)
+    grid, maps, shares = run.diagnostics.threshold_curve
+    result = run.val[1]
     best = int(np.argmax(maps))
     chosen = f"chosen {result.threshold:.3g}: MAP@5 {result.map5:.4f}"
     body = (f"<p>Sweeping the threshold with everything else as in the recipe. Best on this split: "
             f"{grid[best]:.3g} (MAP@5 {maps[best]:.4f}, new_whale first in {shares[best]:.1%}); the recipe's: "
             f"{result.threshold:.3g} (MAP@5 {result.map5:.4f}, {result.new_whale_share:.1%}).</p>"
-            + svg.line_chart({"MAP@5": (grid, maps), "new_whale share": (grid, shares)}, "threshold", "value",
+            + svg.line_chart({"MAP@5": (grid, list(maps)), "new_whale share": (grid, list(shares))}, "threshold", "value",
                              marker=(result.threshold, result.map5, chosen)))
     return _section("threshold", "new_whale threshold", body)
 
@@ -141,8 +124,6 @@ def optuna_section(summary) -> str:
                                            "Optuna's history and the parameter importances here.</p>")
     import optuna
     from optuna.trial import TrialState
-
-    from kit.tune.study import open_storage
 
     study = optuna.load_study(study_name=summary.study_name, storage=open_storage(summary.storage))
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -232,7 +213,7 @@ def build(run: pipeline.BlendRun, summary=None) -> str:
         sections.append(_section("members", "Members", f"<p>No validation split: {escape(skip)}.</p>"))
     sections.append(ablation_section(results))
     if val_result is not None:
-        sections.append(threshold_section(recipe, val_inputs, val_result))
+        sections.append(threshold_section(run))
     sections.append(optuna_section(summary))
     scored = val_result if val_result is not None else results["test"]
     sections.append(scores_section(scored))

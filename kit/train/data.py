@@ -24,7 +24,9 @@ import pandas as pd
 import torch
 
 from kit.data.crops import BadImage, CropCache, CropSpec, centre, crop, key_of
+from kit.data.folds import read_folds, split
 from kit.errors import KitError
+from kit.io import read_csv
 from kit.train.augment import Params, augment_batch, draw, norm_tensors, params, plain_batch
 from kit.train.recipe import Recipe, StageCfg
 
@@ -82,8 +84,6 @@ def _table(frame: pd.DataFrame, directory: Path, boxes: dict, classes: dict[str,
 
 def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, ImageTable, list[str]]:
     """(train table, validation table, classes) for the recipe's fold and pseudo-labels."""
-    from kit.data.folds import read_folds, split
-
     if recipe.fold == -1 and not (data_dir / "folds.csv").is_file():
         train_rows, val_rows = comp.train[["image", "label"]], comp.train[["image", "label"]].iloc[:0]
     else:
@@ -111,8 +111,6 @@ def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, Imag
 
 def _read_extra(path: Path, comp, classes: set[str]) -> pd.DataFrame:
     """extra_train: a pseudo-label CSV `Image,Id` of test images; ids must be trained classes."""
-    from kit.io import read_csv
-
     frame = read_csv(path, ("Image", "Id"), "extra_train pseudo-labels")
     frame = pd.DataFrame({"image": frame["Image"], "label": frame["Id"].str.strip()})
     test = set(comp.test_images)

@@ -19,17 +19,23 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy
 import numpy as np
+import pandas
 import torch
+
+from kit.data.competition import load_competition
+from kit.data.crops import CropSpec, open_crops
+from kit.data.folds import make_folds, write_folds
+from kit.data.synthetic import generate
+from kit.export.images import ImageSource
+from kit.export.member import export_member
+from kit.train.recipe import load_recipe
 
 
 def synthetic_competition(path: Path, size: str) -> Path:
     """A synthetic competition (seed 0) with folds.csv at `path`, made if absent. No hashes: training
     needs none, and phash's numba may be missing on a GPU image."""
-    from kit.data.competition import load_competition
-    from kit.data.folds import make_folds, write_folds
-    from kit.data.synthetic import generate
-
     if not (path / "train.csv").is_file():
         generate(path, size=size, seed=0, progress=False)
     if not (path / "folds.csv").is_file():
@@ -39,9 +45,7 @@ def synthetic_competition(path: Path, size: str) -> Path:
 
 
 def versions() -> dict:
-    import numpy
     import onnxruntime
-    import pandas
     import timm
 
     v = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -57,7 +61,6 @@ def demo_training(small: Path, out: Path, recipes: Sequence[str], epochs: int | 
     """`recipes` (the demo's tiny ones, paths from the repository root) trained one after another on
     `small`: seconds each and in all."""
     from kit.train.loop import train
-    from kit.train.recipe import load_recipe
 
     root = Path(__file__).resolve().parents[2]
     result: dict = {"members": {}}
@@ -78,11 +81,7 @@ def demo_training(small: Path, out: Path, recipes: Sequence[str], epochs: int | 
 
 def export_on_gpu(member: Path, small: Path, echo=print) -> dict:
     """Export one member with provider auto; then its GPU outputs against onnxruntime's on the CPU."""
-    from kit.data.competition import load_competition
-    from kit.data.crops import CropSpec, open_crops
     from kit.export.exporter import relative_error
-    from kit.export.images import ImageSource
-    from kit.export.member import export_member
     from kit.export.runtime import OnnxRunner, TorchRunner
     from kit.train.model import load_member
 

@@ -10,13 +10,24 @@ whose output is the embedding (before L2 normalisation); they differ in the fina
 - `sigmoid`: one logit per identity ("a 2-class problem for every whale"), trained with BCE over
   the hardest negatives.
 
-A head is picked by name from `HEADS`; its loss from `kit.train.losses.LOSSES` by the same name.
+A head is a registered plug-in (`@HEADS.register`, timm's register_model): its module, its loss
+(kit/train/losses.py), the activation that turns its exported logits into probabilities and
+whether unknown-label rows train it by default. A recipe names it (`head: {type: arcface}`);
+adding one is one class here (or in a file that imports this one) and its test.
 """
 from __future__ import annotations
+
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kit.config import Registry
+from kit.train import losses
+from kit.train.recipe import HeadCfg
+
+HEADS = Registry("head")
 
 
 class Neck(nn.Module):
@@ -34,7 +45,7 @@ class Neck(nn.Module):
 
 
 class LinearHead(nn.Module):
-    """Softmax or sigmoid head: a linear layer over the embedding (the loss tells them apart)."""
+    """A linear layer over the embedding: the softmax and sigmoid heads (their losses tell them apart)."""
 
     def __init__(self, in_features: int, num_outputs: int, embedding_dim: int, dropout: float, **_):
         super().__init__()
@@ -46,8 +57,14 @@ class LinearHead(nn.Module):
         return self.classifier(embedding), embedding
 
 
+@HEADS.register
 class ArcFaceHead(nn.Module):
     """s * cos(embedding, class weight); the angular margin is added by the loss, in training only."""
+
+    name: ClassVar[str] = "arcface"
+    activation: ClassVar[str] = "softmax"  # s * cos is a logit: its softmax is a probability
+    learns_unknown: ClassVar[bool] = False
+    loss: ClassVar[Callable] = staticmethod(losses.arcface_loss)
 
     def __init__(self, in_features: int, num_outputs: int, embedding_dim: int, dropout: float, scale: float = 64.0, **_):
         super().__init__()
@@ -68,5 +85,32 @@ class ArcFaceHead(nn.Module):
         return F.linear(F.normalize(embedding.float(), dim=1), F.normalize(self.weight.float(), dim=1))
 
 
-HEADS: dict[str, type[nn.Module]] = {"softmax": LinearHead, "sigmoid": LinearHead, "arcface": ArcFaceHead}
-ACTIVATION = {"softmax": "softmax", "arcface": "softmax", "sigmoid": "sigmoid"}
+@HEADS.register
+class SoftmaxHead(LinearHead):
+    name: ClassVar[str] = "softmax"
+    activation: ClassVar[str] = "softmax"
+    learns_unknown: ClassVar[bool] = False
+    loss: ClassVar[Callable] = staticmethod(losses.softmax_loss)
+
+
+@HEADS.register
+class SigmoidHead(LinearHead):
+    name: ClassVar[str] = "sigmoid"
+    activation: ClassVar[str] = "sigmoid"
+    learns_unknown: ClassVar[bool] = True  # an unknown image is a negative for every identity
+    loss: ClassVar[Callable] = staticmethod(losses.sigmoid_loss)
+
+
+class Criterion:
+    """The recipe's loss: its head's, plus `triplet_weight` x the triplet loss."""
+
+    def __init__(self, cfg: HeadCfg, num_outputs: int, flip_twins: bool):
+        self.cfg, self.num_outputs, self.flip_twins = cfg, num_outputs, flip_twins
+        self.head_loss = HEADS[cfg.type].loss
+
+    def __call__(self, logits, embedding, target, weight) -> torch.Tensor:
+        mask = losses.twin_mask(target, self.num_outputs, self.flip_twins)
+        loss = self.head_loss(logits, target, weight, mask, self.cfg, flip_twins=self.flip_twins)
+        if self.cfg.triplet_weight > 0:
+            loss = loss + self.cfg.triplet_weight * losses.triplet_loss(embedding, target, weight, self.cfg.triplet_margin)
+        return loss

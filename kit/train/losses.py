@@ -1,4 +1,4 @@
-"""Losses over (logits, embedding, target): one per head, plus an optional triplet term.
+"""Losses over (logits, embedding, target): one per head (kit/train/heads.py binds them), plus an optional triplet term.
 
 Targets are column indices: 0..K-1, K..2K-1 for flipped twins, -1 for the unknown label (a
 negative for every identity; only the sigmoid loss uses it). `weight` is 0 for rows that must not
@@ -87,21 +87,3 @@ def triplet_loss(embedding, target, weight, margin: float) -> torch.Tensor:
     per_row = torch.where(anchors, F.relu(hardest_pos - hardest_neg + margin), 0.0)
     # the mean over anchors (0 without any), the graph kept whole for DDP's hooks, no GPU sync
     return per_row.sum() / anchors.sum().clamp(min=1) + embedding.sum() * 0.0
-
-
-LOSSES = {"softmax": softmax_loss, "arcface": arcface_loss, "sigmoid": sigmoid_loss}
-
-
-class Criterion:
-    """The recipe's loss: the head's, plus `triplet_weight` x the triplet loss."""
-
-    def __init__(self, cfg: HeadCfg, num_outputs: int, flip_twins: bool):
-        self.cfg, self.num_outputs, self.flip_twins = cfg, num_outputs, flip_twins
-        self.head_loss = LOSSES[cfg.type]
-
-    def __call__(self, logits, embedding, target, weight) -> torch.Tensor:
-        mask = twin_mask(target, self.num_outputs, self.flip_twins)
-        loss = self.head_loss(logits, target, weight, mask, self.cfg, flip_twins=self.flip_twins)
-        if self.cfg.triplet_weight > 0:
-            loss = loss + self.cfg.triplet_weight * triplet_loss(embedding, target, weight, self.cfg.triplet_margin)
-        return loss

@@ -5,6 +5,7 @@ network from `checkpoint.pt` alone and preprocess with `kit.train.data.load_imag
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from kit.errors import KitError
-from kit.train.heads import ACTIVATION, HEADS
+from kit.train.heads import HEADS
 from kit.train.recipe import Recipe, recipe_from_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,7 +88,6 @@ def feature_width(backbone: nn.Module, input_size: tuple[int, int]) -> int:
 def check_backbone(name: str, source: str = "") -> None:
     """A KitError (naming `source`, the recipe file, when given) unless timm knows the backbone."""
     if not timm.is_model(name):
-        import difflib
 
         near = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise KitError(f"{source + ': ' if source else ''}model.backbone {name!r} is not a timm model"
@@ -150,7 +150,7 @@ def resolve_norm(recipe: Recipe, backbone: nn.Module) -> tuple[tuple[float, ...]
 def member_info(recipe: Recipe, classes: list[str], mean, std, use_boxes: bool) -> MemberInfo:
     return MemberInfo(
         name=recipe.name, classes=tuple(classes), flip_twins=recipe.flip_twins,
-        activation=ACTIVATION[recipe.head.type], input_size=tuple(recipe.input.size),
+        activation=HEADS[recipe.head.type].activation, input_size=tuple(recipe.input.size),
         channels=1 if recipe.input.colour == "grey" else 3, mean=tuple(mean), std=tuple(std),
         use_boxes=use_boxes, box_margin=recipe.input.box_margin, fold=recipe.fold,
         embedding_dim=recipe.head.embedding_dim, backbone=recipe.model.backbone, head=recipe.head.type,

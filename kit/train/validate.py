@@ -1,46 +1,32 @@
 """Local validation during training: MAP@5 on the held-out fold, the unknown label inserted at a threshold.
 
-The blender does this properly (kit.post.new_whale) on exported prediction sets; here it is the
-simple version, enough to watch a run and to compare recipes: per image, the known identities
-sorted by probability, with the unknown label inserted before the first one whose probability is
-below t; t is the best of a small grid (quantiles of the top-1 probability). The baselines are
-what a model that learned nothing would score.
+The blender does this with everything else (kit/post) on exported prediction sets; here it is the
+plain rule, enough to watch a run and to compare recipes: per image, the known identities sorted
+by probability, with the unknown label inserted before the first one whose probability is below
+t, t the exact best on these images (kit.ranking, the search the blender uses). The baselines
+are what a model that learned nothing would score.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from kit.metric import map5
-
-QUANTILES = np.linspace(0.0, 1.0, 21)
-
-
-def top5_with_unknown(probs: np.ndarray, threshold: float, unknown: int) -> np.ndarray:
-    """(N, 5) label codes: the top-5 classes with `unknown` inserted where probability < threshold."""
-    k = min(5, probs.shape[1])
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    scores = np.take_along_axis(probs, top, axis=1)
-    if k < 5:
-        top = np.pad(top, ((0, 0), (0, 5 - k)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, 5 - k)), constant_values=-np.inf)
-    position = (scores >= threshold).sum(axis=1, keepdims=True)  # scores are sorted: a count is a rank
-    j = np.arange(5)[None, :]
-    shifted = np.concatenate([top[:, :1], top[:, :-1]], axis=1)
-    return np.where(j < position, top, np.where(j == position, unknown, shifted))
+from kit.ranking import best_threshold, position_table, top_k
 
 
 def evaluate_probs(probs: np.ndarray, targets: np.ndarray) -> dict:
-    """MAP@5 of (N, K) probabilities against targets (class index, -1 unknown), best threshold."""
+    """MAP@5 of (N, K) probabilities against targets (class index, -1 unknown), at the best threshold."""
     K = probs.shape[1]
     truth = np.where(targets >= 0, targets, K)
-    top1 = probs.max(axis=1) if len(probs) else np.zeros(0)
-    grid = np.unique(np.concatenate([np.quantile(top1, QUANTILES) if len(top1) else [], [np.inf]]))
-    scores = [(map5(top5_with_unknown(probs, t, K), truth), float(t)) for t in grid]
-    best_map, best_t = max(scores, key=lambda s: (s[0], -s[1]))
+    codes, top = top_k(probs)
+    table = position_table(codes, top, truth, K)
+    threshold, best = best_threshold(table)
+    finite = table.scores[np.isfinite(table.scores)]
+    never = not len(finite) or threshold < finite.min()  # below every score: it never enters the top 5
     return {
-        "map5": round(best_map, 5),
-        "threshold": round(best_t, 5) if np.isfinite(best_t) else None,  # None: never insert it
-        "map5_without_unknown": round(map5(top5_with_unknown(probs, -np.inf, K), truth), 5),
+        "map5": round(best, 5),
+        "threshold": None if never else round(threshold, 5),
+        "map5_without_unknown": round(float(table.ap[:, -1].mean()) if len(truth) else 0.0, 5),
         "images": int(len(targets)),
     }
 

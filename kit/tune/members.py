@@ -18,10 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from kit import ranking
 from kit.errors import KitError
-from kit.post import new_whale, pipeline
+from kit.post import pipeline
 from kit.post.compare import Claim, MemberTable, Row, holdout_split, paired_gains
 from kit.post.recipe import BlendRecipe, load_recipe
+from kit.tune.space import search_space
+from kit.tune.study import study_name_for
 
 HELD_OUT, TEST = "held-out val", "test"
 
@@ -32,9 +35,9 @@ def with_own_threshold(recipe: BlendRecipe, inputs: pipeline.Inputs, rows: np.nd
     step = recipe.steps.new_whale
     if step is None or step.proportion is None:
         recipe = recipe.with_params({"steps.new_whale.threshold": 0.5, "steps.new_whale.enabled": True})
-        threshold, _ = new_whale.best_threshold(pipeline.position_table(recipe, inputs).rows(rows))
+        threshold, _ = ranking.best_threshold(pipeline.position_table(recipe, inputs).rows(rows))
         return recipe.with_params({"steps.new_whale.threshold": threshold})
-    share, _ = new_whale.best_share(pipeline.position_table(recipe, inputs).rows(rows))
+    share, _ = ranking.best_share(pipeline.position_table(recipe, inputs).rows(rows))
     return recipe.with_params({"steps.new_whale.proportion": share, "steps.new_whale.enabled": True})
 
 
@@ -83,7 +86,7 @@ def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Input
 
 
 # ------------------------------------------------------------------------ from a recipe (blend.py --members)
-# the first line tune.py writes on top of blends/<name>.tuned.yaml (kit/tune/study.py, dump_recipe's note)
+# the first line tune.py writes on top of blends/<name>.tuned.yaml (kit/tune/study.py, save_recipe's note)
 _TUNED_HEAD = re.compile(r"^# Tuned by scripts/tune\.py from .* \(\d+ trials, study (.+)\)\.$")
 
 
@@ -122,9 +125,6 @@ def tuned_origin(recipe_path: str | Path, tuned_path: str | Path) -> str | None:
     seed (`study_name_for`). If the recipe would make that very name today, the tuned recipe came
     from it, with the same held-out part. A recipe edited since, a `--seed` other than tune.seed or a
     `--study` of one's own give another name."""
-    from kit.tune.space import search_space
-    from kit.tune.study import study_name_for
-
     lines = Path(tuned_path).read_text().splitlines()
     head = _TUNED_HEAD.match(lines[0]) if lines else None
     if head is None:

@@ -6,6 +6,9 @@ Parameters are named by their dotted path in the recipe (`members.0.weight`,
 so a trial's values apply as they are (`BlendRecipe.with_params`), and the recipe's `tune.free`,
 `tune.pin` (glob patterns, e.g. `members.*.weight`) and `tune.ranges` use the same names.
 
+The range of each parameter is its plug-in's (the `tune=Tuning(...)` of a step's or calibration's
+field, kit/post/plugins.py); the weights' is WEIGHT_RANGE.
+
 By default the tuner searches the member weights and the new_whale threshold (or share) only
 (`recipe.DEFAULT_TUNED`): a few hundred validation images support a handful of numbers, not the
 calibrations and step constants of every member. `tune.free` opens more, `tune.pin` closes any.
@@ -17,21 +20,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from kit.config import Tuning, tuning_of
 from kit.errors import KitError
+from kit.post.plugins import AUTO_BY_VIEW, STEPS
 from kit.post.recipe import DEFAULT_TUNED
 
-# the search range of each kind of parameter (by the end of its dotted name): low, high, log scale
-RANGES = {
-    "weight": (0.0, 1.0, False),
-    "calibration.temperature": (0.05, 20.0, True),
-    "calibration.scale": (1.0, 60.0, True),
-    "calibration.shift": (-50.0, 0.0, False),
-    "steps.leak.max_distance": (0, 8, False),
-    "steps.new_whale.threshold": (0.0, 1.0, False),
-    "steps.new_whale.proportion": (0.0, 0.7, False),
-    "steps.balance.margin": (0.0, 1.0, False),
-    "steps.balance.min_count": (1, 10, False),
-}
+WEIGHT_RANGE = Tuning(0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -56,10 +50,20 @@ def every_param(recipe) -> list[Param]:
             continue
         if name.endswith(".weight") and len(recipe.members) == 1:
             continue  # one member: its weight changes nothing
-        kind = next(k for k in RANGES if name.endswith(k))
-        low, high, log = RANGES[kind]
-        space.append(Param(name, low, high, log, integer=isinstance(value, int) and not isinstance(value, bool)))
+        t = tuning(recipe, name)
+        space.append(Param(name, t.low, t.high, t.log, integer=isinstance(value, int) and not isinstance(value, bool)))
     return space
+
+
+def tuning(recipe, name: str) -> Tuning:
+    """The search range of a tunable parameter: its plug-in field's, or the weights'."""
+    parts = name.split(".")
+    if parts[0] == "steps":
+        return tuning_of(STEPS[parts[1]].Params, parts[2])
+    if parts[-1] == "weight":
+        return WEIGHT_RANGE
+    m = recipe.members[int(parts[1])]  # members.<i>.calibration.<key>
+    return tuning_of(m.calibration.resolved(AUTO_BY_VIEW[m.view]).plugin.Params, parts[3])
 
 
 def search_space(recipe) -> list[Param]:

@@ -8,7 +8,7 @@ in words when it is not significant.
 The objective is cross-validated MAP@5 on the tuning part, through `kit.post.pipeline`, the very
 code `blend.py` runs. Optuna proposes the weights (and whatever `tune.free` opens); the new_whale
 threshold, the number that overfits most, is not proposed but fitted exactly inside each trial
-(kit.post.new_whale.cross_validated): the tuning images are split into `tune.parts` parts, the
+(kit.ranking.cross_validated): the tuning images are split into `tune.parts` parts, the
 threshold is chosen on all parts but one and scores that one, for each part. A trial is thus
 scored only on images its threshold never saw, and weights that merely suit one lucky threshold
 lose. A `proportion:` step gets its share fitted the same way (the best threshold's share of the
@@ -29,27 +29,29 @@ machines), or a journal file (`journal:/shared/disk/study.log`) on a shared disk
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import random
+import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
-import warnings
-
 import numpy as np
 
+from kit import ranking
 from kit.errors import KitError
 from kit.io import DISK_ERRORS, Outputs
-from kit.post import new_whale, pipeline
+from kit.post import pipeline
 from kit.post.compare import Gain, holdout_split, paired_gain
-from kit.post.recipe import BlendRecipe, dump_recipe, load_recipe
+from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.progress import interactive
 from kit.tune.space import Param, search_space, to_recipe_values
 
@@ -200,8 +202,6 @@ def _die_with_parent(parent: int) -> None:
     """A worker ends when the tune.py that started it does, even by `kill -9` (Linux: the kernel
     sends SIGTERM); its trial in flight is then marked FAIL by the next run, like any killed one."""
     try:
-        import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the worker finishes its trials and ends
@@ -275,10 +275,10 @@ class Objective:
         current = self.recipe.tunable_params()
         return {p.name: min(max(current[p.name], p.low), p.high) for p in self.space}
 
-    def _fit(self, recipe: BlendRecipe) -> tuple[new_whale.PositionTable, float, float]:
+    def _fit(self, recipe: BlendRecipe) -> tuple[ranking.PositionTable, float, float]:
         """(the tuning part's position table, the threshold or share fitted on all of it, its MAP@5)."""
         table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
-        fit = new_whale.best_share if self.by_share else new_whale.best_threshold
+        fit = ranking.best_share if self.by_share else ranking.best_threshold
         return (table, *fit(table, self.bounds))
 
     def left_out_ap(self, recipe: BlendRecipe) -> np.ndarray:
@@ -289,7 +289,7 @@ class Objective:
         table, value, _ = self._fit(recipe)
         if self.n_parts == 1:
             return table.ap_at(table.threshold_for_share(value) if self.by_share else value)
-        return new_whale.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[1]
+        return ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[1]
 
     def evaluate(self, recipe: BlendRecipe) -> tuple[float, float | None]:
         """(objective, the threshold or share fitted on the whole tuning part, or None if not fitted)."""
@@ -298,7 +298,7 @@ class Objective:
             return float(ap[self.tune_idx].mean()) if len(self.tune_idx) else 0.0, None
         table, value, whole = self._fit(recipe)
         if self.n_parts > 1:
-            whole = new_whale.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[0]
+            whole = ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[0]
         return whole, value
 
     def finish(self, values: dict[str, Any], fitted: float | None) -> BlendRecipe:
@@ -546,5 +546,5 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
         note.append(f"Held-out part ({summary.sizes[1]} validation images no trial saw): {summary.verdict()}.")
         if gain.n and not gain.significant:
             note.append("Not significant: the untuned recipe is as good a choice on this evidence.")
-    dump_recipe(tuned, tuned_path, note=note, out=out)
+    save_recipe(tuned, tuned_path, note=note, out=out)
     return summary

@@ -9,12 +9,11 @@ import pytest
 from kit.data import load_competition
 from kit.data.folds import read_folds
 from kit.errors import KitError
-from kit.export.check import map5_parity, top5_with_unknown
+from kit.export.check import map5_parity
 from kit.export.member import export_member
 from kit.predset import load as load_set
+from kit.testing import make_member
 from kit.train.model import load_member
-
-from tiny_members import make_member
 
 
 def expected_rows(data, fold):
@@ -96,12 +95,6 @@ def test_arcface_member_skip_infer_exports_only(tmp_path, tiny_data):
     report = export_member(member, skip_infer=True, progress=False, log=lambda s: None)
     assert (member / "model.onnx").is_file() and not (member / "preds").exists()
     assert report["parity"]["rel_error"]["logits"] < 1e-4 and report["sets"] == []
-
-
-def test_top5_inserts_the_unknown_at_the_threshold():
-    scores = np.array([[0.9, 0.1, 0.6, 0.3, 0.2, 0.05], [0.2, 0.1, 0.3, 0.0, 0.0, 0.0]])
-    labels = top5_with_unknown(scores, list("abcdef"), "new_whale", 0.5)
-    assert labels == [["a", "c", "new_whale", "d", "e"], ["new_whale", "c", "a", "b", "d"]]
 
 
 def test_cli_errors_are_one_line(tmp_path, export_script):

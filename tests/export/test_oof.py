@@ -11,12 +11,12 @@ from kit.data import load_competition
 from kit.data.folds import read_folds
 from kit.errors import KitError
 from kit.export.check import map5_parity
-from kit.export.member import export_member, find_members
+from kit.export.layout import find_members
+from kit.export.member import export_member
 from kit.export.oof import fold_mean, out_of_fold
 from kit.predset import PredictionSet, reindex
 from kit.predset import load as load_set
-
-from tiny_members import make_member, make_oof_member
+from kit.testing import make_member, make_oof_member
 
 VIEWS = ("logit", "cosine")
 

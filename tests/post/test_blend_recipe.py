@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from kit.errors import KitError
-from kit.post.recipe import (BlendRecipe, Calibration, dump_recipe, load_recipe, recipe_from_dict)
+from kit.post.recipe import (BlendRecipe, Calibration, load_recipe, recipe_from_dict, save_recipe)
 
 GOOD = """
 name: final
@@ -42,7 +42,7 @@ def load_text(tmp_path, text) -> BlendRecipe:
 def test_good_recipe(tmp_path):
     r = load_text(tmp_path, GOOD)
     assert r.name == "final" and r.fold == 0 and len(r.members) == 4
-    assert r.members[0].calibration == Calibration("softmax", temperature=1.5)
+    assert r.members[0].calibration == Calibration("softmax", (("temperature", 1.5),))
     assert r.members[2].calibration.method == "auto" and r.members[2].weight == 1.0
     assert r.members[3].submission == "teammate.csv" and not r.members[3].scored
     assert r.steps.active("leak").max_distance == 0
@@ -59,7 +59,7 @@ def test_defaults_and_omitted_steps(tmp_path):
 
 def test_dump_and_load_round_trip(tmp_path):
     r = load_text(tmp_path, GOOD)
-    out = dump_recipe(r, tmp_path / "blends" / "final.tuned.yaml")
+    out = save_recipe(r, tmp_path / "blends" / "final.tuned.yaml")
     assert load_recipe(out) == r
     assert yaml.safe_load(out.read_text())["steps"]["balance"]["enabled"] is False
     assert recipe_from_dict(r.to_dict()) == r
@@ -70,8 +70,8 @@ def test_with_params(tmp_path):
     t = r.with_params({"members.0.weight": 0.7, "members.0.calibration.temperature": 2.0,
                        "members.2.calibration.temperature": 3.0, "steps.leak.max_distance": 2,
                        "steps.balance.margin": 0.1, "steps.balance.min_count": 3})
-    assert t.members[0].weight == 0.7 and t.members[0].calibration.temperature == 2.0
-    assert t.members[2].calibration == Calibration("auto", temperature=3.0)
+    assert t.members[0].weight == 0.7 and t.members[0].calibration.params.temperature == 2.0
+    assert t.members[2].calibration == Calibration("auto", (("temperature", 3.0),))
     assert t.steps.leak.max_distance == 2 and t.steps.balance.margin == 0.1 and t.steps.balance.min_count == 3
     assert r.members[0].weight == 1.0  # the original is untouched
     # threshold and proportion replace each other
@@ -125,13 +125,13 @@ def test_tunable_params_round_trip(tmp_path):
     (lambda d: d["members"][0].update(weight="heavy"), r"weight must be a finite number"),
     (lambda d: d["members"][0]["calibration"].update(method="isotonic"), r"method is 'isotonic'; expected one of auto"),
     (lambda d: d["members"][0]["calibration"].update(scale=2), r"calibration\.scale does not apply to method softmax"),
-    (lambda d: d["members"][0]["calibration"].update(temperature=0), r"temperature is 0; it must be > 0"),
+    (lambda d: d["members"][0]["calibration"].update(temperature=0), r"calibration.temperature = 0 is out of range; expected a number > 0"),
     (lambda d: d["members"].append(dict(d["members"][0])), r"members\[4\] repeats members\[0\]"),
     (lambda d: [m.update(weight=0) for m in d["members"]], r"weights sum to 0"),
-    (lambda d: d["steps"]["new_whale"].update(proportion=0.3), r"threshold or proportion, not both"),
-    (lambda d: d["steps"]["new_whale"].update(threshold=None, proportion=1.5), r"proportion is 1.5; it must be <= 1"),
-    (lambda d: d["steps"]["leak"].update(max_distance=1.5), r"max_distance must be an integer"),
-    (lambda d: d["steps"]["balance"].update(enabled="yes"), r"enabled must be true or false"),
+    (lambda d: d["steps"]["new_whale"].update(proportion=0.3), r"give threshold or proportion, not more than one"),
+    (lambda d: d["steps"]["new_whale"].update(threshold=None, proportion=1.5), r"proportion = 1.5 is out of range; expected a number in \[0, 1\]"),
+    (lambda d: d["steps"]["leak"].update(max_distance=1.5), r"max_distance = 1.5 must be an integer"),
+    (lambda d: d["steps"]["balance"].update(enabled="yes"), r"enabled = 'yes' must be true or false"),
     (lambda d: d.update(fold="zero"), r"fold must be an integer"),
     (lambda d: d.update(name="my final"), r"not a usable file name"),
     (lambda d: d.update(steps=[1, 2]), r"steps must be a mapping"),
@@ -165,7 +165,7 @@ def test_weights_all_or_none_and_rank_weights(tmp_path):
         load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit, weight: 1}, {submission: s.csv}]\n")
     r = load_text(tmp_path, "name: x\ndata: d\nmembers: [{submission: s.csv, rank_weights: [1, 0.6, 0.3]}]\n")
     assert r.members[0].rank_weights == (1.0, 0.6, 0.3, 0.0, 0.0)
-    assert load_recipe(dump_recipe(r, tmp_path / "again.yaml")) == r
+    assert load_recipe(save_recipe(r, tmp_path / "again.yaml")) == r
     for bad in ("[1, 2, 3, 4, 5, 6]", "[-1]", "one", "[]"):
         with pytest.raises(KitError, match=r"members\[0\].rank_weights must be a list of 1 to 5 numbers >= 0"):
             load_text(tmp_path, f"name: x\ndata: d\nmembers: [{{submission: s.csv, rank_weights: {bad}}}]\n")
@@ -182,7 +182,7 @@ def test_fold_all_and_the_tune_section(tmp_path):
         load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\ntune: {parts: 0}\n")
     with pytest.raises(KitError, match=r"tune.free must be a list"):
         load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\ntune: {free: steps}\n")
-    note = dump_recipe(r, tmp_path / "n.yaml", note=["tuned on 70 images", "not significant"])
+    note = save_recipe(r, tmp_path / "n.yaml", note=["tuned on 70 images", "not significant"])
     assert note.read_text().startswith("# tuned on 70 images\n# not significant\n") and load_recipe(note) == r
 
 

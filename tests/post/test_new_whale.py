@@ -3,9 +3,12 @@ the exact and the cross-validated threshold against brute force."""
 import numpy as np
 import pytest
 
-from kit.post.new_whale import (POSITIONS, PositionTable, best_share, best_threshold, combine, cross_validated, insert_positions,
-                                threshold_for_proportion, threshold_of, vote_positions)
-from kit.post.recipe import NewWhaleStep
+from kit.post.new_whale import combine, threshold_of, vote_positions
+from kit.ranking import (POSITIONS, PositionTable, best_share, best_threshold, cross_validated, insert_positions,
+                         threshold_for_proportion)
+from kit.post.steps.new_whale import NewWhale
+
+NewWhaleStep = NewWhale.Params
 
 
 def test_insert_positions_is_a_constant_column():

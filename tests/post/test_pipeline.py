@@ -14,7 +14,8 @@ import slow
 from kit import predset
 from kit.data import load_competition
 from kit.errors import KitError
-from kit.post.pipeline import assemble, blend_files, prepare, run
+from kit.post.pipeline import blend_files, evaluate, prepare, run
+from kit.ranking import assemble
 from kit.post.recipe import load_recipe
 from kit.metric import check_submission, score_files
 
@@ -380,3 +381,19 @@ def test_a_prediction_set_with_foreign_text_or_a_non_object_meta_is_one_line(pro
     (d / "meta.json").write_text("[1, 2]")
     with pytest.raises(KitError, match=r"meta.json: must be a JSON object of keys, got list"):
         predset.load(d)
+
+
+def test_the_reports_diagnostics_equal_running_the_pipeline_again(project):
+    """evaluate() computes what the report shows once (the report only renders it): each number is
+    what re-running the pipeline gives."""
+    blend_run = evaluate(project["recipe"])
+    recipe, (inputs, _) = blend_run.recipe, blend_run.val
+    d = blend_run.diagnostics
+    for i, alone in enumerate(d.members):
+        assert alone.map5_bare == run(recipe.without_steps().only_member(i), inputs).map5
+        assert alone.map5_with_steps == run(recipe.only_member(i), inputs).map5
+    assert d.blend_bare == run(recipe.without_steps(), inputs).map5
+    grid, maps, shares = d.threshold_curve
+    for k in range(0, len(grid), 7):
+        again = run(recipe.with_params({"steps.new_whale.threshold": float(grid[k])}), inputs)
+        assert maps[k] == pytest.approx(again.map5, abs=1e-12) and shares[k] == pytest.approx(again.new_whale_share)

@@ -32,7 +32,13 @@ def assert_same_weights(a: dict, b: dict, keys=None, atol=0.0):
 
 def test_train_writes_the_member(learnable, tiny_recipe, tmp_path):
     recipe = tiny_recipe(learnable, head={"type": "arcface", "scale": 16.0, "margin": 0.2}, augment={"flip": "twin"})
-    out = train(recipe, out=tmp_path / "m", progress=False)
+    own = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = train(recipe, out=tmp_path / "m", progress=False, threads=2)
+        assert torch.get_num_threads() == 1  # the caller's setting is put back
+    finally:
+        torch.set_num_threads(own)
     assert {p.name for p in out.iterdir()} >= {"recipe.yaml", "classes.txt", "checkpoint.pt", "metrics.json", "train.log"}
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # plain data, no pickle of classes
     assert {"model", "recipe", "classes", "epoch", "stage", "optimizer", "scheduler", "rng"} <= set(ckpt)
@@ -172,7 +178,7 @@ def test_script_prints_one_line_errors(tmp_path, capsys):
         cli.run(main, [str(tmp_path / "r.yaml")])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "unknown key 'heads'; did you mean 'head'" in err and "\n" not in err
+    assert err.startswith("error: ") and "unknown key 'heads' (did you mean 'head'?)" in err and "\n" not in err
 
 
 # ---- fold: all (an out-of-fold member: one member per fold) ------------------------------------

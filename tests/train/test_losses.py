@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from kit.train.losses import Criterion, arcface_loss, sigmoid_loss, softmax_loss, triplet_loss, twin_mask
+from kit.train.heads import Criterion
+from kit.train.losses import arcface_loss, sigmoid_loss, softmax_loss, triplet_loss, twin_mask
 from kit.train.model import build_model
 from kit.train.recipe import HeadCfg
 

@@ -4,7 +4,7 @@ import pytest
 
 from kit.errors import KitError
 from kit.post.recipe import recipe_from_dict
-from kit.tune.space import RANGES, Param, every_param, search_space, to_recipe_values
+from kit.tune.space import Param, every_param, search_space, to_recipe_values
 
 MEMBERS = [
     {"model": "models/a", "view": "logit", "weight": 1.0, "calibration": {"method": "softmax", "temperature": 1.0}},
@@ -56,7 +56,7 @@ def test_space_follows_the_recipe():
     steps = {"leak": {"enabled": False, "max_distance": 1}, "new_whale": {"proportion": 0.3}}
     names = by_name(every_param(recipe(steps=steps)))
     assert not any(n.startswith(("steps.leak", "steps.balance")) for n in names)
-    assert names["steps.new_whale.proportion"] == Param("steps.new_whale.proportion", *RANGES["steps.new_whale.proportion"])
+    assert names["steps.new_whale.proportion"] == Param("steps.new_whale.proportion", 0.0, 0.7)  # the step's tuning range
     assert "steps.new_whale.threshold" not in names
 
 
@@ -97,8 +97,8 @@ def test_bad_pins_and_ranges_name_the_key(tune, message):
 
 @pytest.mark.parametrize("name, bounds, message", [
     ("members.0.weight", [-1, 1], r"members\[0\].weight is -1; it must be >= 0"),
-    ("steps.balance.min_count", [0, 3], r"steps.balance.min_count is 0; it must be >= 1"),
-    ("steps.balance.margin", [-0.5, 0.5], r"steps.balance.margin is -0.5; it must be >= 0"),
+    ("steps.balance.min_count", [0, 3], r"steps.balance.min_count = 0 is out of range; expected an integer >= 1"),
+    ("steps.balance.margin", [-0.5, 0.5], r"steps.balance.margin = -0.5 is out of range; expected a number >= 0"),
 ])
 def test_a_range_the_recipe_cannot_take_is_refused_up_front(name, bounds, message):
     """Found before the study starts, naming the range, not as a failed trial mid-study."""

@@ -1,0 +1,1 @@
+"""The member calibrations, one plug-in per file (kit/post/plugins.py); each registers itself on import."""

@@ -1,0 +1,152 @@
+"""The post-processor's plug-ins: steps and calibrations, each one file, found by its registry.
+
+A step (kit/post/steps/<name>.py) edits the blended ranking after the blend: its `Params` are a
+frozen dataclass whose fields carry their constraint and tuning range (`kit.config.param`), its
+`order` places it in the pipeline, `apply(state, params, inputs)` does the work. A calibration
+(kit/post/calibrations/<name>.py) turns one member's scores into what the blend averages.
+
+Everything else iterates the registries: the blend recipe's parser ("did you mean" included),
+`BlendRecipe.tunable_params`, the tuner's search space (kit/tune/space.py), the pipeline's order,
+the ablation table and the docs table (`docs_table`, in docs/recipes.md). Adding a step or a
+calibration is one new file in its package, and its test; `STEPS.register` / `unregister` add and
+remove one at run time (tests/post/test_plugins.py does, with a step that does nothing).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kit.config import Registry, param, tuning_of
+
+STEPS = Registry("step")
+CALIBRATIONS = Registry("calibration")
+
+
+@dataclass(frozen=True)
+class StepParams:
+    """What every step's parameters share: `enabled: false` keeps a step in the recipe, switched off."""
+
+    enabled: bool = param(True, help="false: keep the step in the recipe but skip it")
+
+
+@dataclass(frozen=True)
+class RecipeContext:
+    """What a step's defaults may depend on: the recipe's file, competition and fold."""
+
+    source: str
+    data: str
+    fold: int | str
+
+
+class Step:
+    """A post-processing step: subclass, set the class attributes, define `apply`, register."""
+
+    name: ClassVar[str]
+    order: ClassVar[int]  # steps run by ascending order
+    help: ClassVar[str]  # one line for the docs table
+    Params: ClassVar[type]  # a frozen dataclass deriving from StepParams
+    # at most one of these keys is given: setting one clears the others (new_whale's threshold | proportion)
+    exclusive: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def defaults(cls, context: RecipeContext) -> dict[str, Any]:
+        """Values for the exclusive keys when the recipe gives none of them (default: the dataclass's)."""
+        return {}
+
+    @staticmethod
+    def apply(state, params, inputs) -> None:
+        """Edit the pipeline's state (kit.post.pipeline.State) in place."""
+        raise NotImplementedError
+
+
+class Calibration:
+    """A member calibration: subclass, set the class attributes, register. Either the blend kernel
+    applies it on the fly (`kernel`, `kernel_params`: softmax, sigmoid, affine; kit/post/blend.py),
+    or `transform` computes the calibrated matrix once (kept per member) and the kernel takes it
+    as it is."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    Params: ClassVar[type]  # a frozen dataclass (no fields: nothing to set)
+    kernel: ClassVar[str] = "none"  # softmax | sigmoid | affine | none
+    nonnegative: ClassVar[bool] = False  # what reaches the blend is >= 0 (the tuner's cached candidate blend needs it)
+
+    @staticmethod
+    def kernel_params(params) -> tuple[float, float]:
+        """The kernel's (p1, p2)."""
+        return 0.0, 0.0
+
+    @staticmethod
+    def transform(scores: np.ndarray, params) -> np.ndarray | None:
+        """The calibrated (N, C) float32 matrix, or None: the scores go to the kernel as they are."""
+        return None
+
+    @staticmethod
+    def yields_probability(kind: str) -> bool:
+        """Whether it gives a probability for a prediction set of this kind (logit | cosine | prob)."""
+        return False
+
+
+def steps_in_order() -> list[type[Step]]:
+    return sorted(STEPS.values(), key=lambda s: s.order)
+
+
+def tunable_fields(params_cls: type) -> list[str]:
+    """The fields of a plug-in's Params that a tuner may search (those with a tuning range)."""
+    return [f.name for f in dataclasses.fields(params_cls) if tuning_of(params_cls, f.name) is not None]
+
+
+def auto_calibration(kind: str, activation: str | None) -> str:
+    """What calibration `auto` means for a prediction set: a logit set's own activation (softmax
+    or sigmoid, from its meta), `affine` for cosines, `none` for probabilities."""
+    return {"logit": activation or "softmax", "cosine": "affine", "prob": "none"}[kind]
+
+
+# the calibration `auto` stands for in a recipe, by view (what its tunable parameters are)
+AUTO_BY_VIEW = {"logit": "softmax", "cosine": "affine"}
+
+
+def load_plugins() -> None:
+    """Import every module of kit/post/steps and kit/post/calibrations: each registers itself."""
+    for package in ("kit.post.steps", "kit.post.calibrations"):
+        pkg = importlib.import_module(package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+# ------------------------------------------------------------------------------------ the docs
+def docs_table() -> str:
+    """The markdown tables of every step and calibration with their keys (docs/recipes.md holds it)."""
+    def row(prefix: str, params_cls: type) -> list[str]:
+        out = []
+        for f in dataclasses.fields(params_cls):
+            if f.name == "enabled":
+                continue
+            check, tune = f.metadata.get("check"), f.metadata.get("tune")
+            default = "—" if f.default is dataclasses.MISSING else ("null" if f.default is None else f"{f.default:g}"
+                                                                     if isinstance(f.default, float) else str(f.default))
+            rng = "—" if tune is None else f"[{tune.low:g}, {tune.high:g}]" + (" log" if tune.log else "")
+            out.append(f"| {prefix} | `{f.name}` | {default} | {check or 'any'} | {rng} | {f.metadata.get('help', '')} |")
+        return out
+
+    lines = ["| step (order) | key | default | allowed | tuning range | what it does |", "|---|---|---|---|---|---|"]
+    for step in steps_in_order():
+        lines.append(f"| **{step.name}** ({step.order}) | | | | | {step.help} |")
+        lines += row("", step.Params)
+    lines += ["", "| calibration | key | default | allowed | tuning range | what it does |", "|---|---|---|---|---|---|"]
+    for cal in CALIBRATIONS.values():
+        lines.append(f"| **{cal.name}** | | | | | {cal.help} |")
+        lines += row("", cal.Params)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m kit.post.plugins: the tables docs/recipes.md holds
+    from kit.post import plugins  # the registries plug-ins register in (not this __main__'s copies)
+
+    plugins.load_plugins()
+    print(plugins.docs_table())

@@ -1,0 +1,1 @@
+"""The post-processing steps, one plug-in per file (kit/post/plugins.py); each registers itself on import."""

@@ -1,0 +1,56 @@
+"""The unknown label by threshold (2019's 3rd place) or by share: see kit/post/new_whale.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kit.config import Interval, Tuning, param
+from kit.data.competition import load_competition
+from kit.data.folds import ALL_FOLDS, read_folds
+from kit.errors import KitError
+from kit.post import new_whale
+from kit.post.plugins import STEPS, RecipeContext, Step, StepParams
+from kit.ranking import insert_positions
+
+
+@STEPS.register
+class NewWhale(Step):
+    name = "new_whale"
+    order = 20
+    help = ("insert the unknown label before the first identity scoring below a threshold, or at a share of "
+            "images; neither given: validation's unknown share")
+    exclusive = ("threshold", "proportion")
+
+    @dataclass(frozen=True)
+    class Params(StepParams):
+        threshold: float | None = param(0.5, tune=Tuning(0.0, 1.0), help="the blended score below which it goes in")
+        proportion: float | None = param(None, check=Interval(0, 1), tune=Tuning(0.0, 0.7),
+                                         help="the share of images that get it first")
+
+    @classmethod
+    def defaults(cls, context: RecipeContext) -> dict[str, Any]:
+        # A share means the same for any member set; a threshold of 0.5 does not (its share moved
+        # from 0% to 66% between blends).
+        return {"threshold": None, "proportion": validation_unknown_share(context)}
+
+    @staticmethod
+    def apply(state, params, inputs) -> None:
+        state.threshold = new_whale.threshold_of(params, state.scores[:, 0], state.new_whale_at == 0)
+        state.new_whale_at = new_whale.combine(state.new_whale_at,
+                                               insert_positions(state.scores, state.threshold))
+
+
+def validation_unknown_share(context: RecipeContext) -> float:
+    """The unknown label's share among the validation images of the recipe's fold (every fold's for `all`)."""
+    folds_csv = Path(context.data) / "folds.csv"
+    if context.fold == -1 or not folds_csv.is_file():
+        why = "fold is -1" if context.fold == -1 else f"{folds_csv} is missing"
+        raise KitError(f"{context.source}: steps.new_whale gives neither threshold nor proportion, so it would take "
+                       f"validation's unknown share, but {why}; give one")
+    comp = load_competition(context.data, check_images=False)
+    folds = read_folds(folds_csv, comp.train)
+    held = folds[folds["fold"] >= 0] if context.fold == ALL_FOLDS else folds[folds["fold"] == context.fold]
+    if not len(held):
+        raise KitError(f"{folds_csv}: fold {context.fold} holds no image; steps.new_whale needs a threshold or a proportion")
+    return round(float((held["label"] == comp.unknown).mean()), 4)

@@ -1,0 +1,280 @@
+"""Top-5 lists with the unknown label: the one place they are built, for train, export and post.
+
+`assemble` makes the top-5 from a ranking: leak labels pinned first, the ranking (top-1/2 swapped
+where asked) with the unknown label inserted at its position, no label twice. A threshold t puts
+the unknown label before the first candidate scoring below t (`insert_positions`; the 3rd place's
+rule); `top5_with_unknown` is that on raw scores, what training's validation and export's parity
+check score.
+
+Choosing t: a threshold only decides, per image, the unknown label's position among the first five
+(0 to 5, 5 = not in it), and the images' AP@5 for each position can be listed once
+(`PositionTable`). Lowering t from above every score moves one image one position at a time, at
+the image's top-5 scores; one sorted sweep over those 5N events gives MAP@5 at every distinct
+threshold (`sweep`), so the best threshold of a set of images is exact, not a grid point
+(`best_threshold`), and so is a cross-validated one (`cross_validated`: fitted on all parts but
+one, scored on that one, for each part). A chosen t sits midway between the two scores that bound
+its interval, so it does not hinge on one image's exact score.
+
+Choosing a share instead (`by_share=True`): the best threshold of the fitting images, expressed as
+the share of them that get the unknown label first, then applied to other images as that share of
+theirs. A share transfers where a threshold does not: an out-of-fold member's test set is the mean
+of its fold models, less confident than any one of them, so its top-1 scores sit lower on test
+than on the out-of-fold images the threshold was fitted on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from kit.metric import K, average_precision
+
+POSITIONS = 6  # the unknown label at 0..4 in the top-5, or 5: not in it
+# AP@5 is 0, 1, 1/2, 1/3, 1/4 or 1/5: in sixtieths every sum is a whole number, so equal scores
+# tie exactly and the choice among them does not hang on the order of a float sum
+UNIT = 60
+
+
+@njit(cache=True, nogil=True)
+def assemble(top, pinned, new_whale_at, swap, unknown):
+    """The top-5: the leak's labels, then the ranking (top-1/2 swapped where asked) with the
+    unknown label inserted at its position; no label twice."""
+    n, k = top.shape
+    out = np.full((n, 5), -1, np.int64)
+    for i in range(n):
+        m = 0
+        for p in range(pinned.shape[1]):
+            c = pinned[i, p]
+            if c < 0 or m == 5:
+                break
+            out[i, m] = c
+            m += 1
+        for p in range(k + 1):
+            if m == 5:
+                break
+            if p == new_whale_at[i]:
+                dup = False
+                for t in range(m):
+                    dup |= out[i, t] == unknown
+                if not dup:
+                    out[i, m] = unknown
+                    m += 1
+                    if m == 5:
+                        break
+            if p == k:
+                break
+            q = 1 - p if (swap[i] and p < 2) else p
+            c = top[i, q]
+            dup = False
+            for t in range(m):
+                dup |= out[i, t] == c
+            if not dup:
+                out[i, m] = c
+                m += 1
+    return out
+
+
+def insert_positions(top_scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Per image, the number of ranked candidates scoring >= threshold (scores descending)."""
+    return (top_scores >= np.float32(threshold)).sum(axis=1).astype(np.int64)
+
+
+def threshold_for_proportion(top1: np.ndarray, proportion: float, already: int = 0) -> float:
+    """The threshold t with round(p * N) images having the unknown label first: `already` of them by
+    the vote, the rest by top-1 score < t (fewer if scores tie). `top1`: the other images' top-1."""
+    n = len(top1) + already
+    if n == 0:
+        return 0.0
+    m = int(round(proportion * n)) - already
+    s = np.sort(np.asarray(top1, dtype=np.float32))
+    if m <= 0 or len(s) == 0:
+        return float(s[0]) if len(s) else 0.0
+    if m >= len(s):
+        return float(np.nextafter(s[-1], np.float32(np.inf)))
+    return float(s[m])
+
+
+def top_k(scores: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scores) of each row's k best columns, descending (ties: the lower column first);
+    rows with fewer than k columns are padded with -1 / -inf."""
+    n, c = scores.shape
+    width = min(k, c)
+    part = np.argpartition(-scores, width - 1, axis=1)[:, :width] if width < c else np.tile(np.arange(c), (n, 1))
+    order = np.take_along_axis(part, np.lexsort((part, -np.take_along_axis(scores, part, 1)), axis=1), 1)
+    top = np.take_along_axis(scores, order, 1)
+    if width < k:
+        order = np.pad(order, ((0, 0), (0, k - width)), constant_values=-1)
+        top = np.pad(top, ((0, 0), (0, k - width)), constant_values=-np.inf)
+    return order.astype(np.int64), top
+
+
+def top5_with_unknown(scores: np.ndarray, threshold: float, unknown: int) -> np.ndarray:
+    """(N, 5) codes: each row's top-5 columns, the unknown label inserted before the first scoring below `threshold`."""
+    codes, top = top_k(scores)
+    n = len(codes)
+    return assemble(codes, np.empty((n, 0), np.int64), insert_positions(top, threshold), np.zeros(n, np.bool_), unknown)
+
+
+def position_table(codes: np.ndarray, top: np.ndarray, truth: np.ndarray, unknown: int,
+                   pinned: np.ndarray | None = None, swap: np.ndarray | None = None,
+                   cap: np.ndarray | None = None) -> "PositionTable":
+    """The PositionTable of a ranking (`codes`, `top` its scores, descending): AP@5 with the unknown
+    label at each position. `pinned`, `swap`: the leak's labels and the balance swaps, kept as
+    they are; `cap`: where a vote already put it (default: nowhere)."""
+    n = len(codes)
+    pinned = np.empty((n, 0), np.int64) if pinned is None else pinned
+    swap = np.zeros(n, np.bool_) if swap is None else swap
+    ap = np.stack([average_precision(assemble(codes, pinned, np.full(n, p, np.int64), swap, unknown), truth)
+                   for p in range(POSITIONS)], axis=1)
+    scores = np.full((n, K), -np.inf, np.float32)  # fewer than 5 identities: the rest never rank
+    scores[:, :min(K, top.shape[1])] = top[:, :K]
+    cap = np.full(n, POSITIONS - 1, np.int64) if cap is None else cap
+    return PositionTable(ap, scores, cap)
+
+
+@dataclass
+class PositionTable:
+    """What a threshold decides, image by image: AP@5 with the unknown label at each position
+    0..5 (`ap`), the blended top-5 scores that set its position (`scores`), and the position the
+    vote already gives it (`cap`, 5 without a vote)."""
+
+    ap: np.ndarray  # float64 (N, 6)
+    scores: np.ndarray  # float32 (N, 5), descending
+    cap: np.ndarray  # int64 (N,)
+
+    def rows(self, idx: np.ndarray) -> "PositionTable":
+        return PositionTable(self.ap[idx], self.scores[idx], self.cap[idx])
+
+    def ap_at(self, threshold: float) -> np.ndarray:
+        """Per-image AP@5 with the step at `threshold`."""
+        at = np.minimum(insert_positions(self.scores, threshold), self.cap)
+        return self.ap[np.arange(len(at)), np.minimum(at, POSITIONS - 1)]
+
+    def share_at(self, threshold: float) -> float:
+        """The share of images with the unknown label first at `threshold` (the vote's included)."""
+        return float(_shares(self, np.array([threshold]))[0])
+
+    def threshold_for_share(self, share: float) -> float:
+        """The threshold that puts the unknown label first in `share` of these images (see
+        threshold_for_proportion)."""
+        voted = self.cap == 0
+        return threshold_for_proportion(self.scores[~voted, 0], share, int(voted.sum()))
+
+
+@njit(cache=True, nogil=True)
+def _sweep(scores, ap, cap, part, n_parts):
+    n, width = scores.shape
+    flat = scores.ravel()
+    order = np.argsort(-flat, kind="mergesort")
+    values = np.empty(n * width + 1, np.float64)  # states[g] holds for t in (values[g + 1], values[g]]
+    totals = np.zeros((n * width + 1, n_parts), np.int64)
+    pos = np.zeros(n, np.int64)
+    for i in range(n):
+        totals[0, part[i]] += ap[i, min(cap[i], 0)]
+    values[0] = np.inf
+    g, e = 1, 0
+    while e < len(order):
+        s = flat[order[e]]
+        if s == -np.inf:  # padding of a ranking shorter than 5: never ahead of any threshold
+            break
+        totals[g] = totals[g - 1]
+        while e < len(order) and flat[order[e]] == s:
+            i = order[e] // width
+            old = min(cap[i], pos[i])
+            pos[i] += 1
+            totals[g, part[i]] += ap[i, min(cap[i], pos[i])] - ap[i, old]
+            e += 1
+        values[g] = s
+        g += 1
+    return values[:g], totals[:g]
+
+
+def sweep(table: PositionTable, part: np.ndarray | None = None, n_parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds (G,), AP@5 sums in sixtieths (G, n_parts), int64): every distinct outcome of a
+    threshold over the images, from the highest threshold (the unknown label first everywhere) down,
+    and its AP@5 sum in each part (`part`: each image's part, 0..n_parts-1)."""
+    n = len(table.cap)
+    part = np.zeros(n, np.int64) if part is None else np.asarray(part, np.int64)
+    cap = np.minimum(np.where(table.cap < 0, POSITIONS - 1, table.cap), POSITIONS - 1)
+    ap = np.rint(table.ap * UNIT).astype(np.int64)
+    values, totals = _sweep(np.ascontiguousarray(table.scores, np.float32), ap, cap.astype(np.int64), part, int(n_parts))
+    return _midpoints(values), totals
+
+
+def _midpoints(values: np.ndarray) -> np.ndarray:
+    """A threshold inside each state's interval (values[g + 1], values[g]]: the midpoint, one above
+    the highest score for the first state and one below the lowest for the last."""
+    if len(values) == 1:
+        return np.array([1.0])
+    hi = values.copy()
+    hi[0] = values[1] + 1.0
+    lo = np.append(values[1:], values[-1] - 1.0)
+    mid = (hi + lo) / 2
+    # float32 comparisons decide at run time: a midpoint that rounds onto the lower score would let
+    # it stay ahead, another state; the upper end is in the interval
+    mid32 = mid.astype(np.float32)
+    return np.where(mid32 > lo.astype(np.float32), mid32.astype(np.float64), hi)
+
+
+def _allowed(thresholds: np.ndarray, bounds: tuple[float, float] | None) -> np.ndarray:
+    """The states whose threshold lies within `bounds` (all when none does: then the nearest)."""
+    if bounds is None:
+        return np.ones(len(thresholds), bool)
+    inside = (thresholds >= bounds[0]) & (thresholds <= bounds[1])
+    if inside.any():
+        return inside
+    gap = np.maximum(bounds[0] - thresholds, thresholds - bounds[1])
+    return gap == gap.min()
+
+
+def best_threshold(table: PositionTable, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(threshold, MAP@5): the best threshold on these images, exactly, within `bounds` if given;
+    ties: the highest."""
+    if len(table.cap) == 0:
+        return 1.0, 0.0
+    thresholds, totals = sweep(table)
+    score = np.where(_allowed(thresholds, bounds), totals[:, 0], -1)
+    g = int(np.argmax(score))
+    return float(thresholds[g]), float(totals[g, 0] / UNIT / len(table.cap))
+
+
+def best_share(table: PositionTable, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(share, MAP@5): the best threshold on these images as the share of them it puts the unknown
+    label first in, within `bounds` (of the share) if given; ties: the highest threshold."""
+    if len(table.cap) == 0:
+        return 0.0, 0.0
+    thresholds, totals = sweep(table)
+    shares = _shares(table, thresholds)
+    g = int(np.argmax(np.where(_allowed(shares, bounds), totals[:, 0], -1)))
+    return float(shares[g]), float(totals[g, 0] / UNIT / len(table.cap))
+
+
+def _shares(table: PositionTable, thresholds: np.ndarray) -> np.ndarray:
+    """The share of `table`'s images with the unknown label first at each threshold."""
+    voted = table.cap == 0
+    top1 = np.sort(table.scores[~voted, 0].astype(np.float32))
+    below = np.searchsorted(top1, thresholds.astype(np.float32), side="left")  # top-1 < t
+    return (below + voted.sum()) / max(len(table.cap), 1)
+
+
+def cross_validated(table: PositionTable, part: np.ndarray, n_parts: int, bounds: tuple[float, float] | None = None,
+                    by_share: bool = False) -> tuple[float, np.ndarray]:
+    """(MAP@5, per-image AP@5): for each part, the best threshold on the other parts (within
+    `bounds`) scored on this one, or with `by_share` that threshold's share of the other parts
+    applied as the same share of this one; every image is scored by a rule it did not help choose.
+    Ties: the highest threshold."""
+    thresholds, totals = sweep(table, part, n_parts)
+    whole = totals.sum(axis=1)
+    ap = np.empty(len(part))
+    for k in range(n_parts):
+        here, rest = np.flatnonzero(part == k), np.flatnonzero(part != k)
+        fit = whole - totals[:, k]
+        if by_share:
+            shares = _shares(table.rows(rest), thresholds)
+            g = int(np.argmax(np.where(_allowed(shares, bounds), fit, -1)))
+            ap[here] = table.rows(here).ap_at(table.rows(here).threshold_for_share(shares[g]))
+        else:
+            g = int(np.argmax(np.where(_allowed(thresholds, bounds), fit, -1)))
+            ap[here] = table.rows(here).ap_at(thresholds[g])
+    return float(ap.mean()) if len(ap) else 0.0, ap
