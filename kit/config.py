@@ -101,10 +101,6 @@ def param(default: Any = dataclasses.MISSING, *, check: Interval | Rule | OneOf 
                              metadata={"check": check, "tune": tune, "help": help})
 
 
-def check_of(cls: type, name: str) -> Interval | Rule | None:
-    return {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("check")
-
-
 def tuning_of(cls: type, name: str) -> Tuning | None:
     return {f.name: f for f in dataclasses.fields(cls)}[name].metadata.get("tune")
 
@@ -112,7 +108,8 @@ def tuning_of(cls: type, name: str) -> Tuning | None:
 # ------------------------------------------------------------------------------------ registries
 class Registry(dict):
     """Plug-ins of one kind by name (timm's register_model): `@REGISTRY.register` on the class,
-    whose `name` attribute is its key in recipes; a misspelled name gets a "did you mean"."""
+    whose `name` attribute is its key in recipes (the recipes' checks give a misspelling its
+    "did you mean")."""
 
     def __init__(self, kind: str):
         super().__init__()
@@ -126,12 +123,6 @@ class Registry(dict):
 
     def unregister(self, name: str) -> None:
         del self[name]
-
-    def lookup(self, name: Any, where: str) -> Any:
-        if name not in self:
-            raise KitError(f"{where} = {show(name)} is not a {self.kind}{did_you_mean(name, self)}; "
-                           f"the {self.kind}s: {', '.join(self)}")
-        return self[name]
 
 
 # ------------------------------------------------------------------------------------- building

@@ -13,6 +13,7 @@ Torch is imported inside the member functions only: the light install runs the r
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +22,12 @@ import pandas as pd
 import yaml
 from PIL import Image, ImageDraw
 
+from kit.config import dump_yaml
 from kit.data.competition import LAYOUTS, load_competition
 from kit.data.folds import make_folds, read_folds, split, write_folds
+from kit.io import write_text
 from kit.predset import PredictionSet
-from kit.train.recipe import ALL_FOLDS, fold_dir, recipe_from_dict
+from kit.train.recipe import ALL_FOLDS, fold_dir, load_recipe, recipe_from_dict, save_recipe
 
 UNKNOWN = "new_whale"
 LAYOUT = {layout.name: layout for layout in LAYOUTS}
@@ -244,7 +247,7 @@ def write_blend_recipe(path: Path, data: Path, members: list[dict], **extra) -> 
               "pseudo": {"threshold": 0.5}, "output": str(path.parent / "submissions")}
     recipe.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    write_text(path, dump_yaml(recipe))
     return path
 
 
@@ -319,6 +322,6 @@ def make_oof_member(out: Path, data: Path, *, flip: str = "none", drop_classes: 
     for k in folds:
         make_member(fold_dir(out, k), data, flip=flip, fold=k, seed=k + 1,
                     drop_classes=(drop_classes or {}).get(k, 0), name=f"{out.name}.fold{k}")
-    raw = yaml.safe_load((fold_dir(out, folds[0]) / "recipe.yaml").read_text())
-    (out / "recipe.yaml").write_text(yaml.safe_dump({**raw, "name": out.name, "fold": ALL_FOLDS}))
+    first = load_recipe(fold_dir(out, folds[0]) / "recipe.yaml", checkpoint=True)
+    save_recipe(dataclasses.replace(first, name=out.name, fold=ALL_FOLDS), out / "recipe.yaml")
     return out

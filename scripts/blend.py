@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         tuned, tuned_note = load_tuned(args.tuned, args.recipe) if args.tuned else tuned_beside(args.recipe)
 
     with outputs() as out:  # the submission, pseudo-labels and report: all in place, or none
-        run = blend_files(args.recipe, out=out)
+        run = blend_files(args.recipe, out=out, diagnostics=not args.no_report)
         if not args.no_report:
             from kit.report.html import write_report
 

@@ -29,3 +29,11 @@ def test_the_validation_threshold_is_at_least_as_good_as_any_grid_point():
     assert got["map5"] >= round(max(grid), 5)
     assert got["map5"] == round(map5(top5_with_unknown(probs.astype(np.float32), got["threshold"], k), truth), 5)
     assert got["map5_without_unknown"] == round(map5(top_k(probs)[0], truth), 5)
+
+
+def test_an_identity_without_a_column_is_never_a_hit():
+    """-1 is the unknown label; another negative code (export's truth for an identity the member lacks) is a miss."""
+    probs = np.array([[0.9, 0.1]] * 3 + [[0.2, 0.8]] * 3, np.float32)
+    targets = np.array([0, 0, 0, -2, -2, -2])
+    got = evaluate_probs(probs, targets)
+    assert got["map5"] == 0.5 and got["map5_without_unknown"] == 0.5  # the -2 images score 0 however it is set

@@ -67,7 +67,7 @@ def own_threshold(ps: PredictionSet, truth: pd.DataFrame, unknown: str, default:
     """The view's best new_whale threshold on these images (exact, kit.ranking); `default` when the
     best is never to insert it."""
     codes = truth_codes(ps, truth, unknown)
-    targets = np.where(codes == len(ps.classes), -1, codes)
+    targets = np.where(codes == len(ps.classes), -1, codes)  # -2 (no column) stays a miss
     best = evaluate_probs(to_probability(ps), targets)["threshold"]
     return default if best is None else float(best)
 

@@ -2,7 +2,8 @@
 
 `models/<name>/` holds recipe.yaml, classes.txt, checkpoint.pt (training) and model.onnx,
 export.json, preds/ (export); an out-of-fold member holds one such member per fold in fold<k>/
-(docs/design.md, "The trained member"). Light: no torch.
+(docs/design.md, "The trained member"). No torch of its own; reading a member's recipe checks its
+head against kit/train/heads.py's registry, which loads torch (export needs it anyway).
 """
 from __future__ import annotations
 

@@ -675,8 +675,9 @@ def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tu
     return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)}), report
 
 
-def evaluate(recipe: BlendRecipe | str | Path) -> BlendRun:
-    """Prepare and run a recipe on val (when there is one) and test; writes nothing."""
+def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> BlendRun:
+    """Prepare and run a recipe on val (when there is one) and test, with the report's diagnostics
+    unless told not to; writes nothing."""
     if not isinstance(recipe, BlendRecipe):
         recipe = load_recipe(recipe)
     skip = val_skip_reason(recipe)
@@ -685,7 +686,7 @@ def evaluate(recipe: BlendRecipe | str | Path) -> BlendRun:
     recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)
     val = None if val_inputs is None else (val_inputs, run(recipe, val_inputs))
     out = BlendRun(recipe, weights, (test_inputs, run(recipe, test_inputs)), val, skip,
-                   diagnostics=None if val is None else diagnose(recipe, *val))
+                   diagnostics=None if val is None or not diagnostics else diagnose(recipe, *val))
     out.summary = {"recipe": recipe.source, "name": recipe.name}
     if weights is not None:
         out.summary["weights"] = {"basis": weights.basis, **{n: float(w) for n, w in zip(weights.names, weights.weights)}}
@@ -695,15 +696,17 @@ def evaluate(recipe: BlendRecipe | str | Path) -> BlendRun:
     return out
 
 
-def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, out: Outputs | None = None) -> BlendRun:
+def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, out: Outputs | None = None,
+                diagnostics: bool = True) -> BlendRun:
     """Run a blend recipe: val ablation (printed), test submission and pseudo-labels (written
     atomically, only once everything has been checked). Returns the run (its `.summary`: the numbers).
     `out`: the caller's output set, to which the files are staged (the report joins them; nothing is
-    in place before the caller commits it); without one they are written when this returns."""
+    in place before the caller commits it); without one they are written when this returns.
+    `diagnostics`: compute what the report shows (blend.py --no-report does without)."""
     if out is None:
         with outputs(echo) as own:
-            return blend_files(recipe_path, echo, own)
-    blend_run = evaluate(recipe_path)
+            return blend_files(recipe_path, echo, own, diagnostics)
+    blend_run = evaluate(recipe_path, diagnostics)
     recipe, summary = blend_run.recipe, blend_run.summary
     if blend_run.weights is not None:
         for line in blend_run.weights.lines():

@@ -9,7 +9,9 @@ Everything else iterates the registries: the blend recipe's parser ("did you mea
 `BlendRecipe.tunable_params`, the tuner's search space (kit/tune/space.py), the pipeline's order,
 the ablation table and the docs table (`docs_table`, in docs/recipes.md). Adding a step or a
 calibration is one new file in its package, and its test; `STEPS.register` / `unregister` add and
-remove one at run time (tests/post/test_plugins.py does, with a step that does nothing).
+remove one at run time (tests/post/test_plugins.py does, with a step that does nothing). A plug-in
+registered at run time lives in that process only: `tune.py --jobs` workers import the packages
+afresh, so a plug-in meant for tuning is a file in its package.
 """
 from __future__ import annotations
 
@@ -23,8 +25,6 @@ import numpy as np
 
 from kit.config import Registry, param, tuning_of
 
-STEPS = Registry("step")
-CALIBRATIONS = Registry("calibration")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ class Step:
         raise NotImplementedError
 
 
+class CalibrationRegistry(Registry):
+    def register(self, plugin):
+        # the tuner's cached blend applies the kernel to the scores: a transform would be skipped there
+        if plugin.kernel != "none" and plugin.transform is not Calibration.transform:
+            raise ValueError(f"calibration {plugin.name!r}: a kernel ({plugin.kernel}) or a transform, not both")
+        return super().register(plugin)
+
+
 class Calibration:
     """A member calibration: subclass, set the class attributes, register. Either the blend kernel
     applies it on the fly (`kernel`, `kernel_params`: softmax, sigmoid, affine; kit/post/blend.py),
@@ -90,6 +98,10 @@ class Calibration:
     def yields_probability(kind: str) -> bool:
         """Whether it gives a probability for a prediction set of this kind (logit | cosine | prob)."""
         return False
+
+
+STEPS = Registry("step")
+CALIBRATIONS = CalibrationRegistry("calibration")
 
 
 def steps_in_order() -> list[type[Step]]:
@@ -148,5 +160,6 @@ def docs_table() -> str:
 if __name__ == "__main__":  # python -m kit.post.plugins: the tables docs/recipes.md holds
     from kit.post import plugins  # the registries plug-ins register in (not this __main__'s copies)
 
-    plugins.load_plugins()
     print(plugins.docs_table())
+else:  # whoever imports the registries finds them full (each plug-in imports only the names above)
+    load_plugins()

@@ -50,10 +50,7 @@ from kit.config import Section, build, did_you_mean, dump_yaml, read_yaml
 from kit.data.folds import ALL_FOLDS  # `fold: all`: out-of-fold members
 from kit.errors import KitError
 from kit.io import Outputs, write_text
-from kit.post.plugins import (AUTO_BY_VIEW, CALIBRATIONS, STEPS, RecipeContext, load_plugins, steps_in_order,
-                              tunable_fields)
-
-load_plugins()
+from kit.post.plugins import AUTO_BY_VIEW, CALIBRATIONS, STEPS, RecipeContext, steps_in_order, tunable_fields
 
 VIEWS = ("logit", "cosine")
 AUTO = "auto"

@@ -232,6 +232,8 @@ def write_report(run: pipeline.BlendRun | BlendRecipe | str | Path, summary=None
     with `out`, stage it there, to be moved into place with the run's other files."""
     if not isinstance(run, pipeline.BlendRun):
         run = pipeline.evaluate(run if isinstance(run, BlendRecipe) else load_recipe(run))
+    if run.val is not None and run.diagnostics is None:  # evaluated without them (blend_files(diagnostics=False))
+        run.diagnostics = pipeline.diagnose(run.recipe, *run.val)
     path = report_path(run.recipe)
     return write_text(path, build(run, summary), out, note=f"wrote {path}")
 

@@ -147,7 +147,7 @@ def loop_throughput(recipe: Recipe, data: Path, steps: int, device: torch.device
     b = recipe.sampling.batch_size
     # the work model_throughput times: every layer trains (no frozen first stage), from scratch (no download)
     one_stage = StageCfg(epochs=1, lr=recipe.stages[0].lr)
-    recipe = dataclasses.replace(recipe, name=f"bench-{recipe.name}", fold=0, stages=[one_stage],
+    recipe = dataclasses.replace(recipe, name=f"bench-{recipe.name}", fold=0, stages=(one_stage,),
                                  model=dataclasses.replace(recipe.model, pretrained=False, pretrained_file=None),
                                  runtime=dataclasses.replace(recipe.runtime, device=device.type))
     marks: list[float] = []

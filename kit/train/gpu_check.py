@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy
 import numpy as np
-import pandas
+import pandas as pd
 import torch
 
 from kit.data.competition import load_competition
@@ -49,7 +48,7 @@ def versions() -> dict:
     import timm
 
     v = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-         "timm": timm.__version__, "numpy": numpy.__version__, "pandas": pandas.__version__,
+         "timm": timm.__version__, "numpy": np.__version__, "pandas": pd.__version__,
          "onnxruntime": onnxruntime.__version__, "onnxruntime providers": onnxruntime.get_available_providers()}
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
@@ -68,7 +67,7 @@ def demo_training(small: Path, out: Path, recipes: Sequence[str], epochs: int | 
     for path in recipes:
         recipe = load_recipe(root / path)
         if epochs:
-            recipe = dataclasses.replace(recipe, stages=[dataclasses.replace(recipe.stages[0], epochs=epochs)])
+            recipe = dataclasses.replace(recipe, stages=(dataclasses.replace(recipe.stages[0], epochs=epochs),))
         t0 = time.perf_counter()
         member = train(recipe, out=out / recipe.name, data=small, progress=False, force=True)
         last = json.loads((member / "metrics.json").read_text())["epochs"][-1]

@@ -143,7 +143,7 @@ class Recipe:
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     sampling: SamplingCfg = field(default_factory=SamplingCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
-    stages: list[StageCfg] = field(default_factory=lambda: [StageCfg()])
+    stages: tuple[StageCfg, ...] = field(default_factory=lambda: (StageCfg(),))
     runtime: RuntimeCfg = field(default_factory=RuntimeCfg)
 
     # ---- derived, read by the training code -------------------------------------------------

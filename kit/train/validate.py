@@ -15,9 +15,10 @@ from kit.ranking import best_threshold, position_table, top_k
 
 
 def evaluate_probs(probs: np.ndarray, targets: np.ndarray) -> dict:
-    """MAP@5 of (N, K) probabilities against targets (class index, -1 unknown), at the best threshold."""
+    """MAP@5 of (N, K) probabilities against targets (class index, -1 unknown, any other negative
+    code an identity without a column: never a hit), at the best threshold."""
     K = probs.shape[1]
-    truth = np.where(targets >= 0, targets, K)
+    truth = np.where(targets == -1, K, targets)
     codes, top = top_k(probs)
     table = position_table(codes, top, truth, K)
     threshold, best = best_threshold(table)

@@ -44,7 +44,7 @@ def test_init_writes_recipes_that_train_export_and_blend_unedited(new_competitio
     monkeypatch.chdir(work)  # the working directory, as its README.md says
     for family in ("resnet", "senet", "inception"):
         r = load_recipe(Path("models") / f"{family}.yaml")
-        train(dataclasses.replace(r, stages=[dataclasses.replace(r.stages[0], epochs=1)]), progress=False)
+        train(dataclasses.replace(r, stages=(dataclasses.replace(r.stages[0], epochs=1),)), progress=False)
         export_member(Path("models") / family, progress=False, log=lambda line: None)
     run = pipeline.blend_files(Path("blends") / f"{data.name}.yaml", echo=lambda line: None)
     assert Path(run.summary["submission"]).is_file()
