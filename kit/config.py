@@ -149,7 +149,11 @@ def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None =
         key = where + name
         values[name] = convert(hints[name], value, source, key)
         check = fields[name].metadata.get("check")
-        if check is not None and values[name] is not None and not check(values[name]):
+        if check is not None and isinstance(values[name], dict):  # a mapping's constraint holds for each value
+            for k, v in values[name].items():
+                if not check(v):
+                    raise KitError(f"{source}: {key}.{k} = {show(v)} is out of range; expected {check}")
+        elif check is not None and values[name] is not None and not check(values[name]):
             if isinstance(check, OneOf):
                 why = check.explain(value)
             elif isinstance(check, Interval):  # "an integer >= 2", "a number in [0, 1)"
@@ -169,6 +173,9 @@ def convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message says what is wrong
+            return convert(options[0], value, source, key)
         for option in (a for a in args if a is not type(None)):
             try:
                 return convert(option, value, source, key)
@@ -196,9 +203,11 @@ def convert(tp: Any, value: Any, source: str, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise KitError(f"{source}: {key} = {show(value)} must be {describe(tp)}")
         return tuple(convert(a, v, source, key) for a, v in zip(args, value))
-    if tp is dict:
+    if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise KitError(f"{source}: {key} must be a mapping, got {show(value)}")
+        if origin is dict:  # dict[K, V]: every key and value checked
+            return {convert(args[0], k, source, key): convert(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):

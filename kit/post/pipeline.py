@@ -126,6 +126,7 @@ class Inputs:
     notes: list[str] = field(default_factory=list)
     keep_calibrated: bool = False  # members keep their calibrated scores (MemberInput.calibrated): for tuners
     _candidates: dict = field(default_factory=dict, repr=False)  # calibrations -> blend.Candidates
+    plugin_cache: dict = field(default_factory=dict, repr=False)  # what a step derives once from the inputs
 
     def __len__(self) -> int:
         return len(self.images)

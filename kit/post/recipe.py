@@ -249,8 +249,11 @@ class BlendRecipe:
                     out[f"members.{i}.calibration.{key}"] = getattr(cal.params, key)
         for name, step in self.steps.items:
             for key in tunable_fields(type(step)):
-                if getattr(step, key) is not None:  # of exclusive keys, the one given
-                    out[f"steps.{name}.{key}"] = getattr(step, key)
+                value = getattr(step, key)
+                if isinstance(value, dict):  # one number per group: each tunable
+                    out.update({f"steps.{name}.{key}.{k}": v for k, v in value.items()})
+                elif value is not None:  # of exclusive keys, the one given
+                    out[f"steps.{name}.{key}"] = value
         return out
 
     def only_member(self, i: int) -> "BlendRecipe":

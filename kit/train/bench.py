@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kit.data.competition import load_competition
@@ -64,7 +65,8 @@ def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: t
     set_train_mode(model, recipe.model.freeze_bn)
     net = torch.compile(model, dynamic=False) if compile else model  # static: every recipe its own kernels
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    criterion = Criterion(recipe.head, num_classes * (2 if recipe.flip_twins else 1), recipe.flip_twins)
+    outputs = num_classes * (2 if recipe.flip_twins else 1)
+    criterion = Criterion(recipe.head, outputs, recipe.flip_twins, np.ones(outputs))  # one image each: any margins do
     b = recipe.sampling.batch_size
     h, w = recipe.input.size
     x = torch.randn(b, 3, h, w, device=device)

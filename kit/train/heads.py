@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,10 +67,14 @@ class ArcFaceHead(nn.Module):
     learns_unknown: ClassVar[bool] = False
     loss: ClassVar[Callable] = staticmethod(losses.arcface_loss)
 
-    def __init__(self, in_features: int, num_outputs: int, embedding_dim: int, dropout: float, scale: float = 64.0, **_):
+    def __init__(self, in_features: int, num_outputs: int, embedding_dim: int, dropout: float, scale: float = 64.0,
+                 subcenters: int = 1, **_):
         super().__init__()
         self.neck = Neck(in_features, embedding_dim, dropout)
-        self.weight = nn.Parameter(torch.empty(num_outputs, embedding_dim))
+        # k sub-centres per identity, rows c*k .. c*k + k-1 (sub-center ArcFace): a noisy or two-sided
+        # identity may keep one for each mode; k = 1 is plain ArcFace, the same parameters as before
+        self.subcenters = subcenters
+        self.weight = nn.Parameter(torch.empty(num_outputs * subcenters, embedding_dim))
         nn.init.xavier_uniform_(self.weight)
         self.scale = scale
 
@@ -82,7 +87,11 @@ class ArcFaceHead(nn.Module):
         return self.scale * self._cosine(embedding), embedding
 
     def _cosine(self, embedding: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(embedding.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+        cosine = F.linear(F.normalize(embedding.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+        if self.subcenters == 1:
+            return cosine
+        # unflatten, not view(len(x), ...): the batch axis stays dynamic in the exported graph
+        return cosine.unflatten(1, (-1, self.subcenters)).amax(dim=2)  # the nearest sub-centre
 
 
 @HEADS.register
@@ -102,15 +111,20 @@ class SigmoidHead(LinearHead):
 
 
 class Criterion:
-    """The recipe's loss: its head's, plus `triplet_weight` x the triplet loss."""
+    """The recipe's loss: its head's, plus `triplet_weight` x the triplet loss. `counts`: each
+    output column's training images, for dynamic margins (arcface with margin_a > 0)."""
 
-    def __init__(self, cfg: HeadCfg, num_outputs: int, flip_twins: bool):
+    def __init__(self, cfg: HeadCfg, num_outputs: int, flip_twins: bool, counts: np.ndarray | None = None):
         self.cfg, self.num_outputs, self.flip_twins = cfg, num_outputs, flip_twins
         self.head_loss = HEADS[cfg.type].loss
+        margins = None if counts is None or cfg.type != "arcface" else losses.dynamic_margins(counts, cfg)
+        if cfg.type == "arcface" and cfg.margin_a > 0 and counts is None:
+            raise ValueError("dynamic margins need each class's image count")
+        self.extra = {} if margins is None else {"margins": torch.from_numpy(margins)}
 
     def __call__(self, logits, embedding, target, weight) -> torch.Tensor:
         mask = losses.twin_mask(target, self.num_outputs, self.flip_twins)
-        loss = self.head_loss(logits, target, weight, mask, self.cfg, flip_twins=self.flip_twins)
+        loss = self.head_loss(logits, target, weight, mask, self.cfg, flip_twins=self.flip_twins, **self.extra)
         if self.cfg.triplet_weight > 0:
             loss = loss + self.cfg.triplet_weight * losses.triplet_loss(embedding, target, weight, self.cfg.triplet_margin)
         return loss

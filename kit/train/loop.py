@@ -45,7 +45,7 @@ from kit.progress import progress as progress_bar
 from kit.train.data import Feeder, build_tables, make_plan, rank_batches
 from kit.train.heads import Criterion
 from kit.train.model import apply_freeze, build_model, member_info, read_checkpoint, resolve_norm, set_train_mode
-from kit.train.recipe import ALL_FOLDS, REMOVED, Recipe, StageCfg, fold_dir, save_recipe
+from kit.train.recipe import ALL_FOLDS, REMOVED, Recipe, StageCfg, fold_dir, recipe_from_dict, save_recipe
 from kit.train.validate import baselines, evaluate_probs
 
 # Keys that may change between a run and its resume: they do not change what is learned.
@@ -134,6 +134,18 @@ def _lr(stage: StageCfg, progress: float, step_fraction: float) -> float:
     return stage.lr * factor
 
 
+def _param_groups(recipe: Recipe, model: nn.Module) -> list:
+    """The trainable parameters: one group, or with `optim.head_lr` != 1 the backbone's and the
+    head's, each with its `lr_scale` (the schedule's lr times it)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optim.head_lr == 1.0:
+        return params
+    head = {id(p) for p in getattr(model, "module", model).head.parameters()}
+    groups = [{"params": [p for p in params if id(p) not in head], "lr_scale": 1.0},
+              {"params": [p for p in params if id(p) in head], "lr_scale": recipe.optim.head_lr}]
+    return [g for g in groups if g["params"]]
+
+
 def _optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     o = recipe.optim
     if o.optimizer == "sgd":
@@ -144,6 +156,12 @@ def _optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
 
 def _epoch_seed(recipe: Recipe, global_epoch: int) -> tuple[int, int]:
     return (recipe.seed, global_epoch)
+
+
+def _as_run(saved: dict) -> dict:
+    """A checkpoint's recipe with every key of this release (keys added since take their defaults,
+    which reproduce what the older release did)."""
+    return recipe_from_dict(saved, "checkpoint", checkpoint=True).to_dict()
 
 
 def _compare(saved: dict, current: dict, prefix: str = "") -> list[str]:
@@ -361,7 +379,7 @@ def fold_tasks(recipe: Recipe, out: Path, data: str | os.PathLike | None = None,
 def _fully_trained(ckpt_path: Path, recipe: Recipe) -> bool:
     """Every stage done, by this recipe (a changed recipe is left to train(), which names the change)."""
     saved = read_checkpoint(ckpt_path)
-    return saved["stage"] >= len(recipe.stages) and not _compare(saved["recipe"], recipe.to_dict())
+    return saved["stage"] >= len(recipe.stages) and not _compare(_as_run(saved["recipe"]), recipe.to_dict())
 
 
 def _last_val_map5(member_dir: Path) -> str:
@@ -396,7 +414,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
         if not resume:
             raise _already_trained_error(out)
         saved = read_checkpoint(ckpt_path)
-        changed = _compare(saved["recipe"], recipe.to_dict())
+        changed = _compare(_as_run(saved["recipe"]), recipe.to_dict())
         if changed:
             raise KitError(f"{ckpt_path}: the recipe changed since this checkpoint ({'; '.join(changed[:3])}); "
                            "use --force to start over")
@@ -433,7 +451,9 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
     cache = open_crops(comp, CropSpec.of(info), progress=progress and env.main, echo=log if env.main else None)
     feeder = Feeder(cache, train_t, info, device)
     val_feeder = Feeder(cache, val_t, info, device) if env.main else None
-    criterion = Criterion(recipe.head, info.num_outputs, recipe.flip_twins)
+    counts = np.bincount(train_t.targets[train_t.targets >= 0], minlength=K)
+    criterion = Criterion(recipe.head, info.num_outputs, recipe.flip_twins,
+                          np.tile(counts, 2) if recipe.flip_twins else counts)  # a twin: its identity's mirrors
 
     metrics = saved.get("metrics") if saved else None
     if metrics is None:
@@ -458,7 +478,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
         if s < start_stage:
             continue
         trainable = apply_freeze(model, stage.freeze, recipe.model.freeze_bn)
-        optimizer = _optimizer(recipe, [p for p in model.parameters() if p.requires_grad])
+        optimizer = _optimizer(recipe, _param_groups(recipe, model))
         first_epoch = saved["stage_epoch"] if saved and s == saved["stage"] else 0
         if first_epoch > 0 and saved.get("optimizer") and saved.get("optimizer_stage") == s:
             optimizer.load_state_dict(saved["optimizer"])
@@ -486,7 +506,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
             for step in range(steps):
                 lr = _lr(stage, e + step / steps, 1 / steps)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 step_loss = torch.zeros((), device=device)
                 for m in range(a):
                     batch = next(micro)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,14 +38,31 @@ def softmax_loss(logits, target, weight, mask, cfg: HeadCfg, flip_twins: bool = 
     return _weighted_mean(per_row, weight)
 
 
-def arcface_loss(logits, target, weight, mask, cfg: HeadCfg, flip_twins: bool = False) -> torch.Tensor:
-    """Additive angular margin on the target column: s*cos(theta + m) (ArcFace, Deng et al. 2019)."""
-    s, m = cfg.scale, cfg.margin
+def dynamic_margins(counts: np.ndarray, cfg: HeadCfg) -> np.ndarray | None:
+    """Each column's margin, a * n ** -lambda + m (n: its training images, at least 1); None with
+    margin_a = 0 (one margin for all)."""
+    if cfg.margin_a == 0:
+        return None
+    n = np.maximum(np.asarray(counts, np.float64), 1.0)
+    return np.minimum(cfg.margin_a * n ** -cfg.margin_lambda + cfg.margin, 1.5).astype(np.float32)  # < pi/2
+
+
+def arcface_loss(logits, target, weight, mask, cfg: HeadCfg, flip_twins: bool = False,
+                 margins: torch.Tensor | None = None) -> torch.Tensor:
+    """Additive angular margin on the target column: s*cos(theta + m) (ArcFace, Deng et al. 2019);
+    `margins`: one per column (dynamic margins), else cfg.margin for every column."""
+    s = cfg.scale
     cosine = (logits.float() / s).clamp(-1 + 1e-7, 1 - 1e-7)
     sine = torch.sqrt(1.0 - cosine * cosine)
-    phi = cosine * math.cos(m) - sine * math.sin(m)
-    # past theta = pi - m, cos(theta + m) stops decreasing: use the linear fallback of insightface
-    phi = torch.where(cosine > math.cos(math.pi - m), phi, cosine - math.sin(math.pi - m) * m)
+    if margins is None:
+        m = cfg.margin
+        phi = cosine * math.cos(m) - sine * math.sin(m)
+        # past theta = pi - m, cos(theta + m) stops decreasing: use the linear fallback of insightface
+        phi = torch.where(cosine > math.cos(math.pi - m), phi, cosine - math.sin(math.pi - m) * m)
+    else:  # the same, with each row's target margin
+        m = margins.to(cosine.device)[target.clamp(min=0)][:, None]
+        phi = cosine * torch.cos(m) - sine * torch.sin(m)
+        phi = torch.where(cosine > torch.cos(math.pi - m), phi, cosine - torch.sin(math.pi - m) * m)
     known = target >= 0
     onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).bool() & known[:, None]
     margined = torch.where(onehot, phi, cosine) * s

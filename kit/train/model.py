@@ -129,7 +129,8 @@ def build_model(recipe: Recipe, num_classes: int, pretrained: bool | None = None
     outputs = num_classes * (2 if recipe.flip_twins else 1)
     h = recipe.head
     features = feature_width(backbone, tuple(recipe.input.size))
-    head = HEADS[h.type](features, outputs, embedding_dim=h.embedding_dim, dropout=h.dropout, scale=h.scale)
+    head = HEADS[h.type](features, outputs, embedding_dim=h.embedding_dim, dropout=h.dropout, scale=h.scale,
+                         subcenters=h.subcenters)
     return WhaleNet(backbone, head)
 
 

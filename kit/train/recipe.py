@@ -59,6 +59,12 @@ class HeadCfg:
     dropout: float = param(0.5, check=Interval(0, 1, "left"))
     scale: float = param(64.0, check=Interval(0, None, "neither"))  # arcface: the logit scale s
     margin: float = param(0.5, check=Rule(lambda v: 0 <= v < 1.6, "in [0, pi/2) radians"))  # arcface: the additive angular margin m (radians)
+    # arcface: k sub-centres per identity (sub-center ArcFace, Happywhale's 1st place: k = 2); its logit is the nearest one's
+    subcenters: int = param(1, check=Interval(1))
+    # arcface: dynamic margins, m_c = margin_a * n_c ** -margin_lambda + margin (n_c: identity c's training
+    # images; Google Landmarks 2020, Happywhale's 1st place): rare identities get wider margins. 0: one margin
+    margin_a: float = param(0.0, check=Interval(0))
+    margin_lambda: float = param(0.25, check=Interval(0))
     hard_negatives: int = param(20, check=Interval(1))  # sigmoid: BCE over the top-k hardest negatives per image
     triplet_weight: float = param(0.0, check=Interval(0))  # > 0 adds a batch-hard triplet loss on the embedding
     triplet_margin: float = param(0.3, check=Interval(0))
@@ -105,6 +111,9 @@ class OptimCfg:
     momentum: float = 0.9  # sgd
     accumulate: int = param(1, check=Interval(1))  # gradient accumulation steps per optimizer step
     grad_clip: float | None = param(None, check=Interval(0, None, "neither"))  # max gradient norm
+    # the head's (neck and classifier) learning rate as a multiple of the stage's: a new head on
+    # pretrained features learns faster (Happywhale's 1st place: 10)
+    head_lr: float = param(1.0, check=Interval(0, None, "neither"))
 
 
 @dataclass(frozen=True)

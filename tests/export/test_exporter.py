@@ -88,3 +88,22 @@ def test_fp16_conversion_keeps_float32_io(loaded, tmp_path):
     assert logits.dtype == np.float32
     parity = check_parity(model, tmp_path / "half.onnx", x[:2], tolerance=exporter.FP16_TOLERANCE)
     assert parity.ok, parity.summary()
+
+
+def test_subcenter_arcface_exports_with_parity(tmp_path):
+    """Sub-center ArcFace's max over sub-centres is in the graph: onnxruntime gives PyTorch's logits."""
+    import torch
+
+    from kit.testing import make_tiny_recipe
+    from kit.train.model import build_model, member_info
+
+    recipe = make_tiny_recipe("x", head={"type": "arcface", "subcenters": 2, "embedding_dim": 16})
+    torch.manual_seed(0)
+    model = build_model(recipe, num_classes=6).eval()
+    info = member_info(recipe, [f"w_{i}" for i in range(6)], (0.5,) * 3, (0.25,) * 3, False)
+    x = np.random.default_rng(0).standard_normal((3, 3, *recipe.input.size)).astype(np.float32)
+    result = export_checked(model, info, tmp_path / "model.onnx", x)
+    onnx_logits, _ = OnnxRunner(tmp_path / "model.onnx", "cpu")(x)
+    torch_logits, _ = TorchRunner(model)(x)
+    np.testing.assert_allclose(onnx_logits, torch_logits, rtol=1e-4, atol=1e-4)
+    assert result.summary()

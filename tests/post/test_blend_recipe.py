@@ -111,7 +111,7 @@ def test_tunable_params_round_trip(tmp_path):
     (lambda d: d.update(memebers=d["members"]), r"unknown key 'memebers' \(did you mean 'members'\?\); valid keys: name, data"),
     (lambda d: d["members"][0].update(wieght=1), r"unknown key 'members\[0\]\.wieght' \(did you mean 'weight'\?\)"),
     (lambda d: d["members"][0]["calibration"].update(temprature=2), r"'members\[0\]\.calibration\.temprature'"),
-    (lambda d: d["steps"].update(new_whal={"threshold": 0.5}), r"'steps\.new_whal' \(did you mean 'new_whale'\?\); valid keys in steps: leak, new_whale, balance"),
+    (lambda d: d["steps"].update(new_whal={"threshold": 0.5}), r"'steps\.new_whal' \(did you mean 'new_whale'\?\); valid keys in steps: leak, new_whale, new_whale_groups, balance"),
     (lambda d: d["steps"]["leak"].update(max_dist=1), r"'steps\.leak\.max_dist' \(did you mean 'max_distance'\?\)"),
     (lambda d: d["pseudo"].update(treshold=0.9), r"'pseudo\.treshold' \(did you mean 'threshold'\?\)"),
     (lambda d: d["members"][3].update(view="logit"), r"unknown key 'members\[3\]\.view'"),

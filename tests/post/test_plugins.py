@@ -21,10 +21,10 @@ CALLS: list[str] = []
 
 
 class Noop(Step):
-    """Does nothing, between new_whale (20) and balance (30); says when it ran."""
+    """Does nothing, between new_whale_groups (25) and balance (30); says when it ran."""
 
     name = "noop"
-    order = 25
+    order = 27
     help = "nothing (a test's step)"
 
     @dataclass(frozen=True)
@@ -78,7 +78,7 @@ STEPS_WITH_NOOP = {"leak": {"max_distance": 0}, "new_whale": {"threshold": 0.5},
 
 def test_a_registered_step_is_parsed_tuned_run_in_order_and_documented(plugins, project):
     recipe = load_recipe(_with(project, STEPS_WITH_NOOP))
-    assert [s.name for s in steps_in_order()] == ["leak", "new_whale", "noop", "balance"]
+    assert [s.name for s in steps_in_order()] == ["leak", "new_whale", "new_whale_groups", "noop", "balance"]
     assert recipe.steps.noop == Noop.Params(strength=0.25)
     assert recipe_from_dict(recipe.to_dict(), recipe.source) == recipe  # dumps and reloads
     assert recipe.tunable_params()["steps.noop.strength"] == 0.25
@@ -96,7 +96,7 @@ def test_a_registered_step_is_parsed_tuned_run_in_order_and_documented(plugins, 
     assert "+ noop" in format_ablation(result, "val")
     without = run(recipe.with_params({"steps.noop.enabled": False}), inputs)
     assert np.array_equal(without.top5, result.top5) and "+ noop" not in without.map5_by_step
-    assert "| **noop** (25) |" in docs_table() and "| `strength` | 0.5 | in [0, 1] | [0, 1] | unused |" in docs_table()
+    assert "| **noop** (27) |" in docs_table() and "| `strength` | 0.5 | in [0, 1] | [0, 1] | unused |" in docs_table()
 
 
 def test_a_registered_calibration_blends_and_tunes(plugins, project):

@@ -343,3 +343,16 @@ def test_a_missing_fold_or_backbone_names_its_file(learnable, tiny_recipe, tmp_p
     err = one_error_line(train_py(backbone))
     assert f"{backbone}: model.backbone 'resnet1B' is not a timm model; did you mean resnet18" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_head_learns_at_its_own_rate(learnable, tiny_recipe, tmp_path):
+    """optim.head_lr: the neck and classifier at 10x the schedule's rate, the backbone at 1x."""
+    recipe = tiny_recipe(learnable, optim={"head_lr": 10.0}, stages=[{"epochs": 1, "lr": 0.002, "schedule": "constant"}])
+    out = train(recipe, out=tmp_path / "m", progress=False)
+    groups = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0]
+    assert [g["lr"] for g in groups] == pytest.approx([0.002, 0.02])
+    from kit.train.model import build_model
+
+    model = build_model(recipe, num_classes=8)
+    assert len(groups[1]["params"]) == len(list(model.head.parameters()))
