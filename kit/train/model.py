@@ -50,16 +50,38 @@ class MemberInfo:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+class GeM(nn.Module):
+    """Generalised mean pooling over each of the backbone's last `stages` maps, concatenated:
+    (mean of x^p)^(1/p) per channel, p learnable (1: average pooling; large: max pooling)."""
+
+    def __init__(self, p: float = 3.0, stages: int = 1, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.full((1,), float(p)))
+        self.stages, self.eps = stages, eps
+
+    def forward(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.stages == 1:
+            maps = [backbone.forward_features(x)]
+        else:
+            maps = backbone.forward_intermediates(x, indices=self.stages, intermediates_only=True)
+        p = self.p.float()
+        return torch.cat([m.float().clamp(min=self.eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p) for m in maps], dim=1)
+
+
 class WhaleNet(nn.Module):
     """forward(x: (B, 3, H, W) float32, normalised) -> (logits (B, K or 2K), embedding (B, D))."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module, pool: GeM | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.pool = pool  # None: the backbone's own pooling (pooled_features)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(pooled_features(self.backbone, x))
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self.backbone, x) if self.pool is None else self.pool(self.backbone, x)
 
 
 def pooled_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -71,13 +93,14 @@ def pooled_features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return backbone.forward_head(backbone.forward_features(x), pre_logits=True)
 
 
-def feature_width(backbone: nn.Module, input_size: tuple[int, int]) -> int:
-    """F of `pooled_features`, read off one probe image in eval mode (no attribute to trust)."""
+def feature_width(backbone: nn.Module, input_size: tuple[int, int], pool: GeM | None = None) -> int:
+    """F of the pooled features, read off one probe image in eval mode (no attribute to trust)."""
     was_training = backbone.training
     backbone.eval()
     try:
         with torch.no_grad():
-            width = pooled_features(backbone, torch.zeros(1, 3, *input_size)).shape[-1]
+            x = torch.zeros(1, 3, *input_size)
+            width = (pooled_features(backbone, x) if pool is None else pool(backbone, x)).shape[-1]
     finally:
         backbone.train(was_training)
     if width == 0:
@@ -127,11 +150,14 @@ def create_backbone(recipe: Recipe, pretrained: bool | None = None) -> nn.Module
 def build_model(recipe: Recipe, num_classes: int, pretrained: bool | None = None) -> WhaleNet:
     backbone = create_backbone(recipe, pretrained)
     outputs = num_classes * (2 if recipe.flip_twins else 1)
-    h = recipe.head
-    features = feature_width(backbone, tuple(recipe.input.size))
+    h, m = recipe.head, recipe.model
+    pool = None if m.pool == "avg" else GeM(m.gem_p, m.pool_stages)
+    if m.pool_stages > 1 and not hasattr(backbone, "forward_intermediates"):
+        raise KitError(f"model.pool_stages {m.pool_stages}: timm's {m.backbone} gives no intermediate stages; use 1")
+    features = feature_width(backbone, tuple(recipe.input.size), pool)
     head = HEADS[h.type](features, outputs, embedding_dim=h.embedding_dim, dropout=h.dropout, scale=h.scale,
                          subcenters=h.subcenters)
-    return WhaleNet(backbone, head)
+    return WhaleNet(backbone, head, pool)
 
 
 def resolve_norm(recipe: Recipe, backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

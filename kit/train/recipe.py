@@ -50,6 +50,11 @@ class ModelCfg:
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     freeze_bn: bool = False  # every BatchNorm in eval mode: for tiny per-device batches
     kwargs: dict = field(default_factory=dict)  # passed on to timm.create_model
+    # pooling: timm's own (avg), or GeM with a learnable p (Radenovic et al.; Happywhale's 1st place),
+    # over the last `pool_stages` stages' maps, concatenated (2: the last two, as the 1st place)
+    pool: Literal["avg", "gem"] = "avg"
+    pool_stages: int = param(1, check=Interval(1, 2))
+    gem_p: float = param(3.0, check=Interval(1))  # GeM's initial p (1: average, large: max)
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,9 @@ def recipe_from_dict(raw: Any, source: str = "recipe", checkpoint: bool = False)
         raise KitError(f"{source}: name {recipe.name!r} must be a plain directory name")
     if not recipe.stages:
         raise KitError(f"{source}: stages is empty; give at least one stage")
+    if recipe.model.pool_stages > 1 and recipe.model.pool != "gem":
+        raise KitError(f"{source}: model.pool_stages {recipe.model.pool_stages} pools several stages with GeM; "
+                       f"set model.pool: gem")
     return recipe
 
 

@@ -107,3 +107,22 @@ def test_subcenter_arcface_exports_with_parity(tmp_path):
     torch_logits, _ = TorchRunner(model)(x)
     np.testing.assert_allclose(onnx_logits, torch_logits, rtol=1e-4, atol=1e-4)
     assert result.summary()
+
+
+def test_gem_on_two_stages_exports_with_parity(tmp_path):
+    """GeM (a learnable p) over the last two stages, concatenated: onnxruntime gives PyTorch's outputs."""
+    import torch
+
+    from kit.testing import make_tiny_recipe
+    from kit.train.model import build_model, member_info
+
+    recipe = make_tiny_recipe("x", model={"pool": "gem", "pool_stages": 2, "gem_p": 3.5})
+    torch.manual_seed(0)
+    model = build_model(recipe, num_classes=6).eval()
+    info = member_info(recipe, [f"w_{i}" for i in range(6)], (0.5,) * 3, (0.25,) * 3, False)
+    x = np.random.default_rng(1).standard_normal((5, 3, *recipe.input.size)).astype(np.float32)
+    export_checked(model, info, tmp_path / "model.onnx", x)
+    onnx_logits, onnx_emb = OnnxRunner(tmp_path / "model.onnx", "cpu")(x)
+    torch_logits, torch_emb = TorchRunner(model)(x)
+    np.testing.assert_allclose(onnx_logits, torch_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(onnx_emb, torch_emb, rtol=1e-4, atol=1e-4)

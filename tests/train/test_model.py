@@ -119,3 +119,23 @@ def test_inception_next_as_timm_1_0_29_built_it():
     assert feature_width(net, (64, 64)) == pooled_features(net, x).shape[-1] == net.head.num_features
     net.reset_classifier(0)  # what create_backbone does: the same parameters on every release
     assert not [k for k in net.state_dict() if k.startswith("head.fc2")]
+
+
+def test_gem_against_a_slow_reference_and_on_two_stages(tiny_recipe):
+    from kit.train.model import GeM
+
+    torch.manual_seed(0)
+    maps = torch.rand(2, 3, 4, 5) + 0.1
+    backbone = type("B", (), {"forward_features": lambda self, x: maps})()
+    for p in (1.0, 3.0):
+        got = GeM(p)(backbone, None)
+        slow = torch.tensor([[float((maps[b, c] ** p).mean() ** (1 / p)) for c in range(3)] for b in range(2)])
+        torch.testing.assert_close(got, slow, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(GeM(1.0)(backbone, None), maps.mean(dim=(2, 3)))  # p = 1: average pooling
+    one = build_model(tiny_recipe("x", model={"pool": "gem"}), num_classes=5)
+    two = build_model(tiny_recipe("x", model={"pool": "gem", "pool_stages": 2}), num_classes=5)
+    width = lambda m: m.head.neck.bn_in.num_features  # noqa: E731
+    assert width(two) == width(one) + width(one) // 2  # resnet: the last stage, and the one before at half its width
+    assert "pool.p" in dict(two.named_parameters()) and two(torch.randn(2, 3, 32, 64))[0].shape == (2, 5)
+    with pytest.raises(KitError, match="model.pool_stages 2 pools several stages with GeM; set model.pool: gem"):
+        tiny_recipe("x", model={"pool_stages": 2})
