@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                         "flip = always, none = originals only (default auto)")
     p.add_argument("--cosine", default="centre", choices=("centre", "nearest"),
                    help="cosine view: identity centres (default) or the nearest gallery image")
+    p.add_argument("--knn", type=int, default=0, metavar="K",
+                   help="also write the knn view: each identity's best cosine among a query's K nearest gallery images "
+                        "(Happywhale 2022's 1st place; e.g. 50; default 0: none)")
     p.add_argument("--new-identities", action="store_true",
                    help="cosine view: add gallery identities the member was not trained on (after its own)")
     p.add_argument("--workers", type=int, default=None, help="image-reading threads (default: the cores)")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for member in members:
         export_member(member, args.data, batch=args.batch, provider=args.provider, skip_infer=args.skip_infer,
                       force=args.force, fp16=args.fp16, tta=args.tta, cosine=args.cosine,
-                      new_identities=args.new_identities, workers=args.workers, threads=args.threads,
+                      new_identities=args.new_identities, knn=args.knn, workers=args.workers, threads=args.threads,
                       progress=not args.quiet)
         if args.check_map5 and not args.skip_infer:
             folds = oof_children(member)

@@ -76,6 +76,30 @@ def nearest_image_scores(queries: np.ndarray, gallery: np.ndarray, labels: Seque
     return classes.tolist(), out
 
 
+def knn_scores(pairs: Sequence[tuple[np.ndarray, np.ndarray]], labels: Sequence[str], k: int,
+               missing: float = -1.0) -> tuple[list[str], np.ndarray]:
+    """(identities sorted, N x C): each identity scored by its best cosine among the query's k nearest
+    gallery images (Happywhale 2022's 1st place); identities with none among them get `missing`.
+    `pairs`: (queries, gallery) embeddings compared like with like, e.g. the originals and the
+    mirrored images (a mirrored gallery image is another neighbour of its identity)."""
+    classes, inverse = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
+    ids = np.tile(inverse, len(pairs))
+    n = len(pairs[0][0])
+    out = np.full((n, len(classes)), missing, dtype=np.float32)
+    galleries = [l2_normalise(g) for _, g in pairs]
+    width = sum(len(g) for g in galleries)
+    k = min(k, width)
+    if k == 0:
+        return classes.tolist(), out
+    for i in range(0, n, QUERY_BLOCK):  # blocks of queries: a block x gallery matrix at a time
+        sims = np.concatenate([l2_normalise(q[i:i + QUERY_BLOCK]) @ g.T for (q, _), g in zip(pairs, galleries)], axis=1)
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < width else np.tile(np.arange(width), (len(sims), 1))
+        rows = np.repeat(np.arange(len(sims)), k)
+        block = out[i:i + QUERY_BLOCK]
+        np.maximum.at(block, (rows, ids[near.ravel()]), sims[rows, near.ravel()])
+    return classes.tolist(), out
+
+
 def scores_for(classes: Sequence[str], have: Sequence[str], scores: np.ndarray, missing: float = -1.0) -> np.ndarray:
     """`scores` (N x len(have)) with columns put in the order of `classes`; absent ones get `missing`."""
     col = {c: j for j, c in enumerate(have)}

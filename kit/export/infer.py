@@ -10,7 +10,11 @@ images: kit.export.member.use_flip_tta) each batch goes through the network once
 - the `cosine` view: cosine between the query embedding and each identity's centre
   (kit.export.centres), columns = the same K identities by default, so a member's two views and
   all members align by name; `new_identities=True` appends the gallery identities the member was
-  not trained on (sorted) after them.
+  not trained on (sorted) after them;
+- the `knn` view (with `knn=K`): each identity's best cosine among the query's K nearest gallery
+  images, mirrored gallery images included when flip TTA runs (Happywhale 2022's 1st place);
+  identities with no image among them get -1. Same columns as the cosine view; a new gallery
+  identity needs no retraining.
 
 Galleries (never containing the images being scored):
 - val: train images outside the member's held-out fold (folds.csv), the unknown label excluded.
@@ -34,13 +38,14 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError
-from kit.export.centres import TRIM, TRIM_MIN, cosine_scores, identity_centres, nearest_image_scores, scores_for
+from kit.export.centres import (TRIM, TRIM_MIN, cosine_scores, identity_centres, knn_scores, nearest_image_scores,
+                                scores_for)
 from kit.export.images import prefetch_batches
 from kit.export.tta import fold_logits, hflip, l2_normalise, merge_embeddings
 from kit.predset import PredictionSet
 from kit.progress import progress as progress_bar
 
-VIEWS = ("logit", "cosine")
+VIEWS = ("logit", "cosine", "knn")
 COSINE_MODES = ("centre", "nearest")
 
 
@@ -184,9 +189,25 @@ def cosine_matrix(e: Embedded, plan: SplitPlan, *, flip_twins: bool, mode: str =
                  merge_embeddings(e.embedding[g], e.embedding_flip[g]))
 
 
+def knn_matrix(e: Embedded, plan: SplitPlan, *, flip_twins: bool, k: int) -> tuple[list[str], np.ndarray]:
+    """(gallery identities sorted, Q x C kNN scores) for one split: like with like, a flip-twin
+    member's mirrored query against the mirrored gallery; another member's merged query against
+    both the gallery and its mirrors (a mirrored fluke is still its animal)."""
+    q, g = e.rows(plan.queries), e.rows(plan.gallery)
+    if e.embedding_flip is None:
+        pairs = [(e.embedding[q], e.embedding[g])]
+    elif flip_twins:
+        pairs = [(e.embedding[q], e.embedding[g]), (e.embedding_flip[q], e.embedding_flip[g])]
+    else:
+        merged = merge_embeddings(e.embedding[q], e.embedding_flip[q])
+        pairs = [(merged, e.embedding[g]), (merged, e.embedding_flip[g])]
+    return knn_scores(pairs, plan.gallery_labels, k)
+
+
 def prediction_sets(e: Embedded, info, plans: Sequence[SplitPlan], *, tta: bool, cosine: str = "centre",
-                    new_identities: bool = False, views: Sequence[str] = VIEWS) -> dict[tuple[str, str], PredictionSet]:
-    """{(view, split): PredictionSet} for a member's embedded images."""
+                    new_identities: bool = False, knn: int = 0,
+                    views: Sequence[str] = VIEWS) -> dict[tuple[str, str], PredictionSet]:
+    """{(view, split): PredictionSet} for a member's embedded images (the knn view with `knn` > 0)."""
     classes = list(info.classes)
     flip_twins = bool(info.flip_twins)
     base = {"model": info.name, "fold": int(info.fold), "tta": "flip" if tta else "none", "provider": e.provider}
@@ -213,6 +234,13 @@ def prediction_sets(e: Embedded, info, plans: Sequence[SplitPlan], *, tta: bool,
                 meta.update(trim=TRIM, trim_min=TRIM_MIN)
             out["cosine", plan.split] = PredictionSet(scores_for(columns, have, scores, missing=-1.0),
                                                       list(plan.queries), columns, meta)
+        if "knn" in views and knn > 0:
+            have, scores = knn_matrix(e, plan, flip_twins=flip_twins, k=knn)
+            extra = [c for c in have if c not in set(classes)] if new_identities else []
+            meta = {"kind": "cosine", "split": plan.split, **base, "cosine": "knn", "knn": knn,
+                    "gallery": plan.gallery_note, "gallery_images": len(plan.gallery), "new_identities": len(extra)}
+            out["knn", plan.split] = PredictionSet(scores_for(classes + extra, have, scores, missing=-1.0),
+                                                   list(plan.queries), classes + extra, meta)
     return out
 
 

@@ -76,10 +76,11 @@ def parity_inputs(images: Sequence[str], load: Callable[[str], np.ndarray] | Non
 
 def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
                   provider: str = "auto", skip_infer: bool = False, force: bool = False, fp16: bool = False,
-                  tta: str = "auto", cosine: str = "centre", new_identities: bool = False,
+                  tta: str = "auto", cosine: str = "centre", new_identities: bool = False, knn: int = 0,
                   workers: int | None = None, threads: int | None = None, progress: bool = True,
                   log: Callable[[str], None] = print) -> dict:
-    """Export, check and (unless `skip_infer`) run one member; returns what export.json holds."""
+    """Export, check and (unless `skip_infer`) run one member; returns what export.json holds.
+    `knn` > 0 adds the knn view with that many neighbours (kit.export.infer)."""
     from kit.export.exporter import ParityError, export_checked, export_fp16_checked
     from kit.export.runtime import PROVIDERS, OnnxRunner, TorchRunner, ort_cuda_listed, torch_gpu
 
@@ -92,16 +93,19 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
         raise KitError(f"cosine mode must be one of {', '.join(COSINE_MODES)}, got {cosine!r}")
     if tta not in TTA_MODES:
         raise KitError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    if knn < 0:
+        raise KitError(f"--knn must be >= 0 (0: no knn view), got {knn}")
     children = oof_children(model_dir)
     if children:
         return export_oof_member(model_dir, children, export_member, data, batch=batch, provider=provider,
                                  skip_infer=skip_infer, force=force, fp16=fp16, tta=tta, cosine=cosine,
-                                 new_identities=new_identities,
+                                 new_identities=new_identities, knn=knn,
                                  workers=workers, threads=threads, progress=progress, log=log)
     if not (model_dir / CHECKPOINT).is_file():
         raise KitError(f"{model_dir}: no {CHECKPOINT}; train it first (python scripts/train.py models/<recipe>.yaml)")
     data_dir = data_dir_of(model_dir, data)
-    options = export_options(data_dir, tta=tta, cosine=cosine, new_identities=new_identities, fp16=fp16)
+    options = export_options(data_dir, tta=tta, cosine=cosine, new_identities=new_identities, fp16=fp16,
+                             **({"knn": knn} if knn else {}))  # without the view: the options of before
     if not force and is_fresh(model_dir, options, skip_infer):
         log(f"{model_dir}: up to date (model.onnx and prediction sets newer than {CHECKPOINT}); --force to redo")
         return json.loads((model_dir / REPORT).read_text())
@@ -173,7 +177,8 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
             log(f"{model_dir}: inference on {len(images):,} images with {ran_by}" + (" (fp16)" if fp16_used else ""))
             embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
                              tta=flip_tta, batch=batch, workers=workers, progress=progress, desc=info.name)
-            sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities)
+            sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities,
+                                   knn=knn)
             for (view, split), ps in sets.items():
                 ps.meta["data"] = str(data_dir.resolve())  # a blend on another competition is refused by name
                 if fp16_used:

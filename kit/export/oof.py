@@ -121,8 +121,8 @@ def is_fresh(parent: Path, children: dict[int, Path], options: dict, skip_infer:
 
 def export_oof_member(parent: str | Path, children: dict[int, Path], export_fold: Callable[..., dict], data=None, *,
                       force: bool = False, skip_infer: bool = False, tta: str = "auto", cosine: str = "centre",
-                      new_identities: bool = False, fp16: bool = False, log: Callable[[str], None] = print,
-                      **member_kw) -> dict:
+                      new_identities: bool = False, fp16: bool = False, knn: int = 0,
+                      log: Callable[[str], None] = print, **member_kw) -> dict:
     """Export every fold member (`export_fold`: kit.export.member.export_member, same options), then
     the parent's oof and test sets. `children` = kit.export.layout.oof_children(parent); `member_kw`:
     export_member's other options. Returns what the parent's export.json holds.
@@ -138,7 +138,8 @@ def export_oof_member(parent: str | Path, children: dict[int, Path], export_fold
                            "run scripts/train.py RECIPE --folds --resume")
         raise KitError(f"{children[extra[0]]}: not a fold of {data_dir / 'folds.csv'} (folds {expected}); "
                        f"run scripts/train.py RECIPE --folds --force")
-    options = export_options(data_dir, tta=tta, cosine=cosine, new_identities=new_identities, fp16=fp16)
+    options = export_options(data_dir, tta=tta, cosine=cosine, new_identities=new_identities, fp16=fp16,
+                             **({"knn": knn} if knn else {}))
     if not force and is_fresh(parent, children, options, skip_infer):
         log(f"{parent}: up to date (oof and test sets newer than every fold's {CHECKPOINT}); --force to redo")
         return json.loads((parent / REPORT).read_text())
@@ -146,7 +147,7 @@ def export_oof_member(parent: str | Path, children: dict[int, Path], export_fold
     t0 = time.perf_counter()
     (parent / REPORT).unlink(missing_ok=True)  # without it nothing reads as fresh until the run finishes
     reports = {k: export_fold(d, data, force=force, skip_infer=skip_infer, tta=tta, cosine=cosine,
-                               new_identities=new_identities, fp16=fp16, log=log, **member_kw)
+                               new_identities=new_identities, fp16=fp16, knn=knn, log=log, **member_kw)
                for k, d in children.items()}
     name = oof_name(parent)
     report: dict = {"model": name, "folds": sorted(children), "options": options, "sets": [],

@@ -43,6 +43,7 @@ from kit.post.recipe import ALL_FOLDS, BlendRecipe, Member, load_recipe
 from kit.post.weights import WeightReport
 from kit.ranking import assemble
 
+VIEW_KIND = {"knn": "cosine"}  # a view whose sets hold another kind of score (else the view's name)
 TOP_K = 10  # ranked identities kept per image: 5 + up to 5 leak labels they may duplicate
 LEAK_SEARCH_DISTANCE = 8  # prepare() finds duplicates up to this distance (or the recipe's, if larger)
 
@@ -248,7 +249,7 @@ def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown
         raise KitError(f"{src}: members[{i}] ({m.name}): no {split} prediction set at {directory}; "
                        f"run `python scripts/export.py {m.model}`{hint}")
     ps = predset.load(directory)
-    if ps.kind != m.view:
+    if ps.kind != VIEW_KIND.get(m.view, m.view):
         raise KitError(f"{directory}: meta.json kind is {ps.kind!r} but the recipe's view is {m.view!r}")
     if ps.meta.get("split") != split:
         raise KitError(f"{directory}: meta.json split is {ps.meta.get('split')!r}, expected {split!r}")

@@ -120,7 +120,7 @@ def auto_calibration(kind: str, activation: str | None) -> str:
 
 
 # the calibration `auto` stands for in a recipe, by view (what its tunable parameters are)
-AUTO_BY_VIEW = {"logit": "softmax", "cosine": "affine"}
+AUTO_BY_VIEW = {"logit": "softmax", "cosine": "affine", "knn": "affine"}
 
 
 def load_plugins() -> None:

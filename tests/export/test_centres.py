@@ -94,3 +94,47 @@ def test_flip_twin_cosine_scores_the_mirror_against_mirrored_centres():
     plan = SplitPlan("val", ["q"], ["g1", "g2"], ["a", "b"], "")
     ps = prediction_sets(e, _member_info(["a", "b"], flip_twins=True), [plan], tta=True)["cosine", "val"]
     np.testing.assert_allclose(ps.scores, [[1.0, 0.0]], atol=1e-6)  # (1 + 1) / 2 and (0 + 0) / 2
+
+
+def _brute_knn(pairs, labels, k):
+    """Every (query, gallery image) cosine of every pair, the k best per query, each identity's best among them."""
+    classes = sorted(set(labels))
+    out = np.full((len(pairs[0][0]), len(classes)), -1.0)
+    for i in range(len(pairs[0][0])):
+        sims = []
+        for q, g in pairs:
+            qi = q[i] / np.linalg.norm(q[i])
+            sims += [(float(qi @ (gj / np.linalg.norm(gj))), lab) for gj, lab in zip(g, labels)]
+        for s, lab in sorted(sims, key=lambda t: -t[0])[:k]:
+            out[i, classes.index(lab)] = max(out[i, classes.index(lab)], s)
+    return classes, out
+
+
+def test_knn_against_brute_force_mirrored_gallery_included():
+    from kit.export.centres import knn_scores
+
+    rng = np.random.default_rng(0)
+    q, qf = rng.normal(size=(7, 6)), rng.normal(size=(7, 6))
+    g, gf = rng.normal(size=(15, 6)), rng.normal(size=(15, 6))
+    labels = list("aabbbcdddeeefgh")
+    for k in (1, 4, 30, 100):
+        for pairs in ([(q, g)], [(q, g), (qf, gf)]):
+            classes, got = knn_scores(pairs, labels, k)
+            want_classes, want = _brute_knn(pairs, labels, k)
+            assert classes == want_classes
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    assert (knn_scores([(q, g)], labels, 1)[1] > -1).sum(axis=1).tolist() == [1] * 7  # one neighbour: one identity
+
+
+def test_the_knn_view_in_the_prediction_sets():
+    names = ["g1", "g2", "g3", "q"]
+    orig = np.array([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [1, 0.2, 0]], np.float32)
+    flip = np.array([[0, 0, 1], [0, 1, 0], [0, 0.5, 1], [0, 0.2, 1]], np.float32)
+    e = Embedded(names, orig, flip, np.zeros((1, 2), np.float32), ["q"])
+    plan = SplitPlan("test", ["q"], ["g1", "g2", "g3"], ["a", "b", "a"], "")
+    sets = prediction_sets(e, _member_info(["a", "b"], flip_twins=True), [plan], tta=True, knn=2)
+    ps = sets["knn", "test"]
+    assert ps.meta["kind"] == "cosine" and ps.meta["knn"] == 2 and ps.classes == ["a", "b"]
+    _, want = _brute_knn([(orig[3:], orig[:3]), (flip[3:], flip[:3])], ["a", "b", "a"], 2)
+    np.testing.assert_allclose(ps.scores, want, atol=1e-6)
+    assert ("knn", "test") not in prediction_sets(e, _member_info(["a", "b"], flip_twins=True), [plan], tta=True)

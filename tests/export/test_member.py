@@ -208,3 +208,31 @@ def test_a_full_disk_is_one_line_and_the_previous_export_stays_whole(twin_member
     assert str(member) in err and "No space left on device" in err
     assert snapshot(disk) == files
     assert all((member / name).read_bytes() == data for name, data in before.items())
+
+
+def test_the_knn_view_exports_and_blends(tmp_path, tiny_data):
+    """export --knn K writes preds/knn/{val,test} (cosines among the K nearest gallery images, the
+    mirrored gallery included); a blend recipe takes it as a member like any view."""
+    from kit.post.pipeline import evaluate
+    from kit.post.recipe import recipe_from_dict
+
+    member = make_member(tmp_path / "models" / "arc", tiny_data, head="arcface", flip="same", fold=0)
+    report = export_member(member, batch=5, provider="cpu", knn=4, progress=False, log=lambda s: None)
+    assert {"preds/knn/val", "preds/knn/test"} <= set(report["sets"]) and report["options"]["knn"] == 4
+    knn, cosine = load_set(member / "preds" / "knn" / "val"), load_set(member / "preds" / "cosine" / "val")
+    assert knn.meta["knn"] == 4 and knn.kind == "cosine" and knn.classes == cosine.classes
+    assert ((knn.scores > -1).sum(axis=1) <= 4).all()  # at most K identities per image have a neighbour
+    # without flip TTA (no mirrored neighbours), an identity among the K nearest scores its nearest image
+    plain = export_member(member, batch=5, provider="cpu", tta="none", cosine="nearest", knn=4, force=True,
+                          progress=False, log=lambda s: None)
+    assert plain["options"]["cosine"] == "nearest"
+    knn, best = (load_set(member / "preds" / view / "val").scores for view in ("knn", "cosine"))
+    hit = knn > -1
+    assert hit.sum(axis=1).min() >= 1 and hit.sum(axis=1).max() <= 4
+    np.testing.assert_allclose(knn[hit], best[hit], atol=1e-5)
+    recipe = recipe_from_dict({"name": "k", "data": str(tiny_data), "fold": 0,
+                               "members": [{"model": str(member), "view": "knn"}, {"model": str(member), "view": "logit"}],
+                               "steps": {"new_whale": {"threshold": 0.5}}}, "blends/k.yaml")
+    run = evaluate(recipe)
+    assert run.val is not None and run.recipe.members[0].calibration.method == "auto"
+    assert "members.0.calibration.scale" in recipe.tunable_params()  # a cosine view: affine's parameters
