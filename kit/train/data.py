@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -100,7 +101,7 @@ def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, Imag
                                          zip(comp.boxes.index, comp.boxes[["x0", "y0", "x1", "y1"]].to_numpy())}
     train = _table(train_rows, comp.train_dir, boxes, index)
     if recipe.extra_train:
-        extra = _read_extra(Path(recipe.extra_train), comp, set(classes))
+        extra = read_extra(Path(recipe.extra_train), comp, set(classes))
         more = _table(extra, comp.test_dir, boxes, index)
         train = ImageTable(train.paths + more.paths, train.boxes + more.boxes,
                            np.concatenate([train.targets, more.targets]), train.names + more.names,
@@ -109,7 +110,7 @@ def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, Imag
     return train, val, classes
 
 
-def _read_extra(path: Path, comp, classes: set[str]) -> pd.DataFrame:
+def read_extra(path: Path, comp, classes: set[str]) -> pd.DataFrame:
     """extra_train: a pseudo-label CSV `Image,Id` of test images; ids must be trained classes."""
     frame = read_csv(path, ("Image", "Id"), "extra_train pseudo-labels")
     frame = pd.DataFrame({"image": frame["Image"], "label": frame["Id"].str.strip()})
@@ -117,12 +118,17 @@ def _read_extra(path: Path, comp, classes: set[str]) -> pd.DataFrame:
     stray = [n for n in frame["image"] if n not in test]
     if stray:
         raise KitError(f"{path}: image {stray[0]!r} is not a test image of {comp.root} ({len(stray)} such rows)")
-    unknown = [l for l in frame["label"] if l not in classes and l != comp.unknown]
+    known = set(comp.train["label"])
+    unknown = [l for l in frame["label"] if l not in known and l != comp.unknown]
     if unknown:
         raise KitError(f"{path}: label {unknown[0]!r} is not an identity of the training rows ({len(unknown)} such rows)")
     if frame["image"].duplicated().any():
         raise KitError(f"{path}: image {frame['image'][frame['image'].duplicated()].iloc[0]!r} is listed twice")
-    return frame
+    # an identity this fold holds out: left out, or its validation images would meet it in training
+    held = ~frame["label"].isin(classes) & (frame["label"] != comp.unknown)
+    if held.any():
+        warnings.warn(f"{path}: {int(held.sum())} pseudo-label(s) of identities the fold holds out left out", stacklevel=2)
+    return frame[~held].reset_index(drop=True)
 
 
 # ---- epoch plans ---------------------------------------------------------------------------------

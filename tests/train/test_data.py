@@ -7,7 +7,7 @@ from PIL import Image
 
 from kit.data.competition import load_competition
 from kit.data.crops import CropSpec, open_crops
-from kit.train.data import BadImage, Feeder, build_tables, load_image, make_plan, rank_batches
+from kit.train.data import BadImage, Feeder, read_extra, build_tables, load_image, make_plan, rank_batches
 from kit.train.model import member_info
 
 
@@ -75,6 +75,11 @@ def test_extra_train_pseudo_labels(tmp_path, learnable, tiny_recipe):
     (tmp_path / "bad.csv").write_text("Image,Id\ntr0000.jpg,w_0000\n")
     with pytest.raises(Exception, match="not a test image"):
         tables(learnable, tiny_recipe(learnable, extra_train=str(tmp_path / "bad.csv")))
+    # an identity of train.csv that this member's fold does not train on: left out, with a warning
+    (tmp_path / "held.csv").write_text("Image,Id\nte0000.jpg,w_0000\nte0001.jpg,w_0001\n")
+    with pytest.warns(UserWarning, match="1 pseudo-label.* the fold holds out left out"):
+        kept = read_extra(tmp_path / "held.csv", load_competition(learnable), set(classes) - {"w_0001"})
+    assert kept["image"].tolist() == ["te0000.jpg"]
     (tmp_path / "bad2.csv").write_text("Image,Id\nte0000.jpg,w_nobody\n")
     with pytest.raises(Exception, match="'w_nobody' is not an identity"):
         tables(learnable, tiny_recipe(learnable, extra_train=str(tmp_path / "bad2.csv")))

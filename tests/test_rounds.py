@@ -1,0 +1,55 @@
+"""Pseudo-label rounds on a tiny learnable competition: two rounds of retraining, exporting,
+blending and selecting, each round trained on the pseudo-labels of the one before."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kit.errors import KitError
+from kit.export.member import export_member
+from kit.rounds import format_rounds, pseudo_rounds
+from kit.testing import LEARNABLE, make_competition, make_tiny_recipe, write_blend_recipe
+from kit.train.loop import train
+from kit.train.recipe import load_recipe
+
+
+@pytest.fixture
+def blend(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = make_competition(Path("data"), **{**LEARNABLE, "n_test": 8})
+    recipe = make_tiny_recipe(data, name="m", stages=[{"epochs": 1, "lr": 0.003}])
+    train(recipe, out=Path("models/m"), progress=False)
+    export_member(Path("models/m"), progress=False, log=lambda line: None)
+    # no steps: every test image's first label is its top-1 identity, so a low threshold selects them
+    return write_blend_recipe(Path("blends/final.yaml"), data, [{"model": "models/m", "view": "logit"}],
+                              steps={}, pseudo={"threshold": 0.0}, output="submissions")
+
+
+def test_two_rounds_each_trained_on_the_last_rounds_pseudo_labels(blend):
+    said = []
+    rows = pseudo_rounds(blend, 2, echo=said.append)
+    assert [r.round for r in rows] == [0, 1, 2]
+    assert rows[0].pseudo_labels_written == 8 and rows[1].pseudo_labels_trained == 8
+    assert load_recipe("models/m-pl1/recipe.yaml").extra_train == "submissions/final.pseudo.csv"
+    assert load_recipe("models/m-pl2/recipe.yaml").extra_train == "submissions/final-pl1.pseudo.csv"
+    second = yaml.safe_load(Path("blends/final-pl2.yaml").read_text())
+    assert second["name"] == "final-pl2" and second["members"][0]["model"] == "models/m-pl2"
+    assert Path("submissions/final-pl2.csv").is_file() and Path("models/m-pl2/preds/logit/val").is_dir()
+    assert all(r.val_gain is not None for r in rows[1:])  # the validation images: the same every round
+    assert rows[0].test_ap is None or all(r.test_gain is not None for r in rows[1:])
+    table = format_rounds(rows).splitlines()
+    assert len(table) == 5 and table[1].startswith("0 ") and table[3].startswith("2 ")
+    # again: every round is reused (trained, exported), the numbers the same
+    again = pseudo_rounds(blend, 2, echo=said.append)
+    assert [r.val_map5 for r in again] == [r.val_map5 for r in rows]
+    assert any("(resumed)" in line for line in said)
+
+
+def test_rounds_need_pseudo_labels(blend):
+    off = Path("blends/off.yaml")
+    raw = yaml.safe_load(blend.read_text())
+    off.write_text(yaml.safe_dump({**raw, "name": "off", "pseudo": {"enabled": False}}))
+    with pytest.raises(KitError, match="pseudo is off"):
+        pseudo_rounds(off, 1)
+    with pytest.raises(KitError, match="--rounds must be >= 1"):
+        pseudo_rounds(blend, 0)
