@@ -136,7 +136,7 @@ def _trained(model_dir: Path, recipe) -> bool:
 
 def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0, trials: int = 150,
              force: bool = False, jobs: int | None = None, echo: Callable[[str], None] = print,
-             progress: bool = True) -> DemoResult:
+             progress: bool = True, layout: str = "humpback") -> DemoResult:
     from kit.train.loop import Task, fold_tasks, train_tasks
 
     data = Path(data)
@@ -152,17 +152,19 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         seconds[stage] = round(now - clock, 1)
         clock = now
 
-    echo(f"== 1/6 competition: synthetic {size} (seed {seed}) in {data}")
+    echo(f"== 1/6 competition: synthetic {size} (seed {seed}{', ' + layout if layout != 'humpback' else ''}) in {data}")
     if force and data.exists():
         shutil.rmtree(data)
     if not (data / "train.csv").is_file():
-        generate(data, size=size, seed=seed, progress=progress)
+        generate(data, size=size, seed=seed, progress=progress, layout=layout)
     made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else None
     if made is None:
         echo(f"  {data}: not a synthetic competition (no synthetic.json): used as it is")
-    elif (made.get("size"), made.get("seed")) != (size, seed):  # never report one competition as another
-        raise KitError(f"{data}: holds synthetic {made.get('size', '?')} seed {made.get('seed', '?')}, not {size} seed "
-                       f"{seed}; add --force to generate it again (and retrain), or --data for another directory")
+    elif (made.get("size"), made.get("seed"), made.get("layout", "humpback")) != (size, seed, layout):
+        # never report one competition as another
+        raise KitError(f"{data}: holds synthetic {made.get('size', '?')} seed {made.get('seed', '?')} "
+                       f"({made.get('layout', 'humpback')}), not {size} seed {seed} ({layout}); add --force to generate "
+                       f"it again (and retrain), or --data for another directory")
     if not (data / "folds.csv").is_file() or not (data / "hashes.csv").is_file():
         prepare(data, seed=seed, echo=echo)
     lap("competition")

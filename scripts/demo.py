@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data", default="data/small", help="where the synthetic competition lives (default data/small)")
     p.add_argument("--size", default="small", help="synthetic size when it must be generated (default small)")
+    p.add_argument("--layout", default="humpback", choices=("humpback", "happywhale"),
+                   help="the synthetic competition's shape: Kaggle 2019's flukes (default), or Happywhale 2022's "
+                        "species (use another --data, e.g. data/happywhale)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--trials", type=int, default=150, help="Optuna trials (default 150)")
     p.add_argument("--jobs", type=int, help="trainings at once on the CPU (default: 2, or 1 on a 1-core machine)")
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KitError(f"--jobs must be >= 1, got {args.jobs}")
 
     start = time.perf_counter()
-    result = run_demo(args.data, args.size, args.seed, args.trials, args.force, args.jobs, progress=not args.quiet)
+    result = run_demo(args.data, args.size, args.seed, args.trials, args.force, args.jobs, progress=not args.quiet,
+                      layout=args.layout)
     print()
     print(format_table(result.table))
     print()

@@ -39,6 +39,7 @@ How hard: on "small", a raw-pixel nearest neighbour (box crop, 32x64 grey, cosin
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import io
 import json
@@ -75,7 +76,41 @@ TEST_DUPLICATE_SHARE = 0.035
 TRAIN_CONFLICT_SHARE = 0.002
 
 # Generator streams: each seeds its own generators, so adding draws to one never shifts another.
-_PLAN, _ANIMAL, _PHOTO, _COPY = 0, 1, 2, 3
+_PLAN, _ANIMAL, _PHOTO, _COPY, _SPECIES = 0, 1, 2, 3, 4
+
+# Happywhale 2022's shape (`layout="happywhale"`): 51,033 train images of 15,587 individuals of 30
+# species, the unknown label `new_individual`. The ten commonest species, by their share of the
+# train images; each is drawn as a fluke or a dorsal fin of its own proportions and tone, and its
+# test images are new animals more or less often than the others (`unknown`: a factor on the share).
+@dataclass(frozen=True)
+class Species:
+    share: float
+    shape: str  # fluke | fin
+    unknown: float = 1.0
+    height: tuple[float, float] = (0.4, 0.6)  # fin: apex above the base, canonical units
+    falcate: tuple[float, float] = (1.4, 2.4)  # fin: how hooked the trailing edge is (1: straight)
+    sweep: tuple[float, float] = (0.05, 0.25)  # fin: how far back the apex leans
+    tone: tuple[float, float] = (0.2, 0.35)  # skin between the animal's black (0) and white (1)
+    notches: tuple[int, int] = (1, 6)  # fin: nicks in the trailing edge, the animal's fingerprint
+
+
+SPECIES = {
+    "bottlenose_dolphin": Species(0.19, "fin", 1.0),
+    "beluga": Species(0.15, "fin", 0.5, height=(0.08, 0.16), falcate=(1.0, 1.2), sweep=(-0.1, 0.1),
+                      tone=(0.8, 0.92), notches=(0, 3)),
+    "humpback_whale": Species(0.15, "fluke", 1.0),
+    "blue_whale": Species(0.10, "fin", 1.6, height=(0.1, 0.2), falcate=(1.2, 2.0), tone=(0.35, 0.5), notches=(0, 3)),
+    "false_killer_whale": Species(0.07, "fin", 0.8, height=(0.45, 0.65), falcate=(2.0, 3.0), sweep=(0.15, 0.35),
+                                  tone=(0.06, 0.14)),
+    "dusky_dolphin": Species(0.06, "fin", 1.2, height=(0.35, 0.5), tone=(0.3, 0.5)),
+    "spinner_dolphin": Species(0.04, "fin", 1.4, height=(0.4, 0.55), falcate=(1.0, 1.4), tone=(0.25, 0.4)),
+    "killer_whale": Species(0.04, "fin", 0.6, height=(0.7, 0.9), falcate=(1.0, 1.5), sweep=(0.0, 0.12),
+                            tone=(0.04, 0.1)),
+    "minke_whale": Species(0.04, "fin", 1.5, height=(0.15, 0.3), tone=(0.3, 0.45), notches=(0, 2)),
+    "gray_whale": Species(0.03, "fluke", 1.3, tone=(0.3, 0.55)),
+}
+HAPPYWHALE_UNKNOWN = "new_individual"
+LAYOUT_NAMES = ("humpback", "happywhale")
 
 
 @dataclass(frozen=True)
@@ -110,14 +145,22 @@ class Plan:
     source: np.ndarray  # (n,) int: index of the image this one re-encodes, -1 for a photo
     grey: np.ndarray  # (n,) bool: saved as a single-channel JPEG
     caption: np.ndarray  # (n,) bool: carries written text
+    layout: str = "humpback"
+    species: np.ndarray | None = None  # (n,) str, happywhale: each image's animal's species
+    ids: dict | None = None  # happywhale: the plan's label -> the individual_id written
 
     @property
     def n_test(self) -> int:
         return len(self.image) - self.n_train
 
     def frame(self, split: str) -> pd.DataFrame:
-        """`Image,Id` for "train" (train.csv) or "test" (test_truth.csv), sorted by image."""
+        """`Image,Id` for "train" (train.csv) or "test" (test_truth.csv), sorted by image; in the
+        happywhale layout `image,species,individual_id`."""
         part = slice(0, self.n_train) if split == "train" else slice(self.n_train, None)
+        if self.layout == "happywhale":
+            frame = pd.DataFrame({"image": self.image[part], "species": self.species[part],
+                                  "individual_id": [self.ids.get(l, HAPPYWHALE_UNKNOWN) for l in self.label[part]]})
+            return frame.sort_values("image", ignore_index=True)
         frame = pd.DataFrame({"Image": self.image[part], "Id": self.label[part]})
         return frame.sort_values("Image", ignore_index=True)
 
@@ -186,8 +229,11 @@ def _hex_names(rng: np.random.Generator, n: int, digits: int) -> list[str]:
     return names
 
 
-def plan(size: str = "small", seed: int = 0) -> Plan:
-    """Draw a competition's labels, names and duplicates (no pixels): pure and fast."""
+def plan(size: str = "small", seed: int = 0, layout: str = "humpback") -> Plan:
+    """Draw a competition's labels, names and duplicates (no pixels): pure and fast. The happywhale
+    layout is the same draw (so the same difficulty) with species and Happywhale's names on top."""
+    if layout not in LAYOUT_NAMES:
+        raise KitError(f"layout {layout!r} is not a synthetic layout; choose one of {', '.join(LAYOUT_NAMES)}")
     spec = _spec(size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise KitError(f"seed must be a non-negative integer, got {seed!r}")
@@ -246,7 +292,25 @@ def plan(size: str = "small", seed: int = 0) -> Plan:
     caption = rng.random(n) < CAPTION_SHARE
     grey[copy], caption[copy] = grey[source[copy]], caption[source[copy]]
     image = np.array([f"{h}.jpg" for h in _hex_names(rng, n, 9)], dtype=object)
-    return Plan(size, seed, n_train, image, label, animal, source, grey, caption)
+    out = Plan(size, seed, n_train, image, label, animal, source, grey, caption)
+    return out if layout == "humpback" else _with_species(out, n_ids)
+
+
+def _with_species(p: Plan, n_ids: int) -> Plan:
+    """Each animal its species (a known identity by the species' share of images; a new animal by
+    that share times the species' `unknown` factor), and Happywhale's 12-hex individual ids; from
+    a stream of its own, so the humpback draw of the seed is unchanged."""
+    rng = np.random.default_rng([p.seed, _SPECIES])
+    names = list(SPECIES)
+    share = np.array([SPECIES[s].share for s in names])
+    new_share = share * np.array([SPECIES[s].unknown for s in names])
+    n_animals = int(p.animal.max()) + 1
+    species_of = np.where(np.arange(n_animals) < n_ids, rng.choice(len(names), n_animals, p=share / share.sum()),
+                          rng.choice(len(names), n_animals, p=new_share / new_share.sum()))
+    known = sorted({str(l) for l in p.label if l != UNKNOWN})
+    ids = dict(zip(known, _hex_names(rng, len(known), 12)))
+    species = np.array([names[k] for k in species_of[p.animal]], dtype=object)
+    return dataclasses.replace(p, layout="happywhale", species=species, ids=ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +456,77 @@ def _animal(seed: int, index: int) -> _Animal:
     return _Animal(alpha, mask, pattern, later, dark.astype(np.float32), white.astype(np.float32), float(base))
 
 
+@functools.lru_cache(maxsize=32)
+def _fin(seed: int, index: int, species: str) -> _Animal:
+    """A dorsal fin above a curved back, in the fluke's canonical frame: a convex leading edge up to
+    the apex, a hooked (falcate) trailing edge down to the base with nicks in it (the animal's
+    fingerprint, as a fluke's trailing edge is), skin of the species' tone with scars and spots."""
+    sp = SPECIES[species]
+    rng = np.random.default_rng([seed, _ANIMAL, index])
+    u = (np.arange(TEX_W, dtype=np.float32) + 0.5 - ORIGIN[0]) / UNIT
+    v = ((np.arange(TEX_H, dtype=np.float32) + 0.5 - ORIGIN[1]) / UNIT)[:, None]
+    base = rng.uniform(0.58, 0.68)
+    apex_v = base - rng.uniform(*sp.height)
+    apex_u = rng.uniform(*sp.sweep)
+    lead_u, trail_u = rng.uniform(-0.8, -0.45), apex_u + rng.uniform(0.2, 0.45)
+    t = np.clip((v - apex_v) / (base - apex_v), 0, 1)  # 0 at the apex, 1 at the base
+    lead = apex_u + (lead_u - apex_u) * t ** rng.uniform(0.45, 0.8)
+    hook = rng.uniform(*sp.falcate)
+    trail = apex_u + (trail_u - apex_u) * t ** hook + rng.uniform(0.0, 0.08) * (hook - 1) * np.sin(np.pi * t)
+    for _ in range(int(rng.integers(sp.notches[0], sp.notches[1] + 1))):
+        c, w, d = rng.uniform(0.05, 0.95), rng.uniform(0.015, 0.06), rng.uniform(0.01, 0.07)
+        trail = trail - d * np.clip(1 - (np.abs(t - c) / w) ** 2, 0, None) ** rng.uniform(0.3, 1.0)
+    fin = (np.clip((u - lead) * UNIT + 0.5, 0, 1) * np.clip((trail - u) * UNIT + 0.5, 0, 1)
+           * np.clip((v - apex_v) * UNIT + 0.5, 0, 1))
+    back = np.clip((v - (base - 0.02 + rng.uniform(0.05, 0.2) * u ** 2)) * UNIT + 0.5, 0, 1) * (np.abs(u) < 1.05)
+    alpha = np.maximum(fin, back).astype(np.float32)
+
+    tone = rng.uniform(*sp.tone)
+    field = _noise(rng, (4, 8), (TEX_W, TEX_H)) + 0.5 * _noise(rng, (16, 32), (TEX_W, TEX_H))
+    pigment = np.clip(tone + 0.06 * field / (field.std() + 1e-6), 0.02, 0.98)
+    pattern = Image.fromarray((pigment * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pattern)
+    ys, xs = np.nonzero(fin > 0.5)
+    light = tone < 0.6  # marks show light on dark skin, dark on white
+    for _ in range(int(min(300, rng.lognormal(2.5, 1.0)))) if len(xs) else ():
+        k = int(rng.integers(len(xs)))
+        r = float(np.clip(rng.lognormal(0.0, 0.5), 0.5, 4))
+        value = int(rng.integers(150, 240) if light else rng.integers(20, 90))
+        draw.ellipse((xs[k] - r, ys[k] - r, xs[k] + r, ys[k] + r), fill=value)
+    scars = []
+    for _ in range(int(rng.choice([0, 1, 2, 3]))) if len(xs) else ():
+        k = int(rng.integers(len(xs)))
+        ang, length = rng.uniform(0, np.pi), rng.uniform(10, 60)
+        pts = [(float(xs[k]), float(ys[k])), (xs[k] + np.cos(ang) * length, ys[k] + np.sin(ang) * length)]
+        value = int(rng.integers(170, 250) if light else rng.integers(10, 60))
+        scars.append((0.0 if rng.random() < 0.7 else rng.uniform(0, 1), pts, int(rng.integers(1, 3)), value))
+    for birth, pts, width, value in scars:
+        if birth == 0.0:
+            draw.line(pts, fill=value, width=width)
+    dark = np.array([22, 24, 29], np.float32) * rng.uniform(0.7, 1.4)
+    white = np.array([234, 237, 240], np.float32) - rng.uniform(0, 25)
+    mask = Image.fromarray((alpha * 255 + 0.5).astype(np.uint8))
+    later = tuple(s for s in scars if s[0] > 0)
+    return _Animal(alpha, mask, pattern, later, dark, white, float(base + 0.15))  # water near the fin's base
+
+
+def _animal_of(seed: int, index: int, species: str | None) -> _Animal:
+    """The animal of a photo: a humpback fluke (the 2019 layout), or its species' fluke or fin."""
+    if species is None:
+        return _animal(seed, index)
+    sp = SPECIES[species]
+    if sp.shape == "fin":
+        return _fin(seed, index, species)
+    animal = _animal(seed, index)
+    if species == "humpback_whale":
+        return animal
+    # another fluked species: its own tone, the humpback's black-and-white pattern muted to mottling
+    rng = np.random.default_rng([seed, _SPECIES, index])
+    tone = rng.uniform(*sp.tone)
+    muted = np.asarray(animal.pattern, np.float32) / 255 * 0.3 + tone - 0.15
+    return dataclasses.replace(animal, pattern=Image.fromarray(np.clip(muted * 255, 0, 255).astype(np.uint8)))
+
+
 # --------------------------------------------------------------------------------------------
 # Photos: pose, water, sea and sky, light, lens, caption, JPEG.
 
@@ -476,10 +611,10 @@ def _caption(rng: np.random.Generator, image: Image.Image) -> None:
 
 
 def _photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
-           widths: tuple[int, int]) -> tuple[Image.Image, tuple[int, int, int, int], int]:
-    """Render one photo of an animal: the image, the fluke's box and a JPEG quality."""
+           widths: tuple[int, int], species: str | None = None) -> tuple[Image.Image, tuple[int, int, int, int], int]:
+    """Render one photo of an animal: the image, the fluke's (or fin's) box and a JPEG quality."""
     rng = np.random.default_rng([seed, _PHOTO, index])
-    animal = _animal(seed, animal_index)
+    animal = _animal_of(seed, animal_index, species)
     w = int(widths[1] if rng.random() < 0.6 else rng.integers(widths[0], widths[1] + 1))
     r = rng.random()
     aspect = 1.5 if r < 0.3 else rng.uniform(1.3, 2.6) if r < 0.93 else rng.uniform(2.6, 3.6)
@@ -609,15 +744,16 @@ def _recopy(seed: int, index: int, data: bytes, box: tuple[int, int, int, int]) 
     return _encode(image, int(rng.integers(70, 97))), (x0, y0, x1, y1)
 
 
-def _render_bytes(seed: int, index: int, animal: int, grey: bool, caption: bool, widths) -> tuple[bytes, tuple]:
-    image, box, quality = _photo(seed, index, animal, grey, caption, widths)
+def _render_bytes(seed: int, index: int, animal: int, grey: bool, caption: bool, widths,
+                  species: str | None = None) -> tuple[bytes, tuple]:
+    image, box, quality = _photo(seed, index, animal, grey, caption, widths, species)
     return _encode(image, quality), box
 
 
 def _render(task: tuple) -> tuple[int, tuple[int, int, int, int]]:
     """Worker: render one image (a photo, or a re-encoded copy of one) and write it."""
-    seed, index, src, animal, grey, caption, widths, path = task
-    data, box = _render_bytes(seed, index if src < 0 else src, animal, grey, caption, widths)
+    seed, index, src, animal, grey, caption, widths, path, species = task
+    data, box = _render_bytes(seed, index if src < 0 else src, animal, grey, caption, widths, species)
     if src >= 0:
         data, box = _recopy(seed, index, data, box)
     Path(path).write_bytes(data)
@@ -652,18 +788,20 @@ def _context():
 
 def _tasks(p: Plan, root: Path, widths: tuple[int, int]) -> list[tuple]:
     tasks = []
+    folders = ("train_images", "test_images") if p.layout == "happywhale" else ("train", "test")
     for i in range(len(p.image)):
-        folder = "train" if i < p.n_train else "test"
+        folder = folders[0] if i < p.n_train else folders[1]
         tasks.append((p.seed, i, int(p.source[i]), int(p.animal[i]), bool(p.grey[i]), bool(p.caption[i]),
-                      widths, str(root / folder / p.image[i])))
+                      widths, str(root / folder / p.image[i]), None if p.species is None else str(p.species[i])))
     # Neighbouring tasks share an animal, so a worker's animal cache hits; order never changes output.
     tasks.sort(key=lambda t: (t[3], t[1]))
     return tasks
 
 
 def generate(out: str | os.PathLike, size: str = "small", seed: int = 0, progress: bool = True,
-             workers: int | None = None) -> Path:
-    """Write a synthetic competition to `out` (Kaggle 2019 layout + test_truth.csv); return it."""
+             workers: int | None = None, layout: str = "humpback") -> Path:
+    """Write a synthetic competition to `out` (Kaggle 2019 layout, or Happywhale 2022's with
+    `layout="happywhale"`, + test_truth.csv); return it."""
     spec = _spec(size)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -672,13 +810,14 @@ def generate(out: str | os.PathLike, size: str = "small", seed: int = 0, progres
         workers = cpu_count()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise KitError(f"workers must be a positive integer, got {workers!r}")
-    p = plan(size, seed)
+    p = plan(size, seed, layout)
     seed = int(seed)
+    happy = layout == "happywhale"
 
     boxes: dict[int, tuple[int, int, int, int]] = {}
     with atomic_dir(out) as tmp:
-        (tmp / "train").mkdir()
-        (tmp / "test").mkdir()
+        (tmp / ("train_images" if happy else "train")).mkdir()
+        (tmp / ("test_images" if happy else "test")).mkdir()
         tasks = _tasks(p, tmp, spec.width)
         bar = progress_bar(len(tasks), f"synthetic {size}", "img", enabled=progress, leave=True)
         if workers == 1:
@@ -702,19 +841,35 @@ def generate(out: str | os.PathLike, size: str = "small", seed: int = 0, progres
         truth = p.frame("test")
         _write_csv(tmp / "test_truth.csv", truth)
         train = p.frame("train")
-        per_id = train[train.Id != UNKNOWN].Id.value_counts()
+        image_col, label_col, unknown = (("image", "individual_id", HAPPYWHALE_UNKNOWN) if happy
+                                         else ("Image", "Id", UNKNOWN))
+        per_id = train[train[label_col] != unknown][label_col].value_counts()
         top = sorted(per_id.index, key=lambda i: (-per_id[i], i))[:4]
         _write_csv(tmp / "sample_submission.csv",
-                   pd.DataFrame({"Image": truth.Image, "Id": " ".join([UNKNOWN, *top])}))
+                   pd.DataFrame({image_col: truth[image_col], "predictions" if happy else "Id": " ".join([unknown, *top])}))
         order = np.argsort(p.image, kind="stable")
         _write_csv(tmp / "bounding_boxes.csv", pd.DataFrame(
             [(p.image[i], *boxes[int(i)]) for i in order], columns=["Image", "x0", "y0", "x1", "y1"]))
         meta = {
-            "generator": "kit.data.synthetic", "version": VERSION, "size": size, "seed": seed, "unknown": UNKNOWN,
+            "generator": "kit.data.synthetic", "version": VERSION, "size": size, "seed": seed,
+            **({"layout": layout, "species": _species_counts(p)} if happy else {}),
+            "unknown": HAPPYWHALE_UNKNOWN if happy else UNKNOWN,
             "counts": p.counts(), "image_width": list(spec.width),
             "test_duplicates": p.test_duplicates(), "train_conflicts": p.train_conflicts(),
         }
         (tmp / "synthetic.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return out
+
+
+def _species_counts(p: Plan) -> dict:
+    """Per species: train images, identities, test images and the share of them new animals."""
+    train, test = p.frame("train"), p.frame("test")
+    out = {}
+    for name in SPECIES:
+        tr, te = train[train.species == name], test[test.species == name]
+        known = tr.individual_id[tr.individual_id != HAPPYWHALE_UNKNOWN]
+        out[name] = {"train": len(tr), "ids": int(known.nunique()), "test": len(te),
+                     "test_new": round(float((te.individual_id == HAPPYWHALE_UNKNOWN).mean()) if len(te) else 0.0, 3)}
     return out
 
 

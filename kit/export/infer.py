@@ -38,8 +38,15 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError
-from kit.export.centres import (TRIM, TRIM_MIN, cosine_scores, identity_centres, knn_scores, nearest_image_scores,
-                                scores_for)
+from kit.export.centres import (
+    TRIM,
+    TRIM_MIN,
+    cosine_scores,
+    identity_centres,
+    knn_scores,
+    nearest_image_scores,
+    scores_for,
+)
 from kit.export.images import prefetch_batches
 from kit.export.tta import fold_logits, hflip, l2_normalise, merge_embeddings
 from kit.predset import PredictionSet

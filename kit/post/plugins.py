@@ -26,7 +26,6 @@ import numpy as np
 from kit.config import Registry, param, tuning_of
 
 
-
 @dataclass(frozen=True)
 class StepParams:
     """What every step's parameters share: `enabled: false` keeps a step in the recipe, switched off."""
