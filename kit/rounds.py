@@ -117,7 +117,7 @@ def _measured(r: int, path: Path, run, trained_with: int) -> Round:
 def _gain(before: np.ndarray | None, after: np.ndarray | None) -> Gain | None:
     if before is None or after is None or len(before) != len(after):
         return None
-    return paired_gains([(before, after)])[0]
+    return paired_gains([(after, before)])[0]  # mean(after - before)
 
 
 def format_rounds(rows: list[Round]) -> str:

@@ -15,7 +15,7 @@ LAYERS = [
     ("kit.post",),
     ("kit.tune",),
     ("kit.report",),
-    ("kit.starter", "kit.demo", "kit.rounds", "kit.testing"),  # the orchestrators; the fabricators for tests and CI
+    ("kit.starter", "kit.demo", "kit.rounds", "kit.gains", "kit.testing"),  # the orchestrators; the fabricators for tests and CI
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -53,3 +53,11 @@ def test_rounds_need_pseudo_labels(blend):
         pseudo_rounds(off, 1)
     with pytest.raises(KitError, match="--rounds must be >= 1"):
         pseudo_rounds(blend, 0)
+
+
+def test_a_gain_is_after_minus_before():
+    import numpy as np
+
+    from kit.rounds import _gain
+
+    assert _gain(np.zeros(50), np.ones(50)).value == 1.0

@@ -1,0 +1,149 @@
+"""What each method since 2019 gains here: measured on a competition the demo has trained, each
+gain over its baseline with the paired bootstrap interval, on validation and on the test truth.
+
+Run after `scripts/demo.py` (its members, blend and competition are the baselines):
+- sub-center ArcFace with dynamic margins, GeM over two stages, a 10x head learning rate: the
+  demo's ResNet trained again with each (`models/resnet18_tiny-<variant>`), its logits alone with
+  the new_whale threshold fitted on validation, against the demo's ResNet the same way;
+- the knn view: the demo's blend plus each member's knn view (K = 20, rank-calibrated like the
+  cosine views), against the demo's blend; automatic weights both;
+- new_whale per species (Happywhale layout only): a threshold per species fitted on validation
+  (species with 8+ validation images whose top-1 is of it), against the one fitted threshold;
+- one pseudo-label round of the demo's ResNet (logit and cosine views), against round 0.
+Validation is where thresholds are fitted, so its gains are optimistic; the test truth is not.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from kit import ranking
+from kit.errors import KitError
+from kit.export.member import export_member
+from kit.post import pipeline
+from kit.post.compare import Gain, paired_gains
+from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
+from kit.rounds import pseudo_rounds
+from kit.train.loop import train
+from kit.train.recipe import load_recipe as load_train_recipe
+from kit.train.recipe import recipe_from_dict
+from kit.tune.members import with_own_threshold
+
+BASE = "models/resnet18_tiny"
+VARIANTS = {  # the recipe keys each method changes, one line of YAML each
+    "subcenter+dynamic": {"head": {"subcenters": 2, "margin_a": 0.5}},
+    "gem2": {"model": {"pool": "gem", "pool_stages": 2}},
+    "head_lr10": {"optim": {"head_lr": 10.0}},
+}
+KNN = 20
+MIN_GROUP = 8
+
+
+@dataclasses.dataclass
+class Row:
+    method: str
+    baseline: str
+    val: Gain
+    test: Gain | None
+    val_map5: tuple[float, float]  # (baseline, method)
+    test_map5: tuple[float, float] | None
+
+
+def _fitted(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-image AP@5 on val and test of the recipe with its new_whale threshold fitted on all of val."""
+    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    recipe = pipeline.with_weights(recipe, val)
+    fitted = with_own_threshold(recipe, val, np.arange(len(val.images)))
+    return pipeline.run(fitted, val).ap, pipeline.run(fitted, test).ap
+
+
+def _row(method: str, baseline: str, before, after) -> Row:
+    val = paired_gains([(after[0], before[0])])[0]
+    test = None if before[1] is None else paired_gains([(after[1], before[1])])[0]
+    return Row(method, baseline, val, test, (before[0].mean(), after[0].mean()),
+               None if before[1] is None else (before[1].mean(), after[1].mean()))
+
+
+def _deep(base: dict, over: dict) -> dict:
+    return {**base, **{k: _deep(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in over.items()}}
+
+
+def _member_alone(demo: BlendRecipe, model: str, name: str) -> BlendRecipe:
+    return demo.with_params({"name": name, "members": [{"model": model, "view": "logit"}],
+                             "steps": {"new_whale": {"threshold": 0.5}}})
+
+
+def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]:
+    demo = load_recipe(blend)
+    data = Path(demo.data)
+    rows = []
+    base_alone = _fitted(_member_alone(demo, BASE, "gains-base"))
+    src = load_train_recipe(f"{BASE}/recipe.yaml", checkpoint=True)
+    for name, change in VARIANTS.items():
+        out = Path(f"{BASE}-{name}")
+        raw = _deep(src.to_dict(), {**change, "name": out.name, "data": str(data)})
+        recipe = recipe_from_dict(raw, f"gains: {name}")
+        resume = (out / "checkpoint.pt").is_file()
+        echo(f"{out}: training" + (" (resumed)" if resume else ""))
+        train(recipe, out=out, resume=resume, force=not resume, progress=False)
+        export_member(out, progress=False, log=lambda line: None)
+        rows.append(_row(name, "the demo's ResNet alone", base_alone, _fitted(_member_alone(demo, str(out), f"gains-{name}"))))
+
+    echo("knn views: exporting the demo's members with --knn")
+    for m in {m.model for m in demo.members if m.scored}:
+        export_member(m, knn=KNN, progress=False, log=lambda line: None)
+    knn = demo.with_params({"name": "gains-knn", "members": [m.to_dict() for m in demo.members] + [
+        {"model": m, "view": "knn", "calibration": {"method": "rank"}}
+        for m in dict.fromkeys(m.model for m in demo.members if m.scored)]})
+    plain = demo.with_params({"name": "gains-plain"})
+    rows.append(_row("knn view", "the demo's blend", _fitted(plain), _fitted(knn)))
+
+    if "species" in pipeline.prepare(demo, "val").competition.train:
+        rows.append(_row("new_whale per species", "one fitted threshold", _fitted(plain), _species(plain)))
+
+    echo("one pseudo-label round of the demo's ResNet")
+    resnet = demo.with_params({"name": "gains-resnet", "members": [
+        {"model": BASE, "view": "logit"}, {"model": BASE, "view": "cosine", "calibration": {"method": "rank"}}],
+        "pseudo": {"threshold": 0.8}})
+    path = Path(blend).with_name("gains-resnet.yaml")
+    save_recipe(resnet, path, note=["the demo's ResNet alone, for kit/gains.py's pseudo-label round"])
+    rounds = pseudo_rounds(path, 1, echo=echo)
+    rows.append(Row("pseudo-labels, 1 round (0.8)", "round 0", rounds[1].val_gain, rounds[1].test_gain,
+                    (rounds[0].val_map5, rounds[1].val_map5),
+                    None if rounds[0].test_ap is None else (rounds[0].test_map5, rounds[1].test_map5)))
+    return rows
+
+
+def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None]:
+    """The recipe's fitted threshold, then a threshold per species fitted on the val images whose top-1 is of it."""
+    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    recipe = with_own_threshold(pipeline.with_weights(recipe, val), val, np.arange(len(val.images)))
+    table = pipeline.position_table(recipe, val)
+    species = dict(zip(val.competition.train["label"], val.competition.train["species"].astype(str)))
+    top1 = pipeline.run(recipe, val).top_codes[:, 0]
+    group = np.array([species.get(val.labels[c], "") if c >= 0 else "" for c in top1], dtype=object)
+    thresholds = {}
+    for g in sorted(set(group) - {""}):
+        rows = np.flatnonzero(group == g)
+        if len(rows) >= MIN_GROUP:
+            thresholds[g] = ranking.best_threshold(table.rows(rows))[0]
+    if not thresholds:
+        raise KitError("no species has enough validation images for its own threshold")
+    grouped = recipe.with_params({"steps.new_whale_groups.thresholds": thresholds})
+    return pipeline.run(grouped, val).ap, pipeline.run(grouped, test).ap
+
+
+def format_gains(rows: list[Row], title: str) -> str:
+    def cell(pair, gain) -> str:
+        if gain is None:
+            return f"{'—':<40}"
+        noise = "" if gain.significant else " (noise)"
+        return f"{pair[0]:.4f} → {pair[1]:.4f} {gain.value:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]{noise}"
+
+    lines = [title, f"| method | over | validation (fitted there) | test truth |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.method} | {r.baseline} | {cell(r.val_map5, r.val)} | {cell(r.test_map5, r.test)} |")
+    return "\n".join(lines)
