@@ -2,8 +2,8 @@
 gain over its baseline with the paired bootstrap interval, on validation and on the test truth.
 
 Run after `scripts/demo.py` (its members, blend and competition are the baselines):
-- sub-center ArcFace with dynamic margins, GeM over two stages, a 10x head learning rate: the
-  demo's ResNet trained again with each (`models/resnet18_tiny-<variant>`), its logits alone with
+- sub-center ArcFace with dynamic margins, GeM over two stages: the demo's ResNet trained again
+  with each (`models/resnet18_tiny-<variant>`), its logits alone with
   the new_whale threshold fitted on validation, against the demo's ResNet the same way;
 - the knn view: the demo's blend plus each member's knn view (K = 20, rank-calibrated like the
   cosine views), against the demo's blend; automatic weights both;
@@ -36,7 +36,6 @@ BASE = "models/resnet18_tiny"
 VARIANTS = {  # the recipe keys each method changes, one line of YAML each
     "subcenter+dynamic": {"head": {"subcenters": 2, "margin_a": 0.5}},
     "gem2": {"model": {"pool": "gem", "pool_stages": 2}},
-    "head_lr10": {"optim": {"head_lr": 10.0}},
 }
 KNN = 20
 MIN_GROUP = 8
