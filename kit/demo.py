@@ -162,9 +162,12 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         echo(f"  {data}: not a synthetic competition (no synthetic.json): used as it is")
     elif (made.get("size"), made.get("seed"), made.get("layout", "humpback")) != (size, seed, layout):
         # never report one competition as another
-        raise KitError(f"{data}: holds synthetic {made.get('size', '?')} seed {made.get('seed', '?')} "
-                       f"({made.get('layout', 'humpback')}), not {size} seed {seed} ({layout}); add --force to generate "
-                       f"it again (and retrain), or --data for another directory")
+        def said(s, n, shape):
+            return f"{s} seed {n}" + ("" if shape == "humpback" else f" ({shape})")
+
+        held = said(made.get("size", "?"), made.get("seed", "?"), made.get("layout", "humpback"))
+        raise KitError(f"{data}: holds synthetic {held}, not {said(size, seed, layout)}; add --force to generate it "
+                       f"again (and retrain), or --data for another directory")
     if not (data / "folds.csv").is_file() or not (data / "hashes.csv").is_file():
         prepare(data, seed=seed, echo=echo)
     lap("competition")

@@ -34,7 +34,7 @@ from kit.tune.members import with_own_threshold
 
 BASE = "models/resnet18_tiny"
 VARIANTS = {  # the recipe keys each method changes, one line of YAML each
-    "subcenter+dynamic": {"head": {"subcenters": 2, "margin_a": 0.5}},
+    "subcenter-dynamic": {"head": {"subcenters": 2, "margin_a": 0.5}},
     "gem2": {"model": {"pool": "gem", "pool_stages": 2}},
 }
 KNN = 20
