@@ -82,9 +82,9 @@ def pseudo_rounds(recipe_path: str | Path, rounds: int, *, force: bool = False, 
         trained_with = max(sum(1 for _ in pseudo.open()) - 1, 0)
         echo(f"round {r}: retraining with {trained_with} pseudo-labels from {pseudo}")
         current = round_recipe(base, r)
-        for m, new in zip(base.members, current.members):
-            if m.scored:
-                _retrain(Path(m.model), Path(new.model), pseudo, force, echo, progress)
+        retrain = {m.model: new.model for m, new in zip(base.members, current.members) if m.scored}
+        for source, target in retrain.items():  # a model once, however many of its views the blend has
+            _retrain(Path(source), Path(target), pseudo, force, echo, progress)
         path = Path(recipe_path).with_name(f"{current.name}.yaml")
         save_recipe(current, path, note=[f"pseudo-label round {r} of {recipe_path}: written by scripts/rounds.py"])
         out.append(_measured(r, path, blend_files(path, echo=quiet, diagnostics=False), trained_with))

@@ -21,7 +21,8 @@ def blend(tmp_path, monkeypatch):
     train(recipe, out=Path("models/m"), progress=False)
     export_member(Path("models/m"), progress=False, log=lambda line: None)
     # no steps: every test image's first label is its top-1 identity, so a low threshold selects them
-    return write_blend_recipe(Path("blends/final.yaml"), data, [{"model": "models/m", "view": "logit"}],
+    return write_blend_recipe(Path("blends/final.yaml"), data, [{"model": "models/m", "view": "logit"},
+                                                                {"model": "models/m", "view": "cosine"}],
                               steps={}, pseudo={"threshold": 0.0}, output="submissions")
 
 
@@ -33,7 +34,7 @@ def test_two_rounds_each_trained_on_the_last_rounds_pseudo_labels(blend):
     assert load_recipe("models/m-pl1/recipe.yaml").extra_train == "submissions/final.pseudo.csv"
     assert load_recipe("models/m-pl2/recipe.yaml").extra_train == "submissions/final-pl1.pseudo.csv"
     second = yaml.safe_load(Path("blends/final-pl2.yaml").read_text())
-    assert second["name"] == "final-pl2" and second["members"][0]["model"] == "models/m-pl2"
+    assert second["name"] == "final-pl2" and [m["model"] for m in second["members"]] == ["models/m-pl2"] * 2
     assert Path("submissions/final-pl2.csv").is_file() and Path("models/m-pl2/preds/logit/val").is_dir()
     assert all(r.val_gain is not None for r in rows[1:])  # the validation images: the same every round
     assert rows[0].test_ap is None or all(r.test_gain is not None for r in rows[1:])
@@ -43,6 +44,7 @@ def test_two_rounds_each_trained_on_the_last_rounds_pseudo_labels(blend):
     again = pseudo_rounds(blend, 2, echo=said.append)
     assert [r.val_map5 for r in again] == [r.val_map5 for r in rows]
     assert any("(resumed)" in line for line in said)
+    assert sum("models/m-pl1: training" in line for line in said) == 2  # once a run, though the blend has two views
 
 
 def test_rounds_need_pseudo_labels(blend):
