@@ -98,10 +98,11 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
         {"model": m, "view": "knn", "calibration": {"method": "rank"}}
         for m in dict.fromkeys(m.model for m in demo.members if m.scored)]})
     plain = demo.with_params({"name": "gains-plain"})
-    rows.append(_row("knn view", "the demo's blend", _fitted(plain), _fitted(knn)))
+    blend_alone = _fitted(plain)
+    rows.append(_row("knn view", "the demo's blend", blend_alone, _fitted(knn)))
 
     if "species" in pipeline.prepare(demo, "val").competition.train:
-        rows.append(_row("new_whale per species", "one fitted threshold", _fitted(plain), _species(plain)))
+        rows.append(_row("new_whale per species", "one fitted threshold", blend_alone, _species(plain)))
 
     echo("one pseudo-label round of the demo's ResNet")
     resnet = demo.with_params({"name": "gains-resnet", "members": [

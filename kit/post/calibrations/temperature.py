@@ -13,35 +13,30 @@ class TemperatureParams:
                                help="logits / T: above 1 flattens, below 1 sharpens")
 
 
+class _Temperature(Calibration):
+    """What softmax and sigmoid share: logits / T go to the kernel, and a probability comes out."""
+
+    Params = TemperatureParams
+    nonnegative = True
+
+    @staticmethod
+    def kernel_params(params) -> tuple[float, float]:
+        return 1.0 / params.temperature, 0.0
+
+    @staticmethod
+    def yields_probability(kind: str) -> bool:
+        return True
+
+
 @CALIBRATIONS.register
-class Softmax(Calibration):
+class Softmax(_Temperature):
     name = "softmax"
     help = "softmax of the row's logits / T (a softmax or ArcFace head's probabilities)"
-    Params = TemperatureParams
     kernel = "softmax"
-    nonnegative = True
-
-    @staticmethod
-    def kernel_params(params) -> tuple[float, float]:
-        return 1.0 / params.temperature, 0.0
-
-    @staticmethod
-    def yields_probability(kind: str) -> bool:
-        return True
 
 
 @CALIBRATIONS.register
-class Sigmoid(Calibration):
+class Sigmoid(_Temperature):
     name = "sigmoid"
     help = "sigmoid of each logit / T (a sigmoid head's probabilities)"
-    Params = TemperatureParams
     kernel = "sigmoid"
-    nonnegative = True
-
-    @staticmethod
-    def kernel_params(params) -> tuple[float, float]:
-        return 1.0 / params.temperature, 0.0
-
-    @staticmethod
-    def yields_probability(kind: str) -> bool:
-        return True
