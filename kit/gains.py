@@ -2,9 +2,10 @@
 gain over its baseline with the paired bootstrap interval, on validation and on the test truth.
 
 Run after `scripts/demo.py` (its members, blend and competition are the baselines):
-- sub-center ArcFace with dynamic margins, GeM over two stages: the demo's ResNet trained again
-  with each (`models/resnet18_tiny-<variant>`), its logits alone with
-  the new_whale threshold fitted on validation, against the demo's ResNet the same way;
+- sub-center ArcFace with dynamic margins, GeM over two stages, the head at 10x the learning rate
+  and (Happywhale layout only) the auxiliary species head: the demo's ResNet trained again with
+  each (`models/resnet18_tiny-<variant>`), its logits alone with the new_whale threshold fitted on
+  validation, against the demo's ResNet the same way;
 - the knn view: the demo's blend plus each member's knn view (K = 20, rank-calibrated like the
   cosine views), against the demo's blend; automatic weights both;
 - new_whale per species (Happywhale layout only): a threshold per species fitted on validation
@@ -36,6 +37,8 @@ BASE = "models/resnet18_tiny"
 VARIANTS = {  # the recipe keys each method changes, one line of YAML each
     "subcenter-dynamic": {"head": {"subcenters": 2, "margin_a": 0.5}},
     "gem2": {"model": {"pool": "gem", "pool_stages": 2}},
+    "head-lr10": {"optim": {"head_lr": 10.0}},
+    "species-head": {"head": {"species_weight": 1.0}},  # where train.csv has species
 }
 KNN = 20
 MIN_GROUP = 8
@@ -81,7 +84,10 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     rows = []
     base_alone = _fitted(_member_alone(demo, BASE, "gains-base"))
     src = load_train_recipe(f"{BASE}/recipe.yaml", checkpoint=True)
+    has_species = "species" in pipeline.prepare(demo, "val").competition.train
     for name, change in VARIANTS.items():
+        if "species_weight" in change.get("head", {}) and not has_species:
+            continue
         out = Path(f"{BASE}-{name}")
         raw = _deep(src.to_dict(), {**change, "name": out.name, "data": str(data)})
         recipe = recipe_from_dict(raw, f"gains: {name}")
@@ -101,7 +107,7 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     blend_alone = _fitted(plain)
     rows.append(_row("knn view", "the demo's blend", blend_alone, _fitted(knn)))
 
-    if "species" in pipeline.prepare(demo, "val").competition.train:
+    if has_species:
         rows.append(_row("new_whale per species", "one fitted threshold", blend_alone, _species(plain)))
 
     echo("one pseudo-label round of the demo's ResNet")

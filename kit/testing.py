@@ -53,12 +53,14 @@ def draw_whale(rng: np.random.Generator, identity: int | None, size=(48, 96)) ->
 def make_competition(root: Path, layout: str = "humpback", *, n_ids: int = 6, per_id: int = 3, n_unknown: int = 4,
                      n_test: int = 5, boxes: bool = False, folds: int = 0, seed: int = 0, drawn: bool = False,
                      size: tuple[int, int] = (24, 48), grey: bool = False, box_margins=(2, 3, 8, 4),
-                     image_digits: int = 5, label_format: str = "w_{:07x}") -> Path:
+                     image_digits: int = 5, label_format: str = "w_{:07x}",
+                     species: tuple[str, ...] = ("humpback_whale",)) -> Path:
     """A valid competition directory: `n_ids` identities of `per_id` images each, `n_unknown` unknown
     ones and `n_test` test images of `size` (H, W). `drawn`: flukes a network can learn (test image i
     shows identity i mod n_ids), else random noise. `boxes`: every image's box is the photo less
     `box_margins` (left, top, right, bottom). `folds` > 0 also writes folds.csv. Names: images
-    tr00000.jpg (`image_digits` wide), identities `label_format` of 0, 1, ...."""
+    tr00000.jpg (`image_digits` wide), identities `label_format` of 0, 1, .... Happywhale layout:
+    identity i (and unknown image i) of `species[i % len(species)]`."""
     spec = LAYOUT[layout]
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,8 @@ def make_competition(root: Path, layout: str = "humpback", *, n_ids: int = 6, pe
     image_col, label_col = spec.train_columns
     train = pd.DataFrame({image_col: train_images, label_col: labels})
     if layout == "happywhale":
-        train.insert(1, "species", "humpback_whale")
+        ranks = [i for i in range(n_ids) for _ in range(per_id)] + list(range(n_unknown))
+        train.insert(1, "species", [species[i % len(species)] for i in ranks])
     train.to_csv(root / "train.csv", index=False)
     sub_image, sub_pred = spec.submission_columns
     pd.DataFrame({sub_image: test_images, sub_pred: spec.unknown}).to_csv(root / "sample_submission.csv", index=False)

@@ -10,7 +10,8 @@ from kit import cli  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
-        "Measure what sub-center ArcFace with dynamic margins, GeM over two stages, "
+        "Measure what sub-center ArcFace with dynamic margins, GeM over two stages, the head at 10x the learning "
+        "rate, the species head (Happywhale layout), "
         "the knn view, per-species new_whale thresholds (Happywhale layout) and one pseudo-label round gain over "
         "their baselines, after scripts/demo.py trained the demo's members (kit/gains.py says how).",
         "python scripts/demo.py && python scripts/gains.py blends/demo.yaml\n"

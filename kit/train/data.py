@@ -65,6 +65,8 @@ class ImageTable:
     targets: np.ndarray  # (N,) int64
     names: list[str] = field(default_factory=list)  # the label file's image names (for messages)
     labels: list[str] = field(default_factory=list)  # the label strings
+    species: np.ndarray | None = None  # (N,) int64 into species_names, -1 unknown; None: no species column
+    species_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -75,12 +77,25 @@ class ImageTable:
         return [key_of(p) for p in self.paths]
 
 
-def _table(frame: pd.DataFrame, directory: Path, boxes: dict, classes: dict[str, int]) -> ImageTable:
+def _table(frame: pd.DataFrame, directory: Path, boxes: dict, classes: dict[str, int],
+           species: list[str] | None = None) -> ImageTable:
     images, labels = frame["image"].tolist(), frame["label"].tolist()
-    return ImageTable(
+    table = ImageTable(
         paths=[directory / n for n in images], boxes=[boxes.get(n) for n in images],
         targets=np.array([classes.get(l, -1) for l in labels], dtype=np.int64), names=images, labels=labels,
     )
+    if species is not None:
+        index = {name: i for i, name in enumerate(species)}
+        table.species = np.array([index.get(v, -1) for v in frame["species"]], dtype=np.int64)
+        table.species_names = species
+    return table
+
+
+def _with_species(frame: pd.DataFrame, comp) -> pd.DataFrame:
+    """Pseudo-label rows (test images) take their identity's species from train.csv; unknown: none."""
+    known = comp.train[comp.train["label"] != comp.unknown]
+    of_id = known.groupby("label")["species"].agg(lambda v: v.mode().iloc[0])
+    return frame.assign(species=frame["label"].map(of_id))
 
 
 def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, ImageTable, list[str]]:
@@ -93,20 +108,26 @@ def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, Imag
             raise KitError(f"{folds_csv}: not found; run `python scripts/prepare.py {data_dir}` first "
                            f"(or set fold: -1 to train on everything)")
         train_rows, val_rows = split(read_folds(folds_csv, comp.train), recipe.fold, folds_csv)
+    species = None
+    if "species" in comp.train:  # Happywhale: every image's species, for the auxiliary species head
+        species = sorted(comp.train["species"].dropna().unique())
+        of_image = dict(zip(comp.train["image"], comp.train["species"]))
+        train_rows, val_rows = (rows.assign(species=rows["image"].map(of_image)) for rows in (train_rows, val_rows))
     classes = sorted(set(train_rows["label"]) - {comp.unknown})
     if not classes:
         raise KitError(f"{data_dir}: no known identity left to train on in fold {recipe.fold}")
     index = {c: i for i, c in enumerate(classes)}
     boxes = {} if comp.boxes is None else {n: tuple(int(v) for v in row) for n, row in
                                          zip(comp.boxes.index, comp.boxes[["x0", "y0", "x1", "y1"]].to_numpy())}
-    train = _table(train_rows, comp.train_dir, boxes, index)
+    train = _table(train_rows, comp.train_dir, boxes, index, species)
     if recipe.extra_train:
         extra = read_extra(Path(recipe.extra_train), comp, set(classes))
-        more = _table(extra, comp.test_dir, boxes, index)
+        more = _table(extra if species is None else _with_species(extra, comp), comp.test_dir, boxes, index, species)
         train = ImageTable(train.paths + more.paths, train.boxes + more.boxes,
                            np.concatenate([train.targets, more.targets]), train.names + more.names,
-                           train.labels + more.labels)
-    val = _table(val_rows, comp.train_dir, boxes, index)
+                           train.labels + more.labels,
+                           None if species is None else np.concatenate([train.species, more.species]), train.species_names)
+    val = _table(val_rows, comp.train_dir, boxes, index, species)
     return train, val, classes
 
 
@@ -247,6 +268,7 @@ class Batch:
     weight: torch.Tensor  # (B,) float32 on the device: 0 for an image that could not be decoded
     ok: np.ndarray  # (B,) bool, on the host: the same, for messages
     names: list[str]  # the images' paths, for messages
+    species: torch.Tensor | None = None  # (B,) int64 on the device: species index, -1 none (training)
 
 
 class Feeder:
@@ -318,15 +340,16 @@ class Feeder:
                 if recipe.flip_twins:
                     target[flips & (target >= 0)] += num_classes
                 ok = ~self.cache.bad[cache_rows]
+                species = () if self.table.species is None else (torch.from_numpy(self.table.species[rows]),)
                 sent = self._send(self._gather(cache_rows),
                                   params(draw(recipe.augment, plan.seeds[positions], flips, self.spec.size), self.spec),
-                                  torch.from_numpy(target), torch.from_numpy(ok.astype(np.float32)))
+                                  torch.from_numpy(target), torch.from_numpy(ok.astype(np.float32)), *species)
                 yield sent, ok, rows
 
         for sent, ok, rows in _ahead(gather()):
-            pixels, p, target, weight = self._arrived(sent)
+            pixels, p, target, weight, *species = self._arrived(sent)
             x = augment_batch(pixels, p, self.spec, self.mean, self.std)
-            yield Batch(x, target, weight, ok, [str(self.table.paths[r]) for r in rows])
+            yield Batch(x, target, weight, ok, [str(self.table.paths[r]) for r in rows], *species)
 
     def plain(self, batch_size: int) -> Iterator[Batch]:
         """The table in order, unaugmented (validation)."""

@@ -111,8 +111,9 @@ class SigmoidHead(LinearHead):
 
 
 class Criterion:
-    """The recipe's loss: its head's, plus `triplet_weight` x the triplet loss. `counts`: each
-    output column's training images, for dynamic margins (arcface with margin_a > 0)."""
+    """The recipe's loss: its head's, plus `triplet_weight` x the triplet loss, plus `species_weight`
+    x the species head's cross-entropy. `counts`: each output column's training images, for dynamic
+    margins (arcface with margin_a > 0)."""
 
     def __init__(self, cfg: HeadCfg, num_outputs: int, flip_twins: bool, counts: np.ndarray | None = None):
         self.cfg, self.num_outputs, self.flip_twins = cfg, num_outputs, flip_twins
@@ -122,9 +123,11 @@ class Criterion:
             raise ValueError("dynamic margins need each class's image count")
         self.extra = {} if margins is None else {"margins": torch.from_numpy(margins)}
 
-    def __call__(self, logits, embedding, target, weight) -> torch.Tensor:
+    def __call__(self, logits, embedding, target, weight, species_logits=None, species=None) -> torch.Tensor:
         mask = losses.twin_mask(target, self.num_outputs, self.flip_twins)
         loss = self.head_loss(logits, target, weight, mask, self.cfg, flip_twins=self.flip_twins, **self.extra)
         if self.cfg.triplet_weight > 0:
             loss = loss + self.cfg.triplet_weight * losses.triplet_loss(embedding, target, weight, self.cfg.triplet_margin)
+        if species_logits is not None:
+            loss = loss + self.cfg.species_weight * losses.species_loss(species_logits, species, weight)
         return loss

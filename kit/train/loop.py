@@ -140,7 +140,8 @@ def _param_groups(recipe: Recipe, model: nn.Module) -> list:
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optim.head_lr == 1.0:
         return params
-    head = {id(p) for p in getattr(model, "module", model).head.parameters()}
+    net = getattr(model, "module", model)
+    head = {id(p) for part in (net.head, net.species_head) if part is not None for p in part.parameters()}
     groups = [{"params": [p for p in params if id(p) not in head], "lr_scale": 1.0},
               {"params": [p for p in params if id(p) in head], "lr_scale": recipe.optim.head_lr}]
     return [g for g in groups if g["params"]]
@@ -194,19 +195,22 @@ def save_checkpoint(path: Path, model: nn.Module, recipe: Recipe, classes: list[
 
 @torch.no_grad()
 def predict(model: nn.Module, feeder: Feeder, batch_size: int, autocast, activation: str, num_classes: int):
-    """(probabilities (N, K) of the unflipped columns, targets, ok) over the feeder's table, in order."""
+    """(probabilities (N, K) of the unflipped columns, targets, ok, the species head's top-1 (N,) or
+    None) over the feeder's table, in order."""
     model.eval()
-    probs, oks = [], []
+    probs, oks, species = [], [], []
     for batch in feeder.plain(batch_size):
         with autocast():
-            logits, _ = model(batch.x)
+            logits, _, *species_logits = model(batch.x, species=model.species_head is not None)
         logits = logits.float()
         p = torch.sigmoid(logits) if activation == "sigmoid" else torch.softmax(logits, dim=1)
         probs.append(p[:, :num_classes])  # stays on the device: one copy back at the end, no wait per batch
+        species.extend(s.argmax(dim=1) for s in species_logits)
         oks.append(batch.ok)
     if not probs:
-        return np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, bool)
-    return torch.cat(probs).cpu().numpy(), feeder.table.targets.copy(), np.concatenate(oks)
+        return np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), None
+    return (torch.cat(probs).cpu().numpy(), feeder.table.targets.copy(), np.concatenate(oks),
+            torch.cat(species).cpu().numpy() if species else None)
 
 
 def train(recipe: Recipe, out: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
@@ -425,9 +429,13 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
     torch.manual_seed(recipe.seed)
     # Pretrained weights: fetched by the main process only (DDP copies its parameters to the others
     # when it wraps the model), and not at all when a checkpoint replaces them.
-    model = build_model(recipe, K, pretrained=None if env.main and saved is None else False)
+    species = train_t.species_names
+    if recipe.head.species_weight > 0 and not species:
+        raise KitError(f"head.species_weight {recipe.head.species_weight:g} trains a species head, but "
+                       f"{data_dir / 'train.csv'} has no species column; set it to 0")
+    model = build_model(recipe, K, pretrained=None if env.main and saved is None else False, num_species=len(species))
     mean, std = resolve_norm(recipe, model.backbone)
-    info = member_info(recipe, classes, mean, std, use_boxes)
+    info = member_info(recipe, classes, mean, std, use_boxes, species)
     if saved is not None:
         model.load_state_dict(saved["model"])
 
@@ -525,8 +533,8 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                     sync = ddp.no_sync() if (ddp is not None and m < a - 1) else contextlib.nullcontext()
                     with sync:
                         with autocast():
-                            logits, embedding = net(x)
-                        loss = criterion(logits, embedding, target, weight) / a
+                            logits, embedding, species_logits = net(x, species=True) if info.species else (*net(x), None)
+                        loss = criterion(logits, embedding, target, weight, species_logits, batch.species) / a
                         loss.backward()
                     step_loss += loss.detach()  # no float() here: that would wait for the GPU every step
                     seen += int(ok.sum())
@@ -559,19 +567,25 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                          "lr": _lr(stage, e + 1 - 1e-9, 0), "seconds": round(seconds, 2),
                          "images_per_s": round(seen / max(seconds, 1e-9), 1)}
                 if len(val_t):
-                    probs, targets, ok = predict(model, val_feeder, r.val_batch_size, autocast, info.activation, K)
+                    probs, targets, ok, species_top1 = predict(model, val_feeder, r.val_batch_size, autocast,
+                                                               info.activation, K)
                     for name, good in zip(val_t.paths, ok.tolist()):
                         if not good and str(name) not in bad_images:
                             bad_images.add(str(name))
                             log(f"warning: skipping bad validation image {name}")
                     entry["val"] = evaluate_probs(probs[ok], targets[ok])
+                    if species_top1 is not None:
+                        has = ok & (val_t.species >= 0)
+                        entry["val"]["species_accuracy"] = round(float((species_top1[has] == val_t.species[has]).mean()), 4) if has.any() else None
                 metrics["epochs"].append(entry)
                 metrics["bad_images"] = sorted(bad_images)
                 val = entry.get("val")
                 log(f"epoch {global_epoch} (stage {s + 1}.{e + 1}): loss {epoch_loss:.4f}, "
                     f"{entry['images_per_s']:.0f} img/s, {seconds:.0f}s"
                     + (f", val MAP@5 {val['map5']:.4f} (threshold {val['threshold']}, "
-                       f"{val['map5_without_unknown']:.4f} without the unknown label)" if val else ""))
+                       f"{val['map5_without_unknown']:.4f} without the unknown label"
+                       + (f", species {val['species_accuracy']:.1%}" if val.get("species_accuracy") is not None else "")
+                       + ")" if val else ""))
                 done_stage = e + 1 == stage.epochs
                 save_checkpoint(ckpt_path, model, recipe, classes, info,
                                 epoch=global_epoch, stage=s + 1 if done_stage else s,

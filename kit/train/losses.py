@@ -105,3 +105,10 @@ def triplet_loss(embedding, target, weight, margin: float) -> torch.Tensor:
     per_row = torch.where(anchors, F.relu(hardest_pos - hardest_neg + margin), 0.0)
     # the mean over anchors (0 without any), the graph kept whole for DDP's hooks, no GPU sync
     return per_row.sum() / anchors.sum().clamp(min=1) + embedding.sum() * 0.0
+
+
+def species_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the auxiliary species head over the rows with a species (target >= 0)."""
+    weight = weight * (target >= 0)
+    per_row = F.cross_entropy(logits.float(), target.clamp(min=0), reduction="none")
+    return _weighted_mean(per_row, weight)

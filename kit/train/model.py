@@ -40,6 +40,7 @@ class MemberInfo:
     embedding_dim: int
     backbone: str = ""
     head: str = ""
+    species: tuple[str, ...] = ()  # the auxiliary species head's classes, in output order (none: no head)
 
     @property
     def num_outputs(self) -> int:
@@ -69,16 +70,22 @@ class GeM(nn.Module):
 
 
 class WhaleNet(nn.Module):
-    """forward(x: (B, 3, H, W) float32, normalised) -> (logits (B, K or 2K), embedding (B, D))."""
+    """forward(x: (B, 3, H, W) float32, normalised) -> (logits (B, K or 2K), embedding (B, D)), and
+    with species=True the auxiliary species head's logits (B, S) too (training; export calls forward(x))."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, pool: GeM | None = None):
+    def __init__(self, backbone: nn.Module, head: nn.Module, pool: GeM | None = None,
+                 species_head: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.pool = pool  # None: the backbone's own pooling (pooled_features)
+        self.species_head = species_head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, species: bool = False):
+        logits, embedding = self.head(self.features(x))
+        if species:  # through forward, so DDP and torch.compile see the species head's parameters used
+            return logits, embedding, self.species_head(embedding)
+        return logits, embedding
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return pooled_features(self.backbone, x) if self.pool is None else self.pool(self.backbone, x)
@@ -147,7 +154,8 @@ def create_backbone(recipe: Recipe, pretrained: bool | None = None) -> nn.Module
     return backbone
 
 
-def build_model(recipe: Recipe, num_classes: int, pretrained: bool | None = None) -> WhaleNet:
+def build_model(recipe: Recipe, num_classes: int, pretrained: bool | None = None, num_species: int = 0) -> WhaleNet:
+    """The member's network; with head.species_weight > 0 and `num_species` species, the species head too."""
     backbone = create_backbone(recipe, pretrained)
     outputs = num_classes * (2 if recipe.flip_twins else 1)
     h, m = recipe.head, recipe.model
@@ -157,7 +165,10 @@ def build_model(recipe: Recipe, num_classes: int, pretrained: bool | None = None
     features = feature_width(backbone, tuple(recipe.input.size), pool)
     head = HEADS[h.type](features, outputs, embedding_dim=h.embedding_dim, dropout=h.dropout, scale=h.scale,
                          subcenters=h.subcenters)
-    return WhaleNet(backbone, head, pool)
+    # a linear classifier on the same embedding: species is what every identity of a species shares,
+    # a coarse label for the embedding to keep (1st place, Happywhale 2022)
+    species = nn.Linear(h.embedding_dim, num_species) if h.species_weight > 0 and num_species else None
+    return WhaleNet(backbone, head, pool, species)
 
 
 def resolve_norm(recipe: Recipe, backbone: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -174,13 +185,14 @@ def resolve_norm(recipe: Recipe, backbone: nn.Module) -> tuple[tuple[float, ...]
     return pick(recipe.input.mean, IMAGENET_MEAN, "mean"), pick(recipe.input.std, IMAGENET_STD, "std")
 
 
-def member_info(recipe: Recipe, classes: list[str], mean, std, use_boxes: bool) -> MemberInfo:
+def member_info(recipe: Recipe, classes: list[str], mean, std, use_boxes: bool, species: list[str] = ()) -> MemberInfo:
     return MemberInfo(
         name=recipe.name, classes=tuple(classes), flip_twins=recipe.flip_twins,
         activation=HEADS[recipe.head.type].activation, input_size=tuple(recipe.input.size),
         channels=1 if recipe.input.colour == "grey" else 3, mean=tuple(mean), std=tuple(std),
         use_boxes=use_boxes, box_margin=recipe.input.box_margin, fold=recipe.fold,
         embedding_dim=recipe.head.embedding_dim, backbone=recipe.model.backbone, head=recipe.head.type,
+        species=tuple(species) if recipe.head.species_weight > 0 else (),
     )
 
 
@@ -250,7 +262,7 @@ def load_member(model_dir: str | os.PathLike) -> tuple[WhaleNet, MemberInfo]:
     recipe = recipe_from_dict(ckpt["recipe"], source=f"{model_dir / 'checkpoint.pt'} (recipe)", checkpoint=True)
     info_d = ckpt["info"]
     info = MemberInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in info_d.items()})
-    model = build_model(recipe, len(info.classes), pretrained=False)
+    model = build_model(recipe, len(info.classes), pretrained=False, num_species=len(info.species))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, info

@@ -70,6 +70,9 @@ class HeadCfg:
     # images; Google Landmarks 2020, Happywhale's 1st place): rare identities get wider margins. 0: one margin
     margin_a: float = param(0.0, check=Interval(0))
     margin_lambda: float = param(0.25, check=Interval(0))
+    # an auxiliary species classifier on the embedding (Happywhale's 1st place), its cross-entropy times
+    # this weight added to the loss; needs a species column in train.csv. Training only: export is unchanged
+    species_weight: float = param(0.0, check=Interval(0))
     hard_negatives: int = param(20, check=Interval(1))  # sigmoid: BCE over the top-k hardest negatives per image
     triplet_weight: float = param(0.0, check=Interval(0))  # > 0 adds a batch-hard triplet loss on the embedding
     triplet_margin: float = param(0.3, check=Interval(0))

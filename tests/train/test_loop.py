@@ -356,3 +356,28 @@ def test_the_head_learns_at_its_own_rate(learnable, tiny_recipe, tmp_path):
 
     model = build_model(recipe, num_classes=8)
     assert len(groups[1]["params"]) == len(list(model.head.parameters()))
+
+
+def test_the_species_head_trains_beside_the_identities(new_competition, tiny_recipe, tmp_path):
+    """head.species_weight: a species classifier on the embedding, trained, checkpointed, reloaded; the
+    exported network is the identity head's alone. A competition without species says so."""
+    from kit.export.member import export_member
+    from kit.export.runtime import open_session
+
+    data = new_competition(layout="happywhale", species=("beluga", "humpback_whale"))
+    recipe = tiny_recipe(data, head={"species_weight": 1.0}, optim={"head_lr": 10.0})
+    out = train(recipe, out=tmp_path / "m", progress=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["epochs"][-1]["val"]["species_accuracy"] <= 1
+    assert "species " in (out / "train.log").read_text()
+    groups = torch.load(out / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"]
+    model, info = load_member(out)
+    assert info.species == ("beluga", "humpback_whale") and model.species_head.out_features == 2
+    assert len(groups[1]["params"]) == len(list(model.head.parameters())) + 2  # the species head at the head's rate
+    export_member(out, progress=False, log=lambda line: None)
+    assert [o.name for o in open_session(out / "model.onnx").get_outputs()] == ["logits", "embedding"]
+
+    plain = new_competition()  # the 2019 layout: no species column
+    with pytest.raises(KitError, match=r"train.csv has no species column; set it to 0"):
+        train(tiny_recipe(plain, head={"species_weight": 1.0}), out=tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()

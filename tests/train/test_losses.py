@@ -163,3 +163,16 @@ def test_subcenter_arcface_with_dynamic_margins_learns(tiny_recipe):
         first = float(loss.detach()) if first is None else first
         last = float(loss.detach())
     assert last < first * 0.7
+
+
+def test_the_species_loss_is_its_weight_times_cross_entropy_over_rows_with_a_species():
+    cfg = HeadCfg(species_weight=0.3)
+    g = torch.Generator().manual_seed(0)
+    logits, species_logits = torch.randn(4, 5, generator=g), torch.randn(4, 3, generator=g)
+    target, species = torch.tensor([0, 1, 2, 3]), torch.tensor([2, -1, 0, 1])
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0])  # the last row: a bad image
+    criterion = Criterion(cfg, 5, flip_twins=False)
+    extra = criterion(logits, None, target, weight, species_logits, species) - criterion(logits, None, target, weight)
+    rows = [0, 2]  # with a species, and not a bad image
+    expected = torch.nn.functional.cross_entropy(species_logits[rows], species[rows])
+    assert float(extra) == pytest.approx(0.3 * float(expected), rel=1e-5)

@@ -85,10 +85,11 @@ def test_arcface_cosines_stay_float32_under_bf16_autocast(tiny_recipe):
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "models").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_recipes_build_and_run(path):
     recipe = load_recipe(path)
-    model = build_model(recipe, num_classes=7, pretrained=False).eval()
+    model = build_model(recipe, num_classes=7, pretrained=False, num_species=3).eval()
     with torch.no_grad():
-        logits, embedding = model(torch.randn(1, 3, *recipe.input.size))
+        logits, embedding, *species = model(torch.randn(1, 3, *recipe.input.size), species=recipe.head.species_weight > 0)
     assert logits.shape == (1, 14 if recipe.flip_twins else 7) and embedding.shape == (1, recipe.head.embedding_dim)
+    assert [s.shape for s in species] == ([(1, 3)] if recipe.head.species_weight > 0 else [])
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "seresnet18", "inception_next_atto", "inception_v3", "seresnext26d_32x4d"])
