@@ -149,7 +149,7 @@ def format_gains(rows: list[Row], title: str) -> str:
         noise = "" if gain.significant else " (noise)"
         return f"{pair[0]:.4f} → {pair[1]:.4f} {gain.value:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]{noise}"
 
-    lines = [title, f"| method | over | validation (fitted there) | test truth |", "|---|---|---|---|"]
+    lines = [title, "| method | over | validation (fitted there) | test truth |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.method} | {r.baseline} | {cell(r.val_map5, r.val)} | {cell(r.test_map5, r.test)} |")
     return "\n".join(lines)
