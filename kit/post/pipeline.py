@@ -312,6 +312,9 @@ class State:
     new_whale_at: np.ndarray  # int64 (N,) rank position of new_whale, -1: none (the vote's, then the step's)
     swap: np.ndarray  # bool (N,) swap top-1 and top-2
     threshold: float | None = None
+    # bool (N,): rows whose unknown-label position a later step set whatever the new_whale threshold
+    # (new_whale_groups); the threshold search leaves them where that step put them
+    fixed: np.ndarray | None = None
 
 
 @dataclass
@@ -327,6 +330,7 @@ class Result:
     threshold: float | None  # the new_whale threshold used (also when set by proportion)
     new_whale_at: np.ndarray | None = None  # int64 (N,) where the unknown label went in the ranking (-1: not)
     vote: np.ndarray | None = None  # float32 (N,) the unknown label's blended vote
+    fixed: np.ndarray | None = None  # bool (N,) State.fixed: placed by a step the threshold does not move
     map5_by_step: dict[str, float] = field(default_factory=dict)  # empty without truth
     ap_by_step: dict[str, np.ndarray] = field(default_factory=dict)  # per-image AP@5 after each step
     ap: np.ndarray | None = None  # per-image AP@5 of the final top-5
@@ -489,7 +493,7 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
     top, scores, blended, vote = blend_top(recipe, inputs, TOP_K, keep_scores)
     n = len(inputs.images)
     state = State(top, scores, vote, np.empty((n, 0), np.int64), new_whale.vote_positions(scores, vote),
-                  np.zeros(n, np.bool_))
+                  np.zeros(n, np.bool_), fixed=np.zeros(n, np.bool_))
     by_step: dict[str, np.ndarray] = {}
     truth = inputs.truth
 
@@ -509,7 +513,7 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
     return Result(
         images=inputs.images, vocabulary=inputs.labels, unknown_code=inputs.unknown_code, top5=final,
         top_codes=top, top_scores=scores, pinned=state.pinned, swapped=state.swap, threshold=state.threshold,
-        new_whale_at=state.new_whale_at, vote=vote,
+        new_whale_at=state.new_whale_at, vote=vote, fixed=state.fixed,
         map5_by_step={k: float(v.mean()) if len(v) else 0.0 for k, v in by_step.items()}, ap_by_step=by_step,
         ap=None if truth is None else average_precision(final, truth), truth=truth, blended=blended, recipe=recipe,
     )
@@ -523,8 +527,14 @@ def position_table(recipe: BlendRecipe, inputs: Inputs) -> ranking.PositionTable
     bare = run(recipe.with_params({"steps.new_whale.enabled": False}), inputs)
     last = ranking.POSITIONS - 1
     cap = np.where(bare.new_whale_at < 0, last, np.minimum(bare.new_whale_at, last))
-    return ranking.position_table(bare.top_codes, bare.top_scores, inputs.truth, inputs.unknown_code,
-                                  bare.pinned, bare.swapped, cap)
+    table = ranking.position_table(bare.top_codes, bare.top_scores, inputs.truth, inputs.unknown_code,
+                                   bare.pinned, bare.swapped, cap)
+    fixed = np.flatnonzero(bare.fixed)
+    if len(fixed):  # placed by new_whale_groups: the same AP at any threshold; the vote's place for shares
+        table.ap[fixed] = table.ap[fixed, cap[fixed]][:, None]
+        vote = new_whale.vote_positions(bare.top_scores, bare.vote)[fixed]
+        table.cap[fixed] = np.where(vote < 0, last, np.minimum(vote, last))
+    return table
 
 
 def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) -> np.ndarray | None:

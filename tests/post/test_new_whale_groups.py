@@ -27,7 +27,8 @@ def _state(top, scores, vote=None, at=None):
     n = len(top)
     return SimpleNamespace(top=np.array(top, np.int64), scores=np.array(scores, np.float32),
                            vote=np.zeros(n, np.float32) if vote is None else np.array(vote, np.float32),
-                           new_whale_at=np.full(n, -1, np.int64) if at is None else np.array(at, np.int64))
+                           new_whale_at=np.full(n, -1, np.int64) if at is None else np.array(at, np.int64),
+                           fixed=np.zeros(n, np.bool_))
 
 
 def test_each_group_gets_its_own_threshold():
@@ -37,6 +38,7 @@ def test_each_group_gets_its_own_threshold():
     NewWhaleGroups.apply(state, Params(thresholds={"x": 0.45}), _inputs())
     # x: before the first score below 0.45; y is not named: the new_whale step's placement (9) stays
     assert state.new_whale_at.tolist() == [2, 0, 9, 9]
+    assert state.fixed.tolist() == [True, True, False, False]  # the new_whale threshold no longer moves x's
 
 
 def test_a_share_per_group_counts_the_vote():
@@ -98,6 +100,14 @@ def test_in_the_pipeline_one_threshold_for_every_group_is_the_new_whale_step(pro
     beluga = np.array([species.get(inputs.labels[c]) == "beluga" for c in plain.top_codes[:, 0]])
     changed = (apart.top5 != plain.top5).any(axis=1)
     assert changed.any() and not changed[~beluga].any()  # only images whose top-1 is a beluga move
+    # the threshold search's table (tune.py's objective) agrees with the pipeline: beluga images stay where
+    # their own threshold put them, whatever the new_whale threshold
+    from kit.post.pipeline import position_table
+
+    table = position_table(base.with_params({"steps.new_whale_groups.thresholds": {"beluga": 0.3}}), inputs)
+    for t in (0.0, 0.2, 0.45, 0.7, 1.0):
+        at_t = base.with_params({"steps.new_whale.threshold": t, "steps.new_whale_groups.thresholds": {"beluga": 0.3}})
+        assert np.allclose(table.ap_at(t), run(at_t, inputs).ap, atol=1e-12), t
     grouped = base.with_params({"steps.new_whale_groups.thresholds": {"beluga": 0.5}, "tune": {"free": ["steps.*"]}})
     space = {p.name: (p.low, p.high) for p in search_space(grouped)}
     assert space["steps.new_whale_groups.thresholds.beluga"] == (0.0, 1.0)

@@ -354,3 +354,28 @@ def test_without_evidence_the_untuned_values_are_kept(project):
     assert not tune(forced, 3, storage=project.sqlite(), progress=False).kept_untuned
     with pytest.raises(KitError, match=r"tune.accept is 'maybe'; expected significant or best"):
         load_recipe(project.recipe("bad", accept="maybe"))
+
+
+def test_a_study_tunes_a_threshold_per_species(project):
+    """Happywhale's per-species unknown thresholds opened to the tuner (tune.free): each species' threshold
+    is a parameter of the study, and the tuned recipe carries the best trial's, which blend.py scores as
+    the study did."""
+    import pandas as pd
+
+    train_csv = project.comp.root / "train.csv"
+    train = pd.read_csv(train_csv)
+    odd = {label: i % 2 for i, label in enumerate(sorted(set(train["Id"])))}
+    train["species"] = ["beluga" if odd[label] else "humpback_whale" for label in train["Id"]]
+    train.to_csv(train_csv, index=False)
+    groups = "steps.new_whale_groups.thresholds"
+    path = edit_yaml(project.recipe(holdout=0, parts=1, accept="best", free=["steps.new_whale_groups.*"],
+                                    pin=["members.*.weight"]),
+                     lambda d: d["steps"].update(new_whale_groups={"thresholds": {"beluga": 0.5, "humpback_whale": 0.5}}))
+    s = tune(path, 12, storage=project.sqlite(), progress=False)
+    trials = complete(trials_of(project.sqlite(), s.study_name))
+    assert {f"{groups}.beluga", f"{groups}.humpback_whale"} <= set(trials[-1].params)
+    best = max(trials, key=lambda t: t.value)
+    tuned = load_recipe(s.tuned_path)
+    assert tuned.steps.new_whale_groups.thresholds == pytest.approx(
+        {sp: best.params[f"{groups}.{sp}"] for sp in ("beluga", "humpback_whale")})
+    assert abs(blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"] - best.value) <= 1e-12

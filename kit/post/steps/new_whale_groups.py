@@ -66,6 +66,7 @@ class NewWhaleGroups(Step):
                 first = votes == 0
                 value = threshold_for_proportion(scores[~first, 0], value, int(first.sum()))
             at[rows] = new_whale.combine(votes, insert_positions(scores, value))
+            state.fixed[rows] = True  # the new_whale threshold no longer moves these (the threshold search knows)
         state.new_whale_at = at
 
 
