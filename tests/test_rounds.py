@@ -53,14 +53,19 @@ def test_two_rounds_each_trained_on_the_last_rounds_pseudo_labels(blend):
     assert sum("models/m-pl1: training" in line for line in said) == 2  # once a run, though the blend has two views
 
 
-def test_rounds_need_pseudo_labels(blend):
-    off = Path("blends/off.yaml")
-    raw = yaml.safe_load(blend.read_text())
-    off.write_text(yaml.safe_dump({**raw, "name": "off", "pseudo": {"enabled": False}}))
+def test_rounds_need_pseudo_labels(tmp_path):
+    """Checked before anything trains: on members made of noisy truth, no network needed."""
+    from kit.testing import make_label_competition, write_predictions
+
+    comp = make_label_competition(tmp_path / "data")
+    member = write_predictions(tmp_path / "models" / "a", comp, "logit", signal=2.5, seed=1)
+    on = write_blend_recipe(tmp_path / "blends" / "on.yaml", comp.root, [{"model": str(member), "view": "logit"}])
+    off = write_blend_recipe(tmp_path / "blends" / "off.yaml", comp.root, [{"model": str(member), "view": "logit"}],
+                             name="off", pseudo={"enabled": False})
     with pytest.raises(KitError, match="pseudo is off"):
         pseudo_rounds(off, 1)
     with pytest.raises(KitError, match="--rounds must be >= 1"):
-        pseudo_rounds(blend, 0)
+        pseudo_rounds(on, 0)
 
 
 def test_a_gain_is_after_minus_before():
