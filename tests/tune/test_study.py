@@ -298,15 +298,19 @@ def test_bad_input_is_one_line_and_writes_nothing(project, tmp_path):
     bad_key = edit_yaml(project.recipe("typo"), lambda d: d["members"][0].update(wieght=d["members"][0].pop("weight")))
     missing = edit_yaml(project.recipe("missing"), lambda d: d["members"][1].update(model=str(tmp_path / "models" / "nope")))
     pinned = project.recipe("pinned", pin=["*"])
+    # refused by the pipeline, not by the recipe's checks: once, before any study or failed trial exists
+    groups = edit_yaml(project.recipe("groups"), lambda d: d["steps"].update(new_whale_groups={"thresholds": {"beluga": 0.5}}))
     for path, message in [(bad_key, "unknown key 'members[0].wieght' (did you mean 'weight'?)"),
                           (missing, "members[1]: model directory"),
-                          (pinned, "nothing to tune: every parameter is pinned")]:
+                          (pinned, "nothing to tune: every parameter is pinned"),
+                          (groups, "train.csv has no 'species' column")]:
         url = project.sqlite(path.stem)
         out = script("tune.py", str(path), "--trials", "5", "--storage", url, "--no-report")
         assert out.returncode == 2, out.stderr
         assert out.stdout == "" and out.stderr.count("\n") == 1 and out.stderr.startswith("error: ")
-        assert message in out.stderr and str(path) in out.stderr
+        assert message in out.stderr and (str(path) in out.stderr or path == groups)
         assert not path.with_name(f"{path.stem}.tuned.yaml").exists()
+        assert not (project.root / "studies" / f"{path.stem}.db").exists()
     out = script("tune.py", str(project.recipe()), "--trials", "0", "--storage", project.sqlite())
     assert out.returncode == 2 and out.stderr == "error: --trials must be >= 1, got 0\n"
     out = script("tune.py", str(project.recipe()), "--trials", "3", "--storage", "redis://nowhere")
@@ -379,3 +383,21 @@ def test_a_study_tunes_a_threshold_per_species(project):
     assert tuned.steps.new_whale_groups.thresholds == pytest.approx(
         {sp: best.params[f"{groups}.{sp}"] for sp in ("beluga", "humpback_whale")})
     assert abs(blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"] - best.value) <= 1e-12
+
+
+def test_optuna_does_not_repeat_a_kit_error_with_its_traceback():
+    """A trial that fails with a KitError: Optuna logs it (with the traceback) and its value before
+    raising it again; the CLI prints it as one line, so those two records go. Others stay."""
+    import logging
+
+    from kit.tune.study import _KitErrorFilter
+
+    def record(message, error=None):
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord("optuna.study._optimize", logging.WARNING, __file__, 1, message, None, exc_info)
+
+    f = _KitErrorFilter()
+    assert not f.filter(record("Trial 3 failed with parameters: {} because of the following error: x.", KitError("x")))
+    assert not f.filter(record("Trial 3 failed with value None."))
+    assert f.filter(record("Trial 4 failed with parameters: {} because of the following error: y.", ValueError("y")))
+    assert f.filter(record("Trial 4 failed with value None."))
