@@ -105,14 +105,29 @@ def update_readme(readme: Path, results: list[DemoResult]) -> None:
     write_text(readme, text[:start] + readme_block(results) + text[end:])
 
 
+def _elsewhere(data: Path) -> str:
+    """'' for the demo's own competition (blends/demo.yaml's data), else `-<DIR's name>`: the suffix of
+    what a demo on another competition writes, so that it never overwrites the first demo's."""
+    return "" if Path(load_recipe(DEMO_BLEND).data) == data else f"-{data.resolve().name}"
+
+
+def member_dir(name: str, data: Path) -> Path:
+    """Where the demo trains the member of recipe `name` on `data`: models/<name>[-<DIR's name>]."""
+    return Path("models") / f"{name}{_elsewhere(data)}"
+
+
 def demo_blend_for(data: Path) -> Path:
     """blends/demo.yaml, or for a competition elsewhere (demo.py --data DIR) its copy pointing there,
-    blends/demo-<DIR's name>.yaml, whose outputs are named after it too."""
-    blend = load_recipe(DEMO_BLEND)
-    if Path(blend.data) == data:
+    blends/demo-<DIR's name>.yaml, over that competition's members (models/<name>-<DIR's name>),
+    whose outputs are named after it too."""
+    suffix = _elsewhere(data)
+    if not suffix:
         return DEMO_BLEND
-    name = f"demo-{data.resolve().name}"
-    raw = {**blend.to_dict(), "name": name, "data": str(data)}
+    blend = load_recipe(DEMO_BLEND)
+    name = f"demo{suffix}"
+    raw = blend.to_dict()
+    members = [{**m, "model": str(member_dir(Path(m["model"]).name, data))} if m.get("model") else m for m in raw["members"]]
+    raw = {**raw, "name": name, "data": str(data), "members": members}
     return save_recipe(recipe_from_dict(raw, str(DEMO_BLEND)), DEMO_BLEND.parent / f"{name}.yaml",
                        note=[f"{DEMO_BLEND} on {data}: written by scripts/demo.py --data {data}"])
 
@@ -174,8 +189,9 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
 
     members, tasks = [], []
     for path in TINY_RECIPES:
-        recipe = dataclasses.replace(load_train_recipe(path), data=str(data))  # recipe.yaml records it
-        model_dir = Path("models") / recipe.name
+        recipe = load_train_recipe(path)
+        model_dir = member_dir(recipe.name, data)
+        recipe = dataclasses.replace(recipe, name=model_dir.name, data=str(data))  # recipe.yaml records both
         members.append(model_dir)
         if _trained(model_dir, recipe) and not force:
             echo(f"  {model_dir}: trained already, reused")

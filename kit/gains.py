@@ -4,7 +4,7 @@ gain over its baseline with the paired bootstrap interval, on validation and on 
 Run after `scripts/demo.py` (its members, blend and competition are the baselines):
 - sub-center ArcFace with dynamic margins, GeM over two stages, the head at 10x the learning rate
   and (Happywhale layout only) the auxiliary species head: the demo's ResNet trained again with
-  each (`models/resnet18_tiny-<variant>`), its logits alone with the new_whale threshold fitted on
+  each (`models/resnet18_tiny[-<DIR>]-<variant>`), its logits alone with the new_whale threshold fitted on
   validation, against the demo's ResNet the same way;
 - the knn view: the demo's blend plus each member's knn view (K = 20, rank-calibrated like the
   cosine views), against the demo's blend; automatic weights both;
@@ -33,7 +33,7 @@ from kit.train.recipe import load_recipe as load_train_recipe
 from kit.train.recipe import recipe_from_dict
 from kit.tune.members import with_own_threshold
 
-BASE = "models/resnet18_tiny"
+BASE = "resnet18_tiny"  # the demo's ResNet: models/resnet18_tiny, or models/resnet18_tiny-<DIR> (demo.py --data DIR)
 VARIANTS = {  # the recipe keys each method changes, one line of YAML each
     "subcenter-dynamic": {"head": {"subcenters": 2, "margin_a": 0.5}},
     "gem2": {"model": {"pool": "gem", "pool_stages": 2}},
@@ -82,13 +82,16 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     demo = load_recipe(blend)
     data = Path(demo.data)
     rows = []
-    base_alone = _fitted(_member_alone(demo, BASE, "gains-base"))
-    src = load_train_recipe(f"{BASE}/recipe.yaml", checkpoint=True)
+    base = next((m.model for m in demo.members if m.scored and Path(m.model).name.startswith(BASE)), None)
+    if base is None:
+        raise KitError(f"{demo.source}: no member models/{BASE}*: give the demo's blend recipe (blends/demo*.yaml)")
+    base_alone = _fitted(_member_alone(demo, base, "gains-base"))
+    src = load_train_recipe(f"{base}/recipe.yaml", checkpoint=True)
     has_species = "species" in pipeline.prepare(demo, "val").competition.train
     for name, change in VARIANTS.items():
         if "species_weight" in change.get("head", {}) and not has_species:
             continue
-        out = Path(f"{BASE}-{name}")
+        out = Path(f"{base}-{name}")
         raw = _deep(src.to_dict(), {**change, "name": out.name, "data": str(data)})
         recipe = recipe_from_dict(raw, f"gains: {name}")
         resume = (out / "checkpoint.pt").is_file()
@@ -112,7 +115,7 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
 
     echo("one pseudo-label round of the demo's ResNet")
     resnet = demo.with_params({"name": "gains-resnet", "members": [
-        {"model": BASE, "view": "logit"}, {"model": BASE, "view": "cosine", "calibration": {"method": "rank"}}],
+        {"model": base, "view": "logit"}, {"model": base, "view": "cosine", "calibration": {"method": "rank"}}],
         "pseudo": {"threshold": 0.8}})
     path = Path(blend).with_name("gains-resnet.yaml")
     save_recipe(resnet, path, note=["the demo's ResNet alone, for kit/gains.py's pseudo-label round"])

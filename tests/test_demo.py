@@ -73,11 +73,12 @@ def test_the_demo_never_reports_one_competition_as_another(tmp_path, monkeypatch
 
 
 def test_the_demo_on_another_directory_gets_its_own_blend_recipe(tmp_path, monkeypatch):
-    """demo.py --data DIR: blends/demo-<DIR>.yaml points at DIR (and names the outputs after it);
-    members trained on another competition are not reused."""
+    """demo.py --data DIR: blends/demo-<DIR>.yaml points at DIR (and names the outputs after it) and
+    at members of its own, models/<name>-<DIR>, so the first demo's are never overwritten; members
+    trained on another competition are not reused."""
     import yaml
 
-    from kit.demo import _trained, demo_blend_for
+    from kit.demo import _trained, demo_blend_for, member_dir
     from kit.post.recipe import load_recipe
     from kit.train.recipe import load_recipe as load_train_recipe
 
@@ -88,7 +89,11 @@ def test_the_demo_on_another_directory_gets_its_own_blend_recipe(tmp_path, monke
     path = demo_blend_for(Path("elsewhere/faces"))
     assert path == Path("blends/demo-faces.yaml")
     mine, theirs = load_recipe(path), load_recipe(DEMO_BLEND)
-    assert (mine.data, mine.name) == ("elsewhere/faces", "demo-faces") and mine.members == theirs.members
+    assert (mine.data, mine.name) == ("elsewhere/faces", "demo-faces")
+    assert [m.model for m in mine.members] == [f"{m.model}-faces" for m in theirs.members]
+    assert [m.view for m in mine.members] == [m.view for m in theirs.members]
+    assert member_dir("resnet18_tiny", Path("elsewhere/faces")) == Path("models/resnet18_tiny-faces")
+    assert member_dir("resnet18_tiny", Path("data/small")) == Path("models/resnet18_tiny")
     member = tmp_path / "models" / "resnet18_tiny"
     member.mkdir(parents=True)
     recipe = load_train_recipe(ROOT / "models" / "resnet18_tiny.yaml")
