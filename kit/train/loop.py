@@ -105,6 +105,9 @@ def _device(recipe: Recipe, local_rank: int) -> torch.device:
         raise KitError("runtime.device is cuda but no GPU is available; use device: auto or cpu")
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
         torch.cuda.set_device(local_rank)
+        # every training batch has the recipe's one input size: cuDNN times its convolution kernels for
+        # it once and keeps the fastest (a new shape, the last validation batch, is timed once too)
+        torch.backends.cudnn.benchmark = True
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
