@@ -35,7 +35,9 @@ from kit.tune.members import with_own_threshold
 
 BASE = "resnet18_tiny"  # the demo's ResNet: models/resnet18_tiny, or models/resnet18_tiny-<DIR> (demo.py --data DIR)
 VARIANTS = {  # the recipe keys each method changes, one line of YAML each
-    "subcenter-dynamic": {"head": {"subcenters": 2, "margin_a": 0.5}},
+    # as models/happywhale_full.yaml sets them: m = 0.5 * n^-0.25 + 0.05, 0.55 rad for a lone image to 0.3 at
+    # 16 images, about the tiny recipe's one margin (0.3) on average
+    "subcenter-dynamic": {"head": {"subcenters": 2, "margin_a": 0.5, "margin_lambda": 0.25, "margin": 0.05}},
     "gem2": {"model": {"pool": "gem", "pool_stages": 2}},
     "head-lr10": {"optim": {"head_lr": 10.0}},
     "species-head": {"head": {"species_weight": 1.0}},  # where train.csv has species
