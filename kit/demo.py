@@ -235,6 +235,7 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     echo("== 6/6 the member table: each member alone, the blend untuned and tuned")
     table = member_table_for(blend, summary.tuned)  # what blend.py --members prints
     lap("table")
-    result = DemoResult(table.to_dict(), seconds, [f for f in files if f], summary.verdict(), seed)
-    write_text(RESULT, json.dumps(result.to_dict(), indent=1) + "\n")
+    path = RESULT.with_name(f"demo{_elsewhere(data)}.json")  # another competition's never replaces the main one's
+    result = DemoResult(table.to_dict(), seconds, [f for f in files if f] + [str(path)], summary.verdict(), seed)
+    write_text(path, json.dumps(result.to_dict(), indent=1) + "\n")
     return result

@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tuning: {result.tune}")
     print("stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
           + f"; total {time.perf_counter() - start:.0f}s")
-    print("wrote: " + ", ".join(result.files + [str(RESULT)]))
-    print("README.md gets this table with: python scripts/demo.py --readme")
+    print("wrote: " + ", ".join(result.files))
+    written = Path(result.files[-1])
+    print("README.md gets this table with: python scripts/demo.py --readme" + ("" if written == RESULT else f" {written}"))
     return 0
 
 
