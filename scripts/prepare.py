@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, help="--init: training time a member may take (default 4 on a CPU, "
                    "60 on a GPU); sets the epochs from the speed measured here")
     p.add_argument("--folds", type=int, default=3, help="number of validation folds, disjoint in identities (default 3)")
+    p.add_argument("--unknown-share", type=float, metavar="SHARE",
+                   help="the unknown label's share of each fold: the share you expect in the test set "
+                        "(default 0.31, the 2019 winners' 230 of 742)")
     args = p.parse_args(argv)
 
     if args.synthetic:
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         raise KitError("give a competition directory, or --synthetic SIZE --out DIR")
     if not ((data / "folds.csv").is_file() and (data / "hashes.csv").is_file()) or not args.init:
-        prepare(data, args.folds, args.seed)
+        prepare(data, args.folds, args.seed, unknown_share=args.unknown_share)
     if args.init:
         from kit.starter import init_workdir
 

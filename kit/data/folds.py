@@ -24,10 +24,15 @@ UNKNOWN_PER_ID = 230 / 512
 MIN_IDS_PER_FOLD = 100  # below this a fold's MAP@5 is too noisy to tune on
 
 
-def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 0) -> pd.DataFrame:
-    """Assign a validation fold to held-out images of `train` (columns image, label) → image, label, fold."""
+def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 0,
+               unknown_share: float | None = None) -> pd.DataFrame:
+    """Assign a validation fold to held-out images of `train` (columns image, label) → image, label, fold.
+    `unknown_share`: the unknown label's share of each fold (default 2019's, 230 / 742 = 0.31): set it to
+    the share you expect in the test set (Happywhale's differs), since thresholds fitted by share follow it."""
     if n_folds < 1:
         raise KitError(f"n_folds must be >= 1, got {n_folds}")
+    if unknown_share is not None and not 0 <= unknown_share < 1:
+        raise KitError(f"--unknown-share must be in [0, 1), got {unknown_share:g}")
     rng = np.random.default_rng(seed)
     counts = train["label"].value_counts()
     eligible = np.array(sorted(counts[(counts >= 2) & (counts.index != unknown)].index))
@@ -36,7 +41,8 @@ def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 
     if per_fold < 1:
         raise KitError(f"too few identities with two or more images ({len(eligible)}) for {n_folds} fold(s)")
     unknown_idx = np.flatnonzero(train["label"].to_numpy() == unknown)
-    per_fold_unknown = min(round(UNKNOWN_PER_ID * per_fold), len(unknown_idx) // n_folds)
+    per_id = UNKNOWN_PER_ID if unknown_share is None else unknown_share / (1 - unknown_share)
+    per_fold_unknown = min(round(per_id * per_fold), len(unknown_idx) // n_folds)
 
     fold = np.full(len(train), -1, dtype=np.int64)
     ids = rng.permutation(eligible)

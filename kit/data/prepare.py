@@ -10,12 +10,13 @@ from kit.data.phash import competition_hashes  # for the leak step (kit.post): P
 from kit.io import outputs, write_csv
 
 
-def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[str], None] = print) -> None:
+def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[str], None] = print,
+            unknown_share: float | None = None) -> None:
     """Check the competition, then write `folds.csv` and `hashes.csv` into it: both, or (on any
-    failure, an unreadable image say) neither."""
+    failure, an unreadable image say) neither. `unknown_share`: see kit.data.folds.make_folds."""
     data = Path(data)
     comp = load_competition(data)
-    folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed)
+    folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed, unknown_share=unknown_share)
     held = folds[folds["fold"] == 0]
     with outputs(echo) as out:
         write_folds(data / "folds.csv", folds, out)

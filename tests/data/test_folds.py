@@ -41,6 +41,18 @@ def test_real_scale_matches_the_winners():
     assert (held.label != "new_whale").sum() == 512 and (held.label == "new_whale").sum() == 230
 
 
+def test_the_unknown_share_of_a_fold_can_be_set():
+    """Happywhale's test holds another share of new individuals than 2019's: each fold can match it."""
+    train = label_frame()
+    for share in (0.1, 0.5):
+        folds = make_folds(train, "new_whale", n_folds=3, seed=1, unknown_share=share)
+        for f in range(3):
+            assert abs((folds[folds.fold == f].label == "new_whale").mean() - share) < 0.01
+    assert (make_folds(train, "new_whale", unknown_share=0.0).query("fold >= 0").label != "new_whale").all()
+    with pytest.raises(KitError, match=r"--unknown-share must be in \[0, 1\), got 1"):
+        make_folds(train, "new_whale", unknown_share=1.0)
+
+
 def test_deterministic_and_seeded():
     train = label_frame()
     assert make_folds(train, "new_whale", seed=3).equals(make_folds(train, "new_whale", seed=3))
