@@ -113,7 +113,11 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     rows.append(_row("knn view", "the demo's blend", blend_alone, _fitted(knn)))
 
     if has_species:
-        rows.append(_row("new_whale per species", "one fitted threshold", blend_alone, _species(plain)))
+        grouped = _species(plain)
+        if grouped is None:
+            echo(f"new_whale per species: no species has {MIN_GROUP}+ validation images of its own; not measured")
+        else:
+            rows.append(_row("new_whale per species", "one fitted threshold", blend_alone, grouped))
 
     echo("one pseudo-label round of the demo's ResNet")
     resnet = demo.with_params({"name": "gains-resnet", "members": [
@@ -128,8 +132,9 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     return rows
 
 
-def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None]:
-    """The recipe's fitted threshold, then a threshold per species fitted on the val images whose top-1 is of it."""
+def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The recipe's fitted threshold, then a threshold per species fitted on the val images whose top-1 is of it
+    (None: no species has MIN_GROUP of them)."""
     val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
     recipe = with_own_threshold(pipeline.with_weights(recipe, val), val, np.arange(len(val.images)))
     table = pipeline.position_table(recipe, val)
@@ -142,7 +147,7 @@ def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None]:
         if len(rows) >= MIN_GROUP:
             thresholds[g] = ranking.best_threshold(table.rows(rows))[0]
     if not thresholds:
-        raise KitError("no species has enough validation images for its own threshold")
+        return None
     grouped = recipe.with_params({"steps.new_whale_groups.thresholds": thresholds})
     return pipeline.run(grouped, val).ap, pipeline.run(grouped, test).ap
 
