@@ -96,7 +96,10 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
         out = Path(f"{base}-{name}")
         raw = _deep(src.to_dict(), {**change, "name": out.name, "data": str(data)})
         recipe = recipe_from_dict(raw, f"gains: {name}")
-        resume = (out / "checkpoint.pt").is_file()
+        # this variant's own directory: resumed when its recipe is this one, else trained again (a kit
+        # whose variant changed, another demo's ResNet underneath)
+        resume = (out / "checkpoint.pt").is_file() and (out / "recipe.yaml").is_file() and \
+            load_train_recipe(out / "recipe.yaml", checkpoint=True) == recipe
         echo(f"{out}: training" + (" (resumed)" if resume else ""))
         train(recipe, out=out, resume=resume, force=not resume, progress=False)
         export_member(out, progress=False, log=lambda line: None)
