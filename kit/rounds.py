@@ -11,7 +11,8 @@ out is left out of that fold's training (kit.train.data.read_extra), so validati
 Every stage resumes: a trained round is reused, a fresh export skipped; `--force` starts over.
 
 The table: each round's MAP@5 on validation and on the test truth (synthetic competitions), and
-its gain over round 0 with the paired bootstrap interval.
+its gain over round 0 with the paired bootstrap interval; on a synthetic competition also the share
+of each round's pseudo-labels the test truth confirms, which is what the next round's gain follows.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class Round:
     test_ap: np.ndarray | None  # and on the test truth, where the competition has one
     val_gain: Gain | None = None  # over round 0
     test_gain: Gain | None = None
+    pseudo_right: float | None = None  # the share of what it selected that the test truth confirms (synthetic)
 
     @property
     def val_map5(self) -> float | None:
@@ -111,7 +113,7 @@ def _retrain(source: Path, target: Path, pseudo: Path, force: bool, echo, progre
 
 def _measured(r: int, path: Path, run, trained_with: int) -> Round:
     return Round(r, path, trained_with, int(run.summary.get("pseudo_count", 0)),
-                 None if run.val is None else run.val[1].ap, run.test[1].ap)
+                 None if run.val is None else run.val[1].ap, run.test[1].ap, pseudo_right=run.summary.get("pseudo_right"))
 
 
 def _gain(before: np.ndarray | None, after: np.ndarray | None) -> Gain | None:
@@ -130,10 +132,11 @@ def format_rounds(rows: list[Round]) -> str:
         noise = "" if gain.significant else "*"
         return f"{value:7.4f} {gain.value:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]{noise}"
 
-    lines = [f"{'round':<6} {'trained on':>10} {'selected':>8}  {'val MAP@5, gain over round 0':<34}  "
+    lines = [f"{'round':<6} {'trained on':>10} {'selected':>8} {'right':>6}  {'val MAP@5, gain over round 0':<34}  "
              f"{'test MAP@5, gain over round 0':<34}"]
     for row in rows:
-        lines.append(f"{row.round:<6} {row.pseudo_labels_trained:>10} {row.pseudo_labels_written:>8}  "
+        right = "—" if row.pseudo_right is None else f"{row.pseudo_right:.0%}"
+        lines.append(f"{row.round:<6} {row.pseudo_labels_trained:>10} {row.pseudo_labels_written:>8} {right:>6}  "
                      f"{cell(row.val_map5, row.val_gain)}  {cell(row.test_map5, row.test_gain)}")
     lines.append("gains: paired bootstrap 95% intervals over the same images; * within the noise")
     return "\n".join(lines)

@@ -44,6 +44,7 @@ def test_two_rounds_each_trained_on_the_last_rounds_pseudo_labels(blend):
     assert Path("submissions/final-pl2.csv").is_file() and Path("models/m-pl2/preds/logit/val").is_dir()
     assert all(r.val_gain is not None for r in rows[1:])  # the validation images: the same every round
     assert rows[0].test_ap is not None and all(r.test_gain is not None for r in rows[1:])  # the test truth
+    assert all(0 <= r.pseudo_right <= 1 for r in rows)  # synthetic tiny has its test truth
     table = format_rounds(rows).splitlines()
     assert len(table) == 5 and table[1].startswith("0 ") and table[3].startswith("2 ")
     # again: every round is reused (trained, exported), the numbers the same

@@ -756,8 +756,11 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
         raise KitError(f"{recipe.submission_path}: the submission would be invalid: {problems[0]}")
     summary["submission"] = str(recipe.submission_path)
     if rows is not None:
+        right = pseudo.right_share(rows, comp.truth)  # a synthetic competition's test truth says how many are right
         write_csv(recipe.pseudo_path, rows, out,
-                  note=f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g})")
+                  note=f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g}"
+                       + ("" if right is None else f"; {right:.0%} right by the test truth") + ")")
         summary["pseudo"] = str(recipe.pseudo_path)
         summary["pseudo_count"] = len(rows)
+        summary["pseudo_right"] = right
     return blend_run

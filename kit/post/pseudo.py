@@ -32,6 +32,15 @@ def select(top1: np.ndarray, first: np.ndarray, confidence: np.ndarray, threshol
     return np.flatnonzero((top1 == first) & (confidence > threshold))
 
 
+def right_share(rows: pd.DataFrame, truth: pd.DataFrame | None) -> float | None:
+    """The share of pseudo-label `rows` (Image, Id) that `truth` (image, label: a synthetic competition's
+    test truth) confirms; None without a truth or rows. What a round's gain follows."""
+    if truth is None or not len(rows):
+        return None
+    label_of = dict(zip(truth["image"], truth["label"]))
+    return float(np.mean([label_of.get(image) == label for image, label in zip(rows[COLUMNS[0]], rows[COLUMNS[1]])]))
+
+
 def frame(images, labels, top1, first, confidence, threshold: float) -> pd.DataFrame:
     """`Image,Id` rows (plus nothing else) for the selected images, in image order."""
     keep = select(top1, first, confidence, threshold)

@@ -154,6 +154,7 @@ def test_blend_files_writes_a_valid_submission_and_pseudo_labels(project, monkey
     assert report["val"]["map5_by_step"]["+ new_whale"] > report["val"]["map5_by_step"]["blend"]
     pseudo = pd.read_csv(report["pseudo"])
     assert list(pseudo.columns) == ["Image", "Id"] and len(pseudo) == report["pseudo_count"] > 0
+    assert "pseudo_right" in report  # None, or the share the test truth confirms
     truth = dict(zip(project["comp"].test["image"], project["comp"].test["label"]))
     assert np.mean([truth[im] == lab for im, lab in zip(pseudo["Image"], pseudo["Id"])]) > 0.9
     first = dict(zip(frame["Image"], frame["Id"].str.split().str[0]))

@@ -22,3 +22,14 @@ def test_which_calibrations_are_probabilities():
     assert is_probability("softmax", "logit") and is_probability("affine", "cosine")
     assert is_probability("none", "prob") and not is_probability("none", "cosine")
     assert not is_probability("rank", "logit") and not is_probability("ranked", "submission")
+
+
+def test_the_share_the_test_truth_confirms():
+    import pandas as pd
+
+    from kit.post.pseudo import right_share
+
+    rows = pd.DataFrame({"Image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "Id": ["w_1", "w_2", "w_3", "w_4"]})
+    truth = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "label": ["w_1", "w_9", "w_3", "new_whale"]})
+    assert right_share(rows, truth) == 0.5
+    assert right_share(rows, None) is None and right_share(rows.iloc[:0], truth) is None
