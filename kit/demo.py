@@ -108,7 +108,7 @@ def update_readme(readme: Path, results: list[DemoResult]) -> None:
 def _elsewhere(data: Path) -> str:
     """'' for the demo's own competition (blends/demo.yaml's data), else `-<DIR's name>`: the suffix of
     what a demo on another competition writes, so that it never overwrites the first demo's."""
-    return "" if Path(load_recipe(DEMO_BLEND).data) == data else f"-{data.resolve().name}"
+    return "" if Path(load_recipe(DEMO_BLEND).data).resolve() == data.resolve() else f"-{data.resolve().name}"
 
 
 def member_dir(name: str, data: Path) -> Path:

@@ -655,8 +655,9 @@ def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics
         pinned = result.pinned[:, 0] if result.pinned.shape[1] else np.full(len(result.top5), -1)
         grid = np.unique(np.concatenate([np.linspace(0, 1, 41), np.quantile(result.top_scores[:, 0], np.linspace(0, 1, 41))]))
         maps, shares = [], []
+        grouped_first = result.fixed & (result.new_whale_at == 0)  # new_whale_groups placed these, whatever t
         for t in grid:
-            first = np.minimum(ranking.insert_positions(table.scores, t), table.cap) == 0
+            first = np.where(result.fixed, grouped_first, np.minimum(ranking.insert_positions(table.scores, t), table.cap) == 0)
             maps.append(table.ap_at(t).mean())
             shares.append(np.where(pinned >= 0, pinned == inputs.unknown_code, first).mean())
         curve = (grid, np.array(maps), np.array(shares))

@@ -93,7 +93,7 @@ def _table(frame: pd.DataFrame, directory: Path, boxes: dict, classes: dict[str,
 
 def _with_species(frame: pd.DataFrame, comp) -> pd.DataFrame:
     """Pseudo-label rows (test images) take their identity's species from train.csv; unknown: none."""
-    known = comp.train[comp.train["label"] != comp.unknown]
+    known = comp.train[(comp.train["label"] != comp.unknown) & comp.train["species"].notna()]
     of_id = known.groupby("label")["species"].agg(lambda v: v.mode().iloc[0])
     return frame.assign(species=frame["label"].map(of_id))
 

@@ -428,6 +428,10 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
         if list(saved["classes"]) != classes:
             raise KitError(f"{ckpt_path}: the training identities changed ({len(saved['classes'])} then, {K} now); "
                            "use --force to start over")
+        then = list(saved["info"].get("species", []))
+        if then and then != train_t.species_names:
+            raise KitError(f"{ckpt_path}: the species of train.csv changed since this checkpoint's species head "
+                           f"({len(then)} then, {len(train_t.species_names)} now); use --force to start over")
 
     torch.manual_seed(recipe.seed)
     # Pretrained weights: fetched by the main process only (DDP copies its parameters to the others
