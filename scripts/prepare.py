@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(args.data)
     else:
         raise KitError("give a competition directory, or --synthetic SIZE --out DIR")
-    if not ((data / "folds.csv").is_file() and (data / "hashes.csv").is_file()) or not args.init:
+    if not ((data / "folds.csv").is_file() and (data / "hashes.csv").is_file()) or not args.init or args.unknown_share is not None:
         prepare(data, args.folds, args.seed, unknown_share=args.unknown_share)
     if args.init:
         from kit.starter import init_workdir

@@ -5,6 +5,12 @@ with two or more images, so the identity stays findable in train) plus 230 new_w
 kept identities with a single image in train. `make_folds` builds `n_folds` such sets with disjoint
 identities; `folds.csv` has columns `Image,Id,fold` where `fold` is the fold an image is held out
 in, or -1 for images that always train.
+
+Happywhale 2022's train.csv has no unknown rows at all: there the unknown images of a fold are the
+only images of identities seen once (the 2022 winners' validation). Held out, such an identity is
+new to the members that did not train on that fold, as a new individual is to the test set:
+`fold_truth` scores it as the unknown label. folds.csv keeps its true identity, so every other fold
+and a member trained on everything still learn it.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 
         raise KitError(f"too few identities with two or more images ({len(eligible)}) for {n_folds} fold(s)")
     unknown_idx = np.flatnonzero(train["label"].to_numpy() == unknown)
     per_id = UNKNOWN_PER_ID if unknown_share is None else unknown_share / (1 - unknown_share)
-    per_fold_unknown = min(round(per_id * per_fold), len(unknown_idx) // n_folds)
+    wanted = round(per_id * per_fold)
+    per_fold_unknown = min(wanted, len(unknown_idx) // n_folds)
 
     fold = np.full(len(train), -1, dtype=np.int64)
     ids = rng.permutation(eligible)
@@ -52,7 +59,22 @@ def make_folds(train: pd.DataFrame, unknown: str, n_folds: int = 3, seed: int = 
         for label in ids[f * per_fold:(f + 1) * per_fold]:
             fold[rng.choice(rows_by_label[label])] = f
         fold[unknown_perm[f * per_fold_unknown:(f + 1) * per_fold_unknown]] = f
+    if per_fold_unknown < wanted:  # too few unknown rows (Happywhale: none): identities seen once, new to their fold
+        singles = np.array(sorted(counts[(counts == 1) & (counts.index != unknown)].index))
+        per_fold_new = min(wanted - per_fold_unknown, len(singles) // n_folds)
+        chosen = rng.permutation(singles)
+        for f in range(n_folds):
+            for label in chosen[f * per_fold_new:(f + 1) * per_fold_new]:
+                fold[rows_by_label[label][0]] = f
     return pd.DataFrame({"image": train["image"].to_numpy(), "label": train["label"].to_numpy(), "fold": fold})
+
+
+def fold_truth(folds: pd.DataFrame, held: pd.DataFrame, unknown: str) -> list[str]:
+    """What each held-out row (of `folds`) should be answered: its identity, or `unknown` where that
+    identity has no image outside the row's fold (new to the members that did not train on it)."""
+    folds_of = folds.groupby("label")["fold"].agg(frozenset).to_dict()
+    return [label if label == unknown or folds_of[label] - {f} else unknown
+            for label, f in zip(held["label"], held["fold"])]
 
 
 def write_folds(path: str | Path, folds: pd.DataFrame, out: Outputs | None = None) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Callable
 
 from kit.data.competition import load_competition
-from kit.data.folds import make_folds, write_folds
+from kit.data.folds import fold_truth, make_folds, write_folds
 from kit.data.phash import competition_hashes  # for the leak step (kit.post): Pillow + numba, no torch
 from kit.io import outputs, write_csv
 
@@ -23,5 +23,12 @@ def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[s
         write_csv(data / "hashes.csv", competition_hashes(comp), out)
     echo(f"{data}: {comp.layout.name} layout, {len(comp.train):,} train / {len(comp.test_images):,} test images, "
          f"{len(comp.known_labels):,} identities + {comp.unknown}")
-    echo(f"  folds.csv: {n_folds} fold(s) of {len(held)} images each ({(held['label'] == comp.unknown).mean():.0%} {comp.unknown})")
+    truth = fold_truth(folds, held, comp.unknown)
+    unknown = sum(label == comp.unknown for label in truth) / max(len(held), 1)
+    new = sum(t == comp.unknown != label for t, label in zip(truth, held["label"]))  # seen once, held out
+    echo(f"  folds.csv: {n_folds} fold(s) of {len(held)} images each ({unknown:.0%} {comp.unknown}"
+         + (f": {new} identities seen once, new to the fold" if new else "") + ")")
+    if unknown_share is not None and unknown < unknown_share - 0.01:
+        echo(f"  note: {unknown:.0%} {comp.unknown} in fold 0, not the {unknown_share:.0%} asked for: the data has too few "
+             f"{comp.unknown} images and identities seen once for more")
     echo(f"  hashes.csv: perceptual hashes of {len(comp.train) + len(comp.test_images):,} images")

@@ -28,7 +28,7 @@ import numpy as np
 
 from kit import predset, ranking
 from kit.data.competition import Competition, load_competition
-from kit.data.folds import read_folds
+from kit.data.folds import fold_truth, read_folds
 from kit.data.folds import split as split_folds
 from kit.data.phash import hashes_for, read_hashes
 from kit.errors import KitError
@@ -158,7 +158,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
             ref_rows, val_rows = split_folds(folds, recipe.fold)
             where = f"fold {recipe.fold} of {data / 'folds.csv'}"
         images = val_rows["image"].tolist()
-        truth_labels: list[str] | None = val_rows["label"].tolist()
+        truth_labels: list[str] | None = fold_truth(folds, val_rows, comp.unknown)  # new to the fold: unknown
         ref_images, ref_label_names = ref_rows["image"].tolist(), ref_rows["label"].tolist()
         query_fold, ref_fold = val_rows["fold"].to_numpy(), ref_rows["fold"].to_numpy()
     else:

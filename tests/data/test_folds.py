@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.data.folds import make_folds, read_folds, split, write_folds
+from kit.data.folds import fold_truth, make_folds, read_folds, split, write_folds
 from kit.errors import KitError
 
 
@@ -51,6 +51,37 @@ def test_the_unknown_share_of_a_fold_can_be_set():
     assert (make_folds(train, "new_whale", unknown_share=0.0).query("fold >= 0").label != "new_whale").all()
     with pytest.raises(KitError, match=r"--unknown-share must be in \[0, 1\), got 1"):
         make_folds(train, "new_whale", unknown_share=1.0)
+
+
+def test_without_unknown_rows_identities_seen_once_are_new_to_their_fold():
+    """Happywhale's train.csv has no unknown rows: a fold's unknown images are the only images of
+    identities seen once, which fold_truth answers as the unknown label; every other held-out image
+    keeps its identity, found in the fold's training rows."""
+    train = label_frame()
+    train = train[train.label != "new_whale"].reset_index(drop=True)
+    folds = make_folds(train, "new_whale", n_folds=3, seed=1)
+    counts = train["label"].value_counts()
+    for f in range(3):
+        held = folds[folds.fold == f]
+        truth = fold_truth(folds, held, "new_whale")
+        new = [label for label, t in zip(held.label, truth) if t == "new_whale"]
+        assert 0.28 < len(new) / len(held) < 0.34  # the 2019 share, 230 / 742
+        assert (counts[new] == 1).all()  # seen once: held out, they are new to the fold
+        kept = [label for label, t in zip(held.label, truth) if t != "new_whale"]
+        assert (counts[kept] >= 2).all() and set(kept) <= set(folds[folds.fold != f].label)
+    assert folds.equals(make_folds(train, "new_whale", n_folds=3, seed=1))  # deterministic
+    # with unknown rows enough (2019), nothing changes: those rows are the fold's unknown images
+    with_unknown = make_folds(label_frame(), "new_whale", n_folds=3, seed=1)
+    held = with_unknown[with_unknown.fold == 0]
+    assert fold_truth(with_unknown, held, "new_whale") == held.label.tolist()
+
+
+def test_fold_truth_by_hand():
+    folds = pd.DataFrame({"image": list("abcdefg"), "label": ["w1", "w1", "w2", "w3", "w3", "new_whale", "w4"],
+                          "fold": [0, -1, 0, 0, 1, 1, 1]})
+    # w1: another image always trains; w2: only in fold 0; w3: in folds 0 and 1 (out-of-fold: each is
+    # known to the member that trained on the other fold); w4: only in fold 1
+    assert fold_truth(folds, folds[folds.fold >= 0], "new_whale") == ["w1", "new_whale", "w3", "w3", "new_whale", "new_whale"]
 
 
 def test_deterministic_and_seeded():

@@ -398,3 +398,30 @@ def test_the_reports_diagnostics_equal_running_the_pipeline_again(project):
     for k in range(0, len(grid), 7):
         again = run(recipe.with_params({"steps.new_whale.threshold": float(grid[k])}), inputs)
         assert maps[k] == pytest.approx(again.map5, abs=1e-12) and shares[k] == pytest.approx(again.new_whale_share)
+
+
+def test_an_identity_new_to_the_fold_is_scored_as_the_unknown_label(project):
+    """Happywhale's validation: a held-out image whose identity has no image outside its fold is what
+    the members never saw, so its answer is the unknown label (kit.data.folds.fold_truth)."""
+    from kit.data.folds import read_folds, write_folds
+    from kit.post.pipeline import prepare
+    from kit.post.recipe import load_recipe
+
+    folds_csv = project["comp"].root / "folds.csv"
+    folds = read_folds(folds_csv)
+    held = folds[(folds.fold == 0) & (folds.label != "new_whale")]
+    label = held.label.iloc[0]
+    before = prepare(load_recipe(project["recipe"]), "val")
+    row = before.images.index(held.image.iloc[0])
+    assert before.labels[before.truth[row]] == label
+    # the image becomes the one photo of an identity seen once (train.csv and folds.csv agree)
+    train_csv = project["comp"].root / "train.csv"
+    train = pd.read_csv(train_csv)
+    train.loc[train.Image == held.image.iloc[0], "Id"] = "w_once"
+    train.to_csv(train_csv, index=False)
+    folds.loc[folds.image == held.image.iloc[0], "label"] = "w_once"
+    write_folds(folds_csv, folds)
+    after = prepare(load_recipe(project["recipe"]), "val")
+    assert after.truth[row] == after.unknown_code  # no member trained on it: new to the fold
+    names = lambda inputs: [inputs.labels[c] for i, c in enumerate(inputs.truth) if i != row]
+    assert names(after) == names(before)  # the rest as they were
