@@ -23,7 +23,7 @@ import pandas as pd
 
 from kit.data import load_competition
 from kit.data.crops import CropSpec, open_crops
-from kit.data.folds import read_folds
+from kit.data.folds import fold_truth, read_folds
 from kit.errors import KitError
 from kit.export.images import ImageSource
 from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
@@ -139,7 +139,8 @@ def map5_parity(model_dir: str | os.PathLike, data: str | os.PathLike | None = N
     onnx_sets = saved if len(saved) == len(torch_sets) else run(OnnxRunner(model_dir / ONNX, provider))
     truths = {}
     if folds is not None and info.fold != -1:
-        truths["val"] = folds[folds["fold"] == info.fold][["image", "label"]]
+        held = folds[folds["fold"] == info.fold]
+        truths["val"] = held[["image"]].assign(label=fold_truth(folds, held, comp.unknown))  # new to the fold: unknown
     if comp.truth is not None:
         truths["test"] = comp.truth
     if threshold is None:  # each view its own: the best on the validation fold, from the ONNX set
