@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from kit import ranking
+from kit.data.competition import load_competition
 from kit.errors import KitError
 from kit.export.member import export_member
 from kit.post import pipeline
@@ -89,7 +90,7 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
         raise KitError(f"{demo.source}: no member models/{BASE}*: give the demo's blend recipe (blends/demo*.yaml)")
     base_alone = _fitted(_member_alone(demo, base, "gains-base"))
     src = load_train_recipe(f"{base}/recipe.yaml", checkpoint=True)
-    has_species = "species" in pipeline.prepare(demo, "val").competition.train
+    has_species = "species" in load_competition(data, check_images=False).train
     for name, change in VARIANTS.items():
         if "species_weight" in change.get("head", {}) and not has_species:
             continue

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from kit.data.competition import load_competition
-from kit.data.folds import fold_truth, read_folds
+from kit.data.folds import held_unknown_share, read_folds
 from kit.data.images import BadImage, open_image
 from kit.errors import KitError
 from kit.io import write_text
@@ -95,7 +95,7 @@ def survey(root: str | os.PathLike, seed: int = 0) -> Survey:
     return Survey(
         root=root.resolve(), layout=comp.layout.name, train_images=len(comp.train), test_images=len(comp.test_images),
         identities=len(counts), unknown=comp.unknown, singletons=float((counts == 1).mean()) if len(counts) else 0.0,
-        val_images=len(val), val_unknown_share=float(np.mean(np.array(fold_truth(folds, val, comp.unknown)) == comp.unknown)) if len(val) else 0.0,
+        val_images=len(val), val_unknown_share=held_unknown_share(folds, val, comp.unknown),
         boxes=comp.boxes is not None, photo_size=tuple(int(v) for v in np.median(np.array(sizes), 0)),
         crop_aspect=float(np.median(aspects)), grey_share=float(np.mean(greys)),
     )

@@ -77,6 +77,12 @@ def fold_truth(folds: pd.DataFrame, held: pd.DataFrame, unknown: str) -> list[st
             for label, f in zip(held["label"], held["fold"])]
 
 
+def held_unknown_share(folds: pd.DataFrame, held: pd.DataFrame, unknown: str) -> float:
+    """The share of `held` rows validation answers with the unknown label (fold_truth); 0 for none."""
+    truth = fold_truth(folds, held, unknown)
+    return sum(label == unknown for label in truth) / len(truth) if truth else 0.0
+
+
 def write_folds(path: str | Path, folds: pd.DataFrame, out: Outputs | None = None) -> None:
     """folds.csv in Kaggle's column names: Image,Id,fold (staged to `out` when given)."""
     write_csv(path, folds.rename(columns={"image": "Image", "label": "Id"}), out)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Callable
 
 from kit.data.competition import load_competition
-from kit.data.folds import fold_truth, make_folds, write_folds
+from kit.data.folds import held_unknown_share, make_folds, write_folds
 from kit.data.phash import competition_hashes  # for the leak step (kit.post): Pillow + numba, no torch
 from kit.io import outputs, write_csv
 
@@ -23,9 +23,8 @@ def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[s
         write_csv(data / "hashes.csv", competition_hashes(comp), out)
     echo(f"{data}: {comp.layout.name} layout, {len(comp.train):,} train / {len(comp.test_images):,} test images, "
          f"{len(comp.known_labels):,} identities + {comp.unknown}")
-    truth = fold_truth(folds, held, comp.unknown)
-    unknown = sum(label == comp.unknown for label in truth) / max(len(held), 1)
-    new = sum(t == comp.unknown != label for t, label in zip(truth, held["label"]))  # seen once, held out
+    unknown = held_unknown_share(folds, held, comp.unknown)
+    new = round(unknown * len(held)) - int((held["label"] == comp.unknown).sum())  # identities seen once, held out
     echo(f"  folds.csv: {n_folds} fold(s) of {len(held)} images each ({unknown:.0%} {comp.unknown}"
          + (f": {new} identities seen once, new to the fold" if new else "") + ")")
     if unknown_share is not None and unknown < unknown_share - 0.01:

@@ -109,7 +109,7 @@ def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, Imag
                            f"(or set fold: -1 to train on everything)")
         train_rows, val_rows = split(read_folds(folds_csv, comp.train), recipe.fold, folds_csv)
     species = None
-    if "species" in comp.train:  # Happywhale: every image's species, for the auxiliary species head
+    if "species" in comp.train and recipe.head.species_weight > 0:  # every image's species, for the species head
         species = sorted(comp.train["species"].dropna().unique())
         of_image = dict(zip(comp.train["image"], comp.train["species"]))
         train_rows, val_rows = (rows.assign(species=rows["image"].map(of_image)) for rows in (train_rows, val_rows))

@@ -192,7 +192,7 @@ def member_info(recipe: Recipe, classes: list[str], mean, std, use_boxes: bool, 
         channels=1 if recipe.input.colour == "grey" else 3, mean=tuple(mean), std=tuple(std),
         use_boxes=use_boxes, box_margin=recipe.input.box_margin, fold=recipe.fold,
         embedding_dim=recipe.head.embedding_dim, backbone=recipe.model.backbone, head=recipe.head.type,
-        species=tuple(species) if recipe.head.species_weight > 0 else (),
+        species=tuple(species),
     )
 
 

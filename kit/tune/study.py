@@ -32,7 +32,6 @@ import contextlib
 import ctypes
 import hashlib
 import json
-import logging
 import multiprocessing as mp
 import os
 import random
@@ -377,30 +376,6 @@ def trial_seeded_tpe(seed: int, first: dict[str, Any] | None = None):
     return TrialSeededTPE()
 
 
-class _KitErrorFilter(logging.Filter):
-    """Drops Optuna's two warnings about a trial that failed with a KitError (the exception with its
-    traceback, then the trial's value), logged before Optuna raises it again: the CLI then prints it
-    as the one line it is. Other failures keep their traceback."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.trials: set[str] = set()  # "Trial <n> ": those whose KitError record was dropped
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        trial = " ".join(message.split()[:2]) + " "
-        if record.exc_info and isinstance(record.exc_info[1], KitError):
-            self.trials.add(trial)
-            return False
-        return not (trial in self.trials and message.startswith(f"{trial}failed with value"))
-
-
-def _quiet_kit_errors() -> None:
-    logger = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _KitErrorFilter) for f in logger.filters):
-        logger.addFilter(_KitErrorFilter())
-
-
 def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, seed: int, grace: int,
               since: datetime, worker: int, progress: bool, objective: Objective | None = None) -> None:
     """One worker: load the study and run trials until the study holds `trials` finished ones.
@@ -409,7 +384,6 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _quiet_kit_errors()
     if objective is None:
         recipe = load_recipe(recipe_path)
         objective = Objective(recipe, search_space(recipe), recipe.tune.holdout, seed)

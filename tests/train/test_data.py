@@ -163,16 +163,15 @@ def test_rank_batches_shard_each_global_batch():
     assert r0 == [single[0], single[2]] and r1 == [single[1], single[3]]
 
 
-def test_every_row_carries_its_species_and_a_pseudo_label_its_identitys(new_competition, tiny_recipe, tmp_path):
+def test_for_a_species_head_every_row_carries_its_species_and_a_pseudo_label_its_identitys(new_competition, tiny_recipe, tmp_path):
     data = new_competition(layout="happywhale", species=("beluga", "humpback_whale"))
     (tmp_path / "pseudo.csv").write_text("Image,Id\nte0000.jpg,w_0001\nte0001.jpg,new_individual\n")
-    train, val, _ = tables(data, tiny_recipe(data, extra_train=str(tmp_path / "pseudo.csv")))
+    train, val, _ = tables(data, tiny_recipe(data, extra_train=str(tmp_path / "pseudo.csv"), head={"species_weight": 1.0}))
     assert train.species_names == ["beluga", "humpback_whale"]
     frame = load_competition(data).train.set_index("image")["species"]
     for table in (train, val):
         own = [train.species_names.index(frame[n]) for n in table.names if n in frame.index]
         assert table.species[: len(own)].tolist() == own
     assert train.species[-2:].tolist() == [1, -1]  # w_0001 is a humpback; an unknown's species is not known
-    other = new_competition()  # the 2019 layout
-    plain, _, _ = tables(other, tiny_recipe(other))
+    plain, _, _ = tables(data, tiny_recipe(data))  # no species head: no species read
     assert plain.species is None and plain.species_names == []

@@ -384,20 +384,3 @@ def test_a_study_tunes_a_threshold_per_species(project):
         {sp: best.params[f"{groups}.{sp}"] for sp in ("beluga", "humpback_whale")})
     assert abs(blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"] - best.value) <= 1e-12
 
-
-def test_optuna_does_not_repeat_a_kit_error_with_its_traceback():
-    """A trial that fails with a KitError: Optuna logs it (with the traceback) and its value before
-    raising it again; the CLI prints it as one line, so those two records go. Others stay."""
-    import logging
-
-    from kit.tune.study import _KitErrorFilter
-
-    def record(message, error=None):
-        exc_info = (type(error), error, None) if error else None
-        return logging.LogRecord("optuna.study._optimize", logging.WARNING, __file__, 1, message, None, exc_info)
-
-    f = _KitErrorFilter()
-    assert not f.filter(record("Trial 3 failed with parameters: {} because of the following error: x.", KitError("x")))
-    assert not f.filter(record("Trial 3 failed with value None."))
-    assert f.filter(record("Trial 4 failed with parameters: {} because of the following error: y.", ValueError("y")))
-    assert f.filter(record("Trial 4 failed with value None."))

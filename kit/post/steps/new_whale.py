@@ -7,7 +7,7 @@ from typing import Any
 
 from kit.config import Interval, Tuning, param
 from kit.data.competition import load_competition
-from kit.data.folds import ALL_FOLDS, fold_truth, read_folds
+from kit.data.folds import ALL_FOLDS, held_unknown_share, read_folds
 from kit.errors import KitError
 from kit.post import new_whale
 from kit.post.plugins import STEPS, RecipeContext, Step, StepParams
@@ -53,5 +53,4 @@ def validation_unknown_share(context: RecipeContext) -> float:
     held = folds[folds["fold"] >= 0] if context.fold == ALL_FOLDS else folds[folds["fold"] == context.fold]
     if not len(held):
         raise KitError(f"{folds_csv}: fold {context.fold} holds no image; steps.new_whale needs a threshold or a proportion")
-    truth = fold_truth(folds, held, comp.unknown)  # an identity new to its fold counts as unknown
-    return round(sum(label == comp.unknown for label in truth) / len(truth), 4)
+    return round(held_unknown_share(folds, held, comp.unknown), 4)  # an identity new to its fold counts as unknown
