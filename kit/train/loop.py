@@ -42,6 +42,7 @@ from kit.data.folds import read_folds
 from kit.errors import KitError
 from kit.io import atomic_path, cpu_count, write_text
 from kit.progress import progress as progress_bar
+from kit.train.budget import TimeBudget
 from kit.train.data import Feeder, build_tables, make_plan, rank_batches
 from kit.train.heads import Criterion
 from kit.train.model import apply_freeze, build_model, member_info, read_checkpoint, resolve_norm, set_train_mode
@@ -50,6 +51,7 @@ from kit.train.validate import baselines, evaluate_probs
 
 # Keys that may change between a run and its resume: they do not change what is learned.
 RESUMABLE_CHANGES = ("name", "data", "runtime")
+PROVISIONAL_EPOCHS = 10  # a stage by time, until its probe has planned it: the schedule's length meanwhile
 
 
 @dataclass
@@ -127,14 +129,23 @@ def _threads(world: int, threads: int | None = None):
         torch.set_num_threads(before)
 
 
-def _lr(stage: StageCfg, progress: float, step_fraction: float) -> float:
-    """Learning rate at `progress` epochs into the stage (warm-up, then constant or cosine)."""
+def _lr(stage: StageCfg, progress: float, step_fraction: float, epochs: int) -> float:
+    """Learning rate at `progress` epochs into a stage of `epochs` (warm-up, then constant or cosine)."""
     factor = 1.0
     if stage.warmup_epochs > 0:
         factor = min(1.0, (progress + step_fraction) / stage.warmup_epochs)
     if stage.schedule == "cosine":
-        factor *= stage.final_lr + (1 - stage.final_lr) * 0.5 * (1 + math.cos(math.pi * progress / stage.epochs))
+        factor *= stage.final_lr + (1 - stage.final_lr) * 0.5 * (1 + math.cos(math.pi * min(progress / epochs, 1.0)))
     return stage.lr * factor
+
+
+def _agree(env: DistEnv, value):
+    """The main process's value in every process (a time budget's plan: each process measures its own)."""
+    if env.world <= 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _param_groups(recipe: Recipe, model: nn.Module) -> list:
@@ -293,6 +304,19 @@ def train_tasks(tasks: list[Task], jobs: int, done: Callable[[Task, Path], None]
     return out
 
 
+def recipe_tasks(recipe: Recipe, data: str | os.PathLike | None = None, resume: bool = False,
+                 force: bool = False) -> list[Task]:
+    """A recipe's trainings for `train_tasks`, into models/<name>: its folds' for `fold: all`, else one."""
+    out = Path("models") / recipe.name
+    if data is not None:
+        recipe = dataclasses.replace(recipe, data=str(data))
+    if recipe.fold == ALL_FOLDS:
+        return fold_tasks(recipe, out, data, resume, force, Log(out / "train.log", echo=False))
+    if (out / "checkpoint.pt").is_file() and not (resume or force):
+        raise _already_trained_error(out)
+    return [Task(recipe, out, Path(data) if data else None, resume, force)]
+
+
 def _dist_env(recipe: Recipe) -> DistEnv:
     want_cuda = recipe.runtime.device == "cuda" or (recipe.runtime.device == "auto" and torch.cuda.is_available())
     return DistEnv.setup("cuda" if want_cuda else "cpu")
@@ -325,7 +349,7 @@ def train_every_fold(recipe: Recipe, out: str | os.PathLike | None = None, data:
             log(f"{len(tasks)} fold(s) to train, {jobs} at a time")
 
             def done(task: Task, path: Path) -> None:
-                log(f"fold {task.recipe.fold}: done{_last_val_map5(path)}")
+                log(f"fold {task.recipe.fold}: done{val_map5_note(path)}")
 
             train_tasks(tasks, jobs, done)
             return out
@@ -335,7 +359,7 @@ def train_every_fold(recipe: Recipe, out: str | os.PathLike | None = None, data:
             train(task.recipe, out=task.out, data=task.data, resume=task.resume, force=task.force, progress=progress,
                   on_step=on_step)
             if env.main:
-                log(f"fold {task.recipe.fold}: done in {time.time() - t0:.0f}s{_last_val_map5(task.out)}")
+                log(f"fold {task.recipe.fold}: done in {time.time() - t0:.0f}s{val_map5_note(task.out)}")
     finally:
         env.close()
     return out
@@ -389,7 +413,7 @@ def _fully_trained(ckpt_path: Path, recipe: Recipe) -> bool:
     return saved["stage"] >= len(recipe.stages) and not _compare(_as_run(saved["recipe"]), recipe.to_dict())
 
 
-def _last_val_map5(member_dir: Path) -> str:
+def val_map5_note(member_dir: Path) -> str:
     try:
         epochs = json.loads((member_dir / "metrics.json").read_text())["epochs"]
     except (OSError, ValueError, KeyError):
@@ -503,13 +527,27 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
             net = ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if r.compile:
             net = torch.compile(net)
+        # the stage's length: its epochs, or by time the count a resumed run planned, else the budget's
+        # (until its probe decides, the schedule runs as if the stage had `epochs`, else PROVISIONAL)
+        planned = saved.get("planned_epochs") if saved and s == saved["stage"] and stage.minutes else None
+        budget = None
+        if stage.minutes and planned is None:
+            per_epoch = len(rank_batches(len(make_plan(train_t, recipe, stage, _epoch_seed(recipe, global_epoch))),
+                                         b, env.rank, env.world, a)) // a
+            budget = TimeBudget(stage.minutes * 60, per_epoch, b, len(val_t) if env.main else 0, stage.epochs)
+        stage_epochs = planned or stage.epochs or PROVISIONAL_EPOCHS
         if env.main:
-            log(f"stage {s + 1}/{len(recipe.stages)} {stage.name}: {stage.epochs} epoch(s), lr {stage.lr:g} "
+            length = (f"{stage.epochs} epoch(s)" if not stage.minutes else
+                      f"{stage.minutes:g} minutes" + (f", resuming the {planned} epoch(s) planned" if planned else ""))
+            log(f"stage {s + 1}/{len(recipe.stages)} {stage.name}: {length}, lr {stage.lr:g} "
                 f"({stage.schedule}), freeze {stage.freeze}, identities with >= {stage.min_images} image(s), "
                 f"{trainable:,} trainable parameters")
 
-        for e in range(first_epoch, stage.epochs):
+        e = first_epoch
+        while e < stage_epochs:
             t0 = time.time()
+            if budget is not None:
+                budget.epoch_start()
             torch.manual_seed(hash((recipe.seed, global_epoch, env.rank)) % 2**62)
             plan = make_plan(train_t, recipe, stage, _epoch_seed(recipe, global_epoch))
             batches = rank_batches(len(plan), b, env.rank, env.world, a)
@@ -519,7 +557,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
             loss_sum, seen, step = torch.zeros((), device=device), 0, 0
             micro = feeder.train(plan, batches, recipe, K)
             for step in range(steps):
-                lr = _lr(stage, e + step / steps, 1 / steps)
+                lr = _lr(stage, e + step / steps, 1 / steps, stage_epochs)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 step_loss = torch.zeros((), device=device)
@@ -554,6 +592,12 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                     bar.set_postfix(loss=f"{float(step_loss):.4f}", lr=f"{lr:.2g}",
                                     img_s=f"{seen * env.world / max(time.time() - t0, 1e-9):.0f}")
                 bar.update()
+                if budget is not None and budget.epochs is None:
+                    said = budget.step()  # every process completes the probe at the same step
+                    if said is not None:
+                        stage_epochs = budget.epochs = _agree(env, budget.epochs)
+                        if env.main:
+                            log(f"stage {s + 1}: {said}")
                 if on_step is not None:
                     on_step(s, e, step)
             bar.close()
@@ -571,7 +615,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
 
             if env.main:
                 entry = {"epoch": global_epoch, "stage": s + 1, "stage_epoch": e + 1, "loss": round(epoch_loss, 5),
-                         "lr": _lr(stage, e + 1 - 1e-9, 0), "seconds": round(seconds, 2),
+                         "lr": _lr(stage, e + 1 - 1e-9, 0, stage_epochs), "seconds": round(seconds, 2),
                          "images_per_s": round(seen / max(seconds, 1e-9), 1)}
                 if len(val_t):
                     probs, targets, ok, species_top1 = predict(model, val_feeder, r.val_batch_size, autocast,
@@ -593,12 +637,24 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                        f"{val['map5_without_unknown']:.4f} without the unknown label"
                        + (f", species {val['species_accuracy']:.1%}" if val.get("species_accuracy") is not None else "")
                        + ")" if val else ""))
-                done_stage = e + 1 == stage.epochs
+            e += 1
+            if budget is not None:  # validated: the plan against the time the epochs really take
+                said = budget.epoch_end(e)
+                stage_epochs = budget.epochs = _agree(env, budget.epochs)
+                if env.main and said:
+                    log(f"stage {s + 1}: {said}")
+            if env.main:
+                done_stage = e >= stage_epochs
+                entry["stage_epochs"] = stage_epochs
+                if done_stage and stage.minutes:
+                    spent = f" in {budget.elapsed / 60:.1f} of {stage.minutes:g} minutes" if budget is not None else ""
+                    log(f"stage {s + 1}: {e} epoch(s){spent}; `epochs: {e}` in place of `minutes` trains them again")
                 save_checkpoint(ckpt_path, model, recipe, classes, info,
                                 epoch=global_epoch, stage=s + 1 if done_stage else s,
-                                stage_epoch=0 if done_stage else e + 1,
+                                stage_epoch=0 if done_stage else e,
+                                planned_epochs=None if done_stage or not stage.minutes else stage_epochs,
                                 optimizer=optimizer.state_dict(), optimizer_stage=s,
-                                scheduler={"stage": s, "epoch": e + 1}, rng={"torch": torch.get_rng_state()},
+                                scheduler={"stage": s, "epoch": e}, rng={"torch": torch.get_rng_state()},
                                 metrics=metrics)
                 write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
             env.barrier()

@@ -18,6 +18,7 @@ the training code trusts the recipe.
     sampling: {batch_size: 32, min_per_id: 1, pairs: auto}
     optim:   {optimizer: adam, weight_decay: 1e-4, accumulate: 1, grad_clip: null}
     stages:  [{epochs: 10, lr: 1e-3, min_images: 1, freeze: none, schedule: cosine}, ...]
+                                 #   or {minutes: 4, ...}: as many epochs as fit, measured (budget.py)
     runtime: {device: auto, amp: auto, channels_last: auto, compile: false, workers: 2, ...}
 """
 from __future__ import annotations
@@ -124,9 +125,14 @@ class OptimCfg:
     head_lr: float = param(1.0, check=Interval(0, None, "neither"))
 
 
+DEFAULT_EPOCHS = 10  # a stage that gives neither epochs nor minutes
+
+
 @dataclass(frozen=True)
 class StageCfg:
-    epochs: int = param(10, check=Interval(1))
+    epochs: int | None = param(None, check=Interval(1))  # 10 by default; with minutes, the most it may buy
+    # train for this long instead: the loop measures its steady speed and sets the epochs (kit/train/budget.py)
+    minutes: float | None = param(None, check=Interval(0, None, "neither"))
     lr: float = param(1e-3, check=Interval(0, None, "neither"))
     min_images: int = param(1, check=Interval(1))  # only identities with at least this many training images
     # freeze: none; backbone (train the head only); or an int N: the backbone except its last N stages
@@ -135,6 +141,10 @@ class StageCfg:
     warmup_epochs: float = param(0.0, check=Interval(0))  # linear warm-up, in epochs (fractions allowed)
     final_lr: float = param(0.01, check=Rule(lambda v: 0 <= v <= 1, "in [0, 1] (a share of lr)"))  # cosine floor, as a share of lr
     name: str = ""  # for the log
+
+    def __post_init__(self):
+        if self.epochs is None and self.minutes is None:
+            object.__setattr__(self, "epochs", DEFAULT_EPOCHS)
 
 
 @dataclass(frozen=True)
