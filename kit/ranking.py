@@ -258,6 +258,17 @@ def _shares(table: PositionTable, thresholds: np.ndarray) -> np.ndarray:
     return (below + voted.sum()) / max(len(table.cap), 1)
 
 
+def cv_parts(truth: np.ndarray, unknown: int, n_parts: int, seed: int) -> np.ndarray:
+    """Each image's cross-validation part (0..n_parts-1), dealt round-robin after a seeded shuffle,
+    unknown and known images apart, so every part holds its share of both."""
+    rng = np.random.default_rng([seed, n_parts])
+    part = np.zeros(len(truth), np.int64)
+    for group in (truth == unknown, truth != unknown):
+        idx = rng.permutation(np.flatnonzero(group))
+        part[idx] = np.arange(len(idx)) % n_parts
+    return part
+
+
 def cross_validated(table: PositionTable, part: np.ndarray, n_parts: int, bounds: tuple[float, float] | None = None,
                     by_share: bool = False) -> tuple[float, np.ndarray]:
     """(MAP@5, per-image AP@5): for each part, the best threshold on the other parts (within

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fabricated(seed: int = 0) -> DemoResult:
     recipe = load_recipe(ROOT / DEMO_BLEND)
+    fits = recipe.steps.new_whale is not None and recipe.steps.new_whale.fit is not None  # then untuned = threshold only
     rows = ["trivial: new_whale alone"] + [f"member {m.name} (own threshold)" for m in recipe.members] + [
-        "blend, untuned recipe", "blend, threshold only", "blend, tuned by Optuna"]
+        "blend, untuned recipe", *([] if fits else ["blend, threshold only"]), "blend, tuned by Optuna"]
     sizes = {"held-out val": 101, "test": 628}
     table = {"sizes": sizes, "rows": [{"what": r, "held-out val": 0.3 + i / 100, "test": 0.25 + i / 50} for i, r in enumerate(rows)],
              "claims": [{"better": rows[-1], "worse": rows[1], "part": "test", "value": 0.05, "low": 0.02, "high": 0.08, "n": 628}]}

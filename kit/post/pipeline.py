@@ -35,9 +35,9 @@ from kit.errors import KitError
 from kit.io import Outputs, outputs, write_csv
 from kit.metric import K as TOP
 from kit.metric import average_precision, check_submission, read_labelled
-from kit.post import blend, leak, new_whale, pseudo
+from kit.post import baseline, blend, leak, new_whale, pseudo
 from kit.post import weights as auto
-from kit.post.compare import Gain, paired_gains
+from kit.post.compare import Gain, paired_gain, paired_gains
 from kit.post.plugins import auto_calibration, steps_in_order
 from kit.post.recipe import ALL_FOLDS, BlendRecipe, Member, load_recipe
 from kit.post.weights import WeightReport
@@ -482,6 +482,76 @@ def with_weights(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = 
     return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)})
 
 
+def fitted_key(recipe: BlendRecipe) -> str | None:
+    """The dotted key `steps.new_whale.fit` stands for (its threshold or its proportion), or None
+    when the recipe fits nothing."""
+    step = recipe.steps.active("new_whale")
+    if step is None or step.fit is None:
+        return None
+    return "steps.new_whale." + ("threshold" if step.fit == "threshold" else "proportion")
+
+
+def unfitted(recipe: BlendRecipe) -> BlendRecipe:
+    """A recipe that fits its new_whale step, with a stand-in value in place of the fit (what
+    `position_table` needs: the threshold search tries every value anyway)."""
+    key = fitted_key(recipe)
+    return recipe if key is None else recipe.with_params({key: 0.5 if key.endswith("threshold") else 0.3})
+
+
+def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
+    """The recipe with `steps.new_whale.fit` resolved: the threshold (or share) that scores best on
+    `rows` of these inputs (default: all), found exactly (kit.ranking.best_threshold / best_share);
+    the recipe itself when it fits nothing. Like automatic weights: resolved once on validation,
+    then carried to test. Resolve the weights first."""
+    key = fitted_key(recipe)
+    if key is None:
+        return recipe
+    if inputs.truth is None:
+        raise KitError(f"{recipe.source}: steps.new_whale.fit needs validation images with truth to fit on; "
+                       f"the {inputs.split} images have none (give a threshold or a proportion)")
+    table = position_table(unfitted(recipe), inputs)
+    if rows is not None:
+        table = table.rows(np.asarray(rows))
+    fit = ranking.best_threshold if key.endswith("threshold") else ranking.best_share
+    return recipe.with_params({key: fit(table)[0]})
+
+
+def rule_ap(recipe: BlendRecipe, inputs: Inputs, part: np.ndarray, n_parts: int) -> tuple[np.ndarray, bool]:
+    """(per-image AP@5 of the recipe's new_whale rule, whether it was cross-validated): a fitted
+    threshold or share scored on each part by the value fitted on the others; else as it runs."""
+    key = fitted_key(recipe)
+    if key is None:
+        return run(recipe, inputs).ap, False
+    table = position_table(unfitted(recipe), inputs)
+    return ranking.cross_validated(table, part, n_parts, by_share=key.endswith("proportion"))[1], True
+
+
+def judge(recipe: BlendRecipe, inputs: Inputs) -> baseline.Bars | None:
+    """The blend (weights resolved, its fit not yet) against new_whale alone and its best member on
+    these inputs (kit/post/baseline.py says how, and what the bars mean); None without truth."""
+    if inputs.truth is None or not len(inputs.truth):
+        return None
+    n_parts = max(1, min(recipe.tune.parts, len(inputs.truth)))
+    part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
+    blend, cross_validated = rule_ap(recipe, inputs, part, n_parts)
+    trivial = (inputs.truth == inputs.unknown_code).astype(float)
+    bars = baseline.Bars(blend, trivial, paired_gain(blend, trivial), cross_validated, inputs.labels[inputs.unknown_code])
+    present = [i for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)) if mi is not None and m.weight > 0]
+    if len(present) > 1:
+        alone = {}
+        for i in present:
+            m = recipe.members[i]
+            solo = recipe.only_member(i)
+            if m.scored:  # in its own calibration, so that its top-1 score means something
+                solo = solo.with_params({f"members.{i}.calibration": {"method": "auto"}})
+            solo = solo.with_params({"steps.new_whale.fit": "threshold", "steps.new_whale.enabled": True})
+            alone[m.name] = rule_ap(solo, inputs, part, n_parts)[0]
+        bars.best_member = max(alone, key=lambda name: alone[name].mean())
+        bars.member = alone[bars.best_member]
+        bars.over_member = paired_gain(blend, bars.member)
+    return bars
+
+
 def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Result:
     """blend -> leak -> new_whale -> balance -> top-5 on prepared inputs; MAP@5 after each step
     when the split has truth. A few milliseconds at Kaggle validation scale. Automatic weights are
@@ -676,6 +746,10 @@ class BlendRun:
     val_skipped: str | None = None
     summary: dict = field(default_factory=dict)  # the numbers blend.py prints (and --json)
     diagnostics: Diagnostics | None = None  # with a validation split
+    # the blend against new_whale alone and its best member on validation (kit/post/baseline.py), and
+    # the lines that say where it falls short: printed by blend.py, on top of the report
+    bars: baseline.Bars | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tuple[BlendRecipe, WeightReport | None]:
@@ -697,15 +771,29 @@ def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> Blen
     val_inputs = None if skip else prepare(recipe, "val")
     test_inputs = prepare(recipe, "test")
     recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)
+    bars = None if val_inputs is None else judge(recipe, val_inputs)  # before the fit: it cross-validates it
+    fitted = fitted_key(recipe)
+    if fitted is not None:
+        if val_inputs is None:
+            raise KitError(f"{recipe.source}: steps.new_whale.fit needs the validation split, but {skip}; "
+                           f"give a threshold or a proportion")
+        recipe = fit_new_whale(recipe, val_inputs)
     val = None if val_inputs is None else (val_inputs, run(recipe, val_inputs))
     out = BlendRun(recipe, weights, (test_inputs, run(recipe, test_inputs)), val, skip,
-                   diagnostics=None if val is None or not diagnostics else diagnose(recipe, *val))
+                   diagnostics=None if val is None or not diagnostics else diagnose(recipe, *val), bars=bars,
+                   warnings=bars.lines() if bars is not None else [])
     out.summary = {"recipe": recipe.source, "name": recipe.name}
     if weights is not None:
         out.summary["weights"] = {"basis": weights.basis, **{n: float(w) for n, w in zip(weights.names, weights.weights)}}
     if val is not None:
         out.summary["val"] = _summary(val[1], val[0])
+        if fitted is not None:
+            value = recipe.tunable_params()[fitted]
+            out.summary["val"]["fitted"] = {"key": fitted, "value": value, "cross_validated_map5": float(bars.blend.mean())}
+        if bars is not None:
+            out.summary["val"]["bars"] = bars.to_dict()
     out.summary["test"] = _summary(out.test[1], test_inputs)
+    out.summary["warnings"] = list(out.warnings)
     return out
 
 
@@ -730,6 +818,14 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
         inputs, result = blend_run.val
         where = "out-of-fold, every fold" if recipe.fold == ALL_FOLDS else f"fold {recipe.fold}"
         echo(format_ablation(result, f"val: {where}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
+        fitted = summary["val"].get("fitted")
+        if fitted is not None:
+            what = "threshold" if fitted["key"].endswith("threshold") else "share"
+            echo(f"  new_whale {what} {fitted['value']:.4g} fitted on these {len(inputs.images)} images; "
+                 f"cross-validated MAP@5 {fitted['cross_validated_map5']:.4f} (each part scored by the {what} "
+                 f"fitted on the others: what to expect on new images)")
+        for line in blend_run.warnings:
+            echo(line)
 
     inputs, result = blend_run.test
     comp = inputs.competition

@@ -15,7 +15,8 @@ members:
     rank_weights: [1, 0.5, 0.333, 0.25, 0.2]   # its vote per rank (the default: MAP@5's credit)
 steps:                           # fixed order leak -> new_whale -> balance; omit or `enabled: false`
   leak: {max_distance: 0}
-  new_whale: {threshold: 0.5}    # or {proportion: 0.276}; {} = the unknown share of validation
+  new_whale: {threshold: 0.5}    # or {proportion: 0.276}; {fit: threshold}: the best on validation;
+                                 # {} = the unknown share of validation
   balance: {margin: 0.3, min_count: 2}
 pseudo: {threshold: 0.96}
 output: submissions
@@ -254,6 +255,10 @@ class BlendRecipe:
                     out.update({f"steps.{name}.{key}.{k}": v for k, v in value.items()})
                 elif value is not None:  # of exclusive keys, the one given
                     out[f"steps.{name}.{key}"] = value
+            fit = getattr(step, "fit", None)  # new_whale fitted on validation: the key it fits, at its default
+            if fit is not None:
+                key = "threshold" if fit == "threshold" else "proportion"
+                out[f"steps.{name}.{key}"] = 0.5 if key == "threshold" else 0.3
         return out
 
     def only_member(self, i: int) -> "BlendRecipe":
@@ -425,7 +430,7 @@ def _step(step, raw: Any, context: RecipeContext):
         raise KitError(f"{context.source}: {where} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
     given = [k for k in step.exclusive if raw.get(k) is not None]
     if len(given) > 1:
-        raise KitError(f"{context.source}: {where}: give {' or '.join(step.exclusive)}, not more than one")
+        raise KitError(f"{context.source}: {where}: give one of {', '.join(step.exclusive)}, not more")
     fill = {k: None for k in step.exclusive if k not in given}
     if step.exclusive and not given:
         fill.update(step.defaults(context))

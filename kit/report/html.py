@@ -1,6 +1,7 @@
 """The blend report: one self-contained HTML file (inline SVG and images, no script, no network).
 
-Sections: the members' MAP@5, their weights and how their errors correlate; the ablation of the
+On top, where there is one, the line that says the blend is not above the unknown label alone or
+its best member on validation (kit/post/baseline.py). Sections: the members' MAP@5, their weights and how their errors correlate; the ablation of the
 steps with each gain's paired bootstrap interval; MAP@5 and the new_whale share against the
 threshold; Optuna's history, the held-out gain and the parameter importances (after tune.py); the
 distribution of top-1 scores; a gallery of the worst validation errors. It renders a
@@ -32,6 +33,7 @@ table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ddd;padding
 th{background:#f4f4f4} td.l,th.l{text-align:left} .muted{color:#777;font-size:90%}
 .gallery td{vertical-align:top;text-align:center;font-size:11px;padding:3px} .gallery img{display:block;max-width:150px;margin:auto}
 .scroll{overflow-x:auto} .bar{background:#1f77b4;height:12px;display:inline-block;vertical-align:middle}
+.warn{background:#fff4e5;border-left:4px solid #e67e22;padding:8px 12px;margin:12px 0}
 .hit{outline:3px solid #2ca02c} .truth{outline:3px solid #1f77b4} figure{display:inline-block;margin:0 12px 12px 0}
 """
 
@@ -207,6 +209,8 @@ def build(run: pipeline.BlendRun, summary=None) -> str:
     members = ", ".join(escape(m.name) for m in recipe.members)
     head = (f"<h1>{escape(recipe.name)}</h1><p class='muted'>{escape(recipe.source)} · data {escape(recipe.data)} · "
             f"fold {recipe.fold} · members: {members} · {datetime.datetime.now():%Y-%m-%d %H:%M}</p>")
+    # where the blend falls short of new_whale alone or of its best member: before anything else
+    head += "".join(f"<p class='warn' id='warning'>{escape(line)}</p>" for line in run.warnings)
     if val_result is not None:
         sections.append(members_section(run))
     else:

@@ -42,8 +42,10 @@ def with_own_threshold(recipe: BlendRecipe, inputs: pipeline.Inputs, rows: np.nd
 
 
 def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Inputs | None, tune_idx: np.ndarray,
-                 hold_idx: np.ndarray, tuned: BlendRecipe | None = None) -> MemberTable:
-    """The table for a recipe whose weights are resolved (pipeline.with_weights on the tuning part)."""
+                 hold_idx: np.ndarray, tuned: BlendRecipe | None = None, threshold_row: bool = True) -> MemberTable:
+    """The table for a recipe whose weights (and new_whale fit) are resolved on the tuning part
+    (pipeline.with_weights, pipeline.fit_new_whale). `threshold_row`: the blend with only its
+    threshold fitted (a recipe that fits it already is that row)."""
     parts = {HELD_OUT: (val, hold_idx)}
     if test is not None and test.truth is not None:
         parts[TEST] = (test, np.arange(len(test.images)))
@@ -62,21 +64,23 @@ def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Input
             alone = alone.with_params({f"members.{i}.calibration": {"method": "auto"}})
         members.append(Row(f"member {m.name} (own threshold)", ap_of(with_own_threshold(alone, val, tune_idx))))
     rows += members
-    blends = [Row("blend, untuned recipe", ap_of(recipe)),
-              Row("blend, threshold only", ap_of(with_own_threshold(recipe, val, tune_idx)))]
+    untuned = Row("blend, untuned recipe", ap_of(recipe))
+    blends = [untuned]
+    if threshold_row:
+        blends.append(Row("blend, threshold only", ap_of(with_own_threshold(recipe, val, tune_idx))))
     if tuned is not None:
         blends.append(Row("blend, tuned by Optuna", ap_of(tuned)))
     rows += blends
 
     # the claims: the recipe one submits (the tuned one, else the untuned) against the best member
     # (best on the judging part: the hardest bar), and the tuned against the untuned
-    final = blends[2] if tuned is not None else blends[0]
+    final = blends[-1]
     pairs = []
     if members:
         best_member = max(members, key=lambda r: r.map5(TEST if TEST in parts else HELD_OUT))
         pairs += [(final, best_member, part) for part in parts]
     if tuned is not None:
-        pairs += [(final, blends[0], part) for part in parts]
+        pairs += [(final, untuned, part) for part in parts]
     claims = []
     for part in parts:
         mine = [(b, w) for b, w, p in pairs if p == part]
@@ -184,4 +188,6 @@ def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None
                        f"leaves {len(tune_idx)} to fit thresholds on and {len(hold_idx)} to score: the table needs both")
     if tuned is not None:
         tuned = pipeline.with_weights(tuned, val, tune_idx)  # a no-op for tune.py's (its weights are resolved)
-    return member_table(pipeline.with_weights(recipe, val, tune_idx), val, test, tune_idx, hold_idx, tuned)
+    fits = pipeline.fitted_key(recipe) is not None
+    resolved = pipeline.fit_new_whale(pipeline.with_weights(recipe, val, tune_idx), val, tune_idx)
+    return member_table(resolved, val, test, tune_idx, hold_idx, tuned, threshold_row=not fits)

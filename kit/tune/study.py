@@ -50,6 +50,7 @@ from kit import ranking
 from kit.errors import KitError
 from kit.io import DISK_ERRORS, Outputs
 from kit.post import pipeline
+from kit.post.baseline import Bars
 from kit.post.compare import Gain, holdout_split, paired_gain
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.progress import interactive
@@ -80,6 +81,7 @@ class TuneSummary:
     objective_note: str = ""  # how trials were scored, in words
     evidence: Gain | None = None  # best trial - untuned on the tuning part (left-out scores)
     kept_untuned: bool = False  # tune.accept: significant and the evidence was not
+    warnings: list[str] = field(default_factory=list)  # the tuned blend not above new_whale alone (kit/post/baseline.py)
 
     def verdict(self) -> str:
         """The held-out gain in one sentence (significant or not)."""
@@ -104,7 +106,7 @@ class TuneSummary:
             rows.append(f"best trial - untuned on the tuning part (left-out scores): {self.evidence}"
                         + (" not significant: untuned values kept" if self.kept_untuned else ""))
         rows.append(f"held-out: {self.verdict()}")
-        return "\n".join(rows)
+        return "\n".join(rows + self.warnings)
 
 
 def _sqlite_write_ahead(engine) -> None:
@@ -221,17 +223,6 @@ def _worker(*args, parent: int, **kwargs) -> None:
         sys.exit(2)
 
 
-def cv_parts(truth: np.ndarray, unknown_code: int, n_parts: int, seed: int) -> np.ndarray:
-    """Each image's cross-validation part (0..n_parts-1), dealt round-robin after a seeded shuffle,
-    unknown and known images apart, so every part holds its share of both."""
-    rng = np.random.default_rng([seed, n_parts])
-    part = np.zeros(len(truth), np.int64)
-    for group in (truth == unknown_code, truth != unknown_code):
-        idx = rng.permutation(np.flatnonzero(group))
-        part[idx] = np.arange(len(idx)) % n_parts
-    return part
-
-
 class Objective:
     """Cross-validated MAP@5 of a trial's recipe on the tuning part of the validation images."""
 
@@ -246,13 +237,15 @@ class Objective:
         self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
         # automatic weights come from the tuning part only: the held-out part judges them too
         self.recipe = pipeline.with_weights(recipe, self.inputs, self.tune_idx)
+        # a recipe that fits its new_whale threshold: the untuned recipe is the one fitted on the tuning part
+        self.recipe = pipeline.fit_new_whale(self.recipe, self.inputs, self.tune_idx)
         fitted = [p for p in space if p.name in FITTED]
         self.fit_key = fitted[0].name if fitted and recipe.steps.active("new_whale") is not None else None
         self.by_share = self.fit_key == FITTED[1]  # a proportion step: the fitted threshold's share
         self.bounds = (fitted[0].low, fitted[0].high) if self.fit_key in recipe.tune.range_of else None
         self.space = [p for p in space if p.name not in FITTED]  # what the sampler proposes
         self.n_parts = min(recipe.tune.parts if parts is None else parts, max(len(self.tune_idx), 1))
-        self.part = cv_parts(self.inputs.truth[self.tune_idx], self.inputs.unknown_code, self.n_parts, seed)
+        self.part = ranking.cv_parts(self.inputs.truth[self.tune_idx], self.inputs.unknown_code, self.n_parts, seed)
 
     @property
     def fit_threshold(self) -> bool:
@@ -532,6 +525,12 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     best_params = to_recipe_values(recipe, best.params)
     if objective.fit_threshold:
         best_params[objective.fit_key] = fitted
+    # what the tuned recipe scores where its threshold was fitted (left-out scores), against new_whale alone
+    inputs, idx = objective.inputs, objective.tune_idx
+    tuned_ap, trivial = objective.left_out_ap(tuned), (inputs.truth[idx] == inputs.unknown_code).astype(float)
+    first = pipeline.run(tuned, inputs).top5[idx, 0] == inputs.unknown_code
+    bars = Bars(tuned_ap, trivial, paired_gain(tuned_ap, trivial), objective.fit_threshold and objective.n_parts > 1,
+                inputs.labels[inputs.unknown_code], first_share=float(first.mean()) if len(first) else None)
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
         n_trials=len(complete), best_params=best_params,
@@ -539,6 +538,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
         trials_per_second=ran / elapsed if ran > 0 and elapsed > 0 else 0.0,
         sizes=(len(objective.tune_idx), len(objective.hold_idx)), holdout_gain=gain,
         objective_note=objective.note, evidence=evidence, kept_untuned=kept,
+        warnings=[line.replace("the blend scores", "the tuned blend scores", 1) for line in bars.lines()],
     )
     note = [f"Tuned by scripts/tune.py from {recipe_path} ({summary.n_trials} trials, study {study_name}).",
             f"Best trial - untuned on the tuning part ({evidence.n} images, left-out scores): {evidence}"

@@ -72,7 +72,7 @@ def test_its_keys_and_their_tuning_names(tmp_path):
     assert recipe_from_dict(r.to_dict(), r.source) == r
     with pytest.raises(KitError, match="needs thresholds or shares"):
         _recipe(tmp_path, {})
-    with pytest.raises(KitError, match="give thresholds or shares, not more than one"):
+    with pytest.raises(KitError, match="give one of thresholds, shares, not more"):
         _recipe(tmp_path, {"thresholds": {"a": 0.5}, "shares": {"a": 0.5}})
     with pytest.raises(KitError, match=r"steps.new_whale_groups.shares.a = 1.5 is out of range; expected in \[0, 1\]"):
         _recipe(tmp_path, {"shares": {"a": 1.5}})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kit.config import Interval, Tuning, param
 from kit.data.competition import load_competition
@@ -19,14 +19,18 @@ class NewWhale(Step):
     name = "new_whale"
     order = 20
     help = ("insert the unknown label before the first identity scoring below a threshold, or at a share of "
-            "images; neither given: validation's unknown share")
-    exclusive = ("threshold", "proportion")
+            "images, or by the threshold (or share) that scores best on validation; none given: validation's "
+            "unknown share")
+    exclusive = ("threshold", "proportion", "fit")
 
     @dataclass(frozen=True)
     class Params(StepParams):
         threshold: float | None = param(0.5, tune=Tuning(0.0, 1.0), help="the blended score below which it goes in")
         proportion: float | None = param(None, check=Interval(0, 1), tune=Tuning(0.0, 0.7),
                                          help="the share of images that get it first")
+        fit: Literal["threshold", "share"] | None = param(
+            None, help="threshold or share: the one that scores best on the validation images, found exactly "
+                       "before the blend runs and used on test (kit.post.pipeline.fit_new_whale)")
 
     @classmethod
     def defaults(cls, context: RecipeContext) -> dict[str, Any]:
@@ -36,6 +40,9 @@ class NewWhale(Step):
 
     @staticmethod
     def apply(state, params, inputs) -> None:
+        if params.fit is not None:  # evaluate() and the tuner fit it first; reaching here unfitted is a bug
+            raise KitError(f"steps.new_whale.fit: {params.fit} is fitted on validation before the blend runs "
+                           f"(kit.post.pipeline.fit_new_whale), not by the step")
         state.threshold = new_whale.threshold_of(params, state.scores[:, 0], state.new_whale_at == 0)
         state.new_whale_at = new_whale.combine(state.new_whale_at,
                                                insert_positions(state.scores, state.threshold))
