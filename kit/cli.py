@@ -9,7 +9,7 @@ from kit.errors import KitError
 from kit.io import DISK_ERRORS, disk_error
 
 # what the [models] extra brings: training and export, never post-processing, scoring or tuning
-MODEL_PACKAGES = frozenset({"torch", "torchvision", "timm", "onnx", "onnxscript", "onnxruntime"})
+MODEL_PACKAGES = frozenset({"torch", "torchvision", "timm", "huggingface_hub", "onnx", "onnxscript", "onnxruntime"})
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

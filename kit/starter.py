@@ -1,21 +1,26 @@
 """Starter recipes fitted to a competition: `python scripts/prepare.py DIR --init WORKDIR`.
 
 Looks at the competition (image and crop sizes, their aspect, the greyscale share, boxes, identities,
-the unknown label's share in validation) and at this machine (a GPU or not, and each family's measured
-training speed at the chosen input size), then writes a working directory outside the kit:
+the unknown label's share in validation, whether a mirrored photo keeps its identity) and at this
+machine (a GPU or not, pretrained weights at hand or not, each family's training speed), then
+writes a working directory outside the kit:
 
     WORKDIR/models/{resnet,senet,inception}.yaml   one member per family, data: DIR (absolute)
     WORKDIR/blends/<name>.yaml                     their logits and cosines, automatic weights
     WORKDIR/README.md                              the commands, in order, run from WORKDIR
 
-Every choice is written beside it as a comment, with the figure it came from. Nothing is asked and
-nothing existing is overwritten; models/, submissions/ and the study database then live in WORKDIR.
+Members train for a time budget (`stages: [{minutes: M}]`: the loop measures its own speed and sets
+the epochs, kit/train/budget.py), from pretrained weights where there are any: a from-scratch CPU
+member is the fallback, not the plan. Every choice is written beside it as a comment, with the
+figure it came from. Nothing is asked and nothing existing is overwritten; models/, submissions/
+and the study database then live in WORKDIR.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +30,36 @@ from PIL import Image
 from kit.data.competition import load_competition
 from kit.data.folds import held_unknown_share, read_folds
 from kit.data.images import BadImage, open_image
+from kit.data.mirror import FlipMeasure, measure_flip
 from kit.errors import KitError
 from kit.io import write_text
 from kit.train.recipe import recipe_from_dict
 
 SAMPLE = 200  # images looked at for sizes and colour
-CPU_PIXELS, GPU_PIXELS = 48 * 96, 256 * 512  # input area: the demo's tiny members, the winners' crops
-FAMILIES = {  # family -> (CPU backbone, its timm kwargs, GPU backbone, head)
-    "resnet": ("resnet18", {"channels": [32, 64, 128, 256], "stem_width": 32}, "resnet50", "arcface"),
-    "senet": ("seresnet18", {"channels": [32, 64, 128, 256], "stem_width": 32}, "seresnext50_32x4d", "arcface"),
-    "inception": ("inception_next_atto", {}, "inception_v3", "softmax"),
+# input area: the demo's tiny members (from scratch); the size ResNet-10t was trained at (the other two
+# CPU backbones at 224 x 224: one size for all three, so one crop cache); the winners' crops
+SCRATCH_PIXELS, PRETRAINED_CPU_PIXELS, GPU_PIXELS = 48 * 96, 176 * 176, 256 * 512
+# epochs a member needs to be useful: from scratch the demo's tiny members learn in 12 and barely beat
+# new_whale alone after 3; a pretrained one needs a couple of passes for its new head and embedding
+USEFUL_EPOCHS = {"scratch": 10, "pretrained": 2}
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+@dataclass(frozen=True)
+class Family:
+    head: str
+    scratch: str  # from scratch on a CPU, at SCRATCH_PIXELS
+    scratch_kwargs: dict
+    cpu: str  # pretrained on a CPU, at PRETRAINED_CPU_PIXELS: small networks
+    gpu: str  # on a GPU, at GPU_PIXELS: the 2019 winners' families
+
+
+FAMILIES = {
+    "resnet": Family("arcface", "resnet18", {"channels": [32, 64, 128, 256], "stem_width": 32},
+                     "resnet10t.c3_in1k", "resnet50"),
+    "senet": Family("arcface", "seresnet18", {"channels": [32, 64, 128, 256], "stem_width": 32},
+                    "legacy_seresnet18.in1k", "seresnext50_32x4d"),
+    "inception": Family("softmax", "inception_next_atto", {}, "inception_next_atto.sail_in1k", "inception_v3"),
 }
 
 
@@ -55,6 +80,7 @@ class Survey:
     photo_size: tuple[int, int]  # median (W, H) of the sampled photos
     crop_aspect: float  # median W / H of what the network sees (box or photo)
     grey_share: float  # sampled photos whose channels are equal
+    flip: FlipMeasure | None = None
 
 
 def _is_grey(image: Image.Image) -> bool:
@@ -92,90 +118,277 @@ def survey(root: str | os.PathLike, seed: int = 0) -> Survey:
         aspects.append((box.x1 - box.x0) / max(box.y1 - box.y0, 1) if box is not None else w / h)
     if not sizes:
         raise KitError(f"{root}: none of {len(picked)} sampled train images could be read")
+    aspect = float(np.median(aspects))
     return Survey(
         root=root.resolve(), layout=comp.layout.name, train_images=len(comp.train), test_images=len(comp.test_images),
         identities=len(counts), unknown=comp.unknown, singletons=float((counts == 1).mean()) if len(counts) else 0.0,
         val_images=len(val), val_unknown_share=held_unknown_share(folds, val, comp.unknown),
         boxes=comp.boxes is not None, photo_size=tuple(int(v) for v in np.median(np.array(sizes), 0)),
-        crop_aspect=float(np.median(aspects)), grey_share=float(np.mean(greys)),
+        crop_aspect=aspect, grey_share=float(np.mean(greys)),
+        flip=measure_flip(comp, aspect, comp.boxes is not None, seed),
     )
 
 
-def input_size(s: Survey, gpu: bool) -> tuple[int, int]:
-    """(H, W): the crops' median aspect at the machine's pixel budget, multiples of 8, never above
-    the photos' own median height (upscaling adds no detail)."""
+def input_size(s: Survey, pixels: int) -> tuple[int, int]:
+    """(H, W): the crops' median aspect at `pixels` of area, multiples of 8, never above the photos'
+    own median height (upscaling adds no detail)."""
     aspect = min(max(s.crop_aspect, 0.25), 4.0)
-    h = math.sqrt((GPU_PIXELS if gpu else CPU_PIXELS) / aspect)
+    h = math.sqrt(pixels / aspect)
     h = min(h, max(32, s.photo_size[1]))
     h = max(32, int(round(h / 8)) * 8)
     return h, max(32, int(round(h * aspect / 8)) * 8)
 
 
-def _speed(backbone: str, kwargs: dict, head: str, size: tuple[int, int], batch: int, classes: int) -> float:
-    """Images/s of training steps for this family at this size, measured for a few seconds."""
+# ------------------------------------------------------------------------------ pretrained weights
+@dataclass(frozen=True)
+class Weights:
+    """Where a member's backbone starts: timm's hub (`hub`), a local file (`file`), or nothing."""
+
+    source: str  # hub | file | none
+    why: str  # the recipe comment
+    file: Path | None = None
+
+    @property
+    def pretrained(self) -> bool:
+        return self.source != "none"
+
+
+def weight_file(folder: Path, backbone: str) -> Path | None:
+    """A weight file for `backbone` in `folder`: `<arch>[.<tag>]<suffix>` (suffix .safetensors, .pth,
+    .pt or .bin), or a Hugging Face download `<arch>[.<tag>]/model.safetensors` (or pytorch_model.bin)."""
+    arch = backbone.split(".")[0]
+    if not folder.is_dir():
+        return None
+    for entry in sorted(folder.iterdir()):
+        stem = entry.name
+        for suffix in WEIGHT_SUFFIXES:
+            stem = stem.removesuffix(suffix)
+        if stem != arch and not stem.startswith(arch + "."):
+            continue
+        if entry.is_file() and entry.name != stem:
+            return entry
+        for inner in ("model.safetensors", "pytorch_model.bin"):
+            if entry.is_dir() and (entry / inner).is_file():
+                return entry / inner
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_location(backbone: str) -> tuple[str | None, str | None]:
+    """(Hugging Face repo, or None; the plain download URL, or None) of timm's default weights."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(backbone)  # the tag's, or the architecture's default tag's
+    return (cfg.hf_hub_id or None, cfg.url or None) if cfg is not None else (None, None)
+
+
+def hub_cached(backbone: str) -> bool:
+    """Whether timm would find the backbone's hub weights in the local caches (no network)."""
     import torch
 
-    from kit.train.bench import model_throughput
+    repo, url = _hub_location(backbone)
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
 
-    recipe = recipe_from_dict({"model": {"backbone": backbone, "kwargs": kwargs}, "head": {"type": head},
-                               "input": {"size": list(size)}, "sampling": {"batch_size": batch}}, "starter probe")
-    recipe = dataclasses.replace(recipe, name="probe")
+        for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo.split("@")[0], name), str):
+                return True
+    if url:  # timm's url weights: torch's hub cache
+        return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file()
+    return False
+
+
+def hub_reachable(backbone: str, timeout: float = 5.0) -> bool:
+    """Whether the backbone's hub weights can be downloaded from here (never when HF_HUB_OFFLINE is set)."""
+    if _offline():
+        return False
+    repo, url = _hub_location(backbone)
+    target = f"https://huggingface.co/{repo.split('@')[0]}/resolve/main/config.json" if repo else url
+    if not target:
+        return False
+    try:
+        urllib.request.urlopen(urllib.request.Request(target, method="HEAD"), timeout=timeout).close()
+        return True
+    except Exception:  # noqa: BLE001 (any refusal, name or timeout error means: not from here)
+        return False
+
+
+def resolve_weights(backbone: str, choice: str, echo=print) -> Weights:
+    """Where `backbone` starts under `--pretrained choice` (auto | hub | none | a file or folder)."""
+    if choice == "none":
+        return Weights("none", "from scratch (--pretrained none)")
+    if choice == "hub":
+        if not hub_cached(backbone) and not hub_reachable(backbone):
+            echo(f"  warning: {backbone}: its hub weights are not cached here and the hub is out of reach; "
+                 "training will fail until they are (or use --pretrained auto)")
+        return Weights("hub", "timm's hub weights (--pretrained hub)")
+    if choice == "auto":
+        if hub_cached(backbone):
+            return Weights("hub", "timm's hub weights, found in the local cache")
+        if hub_reachable(backbone):
+            import timm
+
+            timm.create_model(backbone, pretrained=True, num_classes=0)  # into the cache now: training needs no network
+            return Weights("hub", "timm's hub weights, downloaded into the local cache by --init")
+        return Weights("none", "from scratch: no hub weights in the local cache and the hub is out of reach "
+                               "(--pretrained PATH takes a weight file)")
+    path = Path(choice).expanduser()
+    if not path.exists():
+        raise KitError(f"--pretrained {choice}: no such file or folder (or say auto, hub or none)")
+    found = path if path.is_file() else weight_file(path, backbone)
+    if found is None:
+        return Weights("none", f"from scratch: no weight file for {backbone.split('.')[0]} in {path}")
+    return Weights("file", f"the weight file {found.resolve()}", found.resolve())
+
+
+# --------------------------------------------------------------------------------------- the plan
+@dataclass
+class MemberPlan:
+    family: str
+    backbone: str
+    weights: Weights
+    size: tuple[int, int]
+    gpu: bool
+    speed: float = 0.0  # images/s measured here
+    epochs: float = 0.0  # what the budget buys at that speed (an estimate: the loop measures its own)
+
+    @property
+    def kind(self) -> str:
+        return "pretrained" if self.weights.pretrained else "scratch"
+
+    @property
+    def scratch_cpu(self) -> bool:
+        return not self.gpu and not self.weights.pretrained
+
+
+def plan_member(family: str, s: Survey, gpu: bool, choice: str, echo=print) -> MemberPlan:
+    f = FAMILIES[family]
+    if gpu:
+        weights = resolve_weights(f.gpu, choice, echo)
+        return MemberPlan(family, f.gpu, weights, input_size(s, GPU_PIXELS), True)
+    weights = resolve_weights(f.cpu, choice, echo)
+    if weights.pretrained:
+        return MemberPlan(family, f.cpu, weights, input_size(s, PRETRAINED_CPU_PIXELS), False)
+    return MemberPlan(family, f.scratch, weights, input_size(s, SCRATCH_PIXELS), False)
+
+
+def _recipe(plan: MemberPlan, s: Survey) -> dict:
+    """The member's recipe as plain data (what the YAML says, without its comments)."""
+    f = FAMILIES[plan.family]
+    model = {"backbone": plan.backbone, "pretrained": plan.weights.source == "hub"}
+    if plan.weights.file is not None:
+        model["pretrained_file"] = str(plan.weights.file)
+    if plan.scratch_cpu and f.scratch_kwargs:
+        model["kwargs"] = dict(f.scratch_kwargs)
+    head = {"type": f.head, "embedding_dim": 512 if plan.gpu else 256 if plan.weights.pretrained else 128,
+            "dropout": 0.1}
+    if f.head == "arcface" and not plan.gpu:
+        head |= {"scale": 30.0, "margin": 0.3}
+    return {"model": model, "head": head, "input": {"size": list(plan.size)},
+            "sampling": {"batch_size": _batch(plan.gpu)}, "optim": {"head_lr": 10.0} if plan.weights.pretrained else {}}
+
+
+def _speed(plan: MemberPlan, s: Survey) -> float:
+    """Images/s of training steps for this member at its size (kit/train/bench.steady_speed: the
+    median step after warm-up, not a mean that one slow step on a busy machine skews)."""
+    import torch
+
+    from kit.train.bench import steady_speed
+
+    raw = _recipe(plan, s)
+    raw["model"] = {k: v for k, v in raw["model"].items() if k not in ("pretrained", "pretrained_file")}
+    recipe = dataclasses.replace(recipe_from_dict(raw, "starter probe"), name="probe")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return model_throughput(recipe, max(classes, 2), 2.0, device)
+    return steady_speed(recipe, max(s.identities, 2), device)
 
 
-def _recipe_text(family: str, s: Survey, size: tuple[int, int], gpu: bool, epochs: int, speed: float,
-                 minutes: float) -> str:
-    cpu_backbone, kwargs, gpu_backbone, head = FAMILIES[family]
-    backbone = gpu_backbone if gpu else cpu_backbone
-    h, w = size
+def _recipe_text(plan: MemberPlan, s: Survey, minutes: float, per_epoch: int) -> str:
+    f = FAMILIES[plan.family]
+    raw = _recipe(plan, s)
+    h, w = plan.size
     colour = "grey" if s.grey_share >= 0.25 else "rgb"
-    batch = _batch(gpu)
+    pixels = "256 x 512" if plan.gpu else "176 x 176" if plan.weights.pretrained else "48 x 96"
+    why_size = ("the winners' crops on a GPU" if plan.gpu else "the size it was trained at" if plan.weights.pretrained
+                else "what a CPU learns from scratch in minutes")
     lines = [
-        f"# {family} member for {s.root.name}: written by prepare.py --init (every choice below says why).",
+        f"# {plan.family} member for {s.root.name}: written by prepare.py --init (every choice below says why).",
         f"data: {s.root}",
         "fold: 0                       # validation: fold 0 of folds.csv "
         f"({s.val_images} images, {s.val_unknown_share:.0%} {s.unknown})",
         "model:",
-        f"  backbone: {backbone}" + (f"          # {'GPU' if gpu else 'no GPU here'}: "
-                                      + ("full size, ImageNet weights (downloaded once by timm)" if gpu
-                                         else "half-width, from scratch: minutes on a CPU")),
-        f"  pretrained: {'true' if gpu else 'false'}",
+        f"  backbone: {plan.backbone}" + ("          # " + ("GPU: full size" if plan.gpu else "no GPU here: small")
+                                          + (" and pretrained" if plan.weights.pretrained else ", from scratch")),
+        f"  pretrained: {'true' if raw['model']['pretrained'] else 'false'}          # {plan.weights.why}",
     ]
-    if kwargs and not gpu:
-        lines.append(f"  kwargs: {{channels: {kwargs['channels']}, stem_width: {kwargs['stem_width']}}}")
+    if plan.weights.file is not None:
+        lines.append(f"  pretrained_file: {plan.weights.file}")
+    if "kwargs" in raw["model"]:
+        kw = raw["model"]["kwargs"]
+        lines.append(f"  kwargs: {{channels: {kw['channels']}, stem_width: {kw['stem_width']}}}   # half width: "
+                     "learns from scratch in minutes")
+    head = raw["head"]
     lines += [
         "head:",
-        f"  type: {head}" + ("                # ArcFace: a margin between identities, and cosines that "
-                              "transfer to new ones" if head == "arcface" else "                # the seeds' softmax classifier"),
-        f"  embedding_dim: {512 if gpu else 128}",
+        f"  type: {f.head}" + ("                # ArcFace: a margin between identities, and cosines that "
+                               "transfer to new ones" if f.head == "arcface" else "                # the seeds' softmax classifier"),
+        f"  embedding_dim: {head['embedding_dim']}",
         "  dropout: 0.1",
     ]
-    if head == "arcface" and not gpu:
-        lines += ["  scale: 30.0                 # gentler than the full-size 64 / 0.5: from scratch, few epochs",
+    if "scale" in head:
+        lines += ["  scale: 30.0                 # gentler than the full-size 64 / 0.5: few epochs on a CPU",
                   "  margin: 0.3"]
+    flip = s.flip
     lines += [
         "input:",
-        f"  size: [{h}, {w}]              # H, W: the crops' median aspect {s.crop_aspect:.2f} (W/H) at "
-        f"{'256 x 512' if gpu else '48 x 96'} pixels' area; the photos' median is {s.photo_size[0]} x {s.photo_size[1]}",
+        f"  size: [{h}, {w}]              # H, W: the crops' median aspect {s.crop_aspect:.2f} (W/H) at {pixels} "
+        f"pixels' area ({why_size}); the photos' median is {s.photo_size[0]} x {s.photo_size[1]}",
         f"  colour: {colour}" + (f"                # {s.grey_share:.0%} of sampled photos are greyscale: colour would "
                                   "be a cue those photos lack" if colour == "grey"
                                   else f"                 # {s.grey_share:.0%} of sampled photos are greyscale"),
         f"  boxes: {'true' if s.boxes else 'false'}" + ("                 # bounding_boxes.csv is present: crop to the box"
                                                        if s.boxes else "                # no bounding_boxes.csv: the whole photo"),
         "augment:",
-        "  flip: none                  # twin: a mirrored photo is another identity (asymmetric subjects: flukes, "
-        "flanks);",
-        "                              # same: a mirror keeps the identity (symmetric ones: faces). Your call.",
+        *_flip_lines(plan, flip),
         "sampling:",
-        f"  batch_size: {batch}",
+        f"  batch_size: {_batch(plan.gpu)}",
         f"  min_per_id: 4               # {s.singletons:.0%} of the {s.identities:,} identities have one photo: "
         "each appears 4 times an epoch",
+    ]
+    if plan.weights.pretrained:
+        lines += ["optim:", "  head_lr: 10                  # the new head and embedding learn 10x faster than the "
+                            "pretrained backbone (Happywhale 2022's 1st place)"]
+    lr, warmup = (0.001, 1) if plan.gpu else (0.0003, 0.3) if plan.weights.pretrained else (0.002, 1)
+    estimate = (f"~{plan.epochs:.0f} epoch(s) of {per_epoch:,} images at the {plan.speed:.0f} images/s --init measured"
+                if plan.speed else "")
+    lines += [
         "stages:",
-        f"  - {{epochs: {epochs}, lr: {0.001 if gpu else 0.002}, warmup_epochs: 1}}   # {epochs} epochs fit "
-        f"{minutes:g} minutes at the {speed:.0f} images/s measured here at this size",
+        f"  - {{minutes: {minutes:g}, lr: {lr:g}, warmup_epochs: {warmup:g}}}   # as many epochs as fit {minutes:g} "
+        f"minutes: the loop measures its own speed and says what it chose ({estimate})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def flip_choice(plan: MemberPlan, flip: FlipMeasure | None) -> str:
+    """What the member does with mirrors: `same` for a symmetric subject; for an asymmetric one `twin`
+    (a mirror trains as a new animal, the 2019 winners' choice) on a GPU only: it doubles the
+    identities a small budget must learn (a 12-epoch ResNet-18 from scratch on synthetic small lost
+    0.049 MAP@5 on test with its logits, 0.067 with its cosines), so a CPU member leaves mirrors out."""
+    if flip is None or flip.choice == "none":
+        return "none"
+    return "twin" if flip.choice == "twin" and plan.gpu else flip.choice if flip.choice == "same" else "none"
+
+
+def _flip_lines(plan: MemberPlan, flip: FlipMeasure | None) -> list[str]:
+    choice = flip_choice(plan, flip)
+    why = flip.why() if flip is not None else "not measured"
+    lines = [f"  flip: {choice}                  # {why}"]
+    if flip is not None and flip.choice == "twin" and choice == "none":
+        lines.append("                              # twin (mirrors as new animals) doubles the identities to learn: "
+                     "worth it on a GPU, not in minutes on a CPU")
+    return lines
 
 
 def _blend_text(name: str, s: Survey, families: list[str]) -> str:
@@ -193,8 +406,8 @@ def _blend_text(name: str, s: Survey, families: list[str]) -> str:
         *members,
         "steps:",
         "  leak: {max_distance: 4}       # test photos that duplicate a train photo (phash) take its identity",
-        f"  new_whale: {{proportion: {s.val_unknown_share:.3f}}}   # {s.unknown} first in the share validation holds "
-        f"({s.val_unknown_share:.1%}): a rule that transfers between member sets, unlike a threshold",
+        f"  new_whale: {{fit: threshold}}  # {s.unknown} before the first identity below the threshold that scores best "
+        f"on validation: weak members get {s.unknown} first nearly everywhere, strong ones only where unsure",
         "  # balance: {margin: 0.3, min_count: 2}   # the 2019 winners' top-1/top-2 swap: try it, keep it if it helps",
         "pseudo: {threshold: 0.96}",
         "output: submissions",
@@ -207,20 +420,41 @@ def _batch(gpu: bool) -> int:
     return 64 if gpu else 32
 
 
-def _kit_root() -> Path | None:
+def kit_root() -> Path | None:
+    """The checkout this code runs from (scripts/ put it first on the path), if it is one."""
     root = Path(__file__).resolve().parents[1]
     return root if (root / "pyproject.toml").is_file() and (root / "kit").is_dir() else None
 
 
+def budget_line(plans: list[MemberPlan], minutes: float) -> str | None:
+    """One line when the budget cannot buy a useful number of epochs (USEFUL_EPOCHS) for some member,
+    with what would: more minutes, the whole budget on fewer members, or a smaller input."""
+    short = [p for p in plans if p.speed and p.epochs < USEFUL_EPOCHS[p.kind]]
+    if not short:
+        return None
+    worst = min(short, key=lambda p: p.epochs / USEFUL_EPOCHS[p.kind])
+    need = USEFUL_EPOCHS[worst.kind]
+    factor = need / max(worst.epochs, 1e-9)
+    h, w = worst.size
+    smaller = (max(32, int(round(h / math.sqrt(factor) / 8)) * 8), max(32, int(round(w / math.sqrt(factor) / 8)) * 8))
+    members = max(1, int(len(plans) / factor))
+    return (f"warning: {minutes:g} minutes buy ~{worst.epochs:.1f} epoch(s) of models/{worst.family}.yaml at {h} x {w} "
+            f"({worst.speed:.0f} images/s here), fewer than the {need} a {worst.kind} member needs to learn "
+            f"(kit.starter.USEFUL_EPOCHS): give --minutes {minutes * factor:.0f}, or train {members} member(s) with "
+            f"the {len(plans) * minutes:g} minutes of all {len(plans)}, or a smaller input (size: [{smaller[0]}, {smaller[1]}])")
+
+
 def init_workdir(data: str | os.PathLike, workdir: str | os.PathLike, minutes: float | None = None,
-                 echo=print) -> list[Path]:
+                 pretrained: str = "auto", echo=print) -> list[Path]:
     """Write the working directory; returns the files written."""
     import torch
 
     workdir = Path(workdir).resolve()
-    kit = _kit_root()
+    kit = kit_root()
     if kit is not None and (workdir == kit or kit in workdir.parents):
         raise KitError(f"{workdir}: inside the kit's own repository ({kit}); give a directory outside it")
+    if minutes is not None and minutes <= 0:
+        raise KitError(f"--minutes must be > 0, got {minutes:g}")
     s = survey(data)
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in s.root.name) or "blend"
     files = {f"models/{f}.yaml": None for f in FAMILIES} | {f"blends/{name}.yaml": None, "README.md": None}
@@ -229,17 +463,23 @@ def init_workdir(data: str | os.PathLike, workdir: str | os.PathLike, minutes: f
         raise KitError(f"{workdir / taken[0]}: already exists; --init never overwrites (choose another WORKDIR)")
     gpu = torch.cuda.is_available()
     minutes = minutes or (60.0 if gpu else 4.0)
-    size = input_size(s, gpu)
     per_epoch = max(1, int((s.train_images - s.val_images) * 1.3))  # oversampling adds about a third
     echo(f"{s.root}: {s.train_images:,} train / {s.test_images:,} test images, {s.identities:,} identities + "
          f"{s.unknown} ({s.val_unknown_share:.0%} of validation), photos ~{s.photo_size[0]} x {s.photo_size[1]}, "
          f"crops {s.crop_aspect:.2f}:1, {s.grey_share:.0%} greyscale, boxes {'yes' if s.boxes else 'no'}")
-    for family, (cpu_b, kwargs, gpu_b, head) in FAMILIES.items():
-        speed = _speed(gpu_b if gpu else cpu_b, {} if gpu else kwargs, head, size, _batch(gpu), s.identities)
-        epochs = int(min(40, max(3, minutes * 60 * speed / per_epoch)))
-        files[f"models/{family}.yaml"] = _recipe_text(family, s, size, gpu, epochs, speed, minutes)
-        echo(f"  models/{family}.yaml: {gpu_b if gpu else cpu_b} at {size[0]} x {size[1]}, {epochs} epochs "
-             f"({speed:.0f} images/s measured, {minutes:g} minutes a member)")
+    echo(f"  flip: {s.flip.choice} ({s.flip.why()})")
+    plans = []
+    for family in FAMILIES:
+        plan = plan_member(family, s, gpu, pretrained, echo)
+        plan.speed = _speed(plan, s)
+        plan.epochs = minutes * 60 * plan.speed / per_epoch
+        plans.append(plan)
+        files[f"models/{family}.yaml"] = _recipe_text(plan, s, minutes, per_epoch)
+        echo(f"  models/{family}.yaml: {plan.backbone} at {plan.size[0]} x {plan.size[1]}, {plan.weights.why}; "
+             f"{minutes:g} minutes (~{plan.epochs:.1f} epochs at the {plan.speed:.0f} images/s measured here)")
+    short = budget_line(plans, minutes)
+    if short:
+        echo(short)
     files[f"blends/{name}.yaml"] = _blend_text(name, s, list(FAMILIES))
     files["README.md"] = "\n".join([
         f"# {name}: a working directory for {s.root}", "",

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from kit.bench import machine
-from kit.errors import KitError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
+
+from kit.bench import machine  # noqa: E402
+from kit.errors import KitError  # noqa: E402
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {}
 

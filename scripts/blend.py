@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
-from kit import cli
-from kit.errors import KitError
-from kit.io import outputs
-from kit.post.pipeline import blend_files
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
+
+from kit import cli  # noqa: E402
+from kit.errors import KitError  # noqa: E402
+from kit.io import outputs  # noqa: E402
+from kit.post.pipeline import blend_files  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

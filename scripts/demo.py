@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
 
 # Idle OpenMP threads sleep instead of spinning (as in train.py): spinning made training on a busy
 # 2-core machine up to 10x slower. Must be set before torch loads.
@@ -29,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         "species (use another --data, e.g. data/happywhale)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--trials", type=int, default=150, help="Optuna trials (default 150)")
-    p.add_argument("--jobs", type=int, help="trainings at once on the CPU (default: 2, or 1 on a 1-core machine)")
+    p.add_argument("--jobs", type=int, help="trainings at once on the CPU, the cores split among them (default: all "
+                   "of them, at most twice the cores)")
     p.add_argument("--force", action="store_true", help="regenerate, retrain and re-export everything")
     p.add_argument("--quiet", action="store_true", help="no progress display (a log or a pipe gets lines, never bars)")
     p.add_argument("--readme", nargs="*", metavar="RESULT",

@@ -1,8 +1,13 @@
 """Export trained members to ONNX (checked against PyTorch) and write their prediction sets."""
 from __future__ import annotations
 
-from kit import cli
-from kit.errors import KitError
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
+
+from kit import cli  # noqa: E402
+from kit.errors import KitError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

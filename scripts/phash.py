@@ -1,12 +1,15 @@
 """Perceptual hashes (imagehash's phash, bit for bit) of a directory's images, on all cores."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
-from kit import cli
-from kit.data.phash import write_directory_hashes, write_hashes
-from kit.errors import KitError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
+
+from kit import cli  # noqa: E402
+from kit.data.phash import write_directory_hashes, write_hashes  # noqa: E402
+from kit.errors import KitError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,17 @@
 """Prepare a competition: validation folds and perceptual hashes; or generate a synthetic one first."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
-from kit import cli
-from kit.data.prepare import prepare
-from kit.errors import KitError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
+# --init times training steps: idle OpenMP threads sleep (as in train.py), or a busy machine reads 10x slow
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from kit import cli  # noqa: E402
+from kit.data.prepare import prepare  # noqa: E402
+from kit.errors import KitError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", metavar="WORKDIR", help="also write starter recipes fitted to the data and this machine "
                    "(models/, blends/, README.md) into WORKDIR, outside the kit; never overwrites")
     p.add_argument("--minutes", type=float, help="--init: training time a member may take (default 4 on a CPU, "
-                   "60 on a GPU); sets the epochs from the speed measured here")
+                   "60 on a GPU): its recipe trains by time, the loop setting the epochs from its own speed")
+    p.add_argument("--pretrained", default="auto", metavar="auto|hub|none|PATH",
+                   help="--init: where the members' backbones start: auto (timm's hub weights when cached or "
+                        "reachable, else from scratch; default), hub, none (from scratch), or a weight file or a "
+                        "folder of them (<backbone>.safetensors|.pth, or a Hugging Face download)")
     p.add_argument("--folds", type=int, default=3, help="number of validation folds, disjoint in identities (default 3)")
     p.add_argument("--unknown-share", type=float, metavar="SHARE",
                    help="the unknown label's share of each fold: the share you expect in the test set "
@@ -49,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.init:
         from kit.starter import init_workdir
 
-        init_workdir(data, args.init, args.minutes)
+        init_workdir(data, args.init, args.minutes, args.pretrained)
     return 0
 
 

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or busy CPU, spinning threads that
 # wait for a descheduled sibling made training up to 10x slower (must be set before torch loads).
@@ -17,9 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         "Several processes: torchrun --nproc_per_node N scripts/train.py RECIPE. With --folds (or fold: all in "
         "the recipe), one member per fold of folds.csv into models/<name>/fold<k>/: an out-of-fold member.",
         "python scripts/train.py models/resnet18_tiny.yaml --data data/small\n"
-        "  python scripts/train.py models/resnet18_tiny.yaml --folds     # -> models/resnet18_tiny/fold0/, fold1/, ...",
+        "  python scripts/train.py models/resnet18_tiny.yaml --folds     # -> models/resnet18_tiny/fold0/, fold1/, ...\n"
+        "  python scripts/train.py models/*_tiny.yaml --jobs 3          # three members at once, the cores shared",
     )
-    p.add_argument("recipe", help="recipe file (YAML), e.g. models/resnet18_tiny.yaml")
+    p.add_argument("recipe", nargs="+", help="recipe file(s) (YAML), e.g. models/resnet18_tiny.yaml")
     p.add_argument("--data", help="competition directory (default: the recipe's data:)")
     p.add_argument("--out", help="output directory (default: models/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the output directory's checkpoint.pt")
@@ -28,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="train every fold of folds.csv, one member each in <out>/fold<k>/ "
                         "(overrides the recipe's fold:)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="with --folds: folds trained at once in separate processes, the cores shared among them "
-                        "(CPU; on 2 cores, --jobs 2 is ~1.4x faster for small networks; default 1)")
+                   help="trainings at once (several recipes, or the folds of --folds), in separate processes with "
+                        "the cores split among them, one thread each when there are more than cores (CPU: small "
+                        "networks scale badly over threads; default 1: one after the other)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines (train.log still written)")
     args = p.parse_args(argv)
     if args.resume and args.force:
@@ -37,18 +43,37 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from kit.train.loop import train
+    from kit.io import cpu_count
+    from kit.train.loop import recipe_tasks, train, train_tasks, val_map5_note
     from kit.train.model import check_backbone
     from kit.train.recipe import ALL_FOLDS, load_recipe
 
-    recipe = load_recipe(args.recipe)
-    check_backbone(recipe.model.backbone, args.recipe)  # before the data is read, naming the file
-    if args.folds:
-        recipe = dataclasses.replace(recipe, fold=ALL_FOLDS)
+    recipes = []
+    for path in args.recipe:
+        recipe = load_recipe(path)
+        check_backbone(recipe.model.backbone, path)  # before the data is read, naming the file
+        recipes.append(dataclasses.replace(recipe, fold=ALL_FOLDS) if args.folds else recipe)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if len(recipes) > 1:
+        if args.out:
+            p.error("--out names one member's directory: give one recipe")
+        names = [r.name for r in recipes]
+        if len(set(names)) < len(names):
+            p.error(f"two recipes train the same member models/{next(n for n in names if names.count(n) > 1)}")
+        if args.jobs == 1:  # one after the other, in this process: each with its own progress
+            for r in recipes:
+                out = train(r, data=args.data, resume=args.resume, force=args.force, progress=not args.quiet)
+                print(f"{out}: trained{val_map5_note(out)}")
+            return 0
+        tasks = [t for r in recipes for t in recipe_tasks(r, args.data, args.resume, args.force)]
+        jobs = min(args.jobs, len(tasks))
+        print(f"{len(tasks)} training(s), {jobs} at a time, {max(1, cpu_count() // jobs)} thread(s) each")
+        train_tasks(tasks, jobs, lambda task, out: print(f"{out}: trained{val_map5_note(out)}", flush=True))
+        return 0
+    recipe = recipes[0]
     if args.jobs > 1 and recipe.fold != ALL_FOLDS:
-        p.error("--jobs trains folds side by side: give --folds (or fold: all in the recipe)")
+        p.error("--jobs trains several recipes, or the folds of one (--folds), side by side")
     out = train(recipe, out=args.out, data=args.data, resume=args.resume, force=args.force, progress=not args.quiet,
                 jobs=args.jobs)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun

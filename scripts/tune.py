@@ -1,7 +1,12 @@
 """Tune a blend recipe's weights and thresholds with Optuna against local MAP@5."""
 from __future__ import annotations
 
-from kit import cli
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's kit, whichever venv runs the script
+
+from kit import cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,10 @@ import pytest
 
 from kit.testing import make_competition
 
+# No test reaches a weight hub: timm and huggingface_hub read their local caches only, and the
+# starter's `--pretrained auto` takes that for "out of reach" (set before either is imported).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 @pytest.fixture
 def competition(tmp_path):

@@ -56,7 +56,8 @@ def test_the_check_sees_an_import_that_runs_back_up(tmp_path, monkeypatch):
 
 # Imports inside a function are for the heavy packages only (and modules that import them), so
 # post-processing and tuning stay light; fcntl exists on POSIX alone.
-HEAVY = {"torch", "timm", "torchvision", "onnx", "onnxruntime", "onnxscript", "optuna", "sqlalchemy"}
+HEAVY = {"torch", "timm", "torchvision", "onnx", "onnxruntime", "onnxscript", "optuna", "sqlalchemy",
+         "huggingface_hub"}  # timm's, for its weight cache
 PLATFORM = {"fcntl"}
 
 

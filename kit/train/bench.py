@@ -56,6 +56,40 @@ def is_tiny(recipe: Recipe) -> bool:
 def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: torch.device,
                      compile: bool = False) -> float:
     """Images/s of training steps on one random batch, after warm-up steps."""
+    step = _training_step(recipe, num_classes, device, compile)
+    b, cuda = recipe.sampling.batch_size, device.type == "cuda"
+    for _ in range(5 if compile else 2):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n < 3 * b:
+        step()
+        n += b
+    if cuda:
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def steady_speed(recipe: Recipe, num_classes: int, device: torch.device, warmup: int = 3, steps: int = 6) -> float:
+    """Images/s of one training step on one random batch: the median of `steps` timed steps after
+    `warmup` untimed ones (prepare.py --init's estimate; a busy machine's slow step moves it little)."""
+    step = _training_step(recipe, num_classes, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return recipe.sampling.batch_size / float(np.median(times))
+
+
+def _training_step(recipe: Recipe, num_classes: int, device: torch.device, compile: bool = False):
+    """One training step (forward, loss, backward, optimizer) on one random batch, as a closure."""
     torch.manual_seed(0)
     model = build_model(recipe, num_classes, pretrained=False).to(device)
     cuda = device.type == "cuda"
@@ -84,17 +118,7 @@ def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: t
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(5 if compile else 2):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or n < 3 * b:
-        step()
-        n += b
-    if cuda:
-        torch.cuda.synchronize()
-    return n / (time.perf_counter() - start)
+    return step
 
 
 class GpuMonitor:
