@@ -181,6 +181,32 @@ def test_script_prints_one_line_errors(tmp_path, capsys):
     assert err.startswith("error: ") and "unknown key 'heads' (did you mean 'head'?)" in err and "\n" not in err
 
 
+def test_several_recipes_train_at_once_and_as_they_would_alone(learnable, tiny_recipe, tmp_path, monkeypatch):
+    """train.py a.yaml b.yaml --jobs 2: both members at once, the cores split between them (one
+    thread each on 2 cores), each with the weights it gets alone with as many threads: a training is
+    the same whoever shares the machine."""
+    import subprocess
+    import sys
+
+    from kit.io import cpu_count
+
+    for name, seed in (("a", 0), ("b", 1)):
+        (tmp_path / f"{name}.yaml").write_text(dump_recipe(tiny_recipe(learnable, name=name, seed=seed, stages=ONE_EPOCH)))
+    monkeypatch.chdir(tmp_path)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "a.yaml", "b.yaml", "--jobs", "2",
+                          "--quiet"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    threads = max(1, cpu_count() // 2)
+    assert f"2 training(s), 2 at a time, {threads} thread(s) each" in out.stdout
+    assert "models/a: trained, val MAP@5" in out.stdout and "models/b: trained, val MAP@5" in out.stdout
+    alone = train(tiny_recipe(learnable, name="b", seed=1, stages=ONE_EPOCH), out=tmp_path / "alone", progress=False,
+                  threads=threads)
+    assert_same_weights(params(tmp_path / "models" / "b"), params(alone))
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "a.yaml", "b.yaml", "--out", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--out names one member's directory" in bad.stderr
+
+
 # ---- fold: all (an out-of-fold member: one member per fold) ------------------------------------
 
 ONE_EPOCH = [{"epochs": 1, "lr": 0.003}]
