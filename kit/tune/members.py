@@ -74,7 +74,7 @@ def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Input
 
     # the claims: the recipe one submits (the tuned one, else the untuned) against the best member
     # (best on the judging part: the hardest bar), and the tuned against the untuned
-    final = blends[-1]
+    final = blends[-1] if tuned is not None else untuned
     pairs = []
     if members:
         best_member = max(members, key=lambda r: r.map5(TEST if TEST in parts else HELD_OUT))

@@ -109,3 +109,15 @@ def test_a_fit_without_validation_is_one_clear_error(tmp_path):
         d["steps"]["new_whale"] = {"fit": "threshold", "threshold": 0.4}
         path.write_text(yaml.safe_dump(d, sort_keys=False))
         load_recipe(path)
+
+
+def test_tune_py_says_it_of_the_tuned_recipe(tmp_path):
+    from kit.tune.study import tune
+
+    _, weak = members_project(tmp_path / "weak", signal=0.0)
+    s = tune(weak, trials=4, storage=f"sqlite:///{tmp_path / 'weak.db'}", progress=False)
+    assert len(s.warnings) == 1 and s.warnings[0].startswith("warning: the tuned blend scores MAP@5")
+    assert "first in" in s.warnings[0] and s.warnings[0] in s.table()
+    _, strong = members_project(tmp_path / "strong", signal=4.0)
+    assert not [w for w in tune(strong, trials=4, storage=f"sqlite:///{tmp_path / 'strong.db'}", progress=False).warnings
+                if w.startswith("warning:")]

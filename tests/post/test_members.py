@@ -72,6 +72,7 @@ def test_blend_members_prints_the_table(project):
     assert rows == ["trivial: new_whale alone", "member a/logit (own threshold)", "member b/logit (own threshold)",
                     "member c/cosine (own threshold)", "blend, untuned recipe", "blend, threshold only"]
     assert list(table["sizes"]) == ["held-out val", "test"] and table["claims"]
+    assert {c["better"] for c in table["claims"]} == {"blend, untuned recipe"}  # no tuned recipe: the one submitted
     claims = "\n".join(format_claims(table))
     assert f"\n\n{format_table(table)}\n\n{claims}\n" in out.stdout  # printed as the demo prints it
     assert "tuned row: none (" in out.stdout and "final.tuned.yaml not found" in out.stdout
