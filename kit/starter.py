@@ -52,14 +52,19 @@ class Family:
     scratch_kwargs: dict
     cpu: str  # pretrained on a CPU, at PRETRAINED_CPU_PIXELS: small networks
     gpu: str  # on a GPU, at GPU_PIXELS: the 2019 winners' families
+    # what the demo's hand-written tiny member of the family learns best with (models/*_tiny.yaml)
+    embedding: int = 128
+    dropout: float = 0.1
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4
 
 
+HALF_WIDTH = {"channels": [32, 64, 128, 256], "stem_width": 32}
 FAMILIES = {
-    "resnet": Family("arcface", "resnet18", {"channels": [32, 64, 128, 256], "stem_width": 32},
-                     "resnet10t.c3_in1k", "resnet50"),
-    "senet": Family("arcface", "seresnet18", {"channels": [32, 64, 128, 256], "stem_width": 32},
-                    "legacy_seresnet18.in1k", "seresnext50_32x4d"),
-    "inception": Family("softmax", "inception_next_atto", {}, "inception_next_atto.sail_in1k", "inception_v3"),
+    "resnet": Family("arcface", "resnet18", HALF_WIDTH, "resnet10t.c3_in1k", "resnet50"),
+    "senet": Family("arcface", "seresnet18", HALF_WIDTH, "legacy_seresnet18.in1k", "seresnext50_32x4d"),
+    "inception": Family("softmax", "inception_next_atto", {}, "inception_next_atto.sail_in1k", "inception_v3",
+                        embedding=256, dropout=0.2, optimizer="adamw", weight_decay=0.05),
 }
 
 
@@ -281,14 +286,17 @@ def _recipe(plan: MemberPlan, s: Survey) -> dict:
     model = {"backbone": plan.backbone, "pretrained": plan.weights.source == "hub"}
     if plan.weights.file is not None:
         model["pretrained_file"] = str(plan.weights.file)
-    if plan.scratch_cpu and f.scratch_kwargs:
+    if plan.scratch_cpu and f.scratch_kwargs:  # half width: what learns from scratch in minutes
         model["kwargs"] = dict(f.scratch_kwargs)
-    head = {"type": f.head, "embedding_dim": 512 if plan.gpu else 256 if plan.weights.pretrained else 128,
-            "dropout": 0.1}
+    head = {"type": f.head, "embedding_dim": 512 if plan.gpu else max(256, f.embedding) if plan.weights.pretrained
+            else f.embedding, "dropout": f.dropout}
     if f.head == "arcface" and not plan.gpu:
         head |= {"scale": 30.0, "margin": 0.3}
+    optim = {"optimizer": f.optimizer, "weight_decay": f.weight_decay}
+    if plan.weights.pretrained:
+        optim["head_lr"] = 10.0
     return {"model": model, "head": head, "input": {"size": list(plan.size)},
-            "sampling": {"batch_size": _batch(plan.gpu)}, "optim": {"head_lr": 10.0} if plan.weights.pretrained else {}}
+            "sampling": {"batch_size": _batch(plan.gpu)}, "optim": optim}
 
 
 def _speed(plan: MemberPlan, s: Survey) -> float:
@@ -335,7 +343,7 @@ def _recipe_text(plan: MemberPlan, s: Survey, minutes: float, per_epoch: int) ->
         f"  type: {f.head}" + ("                # ArcFace: a margin between identities, and cosines that "
                                "transfer to new ones" if f.head == "arcface" else "                # the seeds' softmax classifier"),
         f"  embedding_dim: {head['embedding_dim']}",
-        "  dropout: 0.1",
+        f"  dropout: {head['dropout']:g}",
     ]
     if "scale" in head:
         lines += ["  scale: 30.0                 # gentler than the full-size 64 / 0.5: few epochs on a CPU",
@@ -357,9 +365,13 @@ def _recipe_text(plan: MemberPlan, s: Survey, minutes: float, per_epoch: int) ->
         f"  min_per_id: 4               # {s.singletons:.0%} of the {s.identities:,} identities have one photo: "
         "each appears 4 times an epoch",
     ]
+    optim = raw["optim"]
+    lines += ["optim:", f"  optimizer: {optim['optimizer']}" + ("                # as the demo's hand-written member of "
+                                                                  "this family" if not plan.gpu else ""),
+              f"  weight_decay: {optim['weight_decay']:g}"]
     if plan.weights.pretrained:
-        lines += ["optim:", "  head_lr: 10                  # the new head and embedding learn 10x faster than the "
-                            "pretrained backbone (Happywhale 2022's 1st place)"]
+        lines += ["  head_lr: 10                  # the new head and embedding learn 10x faster than the "
+                  "pretrained backbone (Happywhale 2022's 1st place)"]
     lr, warmup = (0.001, 1) if plan.gpu else (0.0003, 0.3) if plan.weights.pretrained else (0.002, 1)
     estimate = (f"~{plan.epochs:.0f} epoch(s) of {per_epoch:,} images at the {plan.speed:.0f} images/s --init measured"
                 if plan.speed else "")

@@ -11,7 +11,8 @@ The loop measures its own steady speed on the real data path and sets the stage'
    stage's `epochs` when it gives both. A first epoch shorter than warm-up and probe is planned
    from the median of its steps past warm-up, with its validation as measured.
 3. After every epoch the plan is held against the epochs' measured wall time (training,
-   validation, checkpoint): when the projected end is off by more than REPLAN_SHARE of the budget,
+   validation, checkpoint; after the first, whose steps carry the warm-up, its validation as
+   measured and its steps at the probe's pace): when the projected end is off by more than REPLAN_SHARE of the budget,
    the count is set again and the cosine schedule stretches or shortens from there. When time is
    up, the stage ends at that epoch.
 
@@ -64,7 +65,8 @@ class TimeBudget:
         self._steps_this_epoch = 0
 
     def step(self) -> str | None:
-        """Record one step; returns the plan's log line when this step completes the probe."""
+        """Record one step (every step: an epoch's steps and the rest of it are told apart); returns
+        the plan's log line when this step completes the probe."""
         now = clock()
         self._times.append(now - self._last)
         self._last = now
@@ -93,8 +95,11 @@ class TimeBudget:
             return (f"{self.seconds / 60:g} minutes: {self.batch_size / self.step_seconds:.0f} images/s steady (median "
                     f"of the first epoch's {len(timed)} step(s) past warm-up, too few for the {PROBE_STEPS}-step probe), "
                     f"an epoch ~{per_epoch:.1f} s with validation: {self._says()}")
-        # the first epoch carries the warm-up: judge by the later ones once there are some
-        per_epoch = statistics.fmean(self._epoch_times[1:] or self._epoch_times)
+        if len(self._epoch_times) == 1:  # it carries the warm-up: its steps at the probe's pace, its validation as measured
+            steps = sum(self._times[-self._steps_this_epoch:])
+            per_epoch = self.steps_per_epoch * self.step_seconds + max(self._epoch_times[0] - steps, 0.0)
+        else:
+            per_epoch = statistics.fmean(self._epoch_times[1:])
         projected = self.elapsed + (self.epochs - done) * per_epoch
         if abs(projected - self.seconds) <= REPLAN_SHARE * self.seconds:
             return None

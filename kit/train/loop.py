@@ -592,7 +592,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                     bar.set_postfix(loss=f"{float(step_loss):.4f}", lr=f"{lr:.2g}",
                                     img_s=f"{seen * env.world / max(time.time() - t0, 1e-9):.0f}")
                 bar.update()
-                if budget is not None and budget.epochs is None:
+                if budget is not None:
                     said = budget.step()  # every process completes the probe at the same step
                     if said is not None:
                         stage_epochs = budget.epochs = _agree(env, budget.epochs)

@@ -34,8 +34,7 @@ def simulate(clock, budget: TimeBudget, step_seconds, val_seconds: float = 0.0, 
         for _ in range(budget.steps_per_epoch):
             clock.now += step_seconds(i)
             i += 1
-            if budget.epochs is None:
-                lines.append(budget.step())
+            lines.append(budget.step())
         clock.now += val_seconds
         done += 1
         lines.append(budget.epoch_end(done))
@@ -152,3 +151,12 @@ def test_a_recipe_by_time_reads_and_writes_back_equal():
     timed = recipe_from_dict({"stages": [{"minutes": 4, "lr": 0.002}, {"epochs": 2}, {}]})
     assert [(s.epochs, s.minutes) for s in timed.stages] == [(None, 4), (2, None), (10, None)]
     assert recipe_from_dict(yaml.safe_load(dump_recipe(timed))) == timed
+
+
+def test_the_first_epoch_s_warm_up_does_not_shake_the_plan(clock):
+    # slow first steps inside a long first epoch: no re-plan after it (the probe left them out), and
+    # none later while the pace holds
+    b = TimeBudget(240, steps_per_epoch=40, batch_size=8, val_images=40)
+    lines = simulate(clock, b, lambda i: 2.0 if i < WARMUP_STEPS else 0.2, val_seconds=1.0)
+    assert len(lines) == 1 and "fit" in lines[0]  # the plan, once
+    assert abs(clock.now - 240) <= 0.2 * 240
