@@ -10,9 +10,10 @@ The loop measures its own steady speed on the real data path and sets the stage'
    about a third of a training step per image, until one is measured); at least 1, at most the
    stage's `epochs` when it gives both. A first epoch shorter than warm-up and probe is planned
    from the median of its steps past warm-up, with its validation as measured.
-3. After every epoch the plan is held against the epochs' measured wall time (training,
-   validation, checkpoint; after the first, whose steps carry the warm-up, its validation as
-   measured and its steps at the probe's pace): when the projected end is off by more than REPLAN_SHARE of the budget,
+3. From the second epoch on, the plan is held against the epochs' measured wall time (training,
+   validation, checkpoint; the first is left out: its steps carry the warm-up, its validation
+   one-time costs such as compiling the scoring kernels in a fresh checkout, 40% of an epoch on
+   2 cores): when the projected end is off by more than REPLAN_SHARE of the budget,
    the count is set again and the cosine schedule stretches or shortens from there. When time is
    up, the stage ends at that epoch.
 
@@ -95,11 +96,9 @@ class TimeBudget:
             return (f"{self.seconds / 60:g} minutes: {self.batch_size / self.step_seconds:.0f} images/s steady (median "
                     f"of the first epoch's {len(timed)} step(s) past warm-up, too few for the {PROBE_STEPS}-step probe), "
                     f"an epoch ~{per_epoch:.1f} s with validation: {self._says()}")
-        if len(self._epoch_times) == 1:  # it carries the warm-up: its steps at the probe's pace, its validation as measured
-            steps = sum(self._times[-self._steps_this_epoch:])
-            per_epoch = self.steps_per_epoch * self.step_seconds + max(self._epoch_times[0] - steps, 0.0)
-        else:
-            per_epoch = statistics.fmean(self._epoch_times[1:])
+        if len(self._epoch_times) == 1:  # its steps carry the warm-up and its validation one-time costs
+            return None
+        per_epoch = statistics.fmean(self._epoch_times[1:])
         projected = self.elapsed + (self.epochs - done) * per_epoch
         if abs(projected - self.seconds) <= REPLAN_SHARE * self.seconds:
             return None
