@@ -448,12 +448,16 @@ def budget_line(plans: list[MemberPlan], minutes: float) -> str | None:
     need = USEFUL_EPOCHS[worst.kind]
     factor = need / max(worst.epochs, 1e-9)
     h, w = worst.size
-    smaller = (max(32, int(round(h / math.sqrt(factor) / 8)) * 8), max(32, int(round(w / math.sqrt(factor) / 8)) * 8))
-    members = max(1, int(len(plans) / factor))
+    ways = [f"give --minutes {math.ceil(minutes * factor):g}"]
+    members = int(len(plans) / factor)
+    if members >= 1:  # the whole budget on fewer members
+        ways.append(f"train {members} member(s) with the {len(plans) * minutes:g} minutes of all {len(plans)}")
+    smaller = (int(h / math.sqrt(factor) / 8) * 8, int(w / math.sqrt(factor) / 8) * 8)  # speed ~ 1 / pixels
+    if min(smaller) >= 32:
+        ways.append(f"a smaller input (size: [{smaller[0]}, {smaller[1]}])")
     return (f"warning: {minutes:g} minutes buy ~{worst.epochs:.1f} epoch(s) of models/{worst.family}.yaml at {h} x {w} "
             f"({worst.speed:.0f} images/s here), fewer than the {need} a {worst.kind} member needs to learn "
-            f"(kit.starter.USEFUL_EPOCHS): give --minutes {minutes * factor:.0f}, or train {members} member(s) with "
-            f"the {len(plans) * minutes:g} minutes of all {len(plans)}, or a smaller input (size: [{smaller[0]}, {smaller[1]}])")
+            f"(kit.starter.USEFUL_EPOCHS): " + ", or ".join(ways))
 
 
 def init_workdir(data: str | os.PathLike, workdir: str | os.PathLike, minutes: float | None = None,

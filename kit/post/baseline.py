@@ -43,7 +43,8 @@ class Bars:
                      else "")
             out.append(
                 f"warning: the blend scores MAP@5 {self.blend.mean():.4f} on validation ({len(self.blend)} images{how}"
-                f"{first}), not above {self.unknown} alone's {self.trivial.mean():.4f} ({self.over_trivial}): its members cannot "
+                f"{first}), {'not significantly' if self.over_trivial.value > 0 else 'not'} above {self.unknown} "
+                f"alone's {self.trivial.mean():.4f} ({self.over_trivial}): its members cannot "
                 f"tell these animals apart yet and their guesses only push {self.unknown} down the list; the members "
                 f"are too weak: train longer (stages: [{{minutes: ...}}]) or from pretrained weights "
                 f"(prepare.py --init --pretrained auto)")

@@ -179,10 +179,12 @@ def test_a_budget_too_short_to_learn_says_so_with_what_would_do():
         return MemberPlan("resnet", "resnet18", weights, (96, 192), False, speed=30.0, epochs=epochs)
 
     assert budget_line([plan("scratch", 12), plan("pretrained", 3)], 4) is None
-    line = budget_line([plan("scratch", 12), plan("scratch", 2.5)], 4)
-    assert line.startswith("warning: 4 minutes buy ~2.5 epoch(s) of models/resnet.yaml at 96 x 192")
-    assert "fewer than the 10 a scratch member needs" in line and "--minutes 16" in line
-    assert "size: [48, 96]" in line and "train 1 member(s) with the 8 minutes of all 2" in line
+    line = budget_line([plan("scratch", 12), plan("scratch", 5)], 4)
+    assert line.startswith("warning: 4 minutes buy ~5.0 epoch(s) of models/resnet.yaml at 96 x 192")
+    assert "fewer than the 10 a scratch member needs" in line and "--minutes 8" in line
+    assert "size: [64, 128]" in line and "train 1 member(s) with the 8 minutes of all 2" in line
+    hopeless = budget_line([plan("scratch", 0.3), plan("scratch", 12)], 0.1)  # 33x short: more time only
+    assert "--minutes 4" in hopeless and "member(s)" not in hopeless and "size:" not in hopeless
 
 
 def test_the_generated_readme_names_the_checkout_that_ran_init(new_competition, tmp_path):
