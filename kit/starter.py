@@ -221,10 +221,33 @@ def hub_reachable(backbone: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def hub_unusable(backbone: str) -> str | None:
+    """Why this timm cannot fetch the backbone's Hugging Face weights at all, or None (timm 1.0.13 with
+    huggingface_hub 1.0 or newer finds no hub: the errors it imports moved)."""
+    import timm
+    from timm.models import _hub
+
+    repo, _ = _hub_location(backbone)
+    if repo and not _hub.has_hf_hub():
+        import importlib.metadata
+
+        try:
+            hub = f"huggingface_hub {importlib.metadata.version('huggingface_hub')}"
+        except importlib.metadata.PackageNotFoundError:
+            hub = "no huggingface_hub"
+        return f"timm {timm.__version__} cannot use {hub} (pip install -U timm, or 'huggingface_hub<1')"
+    return None
+
+
 def resolve_weights(backbone: str, choice: str, echo=print) -> Weights:
     """Where `backbone` starts under `--pretrained choice` (auto | hub | none | a file or folder)."""
     if choice == "none":
         return Weights("none", "from scratch (--pretrained none)")
+    unusable = hub_unusable(backbone) if choice in ("auto", "hub") else None
+    if unusable and choice == "hub":
+        raise KitError(f"--pretrained hub: {backbone}'s weights are on the Hugging Face hub, but {unusable}")
+    if unusable:
+        return Weights("none", f"from scratch: {unusable}")
     if choice == "hub":
         if not hub_cached(backbone) and not hub_reachable(backbone):
             echo(f"  warning: {backbone}: its hub weights are not cached here and the hub is out of reach; "

@@ -215,3 +215,18 @@ def test_the_measured_flip_becomes_the_member_s_choice():
     assert [flip_choice(plan(g), same) for g in (False, True)] == ["same", "same"]  # a free augmentation
     assert [flip_choice(plan(g), twin) for g in (False, True)] == ["none", "twin"]  # new animals: a GPU's budget
     assert [flip_choice(plan(g), unsure) for g in (False, True)] == ["none", "none"]
+
+
+def test_a_timm_that_cannot_use_the_hub_is_said_not_crashed(monkeypatch):
+    """timm 1.0.13 beside huggingface_hub >= 1.0 finds no hub: auto trains from scratch and says why;
+    hub is one clear line."""
+    from timm.models import _hub
+
+    from kit.starter import resolve_weights
+
+    monkeypatch.setattr(_hub, "has_hf_hub", lambda necessary=False: False)
+    w = resolve_weights("resnet10t.c3_in1k", "auto", echo=lambda line: None)
+    assert w.source == "none" and "cannot use huggingface_hub" in w.why and "pip install -U timm" in w.why
+    with pytest.raises(KitError, match="--pretrained hub: resnet10t.c3_in1k's weights are on the Hugging Face hub"):
+        resolve_weights("resnet10t.c3_in1k", "hub", echo=lambda line: None)
+    assert resolve_weights("legacy_seresnet18.in1k", "auto", echo=lambda line: None).why.startswith("from scratch: no hub")
