@@ -18,6 +18,7 @@ and the study database then live in WORKDIR.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import math
 import os
 import urllib.request
@@ -229,8 +230,6 @@ def hub_unusable(backbone: str) -> str | None:
 
     repo, _ = _hub_location(backbone)
     if repo and not _hub.has_hf_hub():
-        import importlib.metadata
-
         try:
             hub = f"huggingface_hub {importlib.metadata.version('huggingface_hub')}"
         except importlib.metadata.PackageNotFoundError:
