@@ -8,8 +8,9 @@ from typing import Callable
 from kit.errors import KitError
 from kit.io import DISK_ERRORS, disk_error
 
-# what the [models] extra brings: training and export, never post-processing, scoring or tuning
+# what the extras bring: [models] training and export, [local] the matcher; never post-processing, scoring or tuning
 MODEL_PACKAGES = frozenset({"torch", "torchvision", "timm", "huggingface_hub", "onnx", "onnxscript", "onnxruntime"})
+EXTRA_OF = {name: "models" for name in MODEL_PACKAGES} | {"cv2": "local"}
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
@@ -20,10 +21,11 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except ModuleNotFoundError as e:  # the light install (no [models] extra) running train or export
-        if (e.name or "").split(".")[0] not in MODEL_PACKAGES:
+        extra = EXTRA_OF.get((e.name or "").split(".")[0])
+        if extra is None:
             raise
         print(f"error: {sys.argv[0]} needs {e.name}, which the light install leaves out: "
-              "pip install 'whale-kit[models]' (or -e '.[models]' in a checkout)", file=sys.stderr)
+              f"pip install 'whale-kit[{extra}]' (or -e '.[{extra}]' in a checkout)", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a full disk or a refused write the code did not name: still one line
 

@@ -16,7 +16,7 @@ import numpy as np
 from kit.errors import KitError
 from kit.io import Outputs, atomic_dir
 
-KINDS = ("prob", "logit", "cosine")
+KINDS = ("prob", "logit", "cosine", "inliers")  # inliers: a local matcher's verified inlier counts (kit/local)
 SPLITS = ("val", "test", "oof")
 
 

@@ -13,6 +13,7 @@ LAYERS = [
     ("kit.metric", "kit.ranking", "kit.predset"),  # MAP@5, submissions, top-5 lists; the prediction-set contract
     ("kit.train", "kit.export"),
     ("kit.post",),
+    ("kit.local",),  # the matcher: its member's shortlist is a blend's ranking
     ("kit.tune",),
     ("kit.report",),
     ("kit.starter", "kit.demo", "kit.rounds", "kit.gains", "kit.testing"),  # the orchestrators; the fabricators for tests and CI
@@ -57,7 +58,7 @@ def test_the_check_sees_an_import_that_runs_back_up(tmp_path, monkeypatch):
 # Imports inside a function are for the heavy packages only (and modules that import them), so
 # post-processing and tuning stay light; fcntl exists on POSIX alone.
 HEAVY = {"torch", "timm", "torchvision", "onnx", "onnxruntime", "onnxscript", "optuna", "sqlalchemy",
-         "huggingface_hub"}  # timm's, for its weight cache
+         "huggingface_hub", "cv2"}  # timm's hub, for its weight cache; OpenCV, the matcher's
 PLATFORM = {"fcntl"}
 
 

@@ -15,15 +15,12 @@ On disk, `<competition>/cache/crops-<H>x<W>-<grey|rgb>-<box margin|photo>/`:
 `open_crops` rebuilds the whole cache when the image list or the spec changes, and decodes an
 image again when its file or its box changed. It decodes on a thread per core (Pillow's decode
 and resize release the GIL). Processes asking for the same cache at once (folds trained side by
-side) take turns through a file lock: one builds, the others find it fresh.
+side) take turns through a file lock: one builds, the others find it fresh (kit/data/rowcache.py).
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -31,10 +28,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from kit.data.images import BadImage, decode
+from kit.data.images import BadImage, decode  # noqa: F401  (crop raises it; callers import it here)
+from kit.data.rowcache import open_row_cache
 from kit.errors import KitError
-from kit.io import atomic_path, cpu_count, write_text
-from kit.progress import progress as progress_bar
 
 ROOM = 0.125  # share of the crop's height / width kept on each side for the augmentation
 VERSION = 1  # of `crop`: a cache made by another version is rebuilt
@@ -159,7 +155,8 @@ def key_of(path: str | os.PathLike) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def _stamp(path: Path, box: Box, use_boxes: bool) -> list:
+def stamp(path: Path, box: Box, use_boxes: bool) -> list:
+    """What an image's cached rows depend on: its file's size and mtime, and its box when used."""
     try:
         st = path.stat()
         stat = [st.st_size, st.st_mtime_ns]
@@ -168,109 +165,23 @@ def _stamp(path: Path, box: Box, use_boxes: bool) -> list:
     return stat + [list(box) if (use_boxes and box is not None) else None]
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive lock on `path` for the with-block (POSIX; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: one process at a time is the user's business
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def open_crops(comp, spec: CropSpec, *, cache_root: str | os.PathLike | None = None, progress: bool = False,
                workers: int | None = None, echo=None) -> CropCache:
-    """The competition's crop cache for `spec`, built or brought up to date first.
+    """The competition's crop cache for `spec`, built or brought up to date first (kit/data/rowcache.py).
 
     `cache_root` defaults to `<competition>/cache`. `echo(line)` hears what was (re)built.
     """
     directory = Path(cache_root or comp.root / "cache") / spec.key
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise KitError(f"{directory}: cannot create the crop cache ({e.strerror})") from None
     keys, paths, boxes = image_keys(comp)
-    stamps = [_stamp(p, b, spec.use_boxes) for p, b in zip(paths, boxes)]
-    index_path, pixels_path = directory / "index.json", directory / "pixels.npy"
-    with _lock(directory / "lock"):
-        index = _read_index(index_path)
-        stale = []
-        fresh = (index is not None and index.get("version") == VERSION and index.get("spec") == _spec_dict(spec)
-                 and index.get("keys") == keys and pixels_path.is_file())
-        if fresh:
-            stale = [i for i, (old, new) in enumerate(zip(index["stamps"], stamps)) if old != new]
-            redo = {keys[i] for i in stale}
-            reasons = {k: v for k, v in index["bad"].items() if k not in redo}
-            if stale:
-                index_path.unlink()  # an interrupted update leaves no index vouching for half-written rows
-                pixels = np.load(pixels_path, mmap_mode="r+")
-                reasons.update(_fill(pixels, stale, paths, boxes, keys, spec, progress, workers, "updating crops"))
-                pixels.flush()
-                del pixels
-                if echo:
-                    echo(f"crop cache {directory}: {len(stale)} changed image(s) decoded again")
-        else:
-            index_path.unlink(missing_ok=True)
-            with atomic_path(pixels_path) as tmp:
-                # np.save's header first, then rows written in place through a memory map
-                pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keys), *spec.shape))
-                reasons = _fill(pixels, range(len(keys)), paths, boxes, keys, spec, progress, workers, "caching crops")
-                pixels.flush()
-                del pixels
-            if echo:
-                size = pixels_path.stat().st_size / 2**20
-                echo(f"crop cache {directory}: {len(keys):,} images at {spec.shape[1]}x{spec.shape[0]}, {size:,.0f} MB"
-                     + (f", {len(reasons)} bad" if reasons else ""))
-        if not fresh or stale:  # the index last: it vouches for the pixels
-            write_text(index_path, json.dumps({"version": VERSION, "spec": _spec_dict(spec), "keys": keys,
-                                               "stamps": stamps, "bad": reasons}) + "\n")
-    pixels = np.load(pixels_path, mmap_mode="r")
+    stamps = [stamp(p, b, spec.use_boxes) for p, b in zip(paths, boxes)]
+    arrays, reasons = open_row_cache(
+        directory, keys, stamps, _spec_dict(spec), VERSION, {"pixels": (spec.shape, "uint8")},
+        lambda i: {"pixels": crop(paths[i], boxes[i], spec)}, what="crop cache", progress=progress, workers=workers,
+        echo=echo)
     bad = np.zeros(len(keys), bool)
     bad[[i for i, k in enumerate(keys) if k in reasons]] = True
-    return CropCache(directory, spec, keys, pixels, bad, reasons)
+    return CropCache(directory, spec, keys, arrays["pixels"], bad, reasons)
 
 
 def _spec_dict(spec: CropSpec) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
-
-
-def _read_index(path: Path) -> dict | None:
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # absent or damaged: rebuild
-    return index if isinstance(index, dict) else None
-
-
-def _fill(pixels: np.ndarray, rows: Iterable[int], paths, boxes, keys, spec: CropSpec, progress: bool,
-          workers: int | None, desc: str) -> dict[str, str]:
-    """Decode `rows` into `pixels` on a thread pool; returns {key: reason} of the bad ones (zeros)."""
-
-
-    rows = list(rows)
-    chunks = [rows[i:i + 32] for i in range(0, len(rows), 32)]
-    bad: dict[str, str] = {}
-
-    def work(chunk: list[int]) -> dict[str, str]:
-        out = {}
-        for i in chunk:
-            try:
-                pixels[i] = crop(paths[i], boxes[i], spec)
-            except BadImage as e:
-                pixels[i] = 0
-                out[keys[i]] = str(e)
-        return out
-
-    with ThreadPoolExecutor(max_workers=workers or cpu_count(), thread_name_prefix="crops") as pool, \
-            progress_bar(len(rows), desc, "img", enabled=progress) as bar:
-        futures = {pool.submit(work, chunk): len(chunk) for chunk in chunks}
-        for future in as_completed(futures):
-            bad.update(future.result())
-            bar.update(futures[future])
-    return bad

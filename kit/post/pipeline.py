@@ -43,7 +43,7 @@ from kit.post.recipe import ALL_FOLDS, BlendRecipe, Member, load_recipe
 from kit.post.weights import WeightReport
 from kit.ranking import assemble
 
-VIEW_KIND = {"knn": "cosine"}  # a view whose sets hold another kind of score (else the view's name)
+VIEW_KIND = {"knn": "cosine", "local": "inliers"}  # a view whose sets hold another kind of score (else the view's name)
 TOP_K = 10  # ranked identities kept per image: 5 + up to 5 leak labels they may duplicate
 LEAK_SEARCH_DISTANCE = 8  # prepare() finds duplicates up to this distance (or the recipe's, if larger)
 
@@ -482,6 +482,35 @@ def with_weights(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = 
     return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)})
 
 
+def fit_calibrations(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
+    """The recipe with each member calibration that is fitted on validation (`needs_fit`: a matcher's
+    inlier counts) fitted on `rows` of these inputs (default: all), its parameters written in; the
+    recipe itself when none is. Resolve these first: weights and thresholds are fitted on calibrated scores."""
+    changes = {}
+    for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
+        if mi is None or mi.scores is None:
+            continue
+        cal = m.calibration.resolved(mi.auto_method)
+        if not cal.plugin.needs_fit(cal.params):
+            continue
+        if inputs.truth is None:
+            raise KitError(f"{recipe.source}: members[{i}] ({m.name}): calibration {cal.method} is fitted on validation "
+                           f"images with truth, and the {inputs.split} images have none; give its parameters")
+        idx = np.arange(len(inputs.images)) if rows is None else np.asarray(rows)
+        truth = np.where(inputs.truth < inputs.n_columns, inputs.truth, -1)  # a column, or none of them
+        fitted = cal.plugin.fit(mi.scores[idx], truth[idx])
+        changes[f"members.{i}.calibration"] = {"method": cal.method, **{k: v for k, v in cal.values if k not in fitted},
+                                               **fitted}
+    return recipe.with_params(changes) if changes else recipe
+
+
+def resolve(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
+    """Everything the recipe fits on validation, fitted on `rows` of these inputs, in the order they
+    depend on each other: calibrations, automatic weights, the new_whale threshold."""
+    recipe = with_weights(fit_calibrations(recipe, inputs, rows), inputs, rows)
+    return fit_new_whale(recipe, inputs, rows)
+
+
 def fitted_key(recipe: BlendRecipe) -> str | None:
     """The dotted key `steps.new_whale.fit` stands for (its threshold or its proportion), or None
     when the recipe fits nothing."""
@@ -543,7 +572,7 @@ def judge(recipe: BlendRecipe, inputs: Inputs) -> baseline.Bars | None:
             m = recipe.members[i]
             solo = recipe.only_member(i)
             if m.scored:  # in its own calibration, so that its top-1 score means something
-                solo = solo.with_params({f"members.{i}.calibration": {"method": "auto"}})
+                solo = fit_calibrations(solo.with_params({f"members.{i}.calibration": {"method": "auto"}}), inputs)
             solo = solo.with_params({"steps.new_whale.fit": "threshold", "steps.new_whale.enabled": True})
             alone[m.name] = rule_ap(solo, inputs, part, n_parts)[0]
         bars.best_member = max(alone, key=lambda name: alone[name].mean())
@@ -770,6 +799,8 @@ def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> Blen
     skip = val_skip_reason(recipe)
     val_inputs = None if skip else prepare(recipe, "val")
     test_inputs = prepare(recipe, "test")
+    if val_inputs is not None:  # never on test: without validation a calibration to fit is an error (its transform says so)
+        recipe = fit_calibrations(recipe, val_inputs)
     recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)
     bars = None if val_inputs is None else judge(recipe, val_inputs)  # before the fit: it cross-validates it
     fitted = fitted_key(recipe)

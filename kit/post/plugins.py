@@ -95,8 +95,18 @@ class Calibration:
 
     @staticmethod
     def yields_probability(kind: str) -> bool:
-        """Whether it gives a probability for a prediction set of this kind (logit | cosine | prob)."""
+        """Whether it gives a probability for a prediction set of this kind (logit | cosine | prob | inliers)."""
         return False
+
+    @staticmethod
+    def needs_fit(params) -> bool:
+        """Whether parameters left unset are fitted on validation first (`fit`; kit.post.pipeline.fit_calibrations)."""
+        return False
+
+    @staticmethod
+    def fit(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        """Parameters fitted on validation scores (N, C) and each row's true column (-1: none of them)."""
+        raise NotImplementedError
 
 
 STEPS = Registry("step")
@@ -114,12 +124,13 @@ def tunable_fields(params_cls: type) -> list[str]:
 
 def auto_calibration(kind: str, activation: str | None) -> str:
     """What calibration `auto` means for a prediction set: a logit set's own activation (softmax
-    or sigmoid, from its meta), `affine` for cosines, `none` for probabilities."""
-    return {"logit": activation or "softmax", "cosine": "affine", "prob": "none"}[kind]
+    or sigmoid, from its meta), `affine` for cosines, `none` for probabilities, `inliers` (fitted on
+    validation) for a matcher's inlier counts."""
+    return {"logit": activation or "softmax", "cosine": "affine", "prob": "none", "inliers": "inliers"}[kind]
 
 
 # the calibration `auto` stands for in a recipe, by view (what its tunable parameters are)
-AUTO_BY_VIEW = {"logit": "softmax", "cosine": "affine", "knn": "affine"}
+AUTO_BY_VIEW = {"logit": "softmax", "cosine": "affine", "knn": "affine", "local": "inliers"}
 
 
 def load_plugins() -> None:

@@ -53,7 +53,8 @@ from kit.errors import KitError
 from kit.io import Outputs, write_text
 from kit.post.plugins import AUTO_BY_VIEW, CALIBRATIONS, STEPS, RecipeContext, steps_in_order, tunable_fields
 
-VIEWS = ("logit", "cosine", "knn")  # knn: export --knn K (kit/export/infer.py), cosines like the cosine view
+VIEWS = ("logit", "cosine", "knn", "local")  # knn: export --knn K (kit/export/infer.py), cosines like the cosine view;
+# local: scripts/match.py's inlier counts (kit/local)
 AUTO = "auto"
 # What tune.py searches unless the recipe's `tune.free` opens more: the weights and the unknown
 # label's threshold (or share). Calibrations, the leak distance and the balance constants have

@@ -60,8 +60,9 @@ def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Input
         if val.members[i] is None or (test is not None and test.members[i] is None):
             continue
         alone = recipe.only_member(i)
-        if m.scored:
-            alone = alone.with_params({f"members.{i}.calibration": {"method": "auto"}})
+        if m.scored:  # in its own calibration, fitted on the tuning part where it is fitted
+            alone = pipeline.fit_calibrations(alone.with_params({f"members.{i}.calibration": {"method": "auto"}}),
+                                              val, tune_idx)
         members.append(Row(f"member {m.name} (own threshold)", ap_of(with_own_threshold(alone, val, tune_idx))))
     rows += members
     untuned = Row("blend, untuned recipe", ap_of(recipe))
@@ -189,5 +190,5 @@ def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None
     if tuned is not None:
         tuned = pipeline.with_weights(tuned, val, tune_idx)  # a no-op for tune.py's (its weights are resolved)
     fits = pipeline.fitted_key(recipe) is not None
-    resolved = pipeline.fit_new_whale(pipeline.with_weights(recipe, val, tune_idx), val, tune_idx)
+    resolved = pipeline.resolve(recipe, val, tune_idx)
     return member_table(resolved, val, test, tune_idx, hold_idx, tuned, threshold_row=not fits)

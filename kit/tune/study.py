@@ -236,9 +236,9 @@ class Objective:
             raise KitError(f"{recipe.source}: the validation split has no truth to tune against")
         self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
         # automatic weights come from the tuning part only: the held-out part judges them too
-        self.recipe = pipeline.with_weights(recipe, self.inputs, self.tune_idx)
-        # a recipe that fits its new_whale threshold: the untuned recipe is the one fitted on the tuning part
-        self.recipe = pipeline.fit_new_whale(self.recipe, self.inputs, self.tune_idx)
+        # what the recipe fits on validation (calibrations, automatic weights, a fitted new_whale threshold):
+        # fitted on the tuning part, as the untuned recipe, so that the held-out part judges them too
+        self.recipe = pipeline.resolve(recipe, self.inputs, self.tune_idx)
         fitted = [p for p in space if p.name in FITTED]
         self.fit_key = fitted[0].name if fitted and recipe.steps.active("new_whale") is not None else None
         self.by_share = self.fit_key == FITTED[1]  # a proportion step: the fitted threshold's share
