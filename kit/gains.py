@@ -10,6 +10,9 @@ Run after `scripts/demo.py` (its members, blend and competition are the baseline
   cosine views), against the demo's blend; automatic weights both;
 - new_whale per species (Happywhale layout only): a threshold per species fitted on validation
   (species with 8+ validation images whose top-1 is of it), against the one fitted threshold;
+- the local matcher (kit/local: SIFT, USAC MAGSAC inliers on the demo blend's top LOCAL_IDENTITIES
+  identities, its calibration fitted on validation): alone, and added to the demo's blend, each
+  against the demo's blend (automatic weights);
 - one pseudo-label round of the demo's ResNet (logit and cosine views), against round 0.
 Validation is where thresholds are fitted, so its gains are optimistic; the test truth is not.
 """
@@ -25,6 +28,7 @@ from kit import ranking
 from kit.data.competition import load_competition
 from kit.errors import KitError
 from kit.export.member import export_member
+from kit.local.member import LocalCfg, build_local_member
 from kit.post import pipeline
 from kit.post.compare import Gain, paired_gains
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
@@ -45,6 +49,7 @@ VARIANTS = {  # the recipe keys each method changes, one line of YAML each
 }
 KNN = 20
 MIN_GROUP = 8
+LOCAL_IDENTITIES = 20
 
 
 @dataclasses.dataclass
@@ -60,7 +65,7 @@ class Row:
 def _fitted(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-image AP@5 on val and test of the recipe with its new_whale threshold fitted on all of val."""
     val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
-    recipe = pipeline.with_weights(recipe, val)
+    recipe = pipeline.with_weights(pipeline.fit_calibrations(recipe, val), val)
     fitted = with_own_threshold(recipe, val, np.arange(len(val.images)))
     return pipeline.run(fitted, val).ap, pipeline.run(fitted, test).ap
 
@@ -115,6 +120,17 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     plain = demo.with_params({"name": "gains-plain"})
     blend_alone = _fitted(plain)
     rows.append(_row("knn view", "the demo's blend", blend_alone, _fitted(knn)))
+
+    echo(f"the local matcher: the demo blend's top {LOCAL_IDENTITIES} identities of each query")
+    shortlist = Path(blend).with_name("gains-plain.yaml")
+    save_recipe(plain, shortlist, note=["the demo's blend, for kit/gains.py's local matcher shortlist"])
+    local = build_local_member(shortlist, LocalCfg(f"local{Path(base).name.removeprefix(BASE)}", LOCAL_IDENTITIES),
+                               progress=False, echo=echo)
+    member = {"model": str(local), "view": "local"}
+    rows.append(_row("local matcher alone", "the demo's blend", blend_alone,
+                     _fitted(demo.with_params({"name": "gains-local", "members": [member]}))))
+    rows.append(_row("+ local matcher", "the demo's blend", blend_alone, _fitted(demo.with_params(
+        {"name": "gains-with-local", "members": [m.to_dict() for m in demo.members] + [member]}))))
 
     if has_species:
         grouped = _species(plain)

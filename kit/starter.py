@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.util
 import math
 import os
 import urllib.request
@@ -43,6 +44,9 @@ SCRATCH_PIXELS, PRETRAINED_CPU_PIXELS, GPU_PIXELS = 48 * 96, 176 * 176, 256 * 51
 # epochs a member needs to be useful: from scratch the demo's tiny members learn in 12 and barely beat
 # new_whale alone after 3; a pretrained one needs a couple of passes for its new head and embedding
 USEFUL_EPOCHS = {"scratch": 10, "pretrained": 2}
+# a local matcher needs detail: crops (box or photo) of at least this many pixels, the dog faces of
+# issue 23's probe (112 x 112: the right dog's best photo 19 inliers, the best wrong one 7) pass
+LOCAL_MIN_PIXELS = 96 * 96
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -85,6 +89,7 @@ class Survey:
     boxes: bool
     photo_size: tuple[int, int]  # median (W, H) of the sampled photos
     crop_aspect: float  # median W / H of what the network sees (box or photo)
+    crop_pixels: float  # median area of that crop in the photo's own pixels (what a matcher sees)
     grey_share: float  # sampled photos whose channels are equal
     flip: FlipMeasure | None = None
 
@@ -109,7 +114,7 @@ def survey(root: str | os.PathLike, seed: int = 0) -> Survey:
     rng = np.random.default_rng(seed)
     names = comp.train["image"].to_numpy()
     picked = names[rng.choice(len(names), min(SAMPLE, len(names)), replace=False)]
-    sizes, aspects, greys = [], [], []
+    sizes, aspects, areas, greys = [], [], [], []
     for name in picked:
         path = comp.image_path(name)
         try:
@@ -121,7 +126,9 @@ def survey(root: str | os.PathLike, seed: int = 0) -> Survey:
             continue  # a bad image: prepare and training name it
         sizes.append((w, h))
         box = None if comp.boxes is None or name not in comp.boxes.index else comp.boxes.loc[name]
-        aspects.append((box.x1 - box.x0) / max(box.y1 - box.y0, 1) if box is not None else w / h)
+        cw, ch = (box.x1 - box.x0, box.y1 - box.y0) if box is not None else (w, h)
+        aspects.append(cw / max(ch, 1))
+        areas.append(float(cw * ch))
     if not sizes:
         raise KitError(f"{root}: none of {len(picked)} sampled train images could be read")
     aspect = float(np.median(aspects))
@@ -130,7 +137,7 @@ def survey(root: str | os.PathLike, seed: int = 0) -> Survey:
         identities=len(counts), unknown=comp.unknown, singletons=float((counts == 1).mean()) if len(counts) else 0.0,
         val_images=len(val), val_unknown_share=held_unknown_share(folds, val, comp.unknown),
         boxes=comp.boxes is not None, photo_size=tuple(int(v) for v in np.median(np.array(sizes), 0)),
-        crop_aspect=aspect, grey_share=float(np.mean(greys)),
+        crop_aspect=aspect, crop_pixels=float(np.median(areas)), grey_share=float(np.mean(greys)),
         flip=measure_flip(comp, aspect, comp.boxes is not None, seed),
     )
 
@@ -425,13 +432,17 @@ def _flip_lines(plan: MemberPlan, flip: FlipMeasure | None) -> list[str]:
     return lines
 
 
-def _blend_text(name: str, s: Survey, families: list[str]) -> str:
+def _blend_text(name: str, s: Survey, families: list[str], local: bool = False) -> str:
     members = []
     for f in families:
         members += [f"  - {{model: models/{f}, view: logit}}",
                     f"  - {{model: models/{f}, view: cosine, calibration: {{method: rank}}}}"]
+    if local:
+        members.append("  - {model: models/local, view: local}   # scripts/match.py: inlier counts, calibrated on validation")
+    what = ("The three members' logits and cosines, and the local matcher (scripts/match.py blends/"
+            f"{name.removesuffix('-local')}.yaml makes it)" if local else "The three members' logits and cosines")
     return "\n".join([
-        f"# The three members' logits and cosines on {s.root.name}: written by prepare.py --init.",
+        f"# {what} on {s.root.name}: written by prepare.py --init.",
         "# No weights: automatic (sqrt(skill) / near-copies from the validation errors). tune.py searches them.",
         f"name: {name}",
         f"data: {s.root}",
@@ -495,7 +506,10 @@ def init_workdir(data: str | os.PathLike, workdir: str | os.PathLike, minutes: f
         raise KitError(f"--minutes must be > 0, got {minutes:g}")
     s = survey(data)
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in s.root.name) or "blend"
-    files = {f"models/{f}.yaml": None for f in FAMILIES} | {f"blends/{name}.yaml": None, "README.md": None}
+    local = s.crop_pixels >= LOCAL_MIN_PIXELS  # a local matcher finds the marks in crops this large
+    final = f"{name}-local" if local else name  # the blend to tune and submit
+    files = {f"models/{f}.yaml": None for f in FAMILIES} | {f"blends/{n}.yaml": None for n in {name, final}} | {
+        "README.md": None}
     taken = [p for p in files if (workdir / p).exists()]
     if taken:
         raise KitError(f"{workdir / taken[0]}: already exists; --init never overwrites (choose another WORKDIR)")
@@ -519,16 +533,27 @@ def init_workdir(data: str | os.PathLike, workdir: str | os.PathLike, minutes: f
     if short:
         echo(short)
     files[f"blends/{name}.yaml"] = _blend_text(name, s, list(FAMILIES))
+    side = math.sqrt(s.crop_pixels)
+    if local:
+        files[f"blends/{final}.yaml"] = _blend_text(final, s, list(FAMILIES), local=True)
+        have_cv2 = importlib.util.find_spec("cv2") is not None
+        echo(f"  blends/{final}.yaml: the three members and a local matcher (the crops are ~{side:.0f} px a side, "
+             f"enough detail to match)" + ("" if have_cv2 else "; it needs pip install 'whale-kit[local]'"))
+    else:
+        echo(f"  no local matcher: the crops are ~{side:.0f} px a side, fewer than the {math.sqrt(LOCAL_MIN_PIXELS):.0f} "
+             "a matcher needs to find an animal's marks")
     files["README.md"] = "\n".join([
         f"# {name}: a working directory for {s.root}", "",
         "Run from this directory (models/, submissions/ and models/studies.db are written here):", "",
         "```bash", f"K={kit or '<the kit>'}",
         *[f"python $K/scripts/train.py models/{f}.yaml" for f in FAMILIES],
         "python $K/scripts/export.py",
-        f"python $K/scripts/blend.py blends/{name}.yaml --members",
-        f"python $K/scripts/tune.py blends/{name}.yaml",
-        f"python $K/scripts/blend.py blends/{name}.tuned.yaml",
-        f"python $K/scripts/score.py --check submissions/{name}_tuned.csv --data {s.root}",
+        *([f"python $K/scripts/match.py blends/{name}.yaml    # the local member: each query's top 50 identities "
+           "of that blend, matched"] if local else []),
+        f"python $K/scripts/blend.py blends/{final}.yaml --members",
+        f"python $K/scripts/tune.py blends/{final}.yaml",
+        f"python $K/scripts/blend.py blends/{final}.tuned.yaml",
+        f"python $K/scripts/score.py --check submissions/{final}_tuned.csv --data {s.root}",
         "```", ""])
     written = []
     for rel, text in files.items():

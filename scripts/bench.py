@@ -70,6 +70,19 @@ def bench_train_section(args: argparse.Namespace) -> None:
     _save(args, "train", rows)
 
 
+@section("match")
+def bench_match_section(args: argparse.Namespace) -> None:
+    """The local matcher: extraction images/s and verified pairs/s per extractor, a Kaggle-sized pass
+    projected (kit/local/bench.py)."""
+    try:
+        from kit.local.bench import bench_match
+    except ImportError as e:
+        print(f"\nmatch: skipped ({e}; pip install 'whale-kit[local]')")
+        return
+    for table in bench_match(args.small):
+        table.print()
+
+
 @section("gpu")
 def bench_gpu_section(args: argparse.Namespace) -> None:
     """The GPU check in one command (kit/train/gpu_check.py): versions, the train rows, a full-size
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sections", nargs="*", help=f"sections to run (default: all but gpu): {', '.join(SECTIONS)}")
     p.add_argument("--data",
                    help="train, gpu: the competition to train on (default data/medium, generated when absent)")
-    p.add_argument("--small", default="data/small", help="gpu: the demo's competition (default data/small)")
+    p.add_argument("--small", default="data/small", help="gpu, match: the demo's competition (default data/small)")
     p.add_argument("--steps", type=int, default=None, help="train, gpu: optimizer steps of each real-loop run "
                    "(default 30 on the CPU, 60 on a GPU)")
     p.add_argument("--compile", action="store_true", help="train, gpu: also time the model under torch.compile")

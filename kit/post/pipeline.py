@@ -711,6 +711,28 @@ def _summary(result: Result, inputs: Inputs) -> dict:
 
 
 @dataclass
+class Reliability:
+    """How far a member's top-1 probability is from how often its top-1 is right (validation)."""
+
+    confidence: np.ndarray  # mean top-1 probability per non-empty bin
+    accuracy: np.ndarray  # share of those images whose top-1 is their animal
+    counts: np.ndarray  # images per bin
+    ece: float  # expected calibration error: the count-weighted mean |accuracy - confidence|
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> Reliability:
+    """Equal-width bins of the top-1 probability over [0, 1]."""
+    which = np.minimum((np.clip(confidence, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    conf = np.bincount(which, weights=confidence, minlength=bins)
+    acc = np.bincount(which, weights=correct.astype(float), minlength=bins)
+    full = counts > 0
+    conf, acc = conf[full] / counts[full], acc[full] / counts[full]
+    ece = float(np.sum(counts[full] * np.abs(acc - conf)) / max(len(confidence), 1))
+    return Reliability(conf, acc, counts[full], ece)
+
+
+@dataclass
 class MemberAlone:
     """One member blended alone on validation, without and with the recipe's steps."""
 
@@ -720,6 +742,7 @@ class MemberAlone:
     map5_bare: float
     map5_with_steps: float
     ap_bare: np.ndarray  # per-image AP@5 without steps
+    reliability: Reliability | None = None  # when its calibration gives probabilities
 
 
 @dataclass
@@ -741,8 +764,14 @@ def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics
         if mi is None or m.weight <= 0:
             continue
         alone_bare = run(bare.only_member(i), inputs)
+        curve = None
+        if mi.scores is not None and inputs.truth is not None and m.calibration.resolved(mi.auto_method).plugin \
+                .yields_probability(mi.kind):
+            probs = blend_matrix(recipe.only_member(i), inputs)
+            top1 = probs.argmax(axis=1)
+            curve = reliability(probs[np.arange(len(top1)), top1], top1 == inputs.truth)
         members.append(MemberAlone(m.name, mi.kind, m.weight, alone_bare.map5,
-                                   run(recipe.only_member(i), inputs).map5, alone_bare.ap))
+                                   run(recipe.only_member(i), inputs).map5, alone_bare.ap, curve))
     correlation = None
     if len(members) > 1:
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,7 +1,8 @@
 """The blend report: one self-contained HTML file (inline SVG and images, no script, no network).
 
 On top, where there is one, the line that says the blend is not above the unknown label alone or
-its best member on validation (kit/post/baseline.py). Sections: the members' MAP@5, their weights and how their errors correlate; the ablation of the
+its best member on validation (kit/post/baseline.py). Sections: the members' MAP@5, their weights and how their errors correlate; each member's
+reliability (top-1 probability against top-1 accuracy) and expected calibration error; the ablation of the
 steps with each gain's paired bootstrap interval; MAP@5 and the new_whale share against the
 threshold; Optuna's history, the held-out gain and the parameter importances (after tune.py); the
 distribution of top-1 scores; a gallery of the worst validation errors. It renders a
@@ -73,6 +74,24 @@ def members_section(run: pipeline.BlendRun) -> str:
         body += ("<p>Correlation of the members' per-image AP@5 (blend alone, no steps): members that fail on "
                  "different images blend best.</p>" + svg.heatmap(d.ap_correlation, [a.name for a in d.members]))
     return _section("members", "Members", body)
+
+
+def calibration_section(run: pipeline.BlendRun) -> str:
+    """Each member's reliability on validation: its top-1 probability against how often it is right."""
+    curves = {a.name: a.reliability for a in run.diagnostics.members if a.reliability is not None}
+    if not curves:
+        return _section("calibration", "Calibration", "<p>No member gives probabilities (a rank calibration does "
+                                                       "not).</p>")
+    series = {"perfect": ([0.0, 1.0], [0.0, 1.0])}
+    series |= {name: (list(c.confidence), list(c.accuracy)) for name, c in curves.items()}
+    body = ("<p>Each member alone, in the recipe's calibration: its top-1 probability (x, binned by tenths) "
+            "against the share of those validation images whose top-1 is their animal (y). On the diagonal, "
+            "a probability means what it says, and probabilities of different members can be averaged; ECE "
+            "(expected calibration error) is the images-weighted mean gap. Fitted calibrations (inliers) "
+            "are fitted on these very images, so theirs lean optimistic.</p>"
+            + svg.line_chart(series, "top-1 probability", "top-1 right")
+            + _table(["member", "ECE", "images"], [[n, c.ece, int(c.counts.sum())] for n, c in curves.items()]))
+    return _section("calibration", "Calibration", body)
 
 
 def ablation_section(results: dict[str, pipeline.Result]) -> str:
@@ -213,6 +232,7 @@ def build(run: pipeline.BlendRun, summary=None) -> str:
     head += "".join(f"<p class='warn' id='warning'>{escape(line)}</p>" for line in run.warnings)
     if val_result is not None:
         sections.append(members_section(run))
+        sections.append(calibration_section(run))
     else:
         sections.append(_section("members", "Members", f"<p>No validation split: {escape(skip)}.</p>"))
     sections.append(ablation_section(results))

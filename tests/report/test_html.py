@@ -14,7 +14,7 @@ from kit.data.folds import make_folds, split, write_folds
 from kit.data.phash import write_hashes
 from kit.predset import PredictionSet
 
-SECTIONS = ("members", "ablation", "threshold", "optuna", "scores", "gallery")
+SECTIONS = ("members", "calibration", "ablation", "threshold", "optuna", "scores", "gallery")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -230,3 +230,17 @@ def test_a_timm_that_cannot_use_the_hub_is_said_not_crashed(monkeypatch):
     with pytest.raises(KitError, match="--pretrained hub: resnet10t.c3_in1k's weights are on the Hugging Face hub"):
         resolve_weights("resnet10t.c3_in1k", "hub", echo=lambda line: None)
     assert resolve_weights("legacy_seresnet18.in1k", "auto", echo=lambda line: None).why.startswith("from scratch: no hub")
+
+
+def test_large_enough_crops_get_a_local_matcher_blend(new_competition, tmp_path):
+    data = new_competition(size=(128, 256), boxes=False)  # 128 x 256 photos: enough for a matcher
+    prepare(data, n_folds=2, echo=lambda line: None)
+    lines = []
+    written = init_workdir(data, tmp_path / "w", minutes=0.05, pretrained="none", echo=lines.append)
+    local = tmp_path / "w" / "blends" / f"{data.name}-local.yaml"
+    assert local in written
+    raw = yaml.safe_load(local.read_text())
+    assert raw["members"][-1] == {"model": "models/local", "view": "local"} and raw["name"] == f"{data.name}-local"
+    readme = (tmp_path / "w" / "README.md").read_text()
+    assert f"scripts/match.py blends/{data.name}.yaml" in readme and f"submissions/{data.name}-local_tuned.csv" in readme
+    assert any("a local matcher (the crops are ~181 px a side" in line for line in lines)
