@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
         "Measure what sub-center ArcFace with dynamic margins, GeM over two stages, the head at 10x the learning "
         "rate, the species head (Happywhale layout), "
-        "the knn view, per-species new_whale thresholds (Happywhale layout) and one pseudo-label round gain over "
+        "the knn view, the local matcher (alone and added), per-species new_whale thresholds (Happywhale layout) "
+        "and one pseudo-label round gain over "
         "their baselines, after scripts/demo.py trained the demo's members (kit/gains.py says how).",
         "python scripts/demo.py && python scripts/gains.py blends/demo.yaml\n"
         "  python scripts/demo.py --data data/happywhale --layout happywhale && "
