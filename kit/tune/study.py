@@ -456,7 +456,7 @@ def tune(recipe_path: str | Path, trials: int, storage: str | None = None, study
     if not space:
         raise KitError(f"{recipe_path}: nothing to tune: every parameter is pinned")
     objective = Objective(recipe, space, cfg.holdout, seed)
-    objective.evaluate(recipe)  # a recipe the pipeline refuses fails here, before a study or a failed trial exists
+    objective.evaluate(objective.recipe)  # a recipe the pipeline refuses fails here, before a study or a failed trial exists
     if not objective.space:  # only the threshold, fitted exactly: one trial says it all
         trials = 1
     storage = storage or DEFAULT_STORAGE

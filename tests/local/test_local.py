@@ -215,3 +215,23 @@ def test_a_shortlist_with_a_local_member_or_without_validation_is_one_line(tiny,
                          capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "needs the validation split" in out.stderr
     assert out.stderr.count("\n") == 1 and not (tmp_path / "models" / "local").exists()
+
+
+def test_tune_and_the_member_table_take_a_local_member(tiny, tmp_path, monkeypatch):
+    from kit.tune.members import member_table_for
+    from kit.tune.study import tune
+
+    monkeypatch.chdir(tmp_path)
+    recipe = shortlist_project(tmp_path, tiny)
+    out = build_local_member(recipe, LocalCfg(identities=8, features=FeatureSpec(size=256, keypoints=128)),
+                             progress=False, echo=lambda line: None)
+    path = tmp_path / "blends" / "with_local.yaml"
+    raw = yaml.safe_load(recipe.read_text())
+    raw["members"].append({"model": str(out), "view": "local"})
+    raw["tune"] = {"free": ["members.1.calibration.*"]}  # the fitted calibration, searched further
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    s = tune(path, trials=6, storage=f"sqlite:///{tmp_path / 'studies.db'}", progress=False)
+    cal = s.tuned.members[1].calibration
+    assert cal.method == "inliers" and cal.params.scale is not None and cal.params.shift is not None
+    table = member_table_for(path)
+    assert "member local/local (own threshold)" in [r.what for r in table.rows]
