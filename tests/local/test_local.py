@@ -235,3 +235,19 @@ def test_tune_and_the_member_table_take_a_local_member(tiny, tmp_path, monkeypat
     assert cal.method == "inliers" and cal.params.scale is not None and cal.params.shift is not None
     table = member_table_for(path)
     assert "member local/local (own threshold)" in [r.what for r in table.rows]
+
+
+def test_the_inliers_fit_recovers_a_known_calibration_over_every_pair():
+    """Scores drawn so that P(right | inliers) = sigmoid(1.5 log1p(x) - 6), many right columns at 0
+    inliers (a shortlist that missed them): the fit over all pairs finds the curve, not a flat line."""
+    rng = np.random.default_rng(0)
+    n, c = 400, 300
+    scores = rng.poisson(0.3, (n, c)).astype(np.float32)  # wrong columns: a few stray inliers
+    truth = rng.integers(0, c, n)
+    found = rng.random(n) < 0.6
+    scores[np.flatnonzero(found), truth[found]] = rng.integers(8, 120, found.sum())  # matched: many inliers
+    scores[np.flatnonzero(~found), truth[~found]] = 0  # missed by the shortlist
+    fitted = Inliers.fit(scores, truth)
+    assert fitted["scale"] > 1.0
+    p = Inliers.transform(np.array([[0.0, 1.0, 10.0, 100.0]], np.float32), Inliers.Params(**fitted))[0]
+    assert p[0] < 0.01 and p[3] > 0.8 and np.all(np.diff(p) > 0)
