@@ -519,10 +519,13 @@ def init_workdir(data: str | os.PathLike, workdir: str | os.PathLike, minutes: f
     echo(f"{s.root}: {s.train_images:,} train / {s.test_images:,} test images, {s.identities:,} identities + "
          f"{s.unknown} ({s.val_unknown_share:.0%} of validation), photos ~{s.photo_size[0]} x {s.photo_size[1]}, "
          f"crops {s.crop_aspect:.2f}:1, {s.grey_share:.0%} greyscale, boxes {'yes' if s.boxes else 'no'}")
-    echo(f"  flip: {s.flip.choice} ({s.flip.why()})")
     plans = []
     for family in FAMILIES:
         plan = plan_member(family, s, gpu, pretrained, echo)
+        if not plans:  # the measured choice, and what the members do with it on this machine
+            chosen = flip_choice(plan, s.flip)
+            echo(f"  flip: {chosen} ({s.flip.why()}" +
+                 (f"; {s.flip.choice} on a GPU, not in minutes on a CPU)" if chosen != s.flip.choice else ")"))
         plan.speed = _speed(plan, s)
         plan.epochs = minutes * 60 * plan.speed / per_epoch
         plans.append(plan)

@@ -12,11 +12,13 @@ The inlier count is the pair's score: what two photos of one animal share and tw
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from numba import njit
+from threadpoolctl import threadpool_limits
 
 from kit.errors import KitError
 
@@ -36,6 +38,21 @@ class MatchCfg:
             raise KitError(f"local matching: model {self.model!r}; expected homography or similarity")
         if not 0 < self.ratio <= 1 or self.threshold <= 0 or self.min_matches < 4:
             raise KitError("local matching: ratio in (0, 1], threshold > 0, min_matches >= 4")
+
+
+@contextmanager
+def one_thread_each():
+    """OpenCV and the BLAS behind numpy's matrix products on one thread each while a pool of threads,
+    one a core, matches a query each: their own pools would oversubscribe the cores (measured on 2
+    cores: 4,500 verified pairs/s on 2 matching threads with OpenBLAS's default pool, 7,400 with one
+    BLAS thread each; scripts/bench.py match)."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def matching_vectors(desc: np.ndarray, extractor: str) -> np.ndarray:

@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from kit.data.competition import load_competition
@@ -35,7 +34,7 @@ from kit.data.folds import ALL_FOLDS, read_folds
 from kit.errors import KitError
 from kit.io import cpu_count, outputs, write_text
 from kit.local.features import FeatureCache, FeatureSpec, open_features
-from kit.local.match import MatchCfg, inliers, matching_vectors
+from kit.local.match import MatchCfg, inliers, matching_vectors, one_thread_each
 from kit.post import pipeline
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.predset import PredictionSet
@@ -193,13 +192,8 @@ def _match_split(plan: SplitPlan, features: FeatureCache, n_columns: int, cfg: L
             best = np.maximum(best, inliers(xy, vec, gallery, extractor, cfg.match))
         np.maximum.at(scores[q], owners, best.astype(np.float32))
 
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # a query a thread, a thread a core
-    try:
-        with ThreadPoolExecutor(max_workers=workers or cpu_count(), thread_name_prefix="match") as pool, \
-                progress_bar(len(plan.images), f"matching {plan.split}", "query", enabled=progress) as bar:
-            for _ in pool.map(one, range(len(plan.images))):
-                bar.update(1)
-    finally:
-        cv2.setNumThreads(threads)
+    with one_thread_each(), ThreadPoolExecutor(max_workers=workers or cpu_count(), thread_name_prefix="match") as pool, \
+            progress_bar(len(plan.images), f"matching {plan.split}", "query", enabled=progress) as bar:
+        for _ in pool.map(one, range(len(plan.images))):
+            bar.update(1)
     return scores
