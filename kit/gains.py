@@ -8,11 +8,13 @@ Run after `scripts/demo.py` (its members, blend and competition are the baseline
   validation, against the demo's ResNet the same way;
 - the knn view: the demo's blend plus each member's knn view (K = 20, rank-calibrated like the
   cosine views), against the demo's blend; automatic weights both;
+- ensemble selection: the demo's blend with `weights: select` (kit/post/selection.py) against its
+  automatic weights;
 - new_whale per species (Happywhale layout only): a threshold per species fitted on validation
   (species with 8+ validation images whose top-1 is of it), against the one fitted threshold;
 - the local matcher (kit/local: SIFT, USAC MAGSAC inliers on the demo blend's top LOCAL_IDENTITIES
-  identities, its calibration fitted on validation): alone, and added to the demo's blend, each
-  against the demo's blend (automatic weights);
+  identities, its calibration fitted on validation): alone, and added to the demo's blend (automatic
+  weights, and `weights: select`), each against the demo's blend (automatic weights);
 - one pseudo-label round of the demo's ResNet (logit and cosine views), against round 0.
 Validation is where thresholds are fitted, so its gains are optimistic; the test truth is not.
 """
@@ -120,6 +122,8 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     plain = demo.with_params({"name": "gains-plain"})
     blend_alone = _fitted(plain)
     rows.append(_row("knn view", "the demo's blend", blend_alone, _fitted(knn)))
+    rows.append(_row("weights: select", "the demo's blend", blend_alone,
+                     _fitted(plain.with_params(name="gains-select", weights="select"))))
 
     echo(f"the local matcher: the demo blend's top {LOCAL_IDENTITIES} identities of each query")
     shortlist = Path(blend).with_name("gains-plain.yaml")
@@ -129,8 +133,10 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     member = {"model": str(local), "view": "local"}
     rows.append(_row("local matcher alone", "the demo's blend", blend_alone,
                      _fitted(demo.with_params({"name": "gains-local", "members": [member]}))))
-    rows.append(_row("+ local matcher", "the demo's blend", blend_alone, _fitted(demo.with_params(
-        {"name": "gains-with-local", "members": [m.to_dict() for m in demo.members] + [member]}))))
+    with_local = demo.with_params({"name": "gains-with-local", "members": [m.to_dict() for m in demo.members] + [member]})
+    rows.append(_row("+ local matcher", "the demo's blend", blend_alone, _fitted(with_local)))
+    rows.append(_row("+ local matcher, weights: select", "the demo's blend", blend_alone,
+                     _fitted(with_local.with_params(name="gains-with-local-select", weights="select"))))
 
     if has_species:
         grouped = _species(plain)

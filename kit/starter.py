@@ -443,8 +443,10 @@ def _blend_text(name: str, s: Survey, families: list[str], local: bool = False) 
             f"{name.removesuffix('-local')}.yaml makes it)" if local else "The three members' logits and cosines")
     return "\n".join([
         f"# {what} on {s.root.name}: written by prepare.py --init.",
-        "# No weights: automatic (sqrt(skill) / near-copies from the validation errors). tune.py searches them.",
+        "# No weights: ensemble selection picks them on validation (weights: select; `auto` is sqrt(skill) /",
+        "# near-copies, which under-weights a member far ahead of the others, as a matcher can be). tune.py searches them.",
         f"name: {name}",
+        "weights: select",
         f"data: {s.root}",
         "fold: 0",
         "members:",

@@ -20,9 +20,10 @@ inserted, and which images swap top-1/2; `kit.ranking.assemble` turns it into th
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from kit.errors import KitError
 from kit.io import Outputs, outputs, write_csv
 from kit.metric import K as TOP
 from kit.metric import average_precision, check_submission, read_labelled
-from kit.post import baseline, blend, leak, new_whale, pseudo
+from kit.post import baseline, blend, leak, new_whale, pseudo, selection
 from kit.post import weights as auto
 from kit.post.compare import Gain, paired_gain, paired_gains
 from kit.post.plugins import auto_calibration, steps_in_order
@@ -464,6 +465,12 @@ def weight_report(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
         firsts.append(first[rows])
     truth = None if inputs.truth is None else inputs.truth[rows]
     report = auto.auto_weights([m.name for m in recipe.members], tops, np.stack(firsts, axis=1), truth, inputs.unknown_code)
+    if recipe.weights == "select":
+        if truth is None:
+            raise KitError(f"{recipe.source}: weights: select chooses the weights on validation images with truth, "
+                           f"and the {inputs.split} images have none")
+        chosen = _select(recipe, inputs, rows)
+        return dataclasses.replace(report, weights=chosen.weights, choice="selected", picks=chosen.counts)
     if truth is not None:  # keep them only if they do at least as well as the plain vote here
         score = {}
         for name, w in (("aware", report.weights), ("equal", np.full(len(report.weights), 1 / len(report.weights)))):
@@ -472,6 +479,26 @@ def weight_report(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
         if score["equal"] > score["aware"]:
             report = auto.equal(report)
     return report
+
+
+def _select(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) -> selection.Selection:
+    """Ensemble selection (kit/post/selection.py) on `rows`: a weight vector scores the MAP@5 of the
+    recipe's steps on a resample of them, its new_whale threshold (or share) fitted there when the
+    recipe fits it, as fit_new_whale would."""
+    key = fitted_key(recipe)
+    base = unfitted(recipe)
+    fit = None if key is None else ranking.best_threshold if key.endswith("threshold") else ranking.best_share
+    memo: dict[tuple, Any] = {}  # weights -> the position table (or per-image AP) on every image
+
+    def score(w: np.ndarray, sample: np.ndarray) -> float:
+        k = tuple(np.round(w, 9))
+        if k not in memo:
+            r = base.with_params({f"members.{i}.weight": float(x) for i, x in enumerate(w)})
+            memo[k] = run(r, inputs).ap if fit is None else position_table(r, inputs)
+        got = memo[k]
+        return float(got[rows[sample]].mean()) if fit is None else fit(got.rows(rows[sample]))[1]
+
+    return selection.select(score, len(recipe.members), len(rows))
 
 
 def with_weights(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
@@ -816,6 +843,10 @@ def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tu
     if not recipe.auto_weights:
         return recipe, None
     basis = val if val is not None and all(mi is not None for mi in val.members) else test
+    if recipe.weights == "select" and basis is test:
+        raise KitError(f"{recipe.source}: weights: select chooses the weights on validation, and "
+                       + ("there is no validation split" if val is None else
+                          f"{recipe.members[[mi is None for mi in val.members].index(True)].name} has no validation predictions"))
     report = weight_report(recipe, basis)
     return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)}), report
 

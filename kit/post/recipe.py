@@ -23,7 +23,8 @@ output: submissions
 tune: {free: [steps.balance.*], pin: [], ranges: {}, holdout: 0.3, parts: 5, seed: 0}
 ```
 
-Weights: all given, or none (`auto`: from how alike the members' errors are, kit/post/weights.py).
+Weights: all given, or none (`auto`: from how alike the members' errors are, kit/post/weights.py;
+with `weights: select` at the top, by ensemble selection on the validation MAP@5, kit/post/selection.py).
 A top-5 CSV member votes for every label it lists, the unknown label included (the 2nd place's
 vote): rank r earns `rank_weights[r]` times the member's weight. Its vote for the unknown label is
 a score like any label's: the unknown label enters each image's ranking where its blended vote
@@ -56,6 +57,9 @@ from kit.post.plugins import AUTO_BY_VIEW, CALIBRATIONS, STEPS, RecipeContext, s
 VIEWS = ("logit", "cosine", "knn", "local")  # knn: export --knn K (kit/export/infer.py), cosines like the cosine view;
 # local: scripts/match.py's inlier counts (kit/local)
 AUTO = "auto"
+# How omitted member weights are chosen: sqrt(skill) / near-copies (kit/post/weights.py), or
+# ensemble selection on the validation MAP@5 (kit/post/selection.py)
+WEIGHT_CHOICES = ("auto", "select")
 # What tune.py searches unless the recipe's `tune.free` opens more: the weights and the unknown
 # label's threshold (or share). Calibrations, the leak distance and the balance constants have
 # sensible defaults and, searched on a few hundred images, mostly fit noise.
@@ -198,6 +202,7 @@ class BlendRecipe:
     pseudo: Pseudo = field(default_factory=Pseudo)
     output: str = "submissions"
     tune: TuneCfg = field(default_factory=TuneCfg)
+    weights: str = "auto"  # members' weights omitted: auto (sqrt(skill) / near-copies) or select (ensemble selection)
     source: str = field(default="<recipe>", compare=False)  # the file it came from (messages)
 
     @property
@@ -233,6 +238,8 @@ class BlendRecipe:
                        else {"enabled": False, "threshold": self.pseudo.threshold}),
             "output": self.output,
         }
+        if self.weights != "auto":
+            out["weights"] = self.weights
         if self.tune != TuneCfg():
             out["tune"] = self.tune.to_dict()
         return out
@@ -282,6 +289,8 @@ class BlendRecipe:
         d = self.to_dict()
         for path, value in {**(params or {}), **kw}.items():
             _set_path(d, path, value, self.source)
+        if all("weight" in m for m in d["members"]):
+            d.pop("weights", None)  # every weight given: how to choose them is settled
         return recipe_from_dict(d, self.source)
 
 
@@ -305,7 +314,8 @@ def save_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[s
 def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     """Validate plain data (a parsed YAML) into a BlendRecipe."""
     top = Section(raw, "", source)
-    top.keys(("name", "data", "fold", "members", "steps", "pseudo", "output", "tune"), required=("name", "data", "members"))
+    top.keys(("name", "data", "fold", "members", "steps", "pseudo", "output", "tune", "weights"),
+             required=("name", "data", "members"))
     name = top.string("name")
     if not _NAME.match(name):
         top.fail("name", f"{name!r} is not a usable file name (letters, digits, _ . - only)")
@@ -332,6 +342,11 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
                        f"or none for automatic weights")
     if all(given) and sum(m.weight for m in members) <= 0:
         raise KitError(f"{source}: members: the weights sum to 0; at least one must be positive")
+    weights = top.string("weights", default="auto")
+    if weights not in WEIGHT_CHOICES:
+        top.fail("weights", f"{weights!r} is not one of {', '.join(WEIGHT_CHOICES)}{did_you_mean(weights, WEIGHT_CHOICES)}")
+    if weights == "select" and all(given):
+        top.fail("weights", "is select, which chooses the members' weights on validation: omit every member's weight")
 
     steps_sec = top.section("steps")
     order = steps_in_order()
@@ -343,8 +358,8 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     pseudo_sec.keys(("enabled", "threshold"))
     pseudo = Pseudo(enabled=pseudo_sec.boolean("enabled", True),
                     threshold=pseudo_sec.number("threshold", 0.96, low=0.0, high=1.0))
-    return BlendRecipe(name=name, data=data, members=members, fold=fold, steps=steps,
-                       pseudo=pseudo, output=output, tune=_tune(top.get("tune"), source), source=source)
+    return BlendRecipe(name=name, data=data, members=members, fold=fold, steps=steps, pseudo=pseudo, output=output,
+                       tune=_tune(top.get("tune"), source), weights=weights, source=source)
 
 
 def _tune(raw: Any, source: str) -> TuneCfg:

@@ -44,7 +44,8 @@ class WeightReport:
     skill: np.ndarray  # (m,)
     similarity: np.ndarray  # (m, m)
     basis: str  # what s and q were measured on, in words
-    choice: str = "correlation-aware"  # or "equal": the plain vote scored higher on validation
+    choice: str = "correlation-aware"  # or "equal": the plain vote scored higher on validation; or "selected"
+    picks: np.ndarray | None = None  # ensemble selection: (bags, m) the copies of each member each bag kept
 
     @property
     def copies(self) -> np.ndarray:
@@ -52,9 +53,16 @@ class WeightReport:
         return self.similarity.sum(axis=1)
 
     def lines(self) -> list[str]:
+        width = max(len(n) for n in self.names)
+        if self.picks is not None:
+            bags, total = self.picks.shape[0], int(self.picks[0].sum())
+            rows = [f"weights (select, {self.basis}): ensemble selection, {bags} bootstrap resamples of the "
+                    f"validation images, each a multiset of members picked greedily on MAP@5 after the steps"]
+            for n, w, q, k in zip(self.names, self.weights, self.skill, self.picks.mean(axis=0)):
+                rows.append(f"  {n:<{width}}  weight {w:.3f}  skill {q:.3f}  picked {k:4.1f} times a resample")
+            return rows
         rows = [f"weights (auto, {self.basis}): {self.choice}" +
                 (": weight ~ sqrt(skill) / near-copies" if self.choice == "correlation-aware" else "")]
-        width = max(len(n) for n in self.names)
         for n, w, q, c in zip(self.names, self.weights, self.skill, self.copies):
             rows.append(f"  {n:<{width}}  weight {w:.3f}  skill {q:.3f}  near-copies {c:.2f}")
         return rows
