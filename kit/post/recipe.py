@@ -5,6 +5,8 @@ name: final                      # submissions/<name>.csv, submissions/<name>.ps
 data: data/small                 # competition dir (train.csv, folds.csv, hashes.csv, ...)
 fold: 0                          # the fold the members held out (their `val` prediction sets);
                                  # `all`: out-of-fold members (their `oof` sets: every fold's images)
+weights: auto                    # members' weights omitted: auto (sqrt(skill) / near-copies) or select
+                                 # (ensemble selection on validation, kit/post/selection.py)
 members:
   - model: models/resnet18_tiny  # prediction sets under <model>/preds/<view>/{val,oof,test}
     view: logit                  # logit | cosine
