@@ -19,8 +19,9 @@ on the tuning part.
 The tuned recipe takes the best trial's values and the threshold fitted on the whole tuning part,
 if the evidence is there (`tune.accept: significant`, the default): the best trial's per-image
 scores on the tuning part (each scored by a threshold it did not help choose) must beat the untuned
-recipe's with a paired bootstrap interval above 0. Otherwise the untuned values are kept, and the
-tuned recipe says why: on a few dozen images the best of hundreds of trials is mostly luck.
+recipe's with a paired bootstrap interval above 0. Otherwise the untuned recipe is kept as written
+(what it fits, blend.py fits on all the validation images), and the tuned recipe says why: on a few
+dozen images the best of hundreds of trials is mostly luck.
 
 Studies live in Optuna storages: `sqlite:///models/studies.db` by default (resumable: run the same
 command again and it carries on to N finished trials), any RDB URL (PostgreSQL for several
@@ -542,10 +543,13 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     )
     note = [f"Tuned by scripts/tune.py from {recipe_path} ({summary.n_trials} trials, study {study_name}).",
             f"Best trial - untuned on the tuning part ({evidence.n} images, left-out scores): {evidence}"
-            + ("; not significant, so the untuned values are kept (tune.accept: best takes the best trial)." if kept else ".")]
+            + ("; not significant, so the untuned recipe is kept as written, fitted on all the validation images when"
+               " blended (tune.accept: best takes the best trial)." if kept else ".")]
     if not kept:
         note.append(f"Held-out part ({summary.sizes[1]} validation images no trial saw): {summary.verdict()}.")
         if gain.n and not gain.significant:
             note.append("Not significant: the untuned recipe is as good a choice on this evidence.")
-    save_recipe(tuned, tuned_path, note=note, out=out)
+    # kept: the recipe as written, so that what it fits (weights, threshold) is fitted on all the
+    # validation images at blend time, not on the tuning part alone as in the study
+    save_recipe(recipe.with_params(name=tuned.name) if kept else tuned, tuned_path, note=note, out=out)
     return summary

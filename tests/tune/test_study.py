@@ -14,6 +14,7 @@ from contextlib import closing
 import numpy as np
 import optuna
 import pytest
+import yaml
 from tune_project import ROOT, edit_yaml, script, script_env
 from optuna.trial import TrialState
 
@@ -339,6 +340,22 @@ def test_a_killed_runs_trial_fails_on_any_storage(project):
         assert young.number == 3 and fail_abandoned(study, started_before=cut - timedelta(seconds=1)) == []
 
 
+def test_kept_untuned_recipe_keeps_what_it_fits(project):
+    """A kept untuned recipe is written as written: its `weights: select` and `fit: threshold` are
+    fitted by blend.py on all the validation images, not frozen at the tuning part's values."""
+    def fitting(d):
+        d["weights"] = "select"
+        d["steps"]["new_whale"] = {"fit": "threshold"}
+        for m in d["members"]:
+            m.pop("weight")
+    path = edit_yaml(project.recipe(holdout=0.3, seed=1), fitting)
+    s = tune(path, 1, storage=project.sqlite(), progress=False)  # one trial: the untuned recipe's own
+    assert s.kept_untuned
+    written = yaml.safe_load(s.tuned_path.read_text())
+    assert written["weights"] == "select" and written["steps"]["new_whale"] == {"fit": "threshold"}
+    assert all("weight" not in m for m in written["members"])
+
+
 def test_without_evidence_the_untuned_values_are_kept(project):
     """tune.accept: significant (the default): a best trial that does not beat the untuned recipe on
     the tuning part with an interval above 0 is not taken; the tuned recipe says why. Here the untuned
@@ -352,7 +369,9 @@ def test_without_evidence_the_untuned_values_are_kept(project):
     assert s.kept_untuned and not s.evidence.low > 0 and s.evidence.n == len(objective.tune_idx)
     assert "kept the untuned values" in s.verdict() and "untuned values kept" in s.table()
     assert s.tuned == load_recipe(path).with_params(name="final_tuned")
-    assert "untuned values are kept" in s.tuned_path.read_text().splitlines()[1]
+    assert "untuned recipe is kept as written" in s.tuned_path.read_text().splitlines()[1]
+    # as written: what the recipe fits, blend.py fits on all the validation images, not the tuning part
+    assert load_recipe(s.tuned_path).tunable_params() == load_recipe(path).tunable_params()
     forced = edit_yaml(project.recipe("forced", holdout=0.3, seed=1, pin=["members.*.weight"], accept="best"),
                        lambda d: d["steps"]["new_whale"].update(threshold=best_threshold))
     assert not tune(forced, 3, storage=project.sqlite(), progress=False).kept_untuned
