@@ -188,7 +188,9 @@ def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None
         raise KitError(f"{recipe.source}: tune.holdout {recipe.tune.holdout:g} of {len(val.images)} validation images "
                        f"leaves {len(tune_idx)} to fit thresholds on and {len(hold_idx)} to score: the table needs both")
     if tuned is not None:
-        tuned = pipeline.with_weights(tuned, val, tune_idx)  # a no-op for tune.py's (its weights are resolved)
+        # what it fits, fitted on the tuning part like the untuned recipe (a kept recipe is written as
+        # written); a no-op for an accepted tuning, whose values are all given
+        tuned = pipeline.resolve(tuned, val, tune_idx)
     fits = pipeline.fitted_key(recipe) is not None
     resolved = pipeline.resolve(recipe, val, tune_idx)
     return member_table(resolved, val, test, tune_idx, hold_idx, tuned, threshold_row=not fits)

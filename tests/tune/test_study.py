@@ -354,6 +354,12 @@ def test_kept_untuned_recipe_keeps_what_it_fits(project):
     written = yaml.safe_load(s.tuned_path.read_text())
     assert written["weights"] == "select" and written["steps"]["new_whale"] == {"fit": "threshold"}
     assert all("weight" not in m for m in written["members"])
+    # blend.py --members fits it on the tuning part, like the untuned recipe: the same row
+    from kit.tune.members import member_table_for, tuned_beside
+
+    rows = {r.what: r.ap for r in member_table_for(path, tuned_beside(path)[0]).rows}
+    assert all(np.array_equal(rows["blend, tuned by Optuna"][p], rows["blend, untuned recipe"][p])
+               for p in rows["blend, untuned recipe"])
 
 
 def test_without_evidence_the_untuned_values_are_kept(project):
