@@ -10,6 +10,9 @@ Run after `scripts/demo.py` (its members, blend and competition are the baseline
   cosine views), against the demo's blend; automatic weights both;
 - ensemble selection: the demo's blend with `weights: select` (kit/post/selection.py) against its
   automatic weights;
+- the unknown label by P(new) (kit/post/new_whale_model.py, `fit: probability`): the demo's blend,
+  and the blend with the matcher and selected weights, against the same with one fitted threshold
+  (and the demo's blend against one fitted share);
 - new_whale per species (Happywhale layout only): a threshold per species fitted on validation
   (species with 8+ validation images whose top-1 is of it), against the one fitted threshold;
 - the local matcher (kit/local: SIFT, USAC MAGSAC inliers on the demo blend's top LOCAL_IDENTITIES
@@ -64,11 +67,14 @@ class Row:
     test_map5: tuple[float, float] | None
 
 
-def _fitted(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-image AP@5 on val and test of the recipe with its new_whale threshold fitted on all of val."""
+def _fitted(recipe: BlendRecipe, fit: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-image AP@5 on val and test of the recipe with its new_whale threshold fitted on all of val
+    (`fit`: with `steps.new_whale.fit` threshold, share or probability instead)."""
+    if fit is not None:
+        recipe = recipe.with_params({"steps.new_whale": {"fit": fit}})
     val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
     recipe = pipeline.with_weights(pipeline.fit_calibrations(recipe, val), val)
-    fitted = with_own_threshold(recipe, val, np.arange(len(val.images)))
+    fitted = pipeline.fit_new_whale(recipe, val) if fit is not None else with_own_threshold(recipe, val, np.arange(len(val.images)))
     return pipeline.run(fitted, val).ap, pipeline.run(fitted, test).ap
 
 
@@ -124,6 +130,9 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     rows.append(_row("knn view", "the demo's blend", blend_alone, _fitted(knn)))
     rows.append(_row("weights: select", "the demo's blend", blend_alone,
                      _fitted(plain.with_params(name="gains-select", weights="select"))))
+    by_p = _fitted(plain, "probability")
+    rows.append(_row("new_whale: P(new)", "one fitted threshold", _fitted(plain, "threshold"), by_p))
+    rows.append(_row("new_whale: P(new)", "one fitted share", _fitted(plain, "share"), by_p))
 
     echo(f"the local matcher: the demo blend's top {LOCAL_IDENTITIES} identities of each query")
     shortlist = Path(blend).with_name("gains-plain.yaml")
@@ -135,8 +144,10 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
                      _fitted(demo.with_params({"name": "gains-local", "members": [member]}))))
     with_local = demo.with_params({"name": "gains-with-local", "members": [m.to_dict() for m in demo.members] + [member]})
     rows.append(_row("+ local matcher", "the demo's blend", blend_alone, _fitted(with_local)))
-    rows.append(_row("+ local matcher, weights: select", "the demo's blend", blend_alone,
-                     _fitted(with_local.with_params(name="gains-with-local-select", weights="select"))))
+    selected = with_local.with_params(name="gains-with-local-select", weights="select")
+    rows.append(_row("+ local matcher, weights: select", "the demo's blend", blend_alone, _fitted(selected)))
+    rows.append(_row("+ local matcher, select, P(new)", "the same, one fitted threshold", _fitted(selected, "threshold"),
+                     _fitted(selected, "probability")))
 
     if has_species:
         grouped = _species(plain)

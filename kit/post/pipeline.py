@@ -36,7 +36,7 @@ from kit.errors import KitError
 from kit.io import Outputs, outputs, write_csv
 from kit.metric import K as TOP
 from kit.metric import average_precision, check_submission, read_labelled
-from kit.post import baseline, blend, leak, new_whale, pseudo, selection
+from kit.post import baseline, blend, leak, new_whale, new_whale_model, pseudo, selection
 from kit.post import weights as auto
 from kit.post.compare import Gain, paired_gain, paired_gains
 from kit.post.plugins import auto_calibration, steps_in_order
@@ -316,6 +316,8 @@ class State:
     # bool (N,): rows whose unknown-label position a later step set whatever the new_whale threshold
     # (new_whale_groups); the threshold search leaves them where that step put them
     fixed: np.ndarray | None = None
+    # () -> (each member's first label (N, M) codes, the members' weights (M,)): for a P(new) model
+    member_firsts: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 @dataclass
@@ -484,7 +486,10 @@ def weight_report(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
 def _select(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) -> selection.Selection:
     """Ensemble selection (kit/post/selection.py) on `rows`: a weight vector scores the MAP@5 of the
     recipe's steps on a resample of them, its new_whale threshold (or share) fitted there when the
-    recipe fits it, as fit_new_whale would."""
+    recipe fits it, as fit_new_whale would (a fitted threshold stands in for a P(new) model, which
+    would be refitted for every candidate on every resample)."""
+    if fits_probability(recipe):
+        recipe = recipe.with_params({"steps.new_whale.fit": "threshold"})
     key = fitted_key(recipe)
     base = unfitted(recipe)
     fit = None if key is None else ranking.best_threshold if key.endswith("threshold") else ranking.best_share
@@ -542,7 +547,7 @@ def fitted_key(recipe: BlendRecipe) -> str | None:
     """The dotted key `steps.new_whale.fit` stands for (its threshold or its proportion), or None
     when the recipe fits nothing."""
     step = recipe.steps.active("new_whale")
-    if step is None or step.fit is None:
+    if step is None or step.fit not in ("threshold", "share"):  # none, or a P(new) model (fits_probability)
         return None
     return "steps.new_whale." + ("threshold" if step.fit == "threshold" else "proportion")
 
@@ -554,17 +559,65 @@ def unfitted(recipe: BlendRecipe) -> BlendRecipe:
     return recipe if key is None else recipe.with_params({key: 0.5 if key.endswith("threshold") else 0.3})
 
 
+def fits_probability(recipe: BlendRecipe) -> bool:
+    """Whether the recipe fits a P(new) model on validation (`steps.new_whale.fit: probability`)."""
+    step = recipe.steps.active("new_whale")
+    return step is not None and step.fit == "probability"
+
+
+@dataclass
+class NewWhaleData:
+    """What a P(new) model is fitted on and scored with (kit/post/new_whale_model.py), per image."""
+
+    x: np.ndarray  # (N, 4) features
+    is_new: np.ndarray  # bool (N,)
+    truth_column: np.ndarray  # int64 (N,) the true identity's column in the top-K, -1: none
+    bare: Result  # the recipe run without its new_whale step (the vote's positions, the leak, the swap)
+
+
+def new_whale_data(recipe: BlendRecipe, inputs: Inputs) -> NewWhaleData:
+    bare = run(recipe.with_params({"steps.new_whale.enabled": False}), inputs)
+    firsts, weights = member_firsts(with_weights(recipe, inputs), inputs)
+    x = new_whale_model.features(bare.top_scores, bare.top_codes[:, 0], firsts, weights)
+    is_new = inputs.truth == inputs.unknown_code
+    hit = (bare.top_codes == inputs.truth[:, None]) & ~is_new[:, None]
+    return NewWhaleData(x, is_new, np.where(hit.any(axis=1), hit.argmax(axis=1), -1), bare)
+
+
+def _ap_at(data: NewWhaleData, at: np.ndarray, inputs: Inputs) -> np.ndarray:
+    """Per-image AP@5 with the unknown label at `at` (the vote's place where earlier; a
+    new_whale_groups row where that step put it)."""
+    b = data.bare
+    at = np.where(b.fixed, b.new_whale_at, new_whale.combine(b.new_whale_at, at))
+    return average_precision(assemble(b.top_codes, b.pinned, at, b.swapped, inputs.unknown_code), inputs.truth)
+
+
+def cross_fitted_ap(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray, part: np.ndarray, n_parts: int) -> np.ndarray:
+    """Per-image AP@5 of `rows` (part: each row's part) with the unknown label placed by a P(new)
+    model fitted on the other parts only: no image is scored by a model that saw it."""
+    d = new_whale_data(recipe, inputs)
+    x, is_new, scores, column = d.x[rows], d.is_new[rows], d.bare.top_scores[rows], d.truth_column[rows]
+    at = np.zeros(len(inputs.images), np.int64)
+    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts)
+    return _ap_at(d, at, inputs)[rows]
+
+
 def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
     """The recipe with `steps.new_whale.fit` resolved: the threshold (or share) that scores best on
-    `rows` of these inputs (default: all), found exactly (kit.ranking.best_threshold / best_share);
-    the recipe itself when it fits nothing. Like automatic weights: resolved once on validation,
-    then carried to test. Resolve the weights first."""
+    `rows` of these inputs (default: all), found exactly (kit.ranking.best_threshold / best_share),
+    or the P(new) model fitted there; the recipe itself when it fits nothing. Like automatic weights:
+    resolved once on validation, then carried to test. Resolve the weights first."""
     key = fitted_key(recipe)
-    if key is None:
+    if key is None and not fits_probability(recipe):
         return recipe
     if inputs.truth is None:
         raise KitError(f"{recipe.source}: steps.new_whale.fit needs validation images with truth to fit on; "
                        f"the {inputs.split} images have none (give a threshold or a proportion)")
+    if key is None:
+        d = new_whale_data(recipe, inputs)
+        idx = np.arange(len(inputs.images)) if rows is None else np.asarray(rows)
+        model = new_whale_model.fit(d.x[idx], d.is_new[idx], d.bare.top_scores[idx], d.truth_column[idx])
+        return recipe.with_params({"steps.new_whale.model": model})
     table = position_table(unfitted(recipe), inputs)
     if rows is not None:
         table = table.rows(np.asarray(rows))
@@ -576,6 +629,8 @@ def rule_ap(recipe: BlendRecipe, inputs: Inputs, part: np.ndarray, n_parts: int)
     """(per-image AP@5 of the recipe's new_whale rule, whether it was cross-validated): a fitted
     threshold or share scored on each part by the value fitted on the others; else as it runs."""
     key = fitted_key(recipe)
+    if fits_probability(recipe):
+        return cross_fitted_ap(recipe, inputs, np.arange(len(inputs.images)), part, n_parts), True
     if key is None:
         return run(recipe, inputs).ap, False
     table = position_table(unfitted(recipe), inputs)
@@ -619,7 +674,7 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
     top, scores, blended, vote = blend_top(recipe, inputs, TOP_K, keep_scores)
     n = len(inputs.images)
     state = State(top, scores, vote, np.empty((n, 0), np.int64), new_whale.vote_positions(scores, vote),
-                  np.zeros(n, np.bool_), fixed=np.zeros(n, np.bool_))
+                  np.zeros(n, np.bool_), fixed=np.zeros(n, np.bool_), member_firsts=lambda: member_firsts(recipe, inputs))
     by_step: dict[str, np.ndarray] = {}
     truth = inputs.truth
 
@@ -643,6 +698,25 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
         map5_by_step={k: float(v.mean()) if len(v) else 0.0 for k, v in by_step.items()}, ap_by_step=by_step,
         ap=None if truth is None else average_precision(final, truth), truth=truth, blended=blended, recipe=recipe,
     )
+
+
+def member_firsts(recipe: BlendRecipe, inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """(N, M) each weighted member's first label (a top-5 CSV member's unknown label where it ranked
+    it first), and the members' weights (M,); each member's computed once per calibration."""
+    firsts, weights = [], []
+    for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
+        if mi is None or m.weight <= 0:
+            continue
+        key = ("member_first", i, m.calibration.resolved(mi.auto_method) if mi.scores is not None else None)
+        if key not in inputs.plugin_cache:
+            if mi.scores is None:
+                first = np.where(mi.codes[:, 0] == inputs.n_columns, inputs.unknown_code, mi.codes[:, 0])
+            else:
+                first = blend_top(recipe.only_member(i), inputs, 1)[0][:, 0]
+            inputs.plugin_cache[key] = first
+        firsts.append(inputs.plugin_cache[key])
+        weights.append(m.weight)
+    return (np.stack(firsts, axis=1) if firsts else np.empty((len(inputs.images), 0), np.int64)), np.asarray(weights)
 
 
 def position_table(recipe: BlendRecipe, inputs: Inputs) -> ranking.PositionTable:
@@ -863,7 +937,7 @@ def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> Blen
         recipe = fit_calibrations(recipe, val_inputs)
     recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)
     bars = None if val_inputs is None else judge(recipe, val_inputs)  # before the fit: it cross-validates it
-    fitted = fitted_key(recipe)
+    fitted = "steps.new_whale.model" if fits_probability(recipe) else fitted_key(recipe)
     if fitted is not None:
         if val_inputs is None:
             raise KitError(f"{recipe.source}: steps.new_whale.fit needs the validation split, but {skip}; "
@@ -879,7 +953,7 @@ def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> Blen
     if val is not None:
         out.summary["val"] = _summary(val[1], val[0])
         if fitted is not None:
-            value = recipe.tunable_params()[fitted]
+            value = recipe.steps.new_whale.model if fitted.endswith("model") else recipe.tunable_params()[fitted]
             out.summary["val"]["fitted"] = {"key": fitted, "value": value, "cross_validated_map5": float(bars.blend.mean())}
         if bars is not None:
             out.summary["val"]["bars"] = bars.to_dict()
@@ -911,10 +985,18 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
         echo(format_ablation(result, f"val: {where}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
         fitted = summary["val"].get("fitted")
         if fitted is not None:
-            what = "threshold" if fitted["key"].endswith("threshold") else "share"
-            echo(f"  new_whale {what} {fitted['value']:.4g} fitted on these {len(inputs.images)} images; "
-                 f"cross-validated MAP@5 {fitted['cross_validated_map5']:.4f} (each part scored by the {what} "
-                 f"fitted on the others: what to expect on new images)")
+            if fitted["key"].endswith("model"):
+                m = fitted["value"]
+                echo(f"  new_whale by P(new), fitted on these {len(inputs.images)} images: logit = {m['bias']:+.3g}"
+                     + "".join(f" {m[f]:+.3g} {f}" for f in new_whale_model.FEATURES)
+                     + f"; identities' scores to the power {m['power']:.3g}, {m['coverage']:.0%} of known animals in the top "
+                     f"{TOP_K}; cross-fitted MAP@5 {fitted['cross_validated_map5']:.4f} (each part placed by a model "
+                     f"fitted on the others: what to expect on new images)")
+            else:
+                what = "threshold" if fitted["key"].endswith("threshold") else "share"
+                echo(f"  new_whale {what} {fitted['value']:.4g} fitted on these {len(inputs.images)} images; "
+                     f"cross-validated MAP@5 {fitted['cross_validated_map5']:.4f} (each part scored by the {what} "
+                     f"fitted on the others: what to expect on new images)")
         for line in blend_run.warnings:
             echo(line)
 

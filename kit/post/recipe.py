@@ -18,6 +18,7 @@ members:
 steps:                           # fixed order leak -> new_whale -> balance; omit or `enabled: false`
   leak: {max_distance: 0}
   new_whale: {threshold: 0.5}    # or {proportion: 0.276}; {fit: threshold}: the best on validation;
+                                 # {fit: probability}: a P(new) model fitted there (kit/post/new_whale_model.py);
                                  # {} = the unknown share of validation
   balance: {margin: 0.3, min_count: 2}
 pseudo: {threshold: 0.96}
@@ -266,7 +267,7 @@ class BlendRecipe:
                 elif value is not None:  # of exclusive keys, the one given
                     out[f"steps.{name}.{key}"] = value
             fit = getattr(step, "fit", None)  # new_whale fitted on validation: the key it fits, at its default
-            if fit is not None:
+            if fit in ("threshold", "share"):  # (a P(new) model is fitted whole, not searched)
                 key = "threshold" if fit == "threshold" else "proportion"
                 out[f"steps.{name}.{key}"] = 0.5 if key == "threshold" else 0.3
         return out

@@ -240,6 +240,10 @@ class Objective:
         # what the recipe fits on validation (calibrations, automatic weights, a fitted new_whale threshold):
         # fitted on the tuning part, as the untuned recipe, so that the held-out part judges them too
         self.recipe = pipeline.resolve(recipe, self.inputs, self.tune_idx)
+        # a P(new) model is fitted again for each trial's weights, cross-fitted like the threshold
+        self.probability = pipeline.fits_probability(recipe)
+        if self.probability:
+            self.recipe = self.recipe.with_params({"steps.new_whale.fit": "probability"})
         fitted = [p for p in space if p.name in FITTED]
         self.fit_key = fitted[0].name if fitted and recipe.steps.active("new_whale") is not None else None
         self.by_share = self.fit_key == FITTED[1]  # a proportion step: the fitted threshold's share
@@ -253,7 +257,20 @@ class Objective:
         return self.fit_key is not None
 
     @property
+    def cross_fits(self) -> bool:
+        """Whether each tuning image is scored by a new_whale rule fitted on the other parts."""
+        return (self.fit_threshold or self.probability) and self.n_parts > 1
+
+    @property
+    def untuned(self) -> BlendRecipe:
+        """The untuned recipe with everything it fits fitted on the tuning part."""
+        return self.finish({}, None)
+
+    @property
     def note(self) -> str:
+        if self.probability:
+            return (f": {self.n_parts}-fold cross-fitted MAP@5, the P(new) model fitted on the other parts of each"
+                    if self.n_parts > 1 else ": MAP@5 with the P(new) model fitted on them")
         what = "share" if self.by_share else "threshold"
         if self.fit_threshold and self.n_parts > 1:
             return f": {self.n_parts}-fold cross-validated MAP@5, the new_whale {what} fitted on the other parts of each"
@@ -278,6 +295,11 @@ class Objective:
     def left_out_ap(self, recipe: BlendRecipe) -> np.ndarray:
         """Per-image AP@5 on the tuning part, each image scored by a threshold (or share) it did not
         help choose (the objective is their mean)."""
+        if self.probability:
+            recipe = recipe.with_params({"steps.new_whale.fit": "probability"})  # a fitted model: fitted again per part
+            if self.n_parts == 1:
+                return pipeline.run(pipeline.fit_new_whale(recipe, self.inputs, self.tune_idx), self.inputs).ap[self.tune_idx]
+            return pipeline.cross_fitted_ap(recipe, self.inputs, self.tune_idx, self.part, self.n_parts)
         if not self.fit_threshold:
             return pipeline.run(recipe, self.inputs).ap[self.tune_idx]
         table, value, _ = self._fit(recipe)
@@ -287,6 +309,9 @@ class Objective:
 
     def evaluate(self, recipe: BlendRecipe) -> tuple[float, float | None]:
         """(objective, the threshold or share fitted on the whole tuning part, or None if not fitted)."""
+        if self.probability:
+            ap = self.left_out_ap(recipe)
+            return float(ap.mean()) if len(ap) else 0.0, None
         if not self.fit_threshold:
             ap = pipeline.run(recipe, self.inputs).ap
             return float(ap[self.tune_idx].mean()) if len(self.tune_idx) else 0.0, None
@@ -298,6 +323,8 @@ class Objective:
     def finish(self, values: dict[str, Any], fitted: float | None) -> BlendRecipe:
         """The recipe of a trial's values, its threshold (or share) fitted on the tuning part."""
         recipe = self.recipe_for(values)
+        if self.probability:
+            return pipeline.fit_new_whale(recipe, self.inputs, self.tune_idx)
         return recipe if fitted is None else recipe.with_params({self.fit_key: fitted})
 
     def scores(self, recipe: BlendRecipe) -> dict[str, float]:
@@ -503,7 +530,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     if not complete:
         raise KitError(f"study {study_name!r} has no finished trial")
     best = study.best_trial
-    untuned = objective.recipe
+    untuned = objective.untuned
     fitted = objective.evaluate(objective.recipe_for(best.params))[1]
     best_recipe = objective.finish(best.params, fitted)
     evidence = paired_gain(objective.left_out_ap(objective.recipe_for(best.params)),
@@ -530,7 +557,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     inputs, idx = objective.inputs, objective.tune_idx
     tuned_ap, trivial = objective.left_out_ap(tuned), (inputs.truth[idx] == inputs.unknown_code).astype(float)
     first = pipeline.run(tuned, inputs).top5[idx, 0] == inputs.unknown_code
-    bars = Bars(tuned_ap, trivial, paired_gain(tuned_ap, trivial), objective.fit_threshold and objective.n_parts > 1,
+    bars = Bars(tuned_ap, trivial, paired_gain(tuned_ap, trivial), objective.cross_fits,
                 inputs.labels[inputs.unknown_code], first_share=float(first.mean()) if len(first) else None)
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,

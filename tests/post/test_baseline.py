@@ -105,7 +105,7 @@ def test_a_fit_without_validation_is_one_clear_error(tmp_path):
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     with pytest.raises(KitError, match="steps.new_whale.fit needs the validation split"):
         pipeline.evaluate(path, diagnostics=False)
-    with pytest.raises(KitError, match="give one of threshold, proportion, fit, not more"):
+    with pytest.raises(KitError, match="give one of threshold, proportion, fit, model, not more"):
         d["steps"]["new_whale"] = {"fit": "threshold", "threshold": 0.4}
         path.write_text(yaml.safe_dump(d, sort_keys=False))
         load_recipe(path)

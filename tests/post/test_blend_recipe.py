@@ -128,7 +128,7 @@ def test_tunable_params_round_trip(tmp_path):
     (lambda d: d["members"][0]["calibration"].update(temperature=0), r"calibration.temperature = 0 is out of range; expected a number > 0"),
     (lambda d: d["members"].append(dict(d["members"][0])), r"members\[4\] repeats members\[0\]"),
     (lambda d: [m.update(weight=0) for m in d["members"]], r"weights sum to 0"),
-    (lambda d: d["steps"]["new_whale"].update(proportion=0.3), r"give one of threshold, proportion, fit, not more"),
+    (lambda d: d["steps"]["new_whale"].update(proportion=0.3), r"give one of threshold, proportion, fit, model, not more"),
     (lambda d: d["steps"]["new_whale"].update(threshold=None, proportion=1.5), r"proportion = 1.5 is out of range; expected a number in \[0, 1\]"),
     (lambda d: d["steps"]["leak"].update(max_distance=1.5), r"max_distance = 1.5 must be an integer"),
     (lambda d: d["steps"]["balance"].update(enabled="yes"), r"enabled = 'yes' must be true or false"),
