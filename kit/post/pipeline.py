@@ -750,6 +750,9 @@ def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) ->
 
 
 # ------------------------------------------------------------------------------- blend.py's job
+COSTS = "  COSTS: the whole interval lies below 0; leave the step out (or enabled: false) unless test says otherwise"
+
+
 def format_ablation(result: Result, title: str) -> str:
     """The ablation table: MAP@5 after each step, its gain and the gain's paired bootstrap 95% interval."""
     lines = [title, f"  {'step':<12} {'MAP@5':>7} {'gain':>8}  {'95% interval':<18}"]
@@ -757,7 +760,7 @@ def format_ablation(result: Result, title: str) -> str:
         if gain is None:
             lines.append(f"  {step:<12} {value:7.4f}")
         else:
-            note = "" if gain.significant else "  (within the noise)"
+            note = "  (within the noise)" if not gain.significant else COSTS if gain.high < 0 else ""
             lines.append(f"  {step:<12} {value:7.4f} {gain.value:+8.4f}  [{gain.low:+.4f}, {gain.high:+.4f}]{note}")
     extra = [f"new_whale first in {result.new_whale_share:.1%} of images, at ranks 2-5 in "
              f"{result.new_whale_later_share:.1%}"]

@@ -100,13 +100,13 @@ def ablation_section(results: dict[str, pipeline.Result]) -> str:
         if not r.map5_by_step:
             continue
         rows = [[s, v, "", ""] if g is None else
-                [s, v, f"{g.value:+.4f}", f"[{g.low:+.4f}, {g.high:+.4f}]" + ("" if g.significant else " (noise)")]
+                [s, v, f"{g.value:+.4f}", f"[{g.low:+.4f}, {g.high:+.4f}]" + (" (noise)" if not g.significant else " (costs)" if g.high < 0 else "")]
                 for s, v, g in r.step_gains()]
         parts.append(f"<figure><figcaption>{escape(split)} ({len(r.images)} images)</figcaption>"
                      + svg.bar_chart(list(r.map5_by_step), list(r.map5_by_step.values()), "MAP@5")
                      + _table(["step", "MAP@5", "gain", "95% interval"], rows) + "</figure>")
     body = ("<p>Each gain is over the step before, on the same images, with its paired bootstrap 95% interval; "
-            "an interval that holds 0 is within the noise.</p>" + "".join(parts)) if parts else "<p>No split with truth.</p>"
+            "an interval that holds 0 is within the noise; one wholly below 0 is a step that costs.</p>" + "".join(parts)) if parts else "<p>No split with truth.</p>"
     return _section("ablation", "Ablation of the steps", body)
 
 

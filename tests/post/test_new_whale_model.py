@@ -143,3 +143,10 @@ def test_the_tuner_refits_the_model_for_each_trial(project, tmp_path):
     written = yaml.safe_load(s.tuned_path.read_text())["steps"]["new_whale"]
     assert written == ({"fit": "probability"} if s.kept_untuned else {"model": s.tuned.steps.new_whale.model})
     assert "cross-fitted" in s.objective_note
+
+
+def test_blend_prints_the_fitted_model(project):
+    lines = []
+    pipeline.blend_files(probability_recipe(project, "pnew-print"), echo=lines.append, diagnostics=False)
+    line = next(line for line in lines if "new_whale by P(new)" in line)
+    assert "fitted on these" in line and "cross-fitted MAP@5" in line and "agreement" in line

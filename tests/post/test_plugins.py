@@ -134,3 +134,21 @@ def test_a_second_plugin_of_one_name_is_refused():
 def test_the_docs_table_is_current():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
     assert docs_table() in docs, "docs/recipes.md: regenerate the plug-in tables with python -m kit.post.plugins"
+
+
+def test_a_step_that_costs_is_said():
+    """An ablation row whose whole interval lies below 0 says so, in blend.py's table and the report's."""
+    from kit.post.pipeline import Result
+    from kit.report.html import ablation_section
+
+    n = 200
+    ap = {"blend": np.ones(n), "+ leak": np.ones(n), "+ balance": np.r_[np.zeros(40), np.ones(n - 40)]}
+    result = Result(images=[f"{i}.jpg" for i in range(n)], vocabulary=["a"], unknown_code=0,
+                    top5=np.zeros((n, 5), np.int64), top_codes=np.zeros((n, 1), np.int64),
+                    top_scores=np.zeros((n, 1), np.float32), pinned=np.empty((n, 0), np.int64),
+                    swapped=np.zeros(n, bool), threshold=None, ap_by_step=ap,
+                    map5_by_step={k: float(v.mean()) for k, v in ap.items()}, ap=ap["+ balance"])
+    table = format_ablation(result, "val").splitlines()
+    assert "COSTS" in next(line for line in table if "+ balance" in line)
+    assert "within the noise" in next(line for line in table if "+ leak" in line)
+    assert "(costs)" in ablation_section({"val": result})
