@@ -6,16 +6,16 @@ more: how far the top-1 stands above the second (margin), how flat the top-K is 
 whether the members agree on the top-1 (the weighted share whose own top-1 it is). A logistic
 regression on those four, fitted on validation images (new or known), gives q = P(new).
 
-Where it goes: with q and the identities' probabilities P(j) = (1 - q) * coverage * p_j, where
-p_j = s_j^power / sum_k s_k^power over the blended top-K scores (power fitted on the known
-validation images by likelihood) and coverage the share of known validation images whose identity
-is in the top-K at all, the expected AP@5 of a top-5 is sum over ranks r of P(label at r) / (r + 1).
-Sorting all labels by probability maximises it (an exchange argument: swapping two adjacent labels
-changes it by (P_a - P_b) (1/r - 1/(r+1))), so the unknown label goes before the first identity
-with P(j) < q: `positions`. tests/post/test_new_whale_model.py checks it against every position.
+The identities get calibrated probabilities too: a second logistic regression, fitted on the known
+validation images' top-K, gives pi_r = P(the identity at rank r is the animal | known) from its
+blended score, its share of the top-K's scores and log(r + 1). So P(label at r) = (1 - q) pi_r, and
+the expected AP@5 of a top-5 is the sum over ranks of P(label there) / (rank + 1): `positions` puts
+the unknown label where that is largest, exactly, among the six places it can take (with pi
+decreasing: before the first identity with (1 - q) pi_r < q). Measured on the demo's blend against
+one fitted threshold: README, "What each method gains here".
 
 Fitted on validation like a threshold and carried to test as numbers in the recipe
-(`new_whale: {model: {bias: ..., top1: ..., power: ..., coverage: ...}}`); scored on validation
+(`new_whale: {model: {bias: ..., top1: ..., id_bias: ..., ...}}`); scored on validation
 cross-fitted (`cross_fit`): each part by a model fitted on the other parts only.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-FEATURES = ("top1", "margin", "entropy", "agreement")
-KEYS = ("bias", *FEATURES, "power", "coverage")  # what a fitted model holds
+FEATURES = ("top1", "margin", "entropy", "agreement")  # of an image: P(new)
+ID_FEATURES = ("id_score", "id_share", "id_rank")  # of an identity at a rank: P(it is the animal | known)
+KEYS = ("bias", *FEATURES, "id_bias", *ID_FEATURES)  # what a fitted model holds
 L2 = 1.0  # ridge on the standardised coefficients: a few hundred images, a handful of features
-POWERS = np.geomspace(0.25, 16.0, 25)  # candidate sharpenings of the blended scores
 
 
 def features(scores: np.ndarray, top1: np.ndarray, member_firsts: np.ndarray, member_weights: np.ndarray) -> np.ndarray:
@@ -45,12 +45,19 @@ def features(scores: np.ndarray, top1: np.ndarray, member_firsts: np.ndarray, me
     return np.stack([s[:, 0], margin, entropy, agreement], axis=1)
 
 
-def identity_probabilities(scores: np.ndarray, power: float) -> np.ndarray:
-    """(N, K): the top-K blended scores sharpened by `power` and normalised per image (0 scores stay 0)."""
+def identity_features(scores: np.ndarray) -> np.ndarray:
+    """(N, K, 3): each ranked identity's blended score, its share of the top-K's scores, log(rank + 1)."""
     s = np.maximum(scores.astype(np.float64), 0.0)
-    s = np.where(s > 0, s ** power, 0.0)
     total = s.sum(axis=1, keepdims=True)
-    return np.divide(s, total, out=np.zeros_like(s), where=total > 0)
+    share = np.divide(s, total, out=np.zeros_like(s), where=total > 0)
+    rank = np.broadcast_to(np.log(np.arange(s.shape[1]) + 1.0), s.shape)
+    return np.stack([s, share, rank], axis=-1)
+
+
+def identity_probabilities(model: dict[str, float], scores: np.ndarray) -> np.ndarray:
+    """(N, K): pi_r = P(the identity at rank r is the image's animal | the animal is known)."""
+    z = model["id_bias"] + identity_features(scores) @ np.array([model[f] for f in ID_FEATURES])
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
 def probability_new(model: dict[str, float], x: np.ndarray) -> np.ndarray:
@@ -59,12 +66,24 @@ def probability_new(model: dict[str, float], x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
+def place(q: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    """Per image, the place (0-5, 5: not in the top-5) of the unknown label that maximises the
+    expected AP@5 when it is the answer with probability q and the identity at rank r with
+    (1 - q) pi_r, the identities kept in their order; ties: the earlier place."""
+    p = (1.0 - q)[:, None] * pi[:, :5]
+    if p.shape[1] < 5:
+        p = np.pad(p, ((0, 0), (0, 5 - p.shape[1])))
+    before = np.cumsum(np.c_[np.zeros(len(p)), p / np.arange(1, 6)], axis=1)  # ranks < r as they are
+    shifted = p / np.arange(2, 7)  # rank j pushed one down
+    after = np.cumsum(shifted[:, ::-1], axis=1)[:, ::-1]  # ranks r..4 pushed down (the last falls out)
+    after = np.c_[after[:, :5] - shifted[:, 4:5], np.zeros(len(p))]
+    expected = before + np.c_[q[:, None] / np.arange(1, 6), np.zeros(len(p))] + after
+    return expected.argmax(axis=1).astype(np.int64)
+
+
 def positions(model: dict[str, float], x: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per image, how many ranked identities go before the unknown label: those whose probability
-    (1 - q) * coverage * p_j exceeds q (the expected-AP@5-optimal place; a tie goes to the identity)."""
-    q = probability_new(model, x)
-    p = identity_probabilities(scores, model["power"])
-    return ((1.0 - q)[:, None] * model["coverage"] * p >= q[:, None]).sum(axis=1).astype(np.int64)
+    """Per image, how many ranked identities go before the unknown label (`place`)."""
+    return place(probability_new(model, x), identity_probabilities(model, scores))
 
 
 def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray) -> dict[str, float]:
@@ -74,10 +93,10 @@ def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.
     is_new = np.asarray(is_new, bool)
     model = dict(zip(("bias", *FEATURES), _logistic(x, is_new)))
     known = ~is_new
-    in_top = known & (truth_column >= 0)
-    model["coverage"] = float(in_top.sum() / known.sum()) if known.any() else 1.0
-    model["power"] = _power(scores[in_top], truth_column[in_top])
-    return model
+    f = identity_features(scores[known])
+    right = truth_column[known][:, None] == np.arange(scores.shape[1])[None, :]
+    model.update(zip(("id_bias", *ID_FEATURES), _logistic(f.reshape(-1, f.shape[-1]), right.reshape(-1))))
+    return {k: float(v) for k, v in model.items()}
 
 
 def cross_fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray,
@@ -116,12 +135,3 @@ def _logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     theta = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B").x
     w = theta[1:] / std
     return np.concatenate([[theta[0] - (w * mean).sum()], w])
-
-
-def _power(scores: np.ndarray, column: np.ndarray) -> float:
-    """The sharpening under which the known images' true identities are likeliest (1 without any)."""
-    if not len(column):
-        return 1.0
-    rows = np.arange(len(column))
-    loglik = [np.log(np.maximum(identity_probabilities(scores, a)[rows, column], 1e-12)).mean() for a in POWERS]
-    return float(POWERS[int(np.argmax(loglik))])

@@ -992,8 +992,8 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
                 m = fitted["value"]
                 echo(f"  new_whale by P(new), fitted on these {len(inputs.images)} images: logit = {m['bias']:+.3g}"
                      + "".join(f" {m[f]:+.3g} {f}" for f in new_whale_model.FEATURES)
-                     + f"; identities' scores to the power {m['power']:.3g}, {m['coverage']:.0%} of known animals in the top "
-                     f"{TOP_K}; cross-fitted MAP@5 {fitted['cross_validated_map5']:.4f} (each part placed by a model "
+                     + f"; P(identity) logit = {m['id_bias']:+.3g}" + "".join(f" {m[f]:+.3g} {f[3:]}" for f in new_whale_model.ID_FEATURES)
+                     + f"; cross-fitted MAP@5 {fitted['cross_validated_map5']:.4f} (each part placed by a model "
                      f"fitted on the others: what to expect on new images)")
             else:
                 what = "threshold" if fitted["key"].endswith("threshold") else "share"

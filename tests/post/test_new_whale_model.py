@@ -17,24 +17,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tune"))
 from tune_project import TuneProject, edit_yaml  # noqa: E402
 
 
-def expected_ap(q: float, p: np.ndarray, coverage: float, at: int) -> float:
-    """Brute force: the unknown label at `at` among the identities ranked by p, each label's chance
-    to be the answer over its rank, summed over the top 5."""
-    chances = list((1 - q) * coverage * p)
+def expected_ap(q: float, pi: np.ndarray, at: int) -> float:
+    """Brute force: the unknown label at `at` among the identities in their order, each label's
+    chance to be the answer over its rank, summed over the top 5."""
+    chances = list((1 - q) * pi)
     chances.insert(at, q)
     return sum(c / (r + 1) for r, c in enumerate(chances[:5]))
 
 
 def test_the_place_maximises_the_expected_ap_at_5():
     rng = np.random.default_rng(0)
-    for _ in range(2000):
-        k = 10
-        p = np.sort(rng.dirichlet(np.full(k, rng.choice([0.1, 0.5, 2.0]))))[::-1].astype(np.float32)
-        q, coverage = float(rng.uniform(0.001, 0.999)), float(rng.uniform(0.5, 1.0))
-        model = {"bias": np.log(q / (1 - q)), **{f: 0.0 for f in nm.FEATURES}, "power": 1.0, "coverage": coverage}
-        at = int(nm.positions(model, np.zeros((1, 4)), p[None, :])[0])
-        best = max(expected_ap(q, p.astype(np.float64), coverage, r) for r in range(6))
-        assert expected_ap(q, p.astype(np.float64), coverage, min(at, 5)) == pytest.approx(best, abs=1e-12)
+    for _ in range(3000):
+        k = int(rng.choice([3, 5, 10]))
+        pi = rng.dirichlet(np.full(k, rng.choice([0.1, 0.5, 2.0]))) * rng.uniform(0.2, 1.0)
+        if rng.random() < 0.7:  # mostly in rank order, as a fitted model gives them; sometimes not
+            pi = np.sort(pi)[::-1]
+        q = float(rng.uniform(0.001, 0.999))
+        at = int(nm.place(np.array([q]), pi[None, :])[0])
+        best = max(expected_ap(q, pi, r) for r in range(6))
+        assert expected_ap(q, pi, at) == pytest.approx(best, abs=1e-12)
+        if np.all(np.diff(pi) <= 0):  # in rank order: before the first identity less likely than new
+            assert at == min(int(((1 - q) * pi >= q).sum()), 5) or expected_ap(q, pi, at) == pytest.approx(
+                expected_ap(q, pi, min(int(((1 - q) * pi >= q).sum()), 5)), abs=1e-12)
 
 
 def test_features_by_hand():
@@ -118,7 +122,7 @@ def test_fit_probability_is_fitted_on_validation_and_carried_to_test(project):
 
 def test_a_broken_model_is_one_line(project):
     path = edit_yaml(project.recipe("pnew-broken"), lambda d: d["steps"].__setitem__("new_whale", {"model": {"bias": 1.0}}))
-    with pytest.raises(KitError, match=r"steps.new_whale.model lacks top1, margin, entropy, agreement, power, coverage"):
+    with pytest.raises(KitError, match=r"steps.new_whale.model lacks top1, margin, entropy, agreement, id_bias, id_score, id_share, id_rank"):
         pipeline.evaluate(path)
     with pytest.raises(KitError, match=r"fit.*probability"):
         load_recipe(edit_yaml(path, lambda d: d["steps"].__setitem__("new_whale", {"fit": "probabilty"})))

@@ -36,7 +36,7 @@ class NewWhale(Step):
                        "maximises the expected AP@5")
         model: dict[str, float] | None = param(
             None, help="a fitted P(new) model (what fit: probability writes): bias, top1, margin, entropy, "
-                       "agreement, power, coverage")
+                       "agreement; id_bias, id_score, id_share, id_rank")
 
     @classmethod
     def defaults(cls, context: RecipeContext) -> dict[str, Any]:
