@@ -5,7 +5,7 @@ export, blend, select again; N times (Happywhale 2022: the 1st place's two round
 Round 0 is the blend recipe as it is (its members trained and exported). Round r trains, for each
 member `models/<m>/`, `models/<m>-pl<r>/` from the recipe it ran with plus `extra_train:` the
 pseudo-labels round r-1 wrote (`<output>/<name>[-pl<r-1>].pseudo.csv`, the recipe's
-`pseudo.threshold` deciding which test images), exports it, and blends `blends/<name>-pl<r>.yaml`
+`pseudo.threshold` or `pseudo.precision` deciding which test images), exports it, and blends `blends/<name>-pl<r>.yaml`
 (the recipe with those members). Pseudo-labels are test images only, and an identity a fold holds
 out is left out of that fold's training (kit.train.data.read_extra), so validation stays honest.
 Every stage resumes: a trained round is reused, a fresh export skipped; `--force` starts over.
@@ -45,6 +45,12 @@ class Round:
     val_gain: Gain | None = None  # over round 0
     test_gain: Gain | None = None
     pseudo_right: float | None = None  # the share of what it selected that the test truth confirms (synthetic)
+    gate: dict | None = None  # pseudo.precision's cut as measured on validation (kit.post.pseudo.Gate)
+
+    @property
+    def pseudo_estimated(self) -> float | None:
+        """The precision of its selection as validation measured it (pseudo.precision), or None."""
+        return None if self.gate is None else self.gate.get("precision")
 
     @property
     def val_map5(self) -> float | None:
@@ -78,6 +84,11 @@ def pseudo_rounds(recipe_path: str | Path, rounds: int, *, force: bool = False, 
     previous = base
     for r in range(1, rounds + 1):
         pseudo = Path(previous.pseudo_path)
+        gate = out[-1].gate
+        if gate is not None and gate.get("threshold") is None:  # pseudo.precision: no cut reaches it
+            echo(f"round {r}: not run: round {r - 1}'s pseudo-labels cannot reach precision {base.pseudo.precision:g} "
+                 f"on validation; training on them would train on noise")
+            break
         if not pseudo.is_file():
             raise KitError(f"{pseudo}: round {r - 1} selected no pseudo-labels (no member gives probabilities, or "
                            f"none above pseudo.threshold {base.pseudo.threshold:g})")
@@ -113,7 +124,8 @@ def _retrain(source: Path, target: Path, pseudo: Path, force: bool, echo, progre
 
 def _measured(r: int, path: Path, run, trained_with: int) -> Round:
     return Round(r, path, trained_with, int(run.summary.get("pseudo_count", 0)),
-                 None if run.val is None else run.val[1].ap, run.test[1].ap, pseudo_right=run.summary.get("pseudo_right"))
+                 None if run.val is None else run.val[1].ap, run.test[1].ap, pseudo_right=run.summary.get("pseudo_right"),
+                 gate=run.summary.get("pseudo_gate"))
 
 
 def _gain(before: np.ndarray | None, after: np.ndarray | None) -> Gain | None:
@@ -132,11 +144,13 @@ def format_rounds(rows: list[Round]) -> str:
         noise = "" if gain.significant else "*"
         return f"{value:7.4f} {gain.value:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]{noise}"
 
-    lines = [f"{'round':<6} {'trained on':>10} {'selected':>8} {'right':>6}  {'val MAP@5, gain over round 0':<34}  "
+    lines = [f"{'round':<6} {'trained on':>10} {'selected':>8} {'est.':>6} {'right':>6}  {'val MAP@5, gain over round 0':<34}  "
              f"{'test MAP@5, gain over round 0':<34}"]
     for row in rows:
         right = "—" if row.pseudo_right is None else f"{row.pseudo_right:.0%}"
-        lines.append(f"{row.round:<6} {row.pseudo_labels_trained:>10} {row.pseudo_labels_written:>8} {right:>6}  "
+        est = "—" if row.pseudo_estimated is None else f"{row.pseudo_estimated:.0%}"
+        lines.append(f"{row.round:<6} {row.pseudo_labels_trained:>10} {row.pseudo_labels_written:>8} {est:>6} {right:>6}  "
                      f"{cell(row.val_map5, row.val_gain)}  {cell(row.test_map5, row.test_gain)}")
-    lines.append("gains: paired bootstrap 95% intervals over the same images; * within the noise")
+    lines.append("gains: paired bootstrap 95% intervals over the same images; * within the noise; est.: the selection's "
+                 "precision as validation measured it (pseudo.precision), right: as the test truth has it (synthetic)")
     return "\n".join(lines)

@@ -75,3 +75,25 @@ def test_a_gain_is_after_minus_before():
     from kit.rounds import _gain
 
     assert _gain(np.zeros(50), np.ones(50)).value == 1.0
+
+
+def test_a_round_that_cannot_reach_its_precision_is_not_run(blend):
+    """pseudo.precision: the cut is measured on validation; where none reaches the target no
+    pseudo-labels are written and no round trains on them."""
+    d = yaml.safe_load(Path(blend).read_text())
+    d["pseudo"] = {"precision": 0.999}
+    Path(blend).write_text(yaml.safe_dump(d, sort_keys=False))
+    said = []
+    rows = pseudo_rounds(blend, 2, echo=said.append)
+    assert len(rows) == 1 and rows[0].gate["threshold"] is None and rows[0].pseudo_labels_written == 0
+    assert any("round 1: not run" in line and "precision 0.999" in line for line in said)
+    assert not Path("models/m-pl1").exists() and not Path("submissions/final.pseudo.csv").exists()
+    d["pseudo"] = {"precision": 0.01}  # any cut reaches it: the loosest keeps every eligible image
+    Path(blend).write_text(yaml.safe_dump(d, sort_keys=False))
+    from kit.post.pipeline import blend_files
+
+    lines = []
+    run = blend_files(blend, echo=lines.append, diagnostics=False)
+    gate = run.summary["pseudo_gate"]
+    assert gate["threshold"] is not None and gate["kept"] > 0 and any(line.startswith("pseudo gate: ") for line in lines)
+    assert run.summary["pseudo_count"] > 0

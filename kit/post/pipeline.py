@@ -737,6 +737,17 @@ def position_table(recipe: BlendRecipe, inputs: Inputs) -> ranking.PositionTable
     return table
 
 
+def pseudo_gate(recipe: BlendRecipe, blend_run: "BlendRun") -> pseudo.Gate:
+    """`pseudo.precision`'s cut, measured on the run's validation images (kit.post.pseudo.gate)."""
+    if blend_run.val is None or blend_run.val[0].truth is None:
+        raise KitError(f"{recipe.source}: pseudo.precision measures its cut on validation images with truth, and "
+                       f"there are none ({blend_run.val_skipped or 'no truth'}); give pseudo.threshold")
+    inputs, result = blend_run.val
+    top1 = result.top_codes[:, 0]
+    confidence = pseudo_confidence(recipe, inputs, top1)
+    return pseudo.gate(confidence, top1 == result.top5[:, 0], top1 == inputs.truth, recipe.pseudo.precision)
+
+
 def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) -> np.ndarray | None:
     """The calibrated probability of `codes` (one per image): see kit.post.pseudo. None when no
     member gives probabilities."""
@@ -1017,10 +1028,16 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
     if recipe.pseudo.enabled:
         top1 = result.top_codes[:, 0]
         confidence = pseudo_confidence(recipe, inputs, top1)
+        threshold = recipe.pseudo.threshold
         if confidence is None:
             echo("pseudo-labels: none written, no member gives probabilities (see kit/post/pseudo.py)")
-        else:
-            rows = pseudo.frame(inputs.images, inputs.labels, top1, result.top5[:, 0], confidence, recipe.pseudo.threshold)
+        elif recipe.pseudo.precision is not None:
+            gate = pseudo_gate(recipe, blend_run)
+            echo(gate.line())
+            summary["pseudo_gate"] = dataclasses.asdict(gate) | {"precision": gate.precision if gate.kept else None}
+            threshold = gate.threshold
+        if confidence is not None and threshold is not None:
+            rows = pseudo.frame(inputs.images, inputs.labels, top1, result.top5[:, 0], confidence, threshold)
 
     submission = comp.submission_frame(inputs.images, result.labels)
     write_csv(recipe.submission_path, submission, out, note=f"wrote {recipe.submission_path} ({len(submission)} images)")
@@ -1031,7 +1048,7 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
     if rows is not None:
         right = pseudo.right_share(rows, comp.truth)  # a synthetic competition's test truth says how many are right
         write_csv(recipe.pseudo_path, rows, out,
-                  note=f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {recipe.pseudo.threshold:g}"
+                  note=f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {threshold:.4g}"
                        + ("" if right is None else f"; {right:.0%} right by the test truth") + ")")
         summary["pseudo"] = str(recipe.pseudo_path)
         summary["pseudo_count"] = len(rows)

@@ -21,7 +21,7 @@ steps:                           # fixed order leak -> new_whale -> balance; omi
                                  # {fit: probability}: a P(new) model fitted there (kit/post/new_whale_model.py);
                                  # {} = the unknown share of validation
   balance: {margin: 0.3, min_count: 2}
-pseudo: {threshold: 0.96}
+pseudo: {threshold: 0.96}        # or {precision: 0.9}: the loosest cut that reaches it on validation
 output: submissions
 tune: {free: [steps.balance.*], pin: [], ranges: {}, holdout: 0.3, parts: 5, seed: 0}
 ```
@@ -167,6 +167,9 @@ class Steps:
 class Pseudo:
     enabled: bool = True
     threshold: float = 0.96
+    # the loosest confidence cut whose precision on validation reaches this (lower end of its 95%
+    # interval), in place of `threshold` (kit/post/pseudo.py, `gate`)
+    precision: float | None = None
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,9 @@ class BlendRecipe:
             "fold": self.fold,
             "members": [m.to_dict() for m in self.members],
             "steps": steps,
-            "pseudo": ({"threshold": self.pseudo.threshold} if self.pseudo.enabled
-                       else {"enabled": False, "threshold": self.pseudo.threshold}),
+            "pseudo": {**({} if self.pseudo.enabled else {"enabled": False}),
+                       **({"precision": self.pseudo.precision} if self.pseudo.precision is not None
+                          else {"threshold": self.pseudo.threshold})},
             "output": self.output,
         }
         if self.weights != "auto":
@@ -358,9 +362,12 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
     steps = Steps(tuple((step.name, _step(step, steps_sec.get(step.name), context))
                         for step in order if steps_sec.has(step.name)))
     pseudo_sec = top.section("pseudo")
-    pseudo_sec.keys(("enabled", "threshold"))
+    pseudo_sec.keys(("enabled", "threshold", "precision"))
+    if pseudo_sec.number("threshold", None) is not None and pseudo_sec.number("precision", None) is not None:
+        raise KitError(f"{source}: pseudo: give threshold or precision, not both")
     pseudo = Pseudo(enabled=pseudo_sec.boolean("enabled", True),
-                    threshold=pseudo_sec.number("threshold", 0.96, low=0.0, high=1.0))
+                    threshold=pseudo_sec.number("threshold", 0.96, low=0.0, high=1.0),
+                    precision=pseudo_sec.number("precision", None, low=0.0, high=1.0, low_open=True))
     return BlendRecipe(name=name, data=data, members=members, fold=fold, steps=steps, pseudo=pseudo, output=output,
                        tune=_tune(top.get("tune"), source), weights=weights, source=source)
 

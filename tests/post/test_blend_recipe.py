@@ -133,6 +133,9 @@ def test_tunable_params_round_trip(tmp_path):
     (lambda d: d["steps"]["leak"].update(max_distance=1.5), r"max_distance = 1.5 must be an integer"),
     (lambda d: d["steps"]["balance"].update(enabled="yes"), r"enabled = 'yes' must be true or false"),
     (lambda d: d.update(fold="zero"), r"fold must be an integer"),
+    (lambda d: d.update(pseudo={"threshold": 0.9, "precision": 0.9}), r"pseudo: give threshold or precision, not both"),
+    (lambda d: d.update(pseudo={"precision": 0}), r"pseudo.precision is 0; it must be > 0"),
+    (lambda d: d.update(pseudo={"precison": 0.9}), r"precison"),
     (lambda d: d.update(name="my final"), r"not a usable file name"),
     (lambda d: d.update(steps=[1, 2]), r"steps must be a mapping"),
 ])

@@ -33,3 +33,32 @@ def test_the_share_the_test_truth_confirms():
     truth = pd.DataFrame({"image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "label": ["w_1", "w_9", "w_3", "new_whale"]})
     assert right_share(rows, truth) == 0.5
     assert right_share(rows, None) is None and right_share(rows.iloc[:0], truth) is None
+
+
+def test_the_gate_s_precision_is_a_hand_count():
+    from kit.post.pseudo import gate, wilson
+
+    # ten eligible validation images by confidence; the first 8 right, then two wrong; one not eligible
+    confidence = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93, 0.92, 0.91, 0.90, 0.995])
+    correct = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], bool)
+    eligible = np.r_[np.ones(10, bool), False]
+    g = gate(confidence, eligible, correct, target=0.6)
+    low8, _ = wilson(np.array([8]), np.array([8]))
+    low10, _ = wilson(np.array([8]), np.array([10]))
+    assert low8[0] >= 0.6 > low10[0]  # keeping all ten does not reach it; the first eight do (by hand: 8 of 8)
+    lows = [wilson(np.array([min(k, 8)]), np.array([k]))[0][0] for k in range(1, 11)]
+    k = max(i + 1 for i, low in enumerate(lows) if low >= 0.6)
+    assert (g.kept, g.right) == (k, min(k, 8)) and 0.91 < g.threshold < confidence[k - 1]
+    assert g.low == lows[k - 1] and "right" in g.line()
+    none = gate(confidence, eligible, correct, target=0.99)  # 8 of 8 is not enough evidence for 0.99
+    assert none.threshold is None and none.best[1] > 0 and "none written" in none.line()
+    ties = gate(np.array([0.9, 0.9, 0.8]), np.ones(3, bool), np.array([1, 0, 1], bool), target=0.01)
+    assert ties.kept in (2, 3)  # a cut keeps a whole tie group, never one of two equal confidences
+
+
+def test_the_wilson_interval():
+    from kit.post.pseudo import wilson
+
+    low, high = wilson(np.array([0, 10, 5]), np.array([10, 10, 10]))
+    np.testing.assert_allclose(low, [0.0, 0.7224, 0.2366], atol=1e-4)
+    np.testing.assert_allclose(high, [0.2776, 1.0, 0.7634], atol=1e-4)
