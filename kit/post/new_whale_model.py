@@ -100,16 +100,17 @@ def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.
 
 
 def cross_fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray,
-              part: np.ndarray, n_parts: int) -> np.ndarray:
-    """Per image, the unknown label's position by a model fitted on the other parts only."""
-    at = np.zeros(len(x), np.int64)
+              part: np.ndarray, n_parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the unknown label's position and P(new), by a model fitted on the other parts only."""
+    at, q = np.zeros(len(x), np.int64), np.zeros(len(x))
     for k in range(n_parts):
         rows, rest = part == k, part != k
         if not rows.any():
             continue
         model = fit(x[rest], is_new[rest], scores[rest], truth_column[rest])
         at[rows] = positions(model, x[rows], scores[rows])
-    return at
+        q[rows] = probability_new(model, x[rows])
+    return at, q
 
 
 def _logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -598,7 +598,7 @@ def cross_fitted_ap(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray, part:
     d = new_whale_data(recipe, inputs)
     x, is_new, scores, column = d.x[rows], d.is_new[rows], d.bare.top_scores[rows], d.truth_column[rows]
     at = np.zeros(len(inputs.images), np.int64)
-    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts)
+    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts)[0]
     return _ap_at(d, at, inputs)[rows]
 
 
@@ -869,6 +869,11 @@ class Diagnostics:
     ap_correlation: np.ndarray | None  # the members' per-image AP@5 correlation (blend alone), two or more members
     # MAP@5 and the new_whale-first share at each threshold, everything else as the recipe has it
     threshold_curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    # a P(new) model's cross-fitted P(new) against how often the animal is new (new_whale: fit: probability)
+    new_whale_reliability: Reliability | None = None
+    # pseudo.precision: by the number of validation images a cut keeps (most confident first), their
+    # share right and its 95% lower bound
+    pseudo_curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics:
@@ -904,7 +909,25 @@ def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics
             maps.append(table.ap_at(t).mean())
             shares.append(np.where(pinned >= 0, pinned == inputs.unknown_code, first).mean())
         curve = (grid, np.array(maps), np.array(shares))
-    return Diagnostics(members, run(bare, inputs).map5, correlation, curve)
+    out = Diagnostics(members, run(bare, inputs).map5, correlation, curve)
+    step = recipe.steps.active("new_whale")
+    if step is not None and step.model is not None and inputs.truth is not None:
+        d = new_whale_data(recipe, inputs)
+        n_parts = max(1, min(recipe.tune.parts, len(inputs.truth)))
+        part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
+        q = new_whale_model.cross_fit(d.x, d.is_new, d.bare.top_scores, d.truth_column, part, n_parts)[1]
+        out.new_whale_reliability = reliability(q, d.is_new)
+    if recipe.pseudo.enabled and recipe.pseudo.precision is not None and inputs.truth is not None:
+        top1 = result.top_codes[:, 0]
+        confidence = pseudo_confidence(recipe, inputs, top1)
+        if confidence is not None:
+            keep = np.flatnonzero(top1 == result.top5[:, 0])
+            order = keep[np.argsort(-confidence[keep], kind="stable")]
+            if len(order):
+                kept = np.arange(1, len(order) + 1)
+                right = np.cumsum(top1[order] == inputs.truth[order])
+                out.pseudo_curve = (kept, right / kept, pseudo.wilson(right, kept)[0])
+    return out
 
 
 @dataclass

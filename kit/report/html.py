@@ -3,7 +3,8 @@
 On top, where there is one, the line that says the blend is not above the unknown label alone or
 its best member on validation (kit/post/baseline.py). Sections: the members' MAP@5, their weights and how their errors correlate; each member's
 reliability (top-1 probability against top-1 accuracy) and expected calibration error; the ablation of the
-steps with each gain's paired bootstrap interval; MAP@5 and the new_whale share against the
+steps with each gain's paired bootstrap interval; what the recipe fitted on validation (the ensemble
+selection's picks, P(new)'s reliability, the pseudo-label gate's precision curve); MAP@5 and the new_whale share against the
 threshold; Optuna's history, the held-out gain and the parameter importances (after tune.py); the
 distribution of top-1 scores; a gallery of the worst validation errors. It renders a
 `pipeline.BlendRun`, the evaluation blend.py made, so every number is the one blend.py printed.
@@ -94,6 +95,43 @@ def calibration_section(run: pipeline.BlendRun) -> str:
     return _section("calibration", "Calibration", body)
 
 
+def decisions_section(run: pipeline.BlendRun) -> str:
+    """What the recipe fitted on validation beyond the threshold: the selection's picks, P(new)'s
+    reliability, the pseudo-label gate's precision curve; empty when it fitted none of them."""
+    d, parts = run.diagnostics, []
+    w = run.weights
+    if w is not None and w.picks is not None:
+        rows = [[f"resample {b + 1}"] + [int(k) for k in bag] for b, bag in enumerate(w.picks)]
+        rows.append(["weight"] + [float(x) for x in w.weights])
+        parts.append("<h3>Ensemble selection</h3><p>Each bootstrap resample of the validation images picks a "
+                     "multiset of members greedily on MAP@5 after the steps (with replacement: a member may be "
+                     "picked again); a member's weight is its mean share of the picks.</p>"
+                     + "<div class='scroll'>" + _table(["picks"] + list(w.names), rows) + "</div>")
+    r = d.new_whale_reliability
+    if r is not None:
+        parts.append("<h3>P(new)</h3><p>The model's P(the animal is new) for each validation image, cross-fitted "
+                     "(by a model that never saw the image), binned by tenths, against the share of those images "
+                     f"whose animal is new. ECE {r.ece:.3f}.</p>"
+                     + svg.line_chart({"perfect": ([0.0, 1.0], [0.0, 1.0]), "P(new)": (list(r.confidence), list(r.accuracy))},
+                                      "P(new)", "share new")
+                     + _table(["P(new), bin mean", "share new", "images"],
+                              [[float(c), float(a), int(n)] for c, a, n in zip(r.confidence, r.accuracy, r.counts)]))
+    if d.pseudo_curve is not None:
+        kept, share, low = d.pseudo_curve
+        gate = run.summary.get("pseudo_gate") or {}
+        cut = gate.get("kept") or None
+        parts.append("<h3>Pseudo-label gate</h3><p>Validation images the pseudo-label rule keeps, most confident "
+                     "first: the share right and the lower end of its 95% interval. The gate keeps the most whose "
+                     f"lower end reaches the target {run.recipe.pseudo.precision:g}"
+                     + (f": {cut} images." if cut else ": none does.") + "</p>"
+                     + svg.line_chart({"share right": (list(kept), list(share)), "95% lower end": (list(kept), list(low)),
+                                       "target": ([1, int(kept[-1])], [run.recipe.pseudo.precision] * 2)},
+                                      "validation images kept", "precision"))
+    if not parts:
+        return ""
+    return _section("decisions", "Decisions fitted on validation", "".join(parts))
+
+
 def ablation_section(results: dict[str, pipeline.Result]) -> str:
     parts = []
     for split, r in results.items():
@@ -116,12 +154,17 @@ def threshold_section(run: pipeline.BlendRun) -> str:
     grid, maps, shares = run.diagnostics.threshold_curve
     result = run.val[1]
     best = int(np.argmax(maps))
-    chosen = f"chosen {result.threshold:.3g}: MAP@5 {result.map5:.4f}"
+    if result.threshold is None:  # placed by a P(new) model: the sweep is what one threshold would do instead
+        recipe_s, marker = (f"placed by P(new), no threshold: MAP@5 {result.map5:.4f} (in-sample), new_whale first in "
+                            f"{result.new_whale_share:.1%}"), None
+    else:
+        recipe_s = f"{result.threshold:.3g} (MAP@5 {result.map5:.4f}, {result.new_whale_share:.1%})"
+        marker = (result.threshold, result.map5, f"chosen {result.threshold:.3g}: MAP@5 {result.map5:.4f}")
     body = (f"<p>Sweeping the threshold with everything else as in the recipe. Best on this split: "
             f"{grid[best]:.3g} (MAP@5 {maps[best]:.4f}, new_whale first in {shares[best]:.1%}); the recipe's: "
-            f"{result.threshold:.3g} (MAP@5 {result.map5:.4f}, {result.new_whale_share:.1%}).</p>"
+            f"{recipe_s}.</p>"
             + svg.line_chart({"MAP@5": (grid, list(maps)), "new_whale share": (grid, list(shares))}, "threshold", "value",
-                             marker=(result.threshold, result.map5, chosen)))
+                             marker=marker))
     return _section("threshold", "new_whale threshold", body)
 
 
@@ -233,6 +276,7 @@ def build(run: pipeline.BlendRun, summary=None) -> str:
     if val_result is not None:
         sections.append(members_section(run))
         sections.append(calibration_section(run))
+        sections.append(decisions_section(run))
     else:
         sections.append(_section("members", "Members", f"<p>No validation split: {escape(skip)}.</p>"))
     sections.append(ablation_section(results))

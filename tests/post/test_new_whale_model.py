@@ -71,14 +71,14 @@ def test_cross_fitting_never_places_an_image_by_a_model_that_saw_it():
     x = nm.features(scores, np.zeros(n, np.int64), np.zeros((n, 2), np.int64), np.ones(2))
     column = np.where(is_new, -1, 0)
     part = cv_parts(is_new.astype(np.int64), 1, 5, seed=0)
-    at = nm.cross_fit(x, is_new, scores, column, part, 5)
+    at = nm.cross_fit(x, is_new, scores, column, part, 5)[0]
     mine = part == 2
     flipped = is_new.copy()
     flipped[mine] = ~flipped[mine]
-    np.testing.assert_array_equal(nm.cross_fit(x, flipped, scores, column, part, 5)[mine], at[mine])
+    np.testing.assert_array_equal(nm.cross_fit(x, flipped, scores, column, part, 5)[0][mine], at[mine])
     flipped = ~is_new
     flipped[mine] = is_new[mine]
-    assert not np.array_equal(nm.cross_fit(x, flipped, scores, column, part, 5)[mine], at[mine])
+    assert not np.array_equal(nm.cross_fit(x, flipped, scores, column, part, 5)[0][mine], at[mine])
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,21 @@ def test_blend_prints_the_fitted_model(project):
     pipeline.blend_files(probability_recipe(project, "pnew-print"), echo=lines.append, diagnostics=False)
     line = next(line for line in lines if "new_whale by P(new)" in line)
     assert "fitted on these" in line and "cross-fitted MAP@5" in line and "agreement" in line
+
+
+def test_the_report_shows_what_was_fitted_on_validation(project):
+    """weights: select, fit: probability and pseudo.precision each have their figure in the report."""
+    from kit.report.html import build
+
+    def change(d):
+        d["weights"] = "select"
+        d["pseudo"] = {"precision": 0.5}
+    run = pipeline.evaluate(edit_yaml(probability_recipe(project, "pnew-report", weights=False), change))
+    assert run.diagnostics.new_whale_reliability is not None
+    kept, share, low = run.diagnostics.pseudo_curve
+    assert np.all(low <= share) and kept[0] == 1
+    html = build(run)
+    for part in ('id="decisions"', "<h3>Ensemble selection</h3>", "<h3>P(new)</h3>", "<h3>Pseudo-label gate</h3>"):
+        assert part in html
+    plain = pipeline.evaluate(project.recipe("pnew-plain"))
+    assert 'id="decisions"' not in build(plain)
