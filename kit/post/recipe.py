@@ -490,4 +490,6 @@ def _set_path(d: dict, path: str, value: Any, source: str) -> None:
     if len(parts) == 3 and parts[0] == "steps" and parts[1] in STEPS and last in STEPS[parts[1]].exclusive:
         for other in STEPS[parts[1]].exclusive:  # setting one of a step's exclusive keys clears the others
             node.pop(other, None)
+    if len(parts) == 2 and parts[0] == "pseudo" and last in ("threshold", "precision"):
+        node.pop("precision" if last == "threshold" else "threshold", None)  # a cut, or a precision to measure it by
     node[last] = value

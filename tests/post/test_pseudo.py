@@ -62,3 +62,18 @@ def test_the_wilson_interval():
     low, high = wilson(np.array([0, 10, 5]), np.array([10, 10, 10]))
     np.testing.assert_allclose(low, [0.0, 0.7224, 0.2366], atol=1e-4)
     np.testing.assert_allclose(high, [0.2776, 1.0, 0.7634], atol=1e-4)
+
+
+def test_a_cut_or_a_precision(tmp_path):
+    """pseudo.threshold and pseudo.precision: one or the other; setting one drops the other."""
+    from kit.post.recipe import load_recipe
+    from kit.testing import make_label_competition, write_blend_recipe, write_predictions
+
+    comp = make_label_competition(tmp_path / "data")
+    member = write_predictions(tmp_path / "models" / "a", comp, "logit", signal=2.0, seed=1)
+    path = write_blend_recipe(tmp_path / "blends" / "r.yaml", comp.root, [{"model": str(member), "view": "logit"}],
+                              pseudo={"precision": 0.9})
+    r = load_recipe(path)
+    assert r.pseudo.precision == 0.9 and r.to_dict()["pseudo"] == {"precision": 0.9}
+    assert r.with_params({"pseudo.threshold": 0.5}).pseudo.precision is None
+    assert r.with_params({"pseudo.threshold": 0.5}).with_params({"pseudo.precision": 0.8}).to_dict()["pseudo"] == {"precision": 0.8}
