@@ -182,14 +182,14 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
 
 def _round_row(method: str, rounds) -> Row:
     """Round 1 over round 0; a round the gate did not run leaves round 0 as it was (a gain of 0)."""
-    last = rounds[-1]
-    if len(rounds) == 1:
+    first, last = rounds[0], rounds[-1]
+    val, test = last.val_gain, last.test_gain
+    if len(rounds) == 1:  # round 0 against itself: exactly 0
         method += ": not run, no cut reached it"
-    same = paired_gains([(last.val_ap, rounds[0].val_ap)])[0] if len(rounds) == 1 else last.val_gain
-    test = (paired_gains([(last.test_ap, rounds[0].test_ap)])[0] if len(rounds) == 1 and last.test_ap is not None
-            else last.test_gain)
-    return Row(method, "round 0", same, test, (rounds[0].val_map5, last.val_map5),
-               None if rounds[0].test_ap is None else (rounds[0].test_map5, last.test_map5))
+        val = paired_gains([(first.val_ap, first.val_ap)])[0]
+        test = None if first.test_ap is None else paired_gains([(first.test_ap, first.test_ap)])[0]
+    return Row(method, "round 0", val, test, (first.val_map5, last.val_map5),
+               None if first.test_ap is None else (first.test_map5, last.test_map5))
 
 
 def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None] | None:

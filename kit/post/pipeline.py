@@ -742,10 +742,14 @@ def pseudo_gate(recipe: BlendRecipe, blend_run: "BlendRun") -> pseudo.Gate:
     if blend_run.val is None or blend_run.val[0].truth is None:
         raise KitError(f"{recipe.source}: pseudo.precision measures its cut on validation images with truth, and "
                        f"there are none ({blend_run.val_skipped or 'no truth'}); give pseudo.threshold")
-    inputs, result = blend_run.val
+    return pseudo.gate(*_pseudo_evidence(recipe, *blend_run.val), recipe.pseudo.precision)
+
+
+def _pseudo_evidence(recipe: BlendRecipe, inputs: Inputs, result: Result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """On validation: each image's pseudo-label confidence, whether the rule may pick it (its top-1
+    first in the final list), whether its top-1 is its animal."""
     top1 = result.top_codes[:, 0]
-    confidence = pseudo_confidence(recipe, inputs, top1)
-    return pseudo.gate(confidence, top1 == result.top5[:, 0], top1 == inputs.truth, recipe.pseudo.precision)
+    return pseudo_confidence(recipe, inputs, top1), top1 == result.top5[:, 0], top1 == inputs.truth
 
 
 def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) -> np.ndarray | None:
@@ -918,14 +922,10 @@ def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics
         q = new_whale_model.cross_fit(d.x, d.is_new, d.bare.top_scores, d.truth_column, part, n_parts)[1]
         out.new_whale_reliability = reliability(q, d.is_new)
     if recipe.pseudo.enabled and recipe.pseudo.precision is not None and inputs.truth is not None:
-        top1 = result.top_codes[:, 0]
-        confidence = pseudo_confidence(recipe, inputs, top1)
+        confidence, eligible, correct = _pseudo_evidence(recipe, inputs, result)
         if confidence is not None:
-            keep = np.flatnonzero(top1 == result.top5[:, 0])
-            order = keep[np.argsort(-confidence[keep], kind="stable")]
-            if len(order):
-                kept = np.arange(1, len(order) + 1)
-                right = np.cumsum(top1[order] == inputs.truth[order])
+            _, kept, right = pseudo.cuts(confidence, eligible, correct)  # the cuts the gate chooses among
+            if len(kept):
                 out.pseudo_curve = (kept, right / kept, pseudo.wilson(right, kept)[0])
     return out
 

@@ -58,7 +58,6 @@ def frame(images, labels, top1, first, confidence, threshold: float) -> pd.DataF
     return pd.DataFrame({COLUMNS[0]: np.asarray(images, dtype=object)[keep], COLUMNS[1]: vocab[top1[keep]]})
 
 
-
 @dataclass
 class Gate:
     """A confidence cut measured on validation: what it keeps and how many of those are right."""
@@ -95,16 +94,22 @@ def wilson(right: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return centre - half, centre + half
 
 
+def cuts(confidence: np.ndarray, eligible: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every cut the rule can make on validation: (the eligible confidences, most confident first;
+    for each cut, how many it keeps and how many of those are right). A cut keeps a whole tie group."""
+    idx = np.flatnonzero(eligible)
+    order = idx[np.argsort(-confidence[idx], kind="stable")]
+    conf = confidence[order]
+    ends = np.flatnonzero(np.r_[conf[1:] < conf[:-1], True]) + 1 if len(conf) else np.zeros(0, np.int64)
+    return conf, ends, np.cumsum(correct[order].astype(np.int64))[ends - 1]
+
+
 def gate(confidence: np.ndarray, eligible: np.ndarray, correct: np.ndarray, target: float) -> Gate:
     """The loosest cut `confidence > t` whose kept eligible validation images (top-1 first: `select`'s
     rule) are right in a share whose 95% lower bound reaches `target`."""
-    idx = np.flatnonzero(eligible)
-    order = idx[np.argsort(-confidence[idx], kind="stable")]
-    conf, ok = confidence[order], correct[order].astype(np.int64)
-    if not len(order):
+    conf, ends, right = cuts(confidence, eligible, correct)
+    if not len(conf):
         return Gate(target, None, 0, 0, 0.0, 1.0)
-    ends = np.flatnonzero(np.r_[conf[1:] < conf[:-1], True]) + 1  # a cut keeps a whole tie group
-    right = np.cumsum(ok)[ends - 1]
     low, high = wilson(right, ends)
     reach = np.flatnonzero(low >= target)
     if not len(reach):
