@@ -162,10 +162,12 @@ class Outputs:
     disk) leaves neither a partial set nor a temporary. Use through `outputs()`."""
 
     def __init__(self) -> None:
-        self._staged: list[tuple[Path, Path, str]] = []  # (temporary, target, what to print once moved)
+        # (temporary, target, what to print once moved); temporary None: the target is removed on commit
+        self._staged: list[tuple[Path | None, Path, str]] = []
 
     def _stage(self, target: str | os.PathLike, note: str, make: Callable[[Path], Path]) -> Path:
         target = Path(target)
+        self._staged = [e for e in self._staged if not (e[0] is None and e[1] == target)]  # written after all
         if any(t == target for _, t, _ in self._staged):
             raise ValueError(f"{target} is staged twice")
         with disk_errors_named(target):
@@ -196,16 +198,25 @@ class Outputs:
 
         return self._stage(target, note, make)
 
+    def remove(self, target: str | os.PathLike, note: str = "") -> None:
+        """Remove the file `target` on commit, if it is there: a previous run's output this run does not
+        replace (it would be read as this run's). Nothing happens if the run fails."""
+        target = Path(target)
+        if target.is_file() and not any(t == target for _, t, _ in self._staged):
+            self._staged.append((None, target, note))
+
     def staged(self, target: str | os.PathLike) -> Path:
         """The temporary standing for `target` until commit (to read back what the run wrote)."""
-        return next(tmp for tmp, t, _ in self._staged if t == Path(target))
+        return next(tmp for tmp, t, _ in self._staged if t == Path(target) and tmp is not None)
 
     def commit(self, echo: Callable[[str], None] | None = print) -> list[Path]:
         """Move everything staged into place (renames: nothing can run out of space now). A directory
         replacing one is swapped through `.<name>.old`, which `clean_stale` restores after a kill."""
         for tmp, target, _ in self._staged:
             with disk_errors_named(target):
-                if tmp.is_dir() and target.exists():
+                if tmp is None:
+                    target.unlink(missing_ok=True)
+                elif tmp.is_dir() and target.exists():
                     old = target.with_name(f".{target.name}.old")
                     shutil.rmtree(old, ignore_errors=True)
                     os.replace(target, old)
@@ -225,7 +236,8 @@ class Outputs:
 
     def discard(self) -> None:
         for tmp, _, _ in self._staged:
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         self._staged = []
 
 

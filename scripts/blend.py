@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with outputs() as out:  # the submission, pseudo-labels and report: all in place, or none
         run = blend_files(args.recipe, out=out, diagnostics=not args.no_report)
-        if not args.no_report:
-            from kit.report.html import write_report
+        from kit.report.html import report_path, write_report
 
+        if args.no_report:  # the previous run's report would be read as this submission's
+            out.remove(report_path(run.recipe), note=f"removed {report_path(run.recipe)}: the previous run's report (--no-report)")
+        else:
             run.summary["report"] = str(write_report(run, out=out))
     if args.members:
         from kit.post.compare import format_claims, format_table

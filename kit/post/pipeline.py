@@ -1076,4 +1076,7 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
         summary["pseudo"] = str(recipe.pseudo_path)
         summary["pseudo_count"] = len(rows)
         summary["pseudo_right"] = right
+    else:  # a previous run's pseudo-labels would be taken for this run's
+        out.remove(recipe.pseudo_path, note=f"removed {recipe.pseudo_path}: a previous run's pseudo-labels "
+                                            f"(this run selects none)")
     return blend_run

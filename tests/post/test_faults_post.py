@@ -184,3 +184,40 @@ def test_a_kill_between_the_two_renames_of_a_directory_loses_nothing(tmp_path, m
     monkeypatch.setattr(io, "SWAP_GRACE", -1)  # a minute later (a rename sets the change time; utime cannot)
     clean_stale(tmp_path / "test")
     assert (tmp_path / "test" / "scores.npy").read_bytes() == b"previous"
+
+
+# ---- what a run does not write, it does not leave behind ------------------------------------------
+
+def test_files_this_run_does_not_write_are_removed_with_its_commit(project):
+    """A pseudo-label gate that closes, and `--no-report`, used to leave the previous run's
+    final.pseudo.csv and final.html beside the new submission, to be read as this run's."""
+    out_dir = project["root"] / "blends" / "submissions"
+    assert script("blend.py", project["recipe"]).returncode == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["final.csv", "final.html", "final.pseudo.csv"]
+    d = yaml.safe_load(project["recipe"].read_text())
+    d["pseudo"] = {"precision": 0.9999}  # no cut of a few validation images can show that
+    project["recipe"].write_text(yaml.safe_dump(d, sort_keys=False))
+    out = script("blend.py", project["recipe"], "--no-report")
+    assert out.returncode == 0, out.stderr
+    assert "removed " in out.stdout and "a previous run's pseudo-labels" in out.stdout
+    assert sorted(p.name for p in out_dir.iterdir()) == ["final.csv"]
+
+
+def test_a_removal_waits_for_the_commit(tmp_path):
+    from kit.io import outputs, write_text
+
+    old = tmp_path / "old.csv"
+    old.write_text("x\n")
+    with pytest.raises(RuntimeError):
+        with outputs(echo=None) as out:
+            out.remove(old)
+            write_text(tmp_path / "new.csv", "y\n", out)
+            raise RuntimeError("the run fails")
+    assert old.read_text() == "x\n" and not (tmp_path / "new.csv").exists()
+    with outputs(echo=None) as out:  # removed, then written after all: written
+        out.remove(old)
+        write_text(old, "z\n", out)
+    assert old.read_text() == "z\n"
+    with outputs(echo=None) as out:
+        out.remove(old)
+    assert list(tmp_path.iterdir()) == []
