@@ -38,6 +38,7 @@ from kit.tune.study import tune
 # the longest training first (when there are more trainings than processes, it starts first)
 TINY_RECIPES = ("models/inception_tiny.yaml", "models/resnet18_tiny.yaml", "models/senet_tiny.yaml")
 DEMO_BLEND = Path("blends/demo.yaml")
+KNN = 20  # the knn view's neighbours (export.py --knn), for each member the demo's blend has a knn view of
 RESULT = Path("submissions/demo.json")
 README_BEGIN, README_END = "<!-- demo-table:begin -->", "<!-- demo-table:end -->"
 
@@ -227,9 +228,11 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     train_tasks(tasks, jobs, done)
     lap("train")
 
+    with_knn = {Path(m.model) for m in blend.members if m.view == "knn"}
     for model_dir in members:
         echo(f"== 3/6 export + infer: {model_dir}")
-        export_member(model_dir, data=data, force=force, progress=False, log=lambda line: echo(f"  {line}"))
+        export_member(model_dir, data=data, force=force, knn=KNN if model_dir in with_knn else 0, progress=False,
+                      log=lambda line: echo(f"  {line}"))
     lap("export")
 
     echo(f"== 4/6 blend: {blend_path}")

@@ -1,23 +1,25 @@
 """What each method since 2019 gains here: measured on a competition the demo has trained, each
 gain over its baseline with the paired bootstrap interval, on validation and on the test truth.
 
-Run after `scripts/demo.py` (its members, blend and competition are the baselines):
+Run after `scripts/demo.py` (its members, blend and competition are the baselines; "the networks'
+blend" is the demo's members through their logit and cosine views, automatic weights, one new_whale
+threshold fitted on validation: the demo's blend without the knn views and P(new) it adds):
 - sub-center ArcFace with dynamic margins, GeM over two stages, the head at 10x the learning rate
   and (Happywhale layout only) the auxiliary species head: the demo's ResNet trained again with
   each (`models/resnet18_tiny[-<DIR>]-<variant>`), its logits alone with the new_whale threshold fitted on
   validation, against the demo's ResNet the same way;
-- the knn view: the demo's blend plus each member's knn view (K = 20, rank-calibrated like the
-  cosine views), against the demo's blend; automatic weights both;
-- ensemble selection: the demo's blend with `weights: select` (kit/post/selection.py) against its
+- the knn view: the networks' blend (below) plus each member's knn view (K = 20, rank-calibrated like
+  the cosine views), against the networks' blend; automatic weights both;
+- ensemble selection: the networks' blend with `weights: select` (kit/post/selection.py) against its
   automatic weights;
-- the unknown label by P(new) (kit/post/new_whale_model.py, `fit: probability`): the demo's blend,
+- the unknown label by P(new) (kit/post/new_whale_model.py, `fit: probability`): the networks' blend,
   and the blend with the matcher and selected weights, against the same with one fitted threshold
-  (and the demo's blend against one fitted share);
+  (and the networks' blend against one fitted share);
 - new_whale per species (Happywhale layout only): a threshold per species fitted on validation
   (species with 8+ validation images whose top-1 is of it), against the one fitted threshold;
 - the local matcher (kit/local: SIFT, USAC MAGSAC inliers on the demo blend's top LOCAL_IDENTITIES
-  identities, its calibration fitted on validation): alone, and added to the demo's blend (automatic
-  weights, and `weights: select`), each against the demo's blend (automatic weights);
+  identities, its calibration fitted on validation): alone, and added to the networks' blend (automatic
+  weights, and `weights: select`), each against the networks' blend (automatic weights);
 - one pseudo-label round of the demo's ResNet (logit and cosine views) at confidence 0.8, and one
   gated at precision 0.9 on validation (`pseudo.precision`, kit/post/pseudo.py), each against round 0.
 Validation is where thresholds are fitted, so its gains are optimistic; the test truth is not.
@@ -32,6 +34,7 @@ import numpy as np
 
 from kit import ranking
 from kit.data.competition import load_competition
+from kit.demo import KNN
 from kit.errors import KitError
 from kit.export.member import export_member
 from kit.local.member import LocalCfg, build_local_member
@@ -53,7 +56,6 @@ VARIANTS = {  # the recipe keys each method changes, one line of YAML each
     "head-lr10": {"optim": {"head_lr": 10.0}},
     "species-head": {"head": {"species_weight": 1.0}},  # where train.csv has species
 }
-KNN = 20
 MIN_GROUP = 8
 LOCAL_IDENTITIES = 20
 PRECISION = 0.9  # the gated pseudo-label round's target (pseudo.precision)
@@ -97,7 +99,12 @@ def _member_alone(demo: BlendRecipe, model: str, name: str) -> BlendRecipe:
 
 
 def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]:
+    # the baseline of the blend-level rows: the demo's networks as the demo blended them before issue 24
+    # (each member's logit and cosine views, automatic weights, one new_whale threshold fitted on
+    # validation); the demo adds the knn views and P(new) now, two of the rows below
     demo = load_recipe(blend)
+    demo = demo.with_params({"members": [m.to_dict() for m in demo.members if m.view != "knn"],
+                             "steps.new_whale": {"fit": "threshold"}})
     data = Path(demo.data)
     rows = []
     base = next((m.model for m in demo.members if m.scored and Path(m.model).name.startswith(BASE)), None)
@@ -129,8 +136,8 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
         for m in dict.fromkeys(m.model for m in demo.members if m.scored)]})
     plain = demo.with_params({"name": "gains-plain"})
     blend_alone = _fitted(plain)
-    rows.append(_row("knn view", "the demo's blend", blend_alone, _fitted(knn)))
-    rows.append(_row("weights: select", "the demo's blend", blend_alone,
+    rows.append(_row("knn view", "the networks' blend", blend_alone, _fitted(knn)))
+    rows.append(_row("weights: select", "the networks' blend", blend_alone,
                      _fitted(plain.with_params(name="gains-select", weights="select"))))
     by_p = _fitted(plain, "probability")
     rows.append(_row("new_whale: P(new)", "one fitted threshold", _fitted(plain, "threshold"), by_p))
@@ -138,16 +145,16 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
 
     echo(f"the local matcher: the demo blend's top {LOCAL_IDENTITIES} identities of each query")
     shortlist = Path(blend).with_name("gains-plain.yaml")
-    save_recipe(plain, shortlist, note=["the demo's blend, for kit/gains.py's local matcher shortlist"])
+    save_recipe(plain, shortlist, note=["the networks' blend, for kit/gains.py's local matcher shortlist"])
     local = build_local_member(shortlist, LocalCfg(f"local{Path(base).name.removeprefix(BASE)}", LOCAL_IDENTITIES),
                                progress=False, echo=echo)
     member = {"model": str(local), "view": "local"}
-    rows.append(_row("local matcher alone", "the demo's blend", blend_alone,
+    rows.append(_row("local matcher alone", "the networks' blend", blend_alone,
                      _fitted(demo.with_params({"name": "gains-local", "members": [member]}))))
     with_local = demo.with_params({"name": "gains-with-local", "members": [m.to_dict() for m in demo.members] + [member]})
-    rows.append(_row("+ local matcher", "the demo's blend", blend_alone, _fitted(with_local)))
+    rows.append(_row("+ local matcher", "the networks' blend", blend_alone, _fitted(with_local)))
     selected = with_local.with_params(name="gains-with-local-select", weights="select")
-    rows.append(_row("+ local matcher, weights: select", "the demo's blend", blend_alone, _fitted(selected)))
+    rows.append(_row("+ local matcher, weights: select", "the networks' blend", blend_alone, _fitted(selected)))
     rows.append(_row("+ local matcher, select, P(new)", "the same, one fitted threshold", _fitted(selected, "threshold"),
                      _fitted(selected, "probability")))
 
