@@ -958,6 +958,8 @@ def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tu
         raise KitError(f"{recipe.source}: weights: select chooses the weights on validation, and "
                        + ("there is no validation split" if val is None else
                           f"{recipe.members[[mi is None for mi in val.members].index(True)].name} has no validation predictions"))
+    if basis is test:  # the members' agreement there, never the test truth a synthetic competition carries
+        basis = dataclasses.replace(test, truth=None)
     report = weight_report(recipe, basis)
     return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)}), report
 

@@ -58,3 +58,26 @@ def test_without_truth_near_copies_are_found_by_agreement():
     assert "no truth" in r.basis and np.all(r.skill == 1)
     assert r.copies[3] < 1.2 and np.all(r.copies[:3] > 2.5)
     assert r.weights[3] > 2 * r.weights[:3].max()
+
+
+def test_automatic_weights_never_read_the_test_truth(tmp_path):
+    """A member without validation predictions: the weights fell back to the test split and were
+    fitted on its truth (a synthetic competition's test_truth.csv), called "validation errors".
+    Now they come from the members' agreement there, and the truth cannot move them."""
+    from kit.post import pipeline
+    from kit.testing import make_label_competition, write_blend_recipe, write_predictions
+
+    comp = make_label_competition(tmp_path / "data")
+    a = write_predictions(tmp_path / "models" / "a", comp, "logit", signal=3.0, seed=1)
+    b = write_predictions(tmp_path / "models" / "b", comp, "logit", signal=1.0, seed=2, splits=("test",))
+    recipe = write_blend_recipe(tmp_path / "blends" / "final.yaml", comp.root,
+                                [{"model": str(a), "view": "logit"}, {"model": str(b), "view": "logit"}])
+    run = pipeline.evaluate(recipe, diagnostics=False)
+    assert run.test[0].truth is not None  # the test truth is there, for scoring only
+    assert "no truth" in run.weights.basis and "validation errors" not in " ".join(run.weights.lines())
+    truth = comp.root / "test_truth.csv"
+    lines = truth.read_text().splitlines()
+    head, rows = lines[0], lines[1:]
+    labels = [r.split(",")[1] for r in rows]
+    truth.write_text("\n".join([head] + [f"{r.split(',')[0]},{lab}" for r, lab in zip(rows, labels[1:] + labels[:1])]) + "\n")
+    assert list(pipeline.evaluate(recipe, diagnostics=False).weights.weights) == list(run.weights.weights)
