@@ -11,7 +11,9 @@ removed before an update, so a killed build leaves no index vouching for half-wr
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterable
@@ -89,6 +91,8 @@ def open_row_cache(directory: Path, keys: list[str], stamps: list, spec: dict, v
                 maps = {name: np.lib.format.open_memmap(tmps[name], mode="w+", dtype=np.dtype(dtype),
                                                         shape=(len(keys), *shape))
                         for name, (shape, dtype) in arrays.items()}
+                for tmp in tmps.values():
+                    reserve(tmp)
                 reasons = _fill(maps, range(len(keys)), keys, compute, progress, workers, f"building the {what}")
                 for m in maps.values():
                     m.flush()
@@ -100,6 +104,21 @@ def open_row_cache(directory: Path, keys: list[str], stamps: list, spec: dict, v
             write_text(index_path, json.dumps({"version": version, "spec": spec, "keys": keys, "stamps": stamps,
                                                "bad": reasons}) + "\n")
     return {name: np.load(p, mmap_mode="r") for name, p in paths.items()}, reasons
+
+
+def reserve(path: Path) -> None:
+    """Allocate the whole of a (sparse) file now. A memory-mapped file's pages get their disk blocks
+    when first written: on a disk with less room than the file, the row that finds none kills the
+    process with SIGBUS (nothing said, a temporary left behind). Allocated here, a full disk is an
+    ENOSPC now, which the caller names. Filesystems that cannot allocate ahead keep the old behaviour."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
 
 
 def _fill(maps: dict[str, np.ndarray], rows: Iterable[int], keys: list[str], compute, progress: bool,

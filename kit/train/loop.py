@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import io
 import json
 import math
 import multiprocessing
@@ -203,8 +204,10 @@ def save_checkpoint(path: Path, model: nn.Module, recipe: Recipe, classes: list[
     and `training`'s state (epoch, stage, optimizer, ... for --resume); written atomically."""
     state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "recipe": recipe.to_dict(), "classes": list(classes), "info": info.to_dict(), **training}
+    buffer = io.BytesIO()  # torch's own file writer turns a full disk into a RuntimeError; Python's names it
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 @torch.no_grad()

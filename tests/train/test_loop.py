@@ -407,3 +407,29 @@ def test_the_species_head_trains_beside_the_identities(new_competition, tiny_rec
     with pytest.raises(KitError, match=r"train.csv has no species column; set it to 0"):
         train(tiny_recipe(plain, head={"species_weight": 1.0}), out=tmp_path / "none", progress=False)
     assert not (tmp_path / "none").exists()
+
+
+def test_a_checkpoint_on_a_full_disk_is_one_named_error(full_disk, tmp_path):
+    """torch.save's own writer made a full disk a 30-line RuntimeError traceback; the file is written
+    by Python now, and the error names it. The previous checkpoint stays whole."""
+    from types import SimpleNamespace
+
+    from kit.errors import KitError
+    from kit.train.loop import save_checkpoint
+
+    disk = full_disk(tmp_path / "disk", size="8m")
+    filler = disk / "filler.bin"
+    filler.unlink()  # room for a first checkpoint
+    model, plain = torch.nn.Linear(256, 256), SimpleNamespace(to_dict=dict)
+    save_checkpoint(disk / "checkpoint.pt", model, plain, ["a"], plain, epoch=1)
+    before = (disk / "checkpoint.pt").read_bytes()
+    with open(filler, "wb", buffering=0) as f:  # the rest of the disk, taken
+        try:
+            while f.write(b"\0" * 65536):
+                pass
+        except OSError:
+            pass
+    with pytest.raises(KitError, match=r"checkpoint\.pt.*No space left on device"):
+        save_checkpoint(disk / "checkpoint.pt", model, plain, ["a"], plain, epoch=2)
+    assert (disk / "checkpoint.pt").read_bytes() == before
+    assert sorted(p.name for p in disk.iterdir()) == ["checkpoint.pt", "filler.bin"]
