@@ -127,6 +127,29 @@ def _sqlite_write_ahead(engine) -> None:
     engine.dispose()  # the connections Optuna opened to set the schema up, without the pragmas
 
 
+# a server URL without a driver (postgresql://, as the README writes it) gets the first one installed:
+# SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, and the [postgres] extra installs psycopg2
+DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+           "mysql": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"))}
+
+
+def with_driver(url: str) -> str:
+    """`url` with an installed SQLAlchemy driver named for a bare postgresql:// or mysql:// (and
+    postgres://, an old spelling); other URLs as they are. A KitError when no driver is installed."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    scheme = "postgresql" if scheme == "postgres" else scheme
+    if not sep or scheme not in DRIVERS:
+        return url
+    for module, driver in DRIVERS[scheme]:
+        if importlib.util.find_spec(module) is not None:
+            return f"{scheme}+{driver}://{rest}"
+    extra = ("pip install -e '.[postgres]' (psycopg2), or psycopg" if scheme == "postgresql"
+             else "pip install mysqlclient, or pymysql")
+    raise KitError(f"--storage {scheme}://...: no {scheme} driver is installed: {extra}")
+
+
 def open_storage(url: str, grace: int = GRACE):
     """An Optuna storage from a URL: RDB (sqlite:///, postgresql://, mysql://) or `journal:PATH`.
     `grace`: seconds without a heartbeat before an RDB storage fails a killed worker's trial."""
@@ -138,7 +161,8 @@ def open_storage(url: str, grace: int = GRACE):
         path = url.removeprefix("journal:")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    if url.startswith(("sqlite:", "postgresql", "mysql")):
+    if url.startswith(("sqlite:", "postgres", "mysql")):
+        url = with_driver(url)
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from tune_project import tune_together
 
 from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
-from kit.tune.study import study_name_for
+from kit.tune.study import study_name_for, with_driver
 
 
 def _pg_bin() -> Path | None:
@@ -62,7 +62,7 @@ def postgres():
         pg("pg_ctl", "-D", str(data), "-l", str(home / "server.log"), "-w", "-t", "60", "start",
            "-o", f"-k {home} -p {port} -c listen_addresses='' -c fsync=off")
         pg("createdb", "-h", str(home), "-p", str(port), "-U", "kit", "studies")
-        yield f"postgresql+psycopg2://kit@/studies?host={home}&port={port}"
+        yield f"postgresql://kit@/studies?host={home}&port={port}"  # as the README writes it: no driver named
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
@@ -77,9 +77,28 @@ def test_two_machines_tune_one_study_in_postgresql(project, postgres):
         assert f"in {postgres}: {n} finished trials" in out
     recipe = load_recipe(path)
     name = study_name_for(recipe, search_space(recipe), recipe.tune.holdout, recipe.tune.seed)
-    trials = optuna.load_study(study_name=name, storage=postgres).get_trials()
+    trials = optuna.load_study(study_name=name, storage=with_driver(postgres)).get_trials()
     finished = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(t.number for t in finished) == list(range(n)), [(t.number, t.state.name) for t in trials]
     assert len({tuple(sorted(t.params.items())) for t in finished}) == n  # no parameter set twice
     surplus = [t for t in trials if t.state != TrialState.COMPLETE]
     assert all(t.state == TrialState.PRUNED and t.number >= n for t in surplus)
+
+
+def test_a_bare_server_url_gets_the_installed_driver(monkeypatch):
+    """postgresql://, as the README writes it, crashed in 41 lines: SQLAlchemy 2.1 maps it to psycopg 3,
+    and the [postgres] extra installs psycopg2."""
+    import importlib.util
+
+    from kit.errors import KitError
+
+    installed = {"psycopg2"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    assert with_driver("postgresql://u:p@host/db") == "postgresql+psycopg2://u:p@host/db"
+    assert with_driver("postgres://u@host/db") == "postgresql+psycopg2://u@host/db"
+    assert with_driver("postgresql+psycopg://u@host/db") == "postgresql+psycopg://u@host/db"  # the user's choice
+    assert with_driver("sqlite:///models/studies.db") == "sqlite:///models/studies.db"
+    installed.add("psycopg")
+    assert with_driver("postgresql://u@host/db") == "postgresql+psycopg://u@host/db"
+    with pytest.raises(KitError, match=r"mysql://\.\.\.: no mysql driver is installed: pip install mysqlclient"):
+        with_driver("mysql://u@host/db")
