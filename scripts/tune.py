@@ -34,13 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     from kit.io import outputs
     from kit.tune.study import tune
 
-    with outputs(echo=None) as out:  # the tuned recipe and its report: both in place, or neither
-        s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs, seed=args.seed,
-                 progress=not args.quiet, out=out, grace=args.grace)
-        if not args.no_report:
-            from kit.report.html import write_tune_report
+    try:
+        with outputs(echo=None) as out:  # the tuned recipe and its report: both in place, or neither
+            s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs,
+                     seed=args.seed, progress=not args.quiet, out=out, grace=args.grace)
+            if not args.no_report:
+                from kit.report.html import write_tune_report
 
-            report = write_tune_report(s, out=out)
+                report = write_tune_report(s, out=out)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written; the study keeps every finished trial, and the same command goes on "
+              "from them", file=sys.stderr)
+        return 130
     print(f"study {s.study_name} in {s.storage}: {s.n_trials} finished trials"
           + (f" ({s.trials_per_second:.1f} trials/s this run)" if s.trials_per_second else ""))
     print(s.table())

@@ -38,6 +38,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -237,15 +238,76 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+class _Stop:
+    """Whether this process was asked to stop after its trial in flight (Ctrl-C, or tune.py's
+    STOP_SIGNAL to a worker)."""
+
+    asked = False
+
+    @classmethod
+    def ask(cls, signum=None, frame=None) -> None:
+        cls.asked = True
+
+
+_STOP = _Stop
+STOP_SIGNAL = getattr(signal, "SIGUSR1", signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def finish_trial_on_ctrl_c() -> Iterator[None]:
+    """In the block, a first Ctrl-C lets the trial in flight finish and then ends the run (with a
+    KeyboardInterrupt, from `_optimize`); a second one interrupts at once. The main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum, frame) -> None:
+        _STOP.ask()
+        signal.signal(signal.SIGINT, previous)
+
+    _STOP.asked = False
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _STOP.asked = False
+
+
+def stop_workers(procs: list, wait: float = 10.0) -> None:
+    """Ctrl-C to tune.py: each worker is asked to stop after its trial in flight (STOP_SIGNAL), then
+    terminated if it has not ended within `wait` seconds. Without this, a Ctrl-C to tune.py alone
+    (not its process group) waited for every remaining trial of the workers: multiprocessing joins
+    its children at exit."""
+    for p in procs:
+        if p.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, STOP_SIGNAL)
+    deadline = time.monotonic() + wait
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join()
+
+
 def _worker(*args, parent: int, **kwargs) -> None:
     """A `--jobs` worker process: one line and exit status 2 for a KitError, as the scripts do."""
     _die_with_parent(parent)
+    # A terminal's Ctrl-C reaches every process of its group, and an interrupt in the middle of Optuna's
+    # bookkeeping is a traceback (and a trial left RUNNING): the workers leave it to tune.py, which
+    # asks them (STOP_SIGNAL) to stop after their trial in flight
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(STOP_SIGNAL, _STOP.ask)
     try:
         with storage_errors(args[1]):
             _optimize(*args, **kwargs)
     except KitError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # stopped as asked: tune.py says so, once
+        sys.exit(130)
 
 
 class Objective:
@@ -453,8 +515,14 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
         return objective(trial)
 
     # Optuna's bar is tqdm's: on a terminal only (a log would fill with carriage-return frames)
+    def stop_when_asked(study, trial) -> None:  # after each trial: a Ctrl-C ends the run here, its trials whole
+        if _STOP.asked:
+            study.stop()
+
     study.optimize(objective_within_budget, n_trials=trials - done, show_progress_bar=progress and interactive(),
-                   gc_after_trial=False)
+                   gc_after_trial=False, callbacks=[stop_when_asked])
+    if _STOP.asked:
+        raise KeyboardInterrupt
 
 
 def wait_for_other_runs(study, trials: int, grace: int, poll: float = 0.1) -> None:
@@ -533,7 +601,8 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     start = time.perf_counter()
     args = (str(recipe_path), storage, study_name, trials, seed, grace, since)
     if jobs == 1:
-        _optimize(*args, worker=0, progress=progress, objective=objective)
+        with finish_trial_on_ctrl_c():
+            _optimize(*args, worker=0, progress=progress, objective=objective)
     else:  # processes, not threads: the objective holds the GIL between numba calls
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_worker, args=args,
@@ -541,8 +610,12 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
                  for w in range(jobs)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        try:
+            for p in procs:
+                p.join()
+        except KeyboardInterrupt:
+            stop_workers(procs)
+            raise
         failed = [p.exitcode for p in procs if p.exitcode != 0]
         if failed:  # a worker's KitError is its own line above this one
             raise KitError(f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed}); the study keeps every finished trial")

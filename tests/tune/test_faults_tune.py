@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 from tune_project import ROOT, edit_yaml, script, script_env, tune_together
 
 from faults import one_error_line, snapshot
@@ -90,6 +92,71 @@ def test_killing_tune_kills_its_workers(project):
         parent.kill()
         parent.wait()
         for w in workers:  # should the kernel not have ended them, the test does: not a CI's cores
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _workers(pid: int) -> list[int]:
+    """The `--jobs` worker processes of tune.py `pid` (not multiprocessing's resource tracker)."""
+    out = []
+    for k in _children(pid):
+        try:
+            if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text():
+                out.append(k)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def _started(path: Path, url: str, jobs: int) -> subprocess.Popen:
+    """tune.py with far more trials than it will run, in its own process group (a terminal's), once
+    its study holds 4 finished trials (and its workers run)."""
+    proc = subprocess.Popen([sys.executable, "scripts/tune.py", str(path), "--trials", "100000", "--storage", url,
+                             "--jobs", str(jobs), "--no-report", "--quiet"], cwd=ROOT, env=script_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if len(_workers(proc.pid)) >= (jobs if jobs > 1 else 0) and \
+                    len(_study_of(path, url).get_trials(states=(TrialState.COMPLETE,))) >= 4:
+                return proc
+        except (KeyError, SQLAlchemyError):  # the database, its tables or the study are not created yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("tune.py never got going")
+
+
+@pytest.mark.parametrize("jobs, whom", [(1, "group"), (2, "group"), (2, "parent")])
+def test_ctrl_c_is_one_line_at_once_and_the_study_keeps_its_trials(project, jobs, whom):
+    """Ctrl-C printed Optuna's 48-line traceback (115 with --jobs 2), and a SIGINT to tune.py alone
+    waited minutes for its workers' remaining trials. Now: one line, exit 130, within seconds, the
+    workers gone, nothing written, and the study's finished trials kept for the next run."""
+    path, url = project.recipe(), project.sqlite(f"ctrl-c-{jobs}-{whom}")
+    proc = _started(path, url, jobs)
+    workers = _workers(proc.pid)
+    assert len(workers) == (jobs if jobs > 1 else 0)
+    try:
+        start = time.time()
+        if whom == "group":  # a terminal's Ctrl-C: every process of the foreground group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert time.time() - start < 30
+        assert proc.returncode == 130
+        assert err.strip().splitlines() == ["interrupted: nothing written; the study keeps every finished trial, "
+                                            "and the same command goes on from them"], err
+        assert not any(_alive(w) for w in workers)
+        assert not (path.parent / f"{path.stem}.tuned.yaml").exists()
+        states = [t.state for t in _study_of(path, url).get_trials()]
+        assert states.count(TrialState.COMPLETE) >= 4 and TrialState.RUNNING not in states
+    finally:
+        proc.kill()
+        proc.wait()
+        for w in workers:
             try:
                 os.kill(w, signal.SIGKILL)
             except ProcessLookupError:
