@@ -73,6 +73,11 @@ def score_files(submission: str | Path, truth: str | Path, strict: bool = False)
         known = " or ".join(",".join(layout.submission_columns) for layout in LAYOUTS)
         problems.append(f"header is {','.join(header)}, expected {known}")
     truth_images = set(tru["image"])
+    if len(tru) and truth_images.isdisjoint(sub["image"]):  # not a score of 0: files that do not go together
+        columns = lambda path, what: ",".join(read_csv(path, (), what).columns[:2])  # noqa: E731
+        raise KitError(f"{truth}: none of its {len(truth_images):,} images is in {submission} (truth header "
+                       f"{columns(truth, 'truth')}, submission header {columns(submission, 'submission')}): the "
+                       f"truth of another competition, or its columns in another order?")
     extra = [im for im in sub["image"] if im not in truth_images]
     if extra:
         problems.append(f"{len(extra)} image(s) not in {truth} (not scored), e.g. {extra[0]!r}")

@@ -83,8 +83,8 @@ def load(directory: str | Path, mmap: bool = True) -> PredictionSet:
             raise KitError(f"{directory}: prediction set lacks {f}")
     try:
         scores = np.load(directory / "scores.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as e:
-        raise KitError(f"{directory / 'scores.npy'}: not a plain .npy array ({e})") from None
+    except (ValueError, EOFError) as e:  # EOFError: an empty or cut file (a full disk, a copy stopped)
+        raise KitError(f"{directory / 'scores.npy'}: not a plain .npy array ({e or 'empty or cut short'})") from None
     try:
         meta = json.loads(_text(directory / "meta.json"))
     except json.JSONDecodeError as e:

@@ -68,11 +68,14 @@ def round_recipe(recipe: BlendRecipe, r: int) -> BlendRecipe:
     return recipe.with_params({**params, "name": f"{recipe.name}{SUFFIX}{r}"})
 
 
+MAX_ROUNDS = 10  # the 2nd place of Happywhale ran 5
+
+
 def pseudo_rounds(recipe_path: str | Path, rounds: int, *, force: bool = False, echo: Callable[[str], None] = print,
                   progress: bool = False) -> list[Round]:
     """Round 0 (the recipe) and `rounds` rounds of retraining with pseudo-labels; see the module."""
-    if rounds < 1:
-        raise KitError(f"--rounds must be >= 1, got {rounds}")
+    if not 1 <= rounds <= MAX_ROUNDS:  # each round retrains every member: a typo of 20 would run for days
+        raise KitError(f"--rounds must be 1 to {MAX_ROUNDS}, got {rounds}")
     base = load_recipe(recipe_path)
     if not base.pseudo.enabled:
         raise KitError(f"{base.source}: pseudo is off (pseudo.enabled: false); rounds need its pseudo-labels")
@@ -88,6 +91,10 @@ def pseudo_rounds(recipe_path: str | Path, rounds: int, *, force: bool = False, 
         if gate is not None and gate.get("threshold") is None:  # pseudo.precision: no cut reaches it
             echo(f"round {r}: not run: round {r - 1}'s pseudo-labels cannot reach precision {base.pseudo.precision:g} "
                  f"on validation; training on them would train on noise")
+            break
+        if pseudo.is_file() and out[-1].pseudo_labels_written == 0:
+            echo(f"round {r}: not run: round {r - 1} selected no pseudo-label above its cut (pseudo.threshold "
+                 f"{gate['threshold'] if gate else base.pseudo.threshold:g}); there is nothing new to train on")
             break
         if not pseudo.is_file():
             raise KitError(f"{pseudo}: round {r - 1} selected no pseudo-labels (no member gives probabilities, or "

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         "blends/<name>-pl<r>.yaml; prints each round's MAP@5 on validation and test truth with its gain over round 0.",
         "python scripts/rounds.py blends/final.yaml --rounds 2")
     p.add_argument("recipe", help="the blend recipe of round 0 (its members trained and exported)")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of retraining (default 2)")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of retraining, 1 to 10 (default 2)")
     p.add_argument("--force", action="store_true", help="retrain and re-export rounds already done")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     args = p.parse_args(argv)

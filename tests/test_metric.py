@@ -53,6 +53,15 @@ def test_score_files(tmp_path):
     assert n == 3 and value == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
 
 
+def test_a_truth_that_shares_no_image_with_the_submission_is_refused(tmp_path):
+    """A truth with its columns the other way round (or another competition's) scored 0.0, exit 0."""
+    sub = write(tmp_path / "sub.csv", [("1.jpg", "w_a"), ("2.jpg", "new_whale")])
+    swapped = write(tmp_path / "truth.csv", [("w_a", "1.jpg"), ("new_whale", "2.jpg")], header="Id,Image")
+    with pytest.raises(KitError, match=r"truth.csv: none of its 2 images is in .*sub.csv \(truth header Id,Image, "
+                                       r"submission header Image,Id\)"):
+        score_files(sub, swapped)
+
+
 def test_more_than_five_labels_warns(tmp_path, capsys):
     truth = write(tmp_path / "truth.csv", [("1.jpg", "f")])
     sub = write(tmp_path / "sub.csv", [("1.jpg", "a b c d e f")])

@@ -65,8 +65,18 @@ def test_rounds_need_pseudo_labels(tmp_path):
                              name="off", pseudo={"enabled": False})
     with pytest.raises(KitError, match="pseudo is off"):
         pseudo_rounds(off, 1)
-    with pytest.raises(KitError, match="--rounds must be >= 1"):
+    with pytest.raises(KitError, match="--rounds must be 1 to 10, got 0"):
         pseudo_rounds(on, 0)
+    with pytest.raises(KitError, match="--rounds must be 1 to 10, got 20"):
+        pseudo_rounds(on, 20)
+    d = yaml.safe_load(on.read_text())
+    d["pseudo"] = {"threshold": 1.0}  # no confidence is above it: the CSV has its header and no row
+    on.write_text(yaml.safe_dump(d, sort_keys=False))
+    said = []
+    rows = pseudo_rounds(on, 1, echo=said.append)  # stopped before training: it needs no network
+    assert len(rows) == 1 and rows[0].pseudo_labels_written == 0
+    assert any("round 1: not run: round 0 selected no pseudo-label above its cut (pseudo.threshold 1)" in line
+               for line in said), said
 
 
 def test_a_gain_is_after_minus_before():

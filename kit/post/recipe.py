@@ -331,6 +331,8 @@ def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
         top.fail("fold", f"must be an integer >= -1 or {ALL_FOLDS!r} (out-of-fold members), got {top.get('fold')!r}")
     fold = ALL_FOLDS if top.get("fold") == ALL_FOLDS else top.integer("fold", default=0, low=-1)
     output = top.string("output", default="submissions")
+    if ".." in Path(output).parts or not output.strip():  # a shared recipe writes where its reader expects
+        top.fail("output", f"{output!r} must be a folder under the one blend.py runs in (no '..'), or an absolute path")
 
     members_raw = top.get("members")
     if not isinstance(members_raw, list) or not members_raw:

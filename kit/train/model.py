@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import pickle
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -251,8 +253,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise KitError(f"{path}: checkpoint not found; train the member first (python scripts/train.py models/<recipe>.yaml)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's advice (load it with weights_only=False) would run its code
+        raise KitError(f"{path}: refused: it holds Python objects beyond tensors and plain data, and unpickling them "
+                       f"could run code; the kit reads only checkpoints scripts/train.py wrote") from None
     except Exception as e:  # a truncated or foreign file
-        raise KitError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
+        first = re.sub(r"\x1b\[[0-9;]*m", "", (str(e).splitlines() or [type(e).__name__])[0])
+        raise KitError(f"{path}: not a readable checkpoint ({first[:200]})") from None
 
 
 def load_member(model_dir: str | os.PathLike) -> tuple[WhaleNet, MemberInfo]:

@@ -2,6 +2,7 @@
 import pytest
 import yaml
 
+from kit.config import read_yaml
 from kit.errors import KitError
 from kit.post.recipe import (BlendRecipe, Calibration, load_recipe, recipe_from_dict, save_recipe)
 
@@ -138,6 +139,8 @@ def test_tunable_params_round_trip(tmp_path):
     (lambda d: d.update(pseudo={"precison": 0.9}), r"precison"),
     (lambda d: d.update(name="my final"), r"not a usable file name"),
     (lambda d: d.update(steps=[1, 2]), r"steps must be a mapping"),
+    (lambda d: d.update(output="../../elsewhere"), r"output '../../elsewhere' must be a folder under the one blend.py runs in"),
+    (lambda d: d.update(output="subs/../.."), r"output 'subs/../..' must be a folder"),
 ])
 def test_bad_recipes(tmp_path, edit, message):
     d = yaml.safe_load(GOOD)
@@ -158,6 +161,16 @@ def test_unreadable_recipes(tmp_path):
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(KitError, match="the recipe must be a mapping"):
         load_recipe(tmp_path / "list.yaml")
+
+
+def test_a_key_given_twice_is_refused_and_merge_keys_still_work(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second `steps:` dropped the first without a word."""
+    twice = GOOD + "steps:\n  balance: {margin: 0.3, min_count: 2}\n"
+    (tmp_path / "twice.yaml").write_text(twice)
+    with pytest.raises(KitError, match=r"twice.yaml: not valid YAML at line \d+ \(key 'steps' is given twice\)"):
+        load_recipe(tmp_path / "twice.yaml")
+    (tmp_path / "merged.yaml").write_text("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  c: 3\n")
+    assert read_yaml(tmp_path / "merged.yaml", "recipe") == {"a": {"b": 1, "c": 2}, "d": {"b": 1, "c": 3}}
 
 
 def test_weights_all_or_none_and_rank_weights(tmp_path):

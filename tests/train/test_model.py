@@ -140,3 +140,24 @@ def test_gem_against_a_slow_reference_and_on_two_stages(tiny_recipe):
     assert "pool.p" in dict(two.named_parameters()) and two(torch.randn(2, 3, 32, 64))[0].shape == (2, 5)
     with pytest.raises(KitError, match="model.pool_stages 2 pools several stages with GeM; set model.pool: gem"):
         tiny_recipe("x", model={"pool_stages": 2})
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this ran on loading",))
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_without_torch_s_advice(tmp_path, capsys):
+    """The refusal repeated torch's advice, to load it with weights_only=False: running its code."""
+    from kit.errors import KitError
+    from kit.train.model import read_checkpoint
+
+    torch.save({"model": {}, "x": _RunsCode()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(KitError) as e:
+        read_checkpoint(tmp_path / "checkpoint.pt")
+    assert "refused: it holds Python objects" in str(e.value) and "weights_only" not in str(e.value)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+    assert "this ran on loading" not in capsys.readouterr().out
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:40])
+    with pytest.raises(KitError, match=r"cut.pt: not a readable checkpoint \("):
+        read_checkpoint(tmp_path / "cut.pt")
