@@ -6,6 +6,7 @@ data from the layout table below, or the caller's `unknown=` override.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,23 @@ class Competition:
     def known_labels(self) -> list[str]:
         """Identities that can be predicted: every train label but the unknown one, sorted."""
         return sorted(set(self.train["label"]) - {self.unknown})
+
+    def digest(self) -> str:
+        """What identifies this competition wherever it lies: a SHA-256 over its train images and labels,
+        its test images and its validation folds (folds.csv), each sorted. A copied or moved project
+        keeps it; another competition regenerated at the same path does not. Never the test truth."""
+        h = hashlib.sha256()
+        for line in sorted(f"{i},{l}" for i, l in zip(self.train["image"], self.train["label"])):
+            h.update(f"{line}\n".encode())
+        h.update(b"-- test\n")
+        for image in sorted(self.test_images):
+            h.update(f"{image}\n".encode())
+        folds = self.root / "folds.csv"
+        if folds.is_file():
+            h.update(b"-- folds\n")
+            for line in sorted(folds.read_text(encoding="utf-8", errors="replace").splitlines()[1:]):
+                h.update(f"{line.strip()}\n".encode())
+        return h.hexdigest()[:16]
 
     def submission_frame(self, images: list[str], labels: list[list[str]]) -> pd.DataFrame:
         """A submission in this competition's own column names, labels space-separated."""

@@ -172,6 +172,7 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
                     log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
                     runner = OnnxRunner(out.staged(model_dir / ONNX), provider, threads)
             images, logit_images = images_needed(plans)
+            digest = comp.digest()
             ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)
                       else f"PyTorch on {runner.device} (onnxruntime here has no CUDA provider)")
             log(f"{model_dir}: inference on {len(images):,} images with {ran_by}" + (" (fp16)" if fp16_used else ""))
@@ -180,7 +181,8 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
             sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities,
                                    knn=knn)
             for (view, split), ps in sets.items():
-                ps.meta["data"] = str(data_dir.resolve())  # a blend on another competition is refused by name
+                ps.meta["data"] = str(data_dir.resolve())  # where it was made, for messages
+                ps.meta["competition"] = digest  # what it was made on: a blend on another competition is refused
                 if fp16_used:
                     ps.meta["precision"] = "fp16"
                 ps.save(model_dir / "preds" / view / split, out=out)

@@ -177,9 +177,10 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
 
     # members
     loaded: list[tuple[int, Member, predset.PredictionSet | None]] = []
+    digest = comp.digest() if any(m.scored for m in recipe.members) else ""
     for i, m in enumerate(recipe.members):
         if m.scored:
-            loaded.append((i, m, _load_member_set(recipe, i, m, split, comp.unknown)))
+            loaded.append((i, m, _load_member_set(recipe, i, m, split, comp.unknown, digest)))
     sets = [ps for _, _, ps in loaded]
     if sets:
         predset.check_aligned(sets, [f"{src}: members[{i}] ({m.preds_dir(split)})" for i, m, _ in loaded])
@@ -238,7 +239,10 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
     return inputs
 
 
-def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown: str) -> predset.PredictionSet:
+def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown: str,
+                     digest: str) -> predset.PredictionSet:
+    """Member i's prediction set for `split`, checked against the recipe and the competition (`digest`:
+    its Competition.digest)."""
     src = recipe.source
     split = recipe.val_split if split == "val" else split
     directory = m.preds_dir(split)
@@ -258,10 +262,19 @@ def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown
         raise KitError(f"{directory}: the member held out fold {ps.meta['fold']}, the recipe validates on fold {recipe.fold}")
     if unknown in ps.classes:
         raise KitError(f"{directory}: classes.txt lists the unknown label {unknown!r}; prediction sets exclude it")
-    made_on = ps.meta.get("data")
-    if made_on is not None and Path(made_on).resolve() != Path(recipe.data).resolve():
+    # the same competition by content (Competition.digest), wherever either lies: a project copied to a
+    # laptop blends; another competition generated at the members' path does not. An export older
+    # than the digest names only its path.
+    made_on, made_of = ps.meta.get("data"), ps.meta.get("competition")
+    if made_of is not None:
+        if made_of != digest:
+            raise KitError(f"{src}: members[{i}] ({m.name}) was exported from another competition than {recipe.data} "
+                           f"(made on {made_on}: its train images, labels, test images or folds differ); point the "
+                           f"blend's data: at the members' competition, or export them with --data {recipe.data}")
+    elif made_on is not None and Path(made_on).resolve() != Path(recipe.data).resolve():
         raise KitError(f"{src}: data is {recipe.data}, but members[{i}] ({m.name}) was exported from {made_on}; "
-                       f"point the blend's data: at the members' competition, or export them with --data {recipe.data}")
+                       f"point the blend's data: at the members' competition, or export them with --data {recipe.data} "
+                       f"(an export by this release is recognised by its content wherever the project lies)")
     ps.meta.setdefault("model", m.name)
     return ps
 

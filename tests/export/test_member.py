@@ -38,6 +38,7 @@ def test_prediction_sets_follow_the_contract(twin_member, tiny_data, view, split
     meta = json.loads((d / "meta.json").read_text())
     assert meta["kind"] == view and meta["model"] == "twin" and meta["split"] == split
     assert meta["fold"] == 0 and meta["tta"] == "flip" and meta["provider"] == "cpu"
+    assert meta["competition"] == load_competition(tiny_data).digest()  # what it was made on, wherever it lies
     if view == "logit":
         assert meta["activation"] == "softmax"
     else:

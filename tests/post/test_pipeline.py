@@ -351,6 +351,38 @@ def test_a_member_exported_from_another_competition_is_named(project, tmp_path):
     prepare(load_recipe(project["recipe"]), "test")
 
 
+def test_a_project_that_moves_still_blends_and_another_competition_in_its_place_does_not(project, tmp_path,
+                                                                                          monkeypatch):
+    """Prediction sets named their competition by its absolute path: a copied project (or members a GPU
+    box exported, blended on a laptop) was refused until every meta.json was edited, while another
+    competition generated at the same path passed. Now the competition is named by its content."""
+    import shutil
+
+    from kit.testing import make_label_competition
+
+    from kit.data import load_competition
+
+    root, comp = project["root"], project["comp"]
+    digest = load_competition(comp.root, check_images=False).digest()
+    for m in ("a", "b", "c"):  # as this release exports them: the path and the digest
+        for d in (root / "models" / m / "preds").glob("*/*"):
+            ps = predset.load(d, mmap=False)
+            predset.PredictionSet(ps.scores, ps.images, ps.classes,
+                                  {**ps.meta, "data": str(comp.root.resolve()), "competition": digest}).save(d)
+    copy = tmp_path.parent / (tmp_path.name + "-moved")
+    shutil.copytree(root, copy)
+    shutil.rmtree(root / "data")  # the original is gone: moved, not copied
+    monkeypatch.chdir(copy)
+    members = [{**m, "model": f"models/{Path(m['model']).name}"} for m in project["members"]]
+    recipe = write_recipe(copy / "blends" / "moved.yaml", "data", members)
+    assert len(prepare(load_recipe(recipe), "test").images) == len(load_competition("data", check_images=False).test_images)
+    shutil.rmtree(copy / "data")
+    make_label_competition(copy / "data", seed=5)  # another competition where the members' was
+    with pytest.raises(KitError, match=r"members\[0\] \(a/logit\) was exported from another competition than data "
+                                       r"\(made on .*: its train images, labels, test images or folds differ\)"):
+        prepare(load_recipe(recipe), "test")
+
+
 def test_the_report_never_reads_a_host_file(project):
     """Issue 13's leak: a train.csv name like ../../secret.png (matching rows in folds.csv and
     hashes.csv) made blend.py's report embed a host file. The competition loader now refuses the
