@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="--init: where the members' backbones start: auto (timm's hub weights when cached or "
                         "reachable, else from scratch; default), hub, none (from scratch), or a weight file or a "
                         "folder of them (<backbone>.safetensors|.pth, or a Hugging Face download)")
+    p.add_argument("--work", metavar="DIR",
+                   help="a writable directory that stands in for the competition directory when that is read-only "
+                        "(Kaggle's /kaggle/input): its files are linked there, and the kit's own (folds.csv, hashes.csv, "
+                        "the caches) written there; name DIR as the data in every later step")
     p.add_argument("--folds", type=int, default=3, help="number of validation folds, disjoint in identities (default 3)")
     p.add_argument("--unknown-share", type=float, metavar="SHARE",
                    help="the unknown label's share of each fold: the share you expect in the test set "
@@ -54,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(args.data)
     else:
         raise KitError("give a competition directory, or --synthetic SIZE --out DIR")
+    if args.work:
+        from kit.data.workdir import working_copy
+
+        data = working_copy(data, args.work)
+        print(f"{data}: stands in for {args.data} (its files linked); use {data} as the data from now on")
     if not ((data / "folds.csv").is_file() and (data / "hashes.csv").is_file()) or not args.init or args.unknown_share is not None:
         prepare(data, args.folds, args.seed, unknown_share=args.unknown_share)
     if args.init:

@@ -70,11 +70,18 @@ def read_only_disk(tmp_path):
 
     mounted = []
 
-    def make(path: Path) -> Path:
-        reason = _mount_tmpfs(path, "ro,size=1m")
+    def make(path: Path, keep=()) -> Path:
+        """`keep`: files or directories copied in before the disk turns read-only (a tmpfs of 64 MB)."""
+        import shutil
+
+        reason = _mount_tmpfs(path, "size=64m" if keep else "ro,size=1m")
         if reason:
             pytest.skip(reason)
         mounted.append(path)
+        if keep:
+            for item in map(Path, keep):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, path / item.name)
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
         return path
 
     yield make

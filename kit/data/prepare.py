@@ -7,6 +7,7 @@ from typing import Callable
 from kit.data.competition import load_competition
 from kit.data.folds import held_unknown_share, make_folds, write_folds
 from kit.data.phash import competition_hashes  # for the leak step (kit.post): Pillow + numba, no torch
+from kit.data.workdir import check_writable
 from kit.io import outputs, write_csv
 
 
@@ -16,6 +17,7 @@ def prepare(data: str | Path, n_folds: int = 3, seed: int = 0, echo: Callable[[s
     failure, an unreadable image say) neither. `unknown_share`: see kit.data.folds.make_folds."""
     data = Path(data)
     comp = load_competition(data)
+    check_writable(data, "prepare")
     folds = make_folds(comp.train, comp.unknown, n_folds=n_folds, seed=seed, unknown_share=unknown_share)
     held = folds[folds["fold"] == 0]
     with outputs(echo) as out:

@@ -62,7 +62,9 @@ def open_row_cache(directory: Path, keys: list[str], stamps: list, spec: dict, v
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise KitError(f"{directory}: cannot create the {what} ({e.strerror})") from None
+        hint = (" (a read-only competition directory: python scripts/prepare.py DATA --work DIR makes a writable "
+                "stand-in)" if e.errno == errno.EROFS else "")
+        raise KitError(f"{directory}: cannot create the {what} ({e.strerror}){hint}") from None
     index_path = directory / "index.json"
     paths = {name: directory / f"{name}.npy" for name in arrays}
     with file_lock(directory / "lock"):
