@@ -116,17 +116,22 @@ def _started(path: Path, url: str, jobs: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "scripts/tune.py", str(path), "--trials", "100000", "--storage", url,
                              "--jobs", str(jobs), "--no-report", "--quiet"], cwd=ROOT, env=script_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            if len(_workers(proc.pid)) >= (jobs if jobs > 1 else 0) and \
-                    len(_study_of(path, url).get_trials(states=(TrialState.COMPLETE,))) >= 4:
-                return proc
-        except (KeyError, SQLAlchemyError):  # the database, its tables or the study are not created yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError("tune.py never got going")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if len(_workers(proc.pid)) >= (jobs if jobs > 1 else 0) and \
+                        len(_study_of(path, url).get_trials(states=(TrialState.COMPLETE,))) >= 4:
+                    return proc
+            except (KeyError, SQLAlchemyError):  # the database, its tables or the study are not created yet
+                pass
+            time.sleep(0.2)
+        raise AssertionError("tune.py never got going")
+    except BaseException:  # never leave a tuner of 100,000 trials behind on a CI's cores
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
 
 
 @pytest.mark.parametrize("jobs, whom", [(1, "group"), (2, "group"), (2, "parent")])
@@ -154,13 +159,11 @@ def test_ctrl_c_is_one_line_at_once_and_the_study_keeps_its_trials(project, jobs
         states = [t.state for t in _study_of(path, url).get_trials()]
         assert states.count(TrialState.COMPLETE) >= 4 and TrialState.RUNNING not in states
     finally:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group: tune.py and any worker left
+        except ProcessLookupError:
+            pass
         proc.wait()
-        for w in workers:
-            try:
-                os.kill(w, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_a_study_on_a_full_disk_is_one_line(project, full_disk):
