@@ -5,6 +5,7 @@ import contextlib
 import errno
 import functools
 import glob
+import json
 import os
 import re
 import shutil
@@ -155,6 +156,97 @@ def atomic_dir(path: str | os.PathLike, out: Outputs | None = None) -> Iterator[
             yield tmp
 
 
+JOURNAL = ".whale-kit-commit.json"  # a commit in progress, or one a kill cut short (see Outputs.commit)
+
+
+@contextlib.contextmanager
+def _locked(dirs: Sequence[Path]) -> Iterator[None]:
+    """Exclusive locks on directories (flock on the directory itself: no lock file left behind), taken
+    in sorted order so that two commits never wait on each other. Not POSIX: no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fds = []
+    try:
+        for d in sorted(set(dirs)):
+            fd = os.open(d, os.O_RDONLY)
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in reversed(fds):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _write_journal(directory: Path, moves: list[tuple[Path | None, Path]]) -> Path:
+    """The moves, as paths relative to `directory`, written there atomically (a project that moves
+    keeps them meaningful)."""
+    rel = lambda p: None if p is None else os.path.relpath(p, directory)  # noqa: E731
+    record = json.dumps({"moves": [[rel(tmp), rel(target)] for tmp, target in moves]})
+    fd, tmp = tempfile.mkstemp(prefix=_prefix(directory / JOURNAL), suffix=".tmp", dir=directory)
+    with disk_errors_named(directory / JOURNAL):
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, directory / JOURNAL)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return directory / JOURNAL
+
+
+def _apply(moves: list[tuple[Path | None, Path]]) -> None:
+    """The renames of a commit, each done once: a move whose temporary is gone happened already (a
+    commit finished by `settle` after a kill). Renames only: nothing can run out of space now."""
+    for tmp, target in moves:
+        with disk_errors_named(target):
+            if tmp is None:
+                target.unlink(missing_ok=True)
+            elif not os.path.lexists(tmp):
+                continue
+            elif tmp.is_dir() and target.exists():
+                old = target.with_name(f".{target.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(target, old)
+                try:
+                    os.replace(tmp, target)
+                except OSError:
+                    os.replace(old, target)  # the previous directory back in place at once
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+                if tmp.is_dir() or target.is_dir():  # a swap cut between its two renames: its `.old` goes
+                    shutil.rmtree(target.with_name(f".{target.name}.old"), ignore_errors=True)
+
+
+def _settle_locked(directory: Path) -> None:
+    journal = directory / JOURNAL
+    try:
+        record = json.loads(journal.read_text())
+    except (OSError, ValueError):
+        return  # none (a journal is written whole or not at all)
+    moves = [(None if tmp is None else directory / tmp, directory / target) for tmp, target in record["moves"]]
+    _apply(moves)
+    for parent in {target.parent for _, target in moves}:
+        (parent / JOURNAL).unlink(missing_ok=True)
+
+
+def settle(directory: str | os.PathLike) -> None:
+    """Finish a commit a kill cut short in `directory` (its journal's moves), so that what is read
+    there is one run's outputs whole. Call before reading a run's outputs; cheap when there is none."""
+    directory = Path(directory)
+    if not (directory / JOURNAL).is_file():
+        return
+    with _locked([directory]):
+        _settle_locked(directory)
+
+
 class Outputs:
     """The files (and directories) one run writes, staged as temporaries beside their targets and
     moved into place together by `commit` once the whole run has succeeded, in the order they were
@@ -172,6 +264,7 @@ class Outputs:
             raise ValueError(f"{target} is staged twice")
         with disk_errors_named(target):
             target.parent.mkdir(parents=True, exist_ok=True)
+            settle(target.parent)  # a killed run's commit is finished before its temporaries look stale
             clean_stale(target)
             tmp = make(target)
         self._staged.append((tmp, target, note))
@@ -210,24 +303,28 @@ class Outputs:
         return next(tmp for tmp, t, _ in self._staged if t == Path(target) and tmp is not None)
 
     def commit(self, echo: Callable[[str], None] | None = print) -> list[Path]:
-        """Move everything staged into place (renames: nothing can run out of space now). A directory
-        replacing one is swapped through `.<name>.old`, which `clean_stale` restores after a kill."""
-        for tmp, target, _ in self._staged:
-            with disk_errors_named(target):
-                if tmp is None:
-                    target.unlink(missing_ok=True)
-                elif tmp.is_dir() and target.exists():
-                    old = target.with_name(f".{target.name}.old")
-                    shutil.rmtree(old, ignore_errors=True)
-                    os.replace(target, old)
-                    try:
-                        os.replace(tmp, target)
-                    except OSError:
-                        os.replace(old, target)  # the previous directory back in place at once
-                        raise
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.replace(tmp, target)
+        """Move everything staged into place, all or nothing for a reader: the moves are written to a
+        journal (JOURNAL, in every directory they touch) before the first rename and the journal is
+        removed after the last, all under a lock on those directories. A kill between two renames
+        leaves the journal, and the next reader or writer there (`settle`) finishes the moves: it
+        sees the new set whole, never a mix. A directory replacing one is swapped through `.<name>.old`."""
+        moves = [(tmp, target) for tmp, target, _ in self._staged]
+        if moves:
+            dirs = sorted({target.parent for _, target in moves})
+            with _locked(dirs):
+                for d in dirs:  # another run's commit, killed there, first
+                    _settle_locked(d)
+                journals = []
+                try:
+                    for d in dirs:
+                        journals.append(_write_journal(d, moves))
+                except BaseException:
+                    for j in journals:
+                        j.unlink(missing_ok=True)
+                    raise
+                _apply(moves)
+                for j in journals:
+                    j.unlink(missing_ok=True)
         done, self._staged = self._staged, []
         for _, _, note in done:
             if note and echo is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from kit.errors import KitError
-from kit.io import read_csv
+from kit.io import read_csv, settle
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,8 @@ def _read_boxes(path: Path) -> pd.DataFrame:
 def load_competition(root: str | os.PathLike, unknown: str | None = None, check_images: bool = True) -> Competition:
     """Read and check a competition directory; every problem is a KitError naming the file."""
     root = Path(root)
+    if root.is_dir():
+        settle(root)  # prepare.py's folds.csv and hashes.csv: one run's, whole
     layout = detect_layout(root)
     unknown = unknown or layout.unknown
 

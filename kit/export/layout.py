@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from kit.data.folds import ALL_FOLDS
+from kit.io import settle
 from kit.train.recipe import fold_dir, load_recipe
 
 CHECKPOINT = "checkpoint.pt"
@@ -82,6 +83,7 @@ def checkpoint_stamp(model_dir: Path) -> int:
 
 def read_report(model_dir: Path) -> dict | None:
     """export.json if it describes the checkpoint now in `model_dir`, else None (stale or absent)."""
+    settle(model_dir)  # an export a kill cut short between its renames: finished first, read whole
     try:
         report = json.loads((model_dir / REPORT).read_text())
     except (OSError, json.JSONDecodeError):

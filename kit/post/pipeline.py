@@ -33,7 +33,7 @@ from kit.data.folds import fold_truth, read_folds
 from kit.data.folds import split as split_folds
 from kit.data.phash import hashes_for, read_hashes
 from kit.errors import KitError
-from kit.io import Outputs, outputs, write_csv
+from kit.io import Outputs, outputs, settle, write_csv
 from kit.metric import K as TOP
 from kit.metric import average_precision, check_submission, read_labelled
 from kit.post import baseline, blend, leak, new_whale, new_whale_model, pseudo, selection
@@ -248,6 +248,7 @@ def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown
     directory = m.preds_dir(split)
     if not Path(m.model).is_dir():
         raise KitError(f"{src}: members[{i}]: model directory {m.model} not found")
+    settle(m.model)  # an export a kill cut short between its renames: finished first, so its sets are one export's
     if not directory.is_dir():
         hint = (" (fold: all needs out-of-fold members: train with fold: all, then export)"
                 if split == "oof" else "")
