@@ -779,17 +779,22 @@ def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) ->
 
 
 # ------------------------------------------------------------------------------- blend.py's job
-COSTS = "  COSTS: the whole interval lies below 0; leave the step out (or enabled: false) unless test says otherwise"
+COSTS = "  COSTS: the whole interval lies below 0; leave the step out (or enabled: false)"
+# on the test truth a cost is a measurement to report, never a reason to change the recipe (that is
+# fitting on test): the decision is validation's
+COSTS_ON_TEST = "  costs here (the test truth: measured, not for deciding; validation decides)"
 
 
-def format_ablation(result: Result, title: str) -> str:
-    """The ablation table: MAP@5 after each step, its gain and the gain's paired bootstrap 95% interval."""
+def format_ablation(result: Result, title: str, on_test: bool = False) -> str:
+    """The ablation table: MAP@5 after each step, its gain and the gain's paired bootstrap 95% interval;
+    `on_test`: scored on the test truth (a step that costs there is said so, not advised against)."""
+    costs = COSTS_ON_TEST if on_test else COSTS
     lines = [title, f"  {'step':<12} {'MAP@5':>7} {'gain':>8}  {'95% interval':<18}"]
     for step, value, gain in result.step_gains():
         if gain is None:
             lines.append(f"  {step:<12} {value:7.4f}")
         else:
-            note = "  (within the noise)" if not gain.significant else COSTS if gain.high < 0 else ""
+            note = "  (within the noise)" if not gain.significant else costs if gain.high < 0 else ""
             lines.append(f"  {step:<12} {value:7.4f} {gain.value:+8.4f}  [{gain.low:+.4f}, {gain.high:+.4f}]{note}")
     extra = [f"new_whale first in {result.new_whale_share:.1%} of images, at ranks 2-5 in "
              f"{result.new_whale_later_share:.1%}"]
@@ -1056,7 +1061,8 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
     inputs, result = blend_run.test
     comp = inputs.competition
     if result.map5_by_step:
-        echo(format_ablation(result, f"test: {len(inputs.images)} images, scored against {comp.root / 'test_truth.csv'}"))
+        echo(format_ablation(result, f"test: {len(inputs.images)} images, scored against {comp.root / 'test_truth.csv'}",
+                             on_test=True))
     note = _conflict_note(inputs, recipe)  # train duplicates with different labels: told once, from test's reference (all train)
     if note:
         echo(note)

@@ -150,5 +150,7 @@ def test_a_step_that_costs_is_said():
                     map5_by_step={k: float(v.mean()) for k, v in ap.items()}, ap=ap["+ balance"])
     table = format_ablation(result, "val").splitlines()
     assert "COSTS" in next(line for line in table if "+ balance" in line)
+    on_test = next(line for line in format_ablation(result, "test", on_test=True).splitlines() if "+ balance" in line)
+    assert "COSTS" not in on_test and "not for deciding" in on_test  # the test truth measures, never decides
     assert "within the noise" in next(line for line in table if "+ leak" in line)
     assert "(costs)" in ablation_section({"val": result})
