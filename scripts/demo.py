@@ -1,4 +1,4 @@
-"""The whole flow on a synthetic competition: generate, train three backbones on every fold, export, blend, tune."""
+"""The whole flow on a synthetic competition: generate, train three backbones (fold 0), export, blend, tune."""
 from __future__ import annotations
 
 import os
@@ -18,7 +18,8 @@ from kit import cli  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
         "Generate `synthetic small` (or reuse it), train one tiny member per family (ResNet, Inception, SENet) on "
-        "every fold, export them to ONNX and run onnxruntime, blend with leak + new_whale + balance, tune with "
+        "fold 0 (as blends/demo.yaml's members say), export them to ONNX and run onnxruntime, blend their logit, "
+        "cosine and knn views with leak + new_whale (by P(new)) + balance, tune with "
         "Optuna, and write submissions/demo.csv, submissions/demo.pseudo.csv, the reports and submissions/demo.json "
         "(the closing table). Re-running reuses what is done.",
         "python scripts/demo.py            # under 10 minutes on 2 CPU cores the first time\n"
