@@ -8,6 +8,7 @@ import pytest
 from kit.demo import (DEMO_BLEND, README_BEGIN, README_END, DemoResult, format_table, parse_readme_tables,
                       readme_block, update_readme)
 from kit.errors import KitError
+from kit.post import pipeline
 from kit.post.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fabricated(seed: int = 0) -> DemoResult:
     recipe = load_recipe(ROOT / DEMO_BLEND)
-    fits = recipe.steps.new_whale is not None and recipe.steps.new_whale.fit is not None  # then untuned = threshold only
+    fits = pipeline.fitted_key(recipe) is not None  # a threshold or share fitted: then untuned = threshold only
     rows = ["trivial: new_whale alone"] + [f"member {m.name} (own threshold)" for m in recipe.members] + [
         "blend, untuned recipe", *([] if fits else ["blend, threshold only"]), "blend, tuned by Optuna"]
     sizes = {"held-out val": 101, "test": 628}
