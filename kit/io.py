@@ -312,8 +312,9 @@ class Outputs:
         if moves:
             dirs = sorted({target.parent for _, target in moves})
             with _locked(dirs):
-                for d in dirs:  # another run's commit, killed there, first
+                for d in dirs:  # another run's commit, killed there, first (and a journal it was writing)
                     _settle_locked(d)
+                    clean_stale(d / JOURNAL)
                 journals = []
                 try:
                     for d in dirs:
