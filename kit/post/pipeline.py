@@ -479,12 +479,13 @@ def weight_report(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
                          inputs.unknown_code, top[:, 0])
         tops.append(top[rows])
         firsts.append(first[rows])
-    truth = None if inputs.truth is None else inputs.truth[rows]
+    # the test truth (a synthetic or local competition's) is for scoring only: weights never read it
+    truth = None if inputs.truth is None or inputs.split == "test" else inputs.truth[rows]
     report = auto.auto_weights([m.name for m in recipe.members], tops, np.stack(firsts, axis=1), truth, inputs.unknown_code)
     if recipe.weights == "select":
         if truth is None:
             raise KitError(f"{recipe.source}: weights: select chooses the weights on validation images with truth, "
-                           f"and the {inputs.split} images have none")
+                           + ("never on the test images" if inputs.split == "test" else f"and the {inputs.split} images have none"))
         chosen = _select(recipe, inputs, rows)
         return dataclasses.replace(report, weights=chosen.weights, choice="selected", picks=chosen.counts)
     if truth is not None:  # keep them only if they do at least as well as the plain vote here
@@ -539,6 +540,9 @@ def fit_calibrations(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | Non
         cal = m.calibration.resolved(mi.auto_method)
         if not cal.plugin.needs_fit(cal.params):
             continue
+        if inputs.split == "test":  # never fitted on the test truth, whoever asks
+            raise KitError(f"{recipe.source}: members[{i}] ({m.name}): calibration {cal.method} is fitted on validation "
+                           f"images, never on the test images; give its parameters")
         if inputs.truth is None:
             raise KitError(f"{recipe.source}: members[{i}] ({m.name}): calibration {cal.method} is fitted on validation "
                            f"images with truth, and the {inputs.split} images have none; give its parameters")
@@ -624,6 +628,8 @@ def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
     key = fitted_key(recipe)
     if key is None and not fits_probability(recipe):
         return recipe
+    if inputs.split == "test":  # never fitted on the test truth, whoever asks
+        raise KitError(f"{recipe.source}: steps.new_whale.fit is fitted on validation images, never on the test images")
     if inputs.truth is None:
         raise KitError(f"{recipe.source}: steps.new_whale.fit needs validation images with truth to fit on; "
                        f"the {inputs.split} images have none (give a threshold or a proportion)")

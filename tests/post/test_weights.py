@@ -81,3 +81,18 @@ def test_automatic_weights_never_read_the_test_truth(tmp_path):
     labels = [r.split(",")[1] for r in rows]
     truth.write_text("\n".join([head] + [f"{r.split(',')[0]},{lab}" for r, lab in zip(rows, labels[1:] + labels[:1])]) + "\n")
     assert list(pipeline.evaluate(recipe, diagnostics=False).weights.weights) == list(run.weights.weights)
+
+
+def test_no_decision_is_fitted_on_the_test_split(project):
+    """Whoever asks: weights come from agreement there, and the fitted rules refuse it."""
+    from kit.errors import KitError
+    from kit.post import pipeline
+    from kit.post.recipe import load_recipe
+
+    recipe = load_recipe(project["recipe"])
+    test = pipeline.prepare(recipe, "test")
+    assert test.truth is not None
+    auto = recipe.with_params({f"members.{i}.weight": None for i in range(len(recipe.members))})
+    assert "no truth" in pipeline.weight_report(auto, test).basis
+    with pytest.raises(KitError, match="never on the test images"):
+        pipeline.fit_new_whale(recipe.with_params({"steps.new_whale": {"fit": "threshold"}}), test)
