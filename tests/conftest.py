@@ -12,6 +12,17 @@ from kit.testing import make_competition
 # starter's `--pretrained auto` takes that for "out of reach" (set before either is imported).
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+# Test tiers (pyproject.toml registers the markers): what a test needs, read from the fixtures it uses,
+# so that no test has to say it twice. `slow` is marked where the test is written (@pytest.mark.slow).
+MARK_BY_FIXTURE = {"full_disk": "root", "read_only_disk": "root", "postgres": "postgres"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in MARK_BY_FIXTURE:
+                item.add_marker(MARK_BY_FIXTURE[fixture])
+
 
 @pytest.fixture
 def competition(tmp_path):

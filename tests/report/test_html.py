@@ -70,6 +70,7 @@ def test_report_is_self_contained(blended):
     assert "data:image/jpeg;base64," in html  # the gallery's images travel inside the file
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: apt-get install chromium (the OS package) to run the browser test")
 def test_report_in_chromium(blended, tmp_path):
     from playwright.sync_api import sync_playwright
