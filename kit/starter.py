@@ -329,11 +329,11 @@ def _recipe(plan: MemberPlan, s: Survey) -> dict:
 
 
 def _speed(plan: MemberPlan, s: Survey) -> float:
-    """Images/s of training steps for this member at its size (kit/train/bench.steady_speed: the
+    """Images/s of training steps for this member at its size (kit/train/speed.steady_speed: the
     median step after warm-up, not a mean that one slow step on a busy machine skews)."""
     import torch
 
-    from kit.train.bench import steady_speed
+    from kit.train.speed import steady_speed
 
     raw = _recipe(plan, s)
     raw["model"] = {k: v for k, v in raw["model"].items() if k not in ("pretrained", "pretrained_file")}

@@ -30,16 +30,16 @@ def section(name: str):
 @section("post")
 def bench_post_section(args: argparse.Namespace) -> None:
     """Post-processing at Kaggle scale: whole blend vs a plain reference vs the I/O floor; Hamming
-    matching; phash vs imagehash (kit/post/bench.py)."""
-    from kit.post.bench import bench_post
+    matching; phash vs imagehash (kit/bench/post.py)."""
+    from kit.bench.post import bench_post
 
     bench_post().print()
 
 
 @section("tune")
 def bench_tune_section(args: argparse.Namespace) -> None:
-    """Tuning trials per second at Kaggle validation scale, one fold and out-of-fold (kit/tune/bench.py)."""
-    from kit.tune.bench import bench_tune
+    """Tuning trials per second at Kaggle validation scale, one fold and out-of-fold (kit/bench/tune.py)."""
+    from kit.bench.tune import bench_tune
 
     for table in bench_tune():
         table.print()
@@ -47,9 +47,9 @@ def bench_tune_section(args: argparse.Namespace) -> None:
 
 @section("export")
 def bench_export_section(args: argparse.Namespace) -> None:
-    """onnxruntime vs eager PyTorch (kit/export/bench.py)."""
+    """onnxruntime vs eager PyTorch (kit/bench/export.py)."""
     try:
-        from kit.export.bench import bench_export
+        from kit.bench.export import bench_export
     except ImportError as e:
         print(f"\nexport: skipped ({e})")
         return
@@ -59,9 +59,9 @@ def bench_export_section(args: argparse.Namespace) -> None:
 
 @section("train")
 def bench_train_section(args: argparse.Namespace) -> None:
-    """Training images/s per recipe in models/: model alone vs the real loop (kit/train/bench.py)."""
+    """Training images/s per recipe in models/: model alone vs the real loop (kit/bench/train.py)."""
     try:
-        from kit.train.bench import bench_train, training_competition
+        from kit.bench.train import bench_train, training_competition
     except ImportError as e:
         print(f"\ntrain: skipped ({e})")
         return
@@ -73,9 +73,9 @@ def bench_train_section(args: argparse.Namespace) -> None:
 @section("match")
 def bench_match_section(args: argparse.Namespace) -> None:
     """The local matcher: extraction images/s and verified pairs/s per extractor, a Kaggle-sized pass
-    projected (kit/local/bench.py)."""
+    projected (kit/bench/local.py)."""
     try:
-        from kit.local.bench import bench_match
+        from kit.bench.local import bench_match
     except ImportError as e:
         print(f"\nmatch: skipped ({e}; pip install 'whale-kit[local]')")
         return
@@ -85,11 +85,11 @@ def bench_match_section(args: argparse.Namespace) -> None:
 
 @section("gpu")
 def bench_gpu_section(args: argparse.Namespace) -> None:
-    """The GPU check in one command (kit/train/gpu_check.py): versions, the train rows, a full-size
+    """The GPU check in one command (kit/bench/gpu.py): versions, the train rows, a full-size
     recipe's real loop from scratch, export parity on the GPU, the demo's training stage."""
     from kit.demo import TINY_RECIPES
-    from kit.train.bench import training_competition
-    from kit.train.gpu_check import gpu_check
+    from kit.bench.train import training_competition
+    from kit.bench.gpu import gpu_check
 
     print()
     _save(args, "gpu", gpu_check(training_competition(args.data), Path(args.small), TINY_RECIPES, steps=args.steps,

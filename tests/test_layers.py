@@ -8,15 +8,17 @@ KIT = Path(__file__).resolve().parents[1] / "kit"
 
 # lowest first; a package's modules share its layer
 LAYERS = [
-    ("kit", "kit.errors", "kit.io", "kit.cli", "kit.progress", "kit.bench"),  # shared helpers
+    ("kit", "kit.errors", "kit.io", "kit.cli", "kit.progress"),  # shared helpers
     ("kit.data",),  # competitions, folds, images, crops, phash
     ("kit.metric", "kit.ranking", "kit.predset"),  # MAP@5, submissions, top-5 lists; the prediction-set contract
-    ("kit.train", "kit.export"),
+    ("kit.train",),
+    ("kit.export",),  # runs what train made
     ("kit.post",),
     ("kit.local",),  # the matcher: its member's shortlist is a blend's ranking
     ("kit.tune",),
     ("kit.report",),
     ("kit.starter", "kit.demo", "kit.rounds", "kit.gains", "kit.testing"),  # the orchestrators; the fabricators for tests and CI
+    ("kit.bench",),  # measures every floor below; only scripts/bench.py imports it
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
@@ -45,6 +47,56 @@ def imports_up() -> list[str]:
 
 def test_imports_never_run_back_up_the_flow():
     assert imports_up() == []
+
+
+def circles(root: Path | None = None) -> list[list[str]]:
+    """Modules that import each other, directly or around a loop (any import, at the top or in a
+    function): each strongly connected group of the import graph with more than one module."""
+    root = root or KIT
+    mods = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                graph[m] |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names}
+            elif isinstance(node, ast.Import):
+                graph[m] |= {a.name for a in node.names}
+    graph = {m: {t for t in targets if t in mods and t != m} for m, targets in graph.items()}
+    order, low, stack, found = {}, {}, [], []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in order:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_module_imports_its_importer():
+    assert circles() == []
+
+
+def test_the_check_sees_a_circle(tmp_path):
+    fake = tmp_path / "kit"
+    (fake / "train").mkdir(parents=True)
+    (fake / "train" / "a.py").write_text("from kit.train.b import x\n")
+    (fake / "train" / "b.py").write_text("def f():\n    from kit.train.c import y\n")
+    (fake / "train" / "c.py").write_text("import kit.train.a\n")
+    assert circles(fake) == [["kit.train.a", "kit.train.b", "kit.train.c"]]
 
 
 def test_the_check_sees_an_import_that_runs_back_up(tmp_path, monkeypatch):

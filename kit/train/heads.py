@@ -12,8 +12,9 @@ whose output is the embedding (before L2 normalisation); they differ in the fina
 
 A head is a registered plug-in (`@HEADS.register`, timm's register_model): its module, its loss
 (kit/train/losses.py), the activation that turns its exported logits into probabilities and
-whether unknown-label rows train it by default. A recipe names it (`head: {type: arcface}`);
-adding one is one class here (or in a file that imports this one) and its test.
+whether unknown-label rows train it by default (those two also in its torch-free facts,
+kit/train/head_facts.py, which recipes read). A recipe names it (`head: {type: arcface}`); adding
+one is its facts, one class here (or in a file that imports this one) and its test.
 """
 from __future__ import annotations
 
@@ -26,9 +27,24 @@ from torch import nn
 
 from kit.config import Registry
 from kit.train import losses
+from kit.train.head_facts import FACTS
 from kit.train.recipe import HeadCfg
 
-HEADS = Registry("head")
+
+class HeadRegistry(Registry):
+    """The torch heads, each registered against its facts (kit/train/head_facts.py): what a recipe
+    reads of a head is there, and a class may not say otherwise."""
+
+    def register(self, plugin):
+        facts = FACTS.get(plugin.name)
+        if facts is None:
+            raise ValueError(f"head {plugin.name!r}: register its facts first (kit/train/head_facts.py, FACTS.register)")
+        if (plugin.activation, plugin.learns_unknown) != (facts.activation, facts.learns_unknown):
+            raise ValueError(f"head {plugin.name!r}: its activation and learns_unknown differ from its facts {facts}")
+        return super().register(plugin)
+
+
+HEADS = HeadRegistry("head")
 
 
 class Neck(nn.Module):

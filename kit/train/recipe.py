@@ -33,6 +33,7 @@ from kit.config import Interval, OneOf, Rule, build, dump_yaml, param, plain, re
 from kit.data.folds import ALL_FOLDS  # `fold: all`: one member per fold (kit.train.loop.train_every_fold)
 from kit.errors import KitError
 from kit.io import Outputs, write_text
+from kit.train.head_facts import FACTS
 
 PROBABILITY = Interval(0, 1)
 
@@ -60,7 +61,7 @@ class ModelCfg:
 
 @dataclass(frozen=True)
 class HeadCfg:
-    type: str = param("softmax", check=OneOf(lambda: list(_heads())))  # a registered head (kit/train/heads.py)
+    type: str = param("softmax", check=OneOf(lambda: list(FACTS)))  # a registered head (kit/train/head_facts.py)
     embedding_dim: int = param(512, check=Interval(1))  # the neck: pooled features -> BN -> dropout -> FC -> BN
     dropout: float = param(0.5, check=Interval(0, 1, "left"))
     scale: float = param(64.0, check=Interval(0, None, "neither"))  # arcface: the logit scale s
@@ -184,22 +185,11 @@ class Recipe:
 
     @property
     def train_unknown(self) -> bool:
-        return _head(self.head.type).learns_unknown if self.sampling.unknown == "auto" else bool(self.sampling.unknown)
+        return FACTS[self.head.type].learns_unknown if self.sampling.unknown == "auto" else bool(self.sampling.unknown)
 
     def to_dict(self) -> dict:
         """Plain YAML-able data (tuples become lists), every key explicit: the recipe as run."""
         return plain(self)
-
-
-def _heads():
-    # the registry's modules need torch (and heads.py reads this module): imported when first asked
-    from kit.train.heads import HEADS
-
-    return HEADS
-
-
-def _head(name: str):
-    return _heads()[name]
 
 
 def load_recipe(path: str | os.PathLike, checkpoint: bool = False) -> Recipe:

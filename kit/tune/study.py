@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -137,8 +138,6 @@ DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
 def with_driver(url: str) -> str:
     """`url` with an installed SQLAlchemy driver named for a bare postgresql:// or mysql:// (and
     postgres://, an old spelling); other URLs as they are. A KitError when no driver is installed."""
-    import importlib.util
-
     scheme, sep, rest = url.partition("://")
     scheme = "postgresql" if scheme == "postgres" else scheme
     if not sep or scheme not in DRIVERS:

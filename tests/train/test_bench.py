@@ -1,7 +1,7 @@
 """bench.py train: a row per recipe, real loop against model alone; a failing recipe is a row, not the end."""
 import yaml
 
-from kit.train.bench import bench_train, format_row
+from kit.bench.train import bench_train, format_row
 from kit.train.recipe import dump_recipe
 
 

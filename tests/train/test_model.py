@@ -161,3 +161,29 @@ def test_a_checkpoint_holding_python_objects_is_refused_without_torch_s_advice(t
     (tmp_path / "cut.pt").write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:40])
     with pytest.raises(KitError, match=r"cut.pt: not a readable checkpoint \("):
         read_checkpoint(tmp_path / "cut.pt")
+
+
+def test_a_head_registers_against_its_torch_free_facts():
+    """Recipes read a head's facts (kit/train/head_facts.py) without importing torch; a head class
+    without facts, or one that contradicts them, is refused when it registers."""
+    import subprocess
+    import sys
+
+    from kit.train.head_facts import FACTS
+    from kit.train.heads import HEADS, SoftmaxHead
+
+    code = "import sys; from kit.train.recipe import recipe_from_dict; recipe_from_dict({'head': {'type': 'sigmoid'}}); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert {name: (h.activation, h.learns_unknown) for name, h in HEADS.items()} == \
+        {name: (f.activation, f.learns_unknown) for name, f in FACTS.items()}
+
+    class Unknown(SoftmaxHead):
+        name = "unknown-head"
+
+    class Liar(SoftmaxHead):
+        name = "sigmoid"  # sigmoid's facts: activation sigmoid, learns the unknown
+
+    with pytest.raises(ValueError, match="register its facts first"):
+        HEADS.register(Unknown)
+    with pytest.raises(ValueError, match="differ from its facts"):
+        HEADS.register(Liar)

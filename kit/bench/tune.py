@@ -1,5 +1,5 @@
 """The tuning benchmark (`python scripts/bench.py tune`): trials per second at Kaggle validation
-scale, on kit/post/bench.py's fabricated project. Kept out of the test suite; never imports torch."""
+scale, on kit/bench/post.py's fabricated project. Kept out of the test suite; never imports torch."""
 from __future__ import annotations
 
 import tempfile
@@ -10,8 +10,8 @@ from typing import Iterator
 import numpy as np
 
 from kit.bench import Table, load_average, ok, timed
+from kit.bench.post import N_IDS, N_MEMBERS, N_VAL_IDS, N_VAL_UNKNOWN, kaggle_scale_project
 from kit.io import cpu_count
-from kit.post.bench import N_IDS, N_MEMBERS, N_VAL_IDS, N_VAL_UNKNOWN, kaggle_scale_project
 from kit.post.recipe import load_recipe, recipe_from_dict, save_recipe
 from kit.tune.space import search_space
 from kit.tune.study import Objective, open_storage, trial_seeded_tpe, tune

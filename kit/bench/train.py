@@ -14,7 +14,6 @@ only unless asked (`full=True`): on two CPU cores one step of resnet50 at 256 x 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import shutil
 import subprocess
@@ -23,18 +22,29 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kit.data.competition import load_competition
 from kit.data.crops import CropSpec, open_crops
+from kit.data.folds import make_folds, write_folds
+from kit.data.synthetic import generate
 from kit.errors import KitError
-from kit.train.gpu_check import synthetic_competition
-from kit.train.heads import Criterion
-from kit.train.model import build_model, set_train_mode
 from kit.train.recipe import Recipe, StageCfg, load_recipe
+from kit.train.speed import training_step
 
 DEFAULT_DATA = Path("data/medium")  # synthetic medium (seed 0), made on first use
+
+
+def synthetic_competition(path: Path, size: str) -> Path:
+    """A synthetic competition (seed 0) with folds.csv at `path`, made if absent. No hashes: training
+    needs none, and phash's numba may be missing on a GPU image."""
+    if not (path / "train.csv").is_file():
+        generate(path, size=size, seed=0, progress=False)
+    if not (path / "folds.csv").is_file():
+        comp = load_competition(path)
+        write_folds(path / "folds.csv", make_folds(comp.train, comp.unknown, n_folds=3, seed=0))
+    return path
+
 
 
 def training_competition(data: str | None = None) -> Path:
@@ -56,7 +66,7 @@ def is_tiny(recipe: Recipe) -> bool:
 def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: torch.device,
                      compile: bool = False) -> float:
     """Images/s of training steps on one random batch, after warm-up steps."""
-    step = _training_step(recipe, num_classes, device, compile)
+    step = training_step(recipe, num_classes, device, compile)
     b, cuda = recipe.sampling.batch_size, device.type == "cuda"
     for _ in range(5 if compile else 2):
         step()
@@ -69,56 +79,6 @@ def model_throughput(recipe: Recipe, num_classes: int, seconds: float, device: t
     if cuda:
         torch.cuda.synchronize()
     return n / (time.perf_counter() - start)
-
-
-def steady_speed(recipe: Recipe, num_classes: int, device: torch.device, warmup: int = 3, steps: int = 6) -> float:
-    """Images/s of one training step on one random batch: the median of `steps` timed steps after
-    `warmup` untimed ones (prepare.py --init's estimate; a busy machine's slow step moves it little)."""
-    step = _training_step(recipe, num_classes, device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        sync()
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return recipe.sampling.batch_size / float(np.median(times))
-
-
-def _training_step(recipe: Recipe, num_classes: int, device: torch.device, compile: bool = False):
-    """One training step (forward, loss, backward, optimizer) on one random batch, as a closure."""
-    torch.manual_seed(0)
-    model = build_model(recipe, num_classes, pretrained=False).to(device)
-    cuda = device.type == "cuda"
-    channels_last = recipe.runtime.channels_last is True or (recipe.runtime.channels_last == "auto" and cuda)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    set_train_mode(model, recipe.model.freeze_bn)
-    net = torch.compile(model, dynamic=False) if compile else model  # static: every recipe its own kernels
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    outputs = num_classes * (2 if recipe.flip_twins else 1)
-    criterion = Criterion(recipe.head, outputs, recipe.flip_twins, np.ones(outputs))  # one image each: any margins do
-    b = recipe.sampling.batch_size
-    h, w = recipe.input.size
-    x = torch.randn(b, 3, h, w, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    target = torch.randint(0, num_classes, (b,), device=device)
-    weight = torch.ones(b, device=device)
-    amp = recipe.runtime.amp == "bf16" or (recipe.runtime.amp == "auto" and cuda)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
-
-    def step():
-        with autocast():
-            logits, emb = net(x)
-        criterion(logits, emb, target, weight).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
 
 
 class GpuMonitor:

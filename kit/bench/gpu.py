@@ -1,7 +1,7 @@
 """The GPU check in one command (`python scripts/bench.py gpu`), under 5 minutes on one GPU.
 
 1. versions: python, torch + CUDA, timm, numpy, pandas, onnxruntime and its providers, the GPU;
-2. the train rows (kit/train/bench.py) for every recipe in models/, full-size ones included: model
+2. the train rows (kit/bench/train.py) for every recipe in models/, full-size ones included: model
    alone vs the real loop from scratch on synthetic medium, GPU utilisation;
 3. the demo's training stage: its three tiny recipes trained one after another on the GPU, timed;
 4. export on the GPU: one of those members exported (ONNX parity as always) and run with
@@ -23,24 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kit.bench.train import bench_train, synthetic_competition
 from kit.data.competition import load_competition
 from kit.data.crops import CropSpec, open_crops
-from kit.data.folds import make_folds, write_folds
-from kit.data.synthetic import generate
 from kit.export.images import ImageSource
 from kit.export.member import export_member
 from kit.train.recipe import load_recipe
-
-
-def synthetic_competition(path: Path, size: str) -> Path:
-    """A synthetic competition (seed 0) with folds.csv at `path`, made if absent. No hashes: training
-    needs none, and phash's numba may be missing on a GPU image."""
-    if not (path / "train.csv").is_file():
-        generate(path, size=size, seed=0, progress=False)
-    if not (path / "folds.csv").is_file():
-        comp = load_competition(path)
-        write_folds(path / "folds.csv", make_folds(comp.train, comp.unknown, n_folds=3, seed=0))
-    return path
 
 
 def versions() -> dict:
@@ -107,7 +95,6 @@ def gpu_check(medium: Path, small: Path, demo_recipes: Sequence[str], steps: int
               allow_cpu: bool = False, echo=print) -> dict:
     """Run the check; `compile` times resnet50_full's model under torch.compile too; `demo_recipes`:
     the demo's members (kit.demo.TINY_RECIPES: the caller's, the demo being above this layer)."""
-    from kit.train.bench import bench_train
 
     if not torch.cuda.is_available() and not allow_cpu:
         raise SystemExit("error: no CUDA GPU visible to PyTorch; bench.py gpu --cpu runs the check on the CPU (a dry run)")

@@ -1,7 +1,7 @@
 """The post-processing benchmark, at Kaggle scale (`python scripts/bench.py post`): the whole blend
 against a plain numpy reference and the I/O floor, Hamming matching, phash against imagehash.
 
-`kaggle_scale_project` fabricates its inputs (and the tuning benchmark's, kit/tune/bench.py): the
+`kaggle_scale_project` fabricates its inputs (and the tuning benchmark's, kit/bench/tune.py): the
 2019 competition's labels (read from the real train.csv when it is there), no image files,
 members that are noisy copies of the truth. Kept out of the test suite; never imports torch.
 """
