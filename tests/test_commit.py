@@ -12,6 +12,8 @@ import pytest
 
 from kit.io import JOURNAL, settle
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # an export's shape: model.onnx, four prediction-set directories in two folders, export.json last

@@ -15,6 +15,8 @@ from kit.testing import make_tiny_recipe, write_blend_recipe
 from kit.train.loop import train
 from kit.train.recipe import load_recipe
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 N_TEST = SIZES["tiny"].n_test
 
 

@@ -14,6 +14,8 @@ from kit.data.prepare import prepare
 from kit.data.synthetic import HAPPYWHALE_UNKNOWN, SPECIES, generate, plan
 from kit.io import write_text
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from faults import one_error_line, snapshot
 from kit.data.synthetic import generate
 from kit.testing import make_tiny_recipe, write_blend_recipe
+
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,8 @@ from kit.export.exporter import OUTPUTS, ParityError, check_parity, export_check
 from kit.export.runtime import OnnxRunner, TorchRunner
 from kit.train.model import load_member
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 
 @pytest.fixture(scope="module")
 def loaded(twin_member):

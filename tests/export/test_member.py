@@ -15,6 +15,8 @@ from kit.predset import load as load_set
 from kit.testing import make_member
 from kit.train.model import load_member
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 
 def expected_rows(data, fold):
     comp = load_competition(data)

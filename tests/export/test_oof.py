@@ -18,6 +18,8 @@ from kit.predset import PredictionSet, reindex
 from kit.predset import load as load_set
 from kit.testing import make_member, make_oof_member
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 VIEWS = ("logit", "cosine")
 
 

@@ -27,6 +27,8 @@ from kit.post.calibrations.inliers import Inliers
 from kit.post.recipe import load_recipe
 from kit.predset import PredictionSet, load
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -16,6 +16,8 @@ import yaml
 from faults import one_error_line, snapshot
 from kit.errors import KitError
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -17,6 +17,8 @@ from kit.train.loop import train
 from kit.train.model import build_model, load_member
 from kit.train.recipe import dump_recipe, load_recipe
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

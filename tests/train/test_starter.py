@@ -15,6 +15,8 @@ from kit.data.prepare import prepare
 from kit.errors import KitError
 from kit.starter import FAMILIES, MemberPlan, Weights, budget_line, init_workdir, survey
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

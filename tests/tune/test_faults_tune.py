@@ -21,6 +21,8 @@ from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
 from kit.tune.study import study_name_for
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 

@@ -24,6 +24,8 @@ from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
 from kit.tune.study import Objective, open_storage, study_name_for, tune
 
+pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
+
 FITTED = "steps.new_whale.threshold"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
