@@ -26,8 +26,8 @@ from kit.errors import KitError
 from kit.export.layout import data_dir_of, oof_children
 from kit.export.member import export_member
 from kit.io import cpu_count, outputs, write_text
-from kit.post import pipeline
 from kit.post.compare import format_claims, format_table
+from kit.post.files import blend_files
 from kit.post.recipe import load_recipe, recipe_from_dict, save_recipe
 from kit.report.html import write_report, write_tune_report
 from kit.train.recipe import ALL_FOLDS
@@ -237,14 +237,14 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
 
     echo(f"== 4/6 blend: {blend_path}")
     with outputs(echo) as out:
-        run = pipeline.blend_files(blend_path, echo=echo, out=out)
+        run = blend_files(blend_path, echo=echo, out=out)
         files += [run.summary["submission"], run.summary.get("pseudo", ""), str(write_report(run, out=out))]
     lap("blend")
 
     echo(f"== 5/6 tune: {trials} Optuna trials")
     summary = tune(blend_path, trials, storage=f"sqlite:///{Path('models') / 'studies.db'}", progress=False)
     echo(summary.table())
-    tuned_run = pipeline.blend_files(summary.tuned_path, echo=lambda line: None)
+    tuned_run = blend_files(summary.tuned_path, echo=lambda line: None)
     files += [str(summary.tuned_path), tuned_run.summary["submission"], str(write_tune_report(summary, tuned_run))]
     lap("tune")
 

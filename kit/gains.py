@@ -40,6 +40,7 @@ from kit.export.member import export_member
 from kit.local.member import LocalCfg, build_local_member
 from kit.post import pipeline
 from kit.post.compare import Gain, paired_gains
+from kit.post.inputs import prepare
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.rounds import pseudo_rounds
 from kit.train.loop import train
@@ -76,7 +77,7 @@ def _fitted(recipe: BlendRecipe, fit: str | None = None) -> tuple[np.ndarray, np
     (`fit`: with `steps.new_whale.fit` threshold, share or probability instead)."""
     if fit is not None:
         recipe = recipe.with_params({"steps.new_whale": {"fit": fit}})
-    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    val, test = prepare(recipe, "val"), prepare(recipe, "test")
     recipe = pipeline.with_weights(pipeline.fit_calibrations(recipe, val), val)
     fitted = pipeline.fit_new_whale(recipe, val) if fit is not None else with_own_threshold(recipe, val, np.arange(len(val.images)))
     return pipeline.run(fitted, val).ap, pipeline.run(fitted, test).ap
@@ -202,7 +203,7 @@ def _round_row(method: str, rounds) -> Row:
 def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The recipe's fitted threshold, then a threshold per species fitted on the val images whose top-1 is of it
     (None: no species has MIN_GROUP of them)."""
-    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    val, test = prepare(recipe, "val"), prepare(recipe, "test")
     recipe = with_own_threshold(pipeline.with_weights(recipe, val), val, np.arange(len(val.images)))
     table = pipeline.position_table(recipe, val)
     species = dict(zip(val.competition.train["label"], val.competition.train["species"].astype(str)))

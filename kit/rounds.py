@@ -27,7 +27,7 @@ from kit.errors import KitError
 from kit.export.layout import member_recipe
 from kit.export.member import export_member
 from kit.post.compare import Gain, paired_gains
-from kit.post.pipeline import blend_files
+from kit.post.files import blend_files
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.train.loop import train
 

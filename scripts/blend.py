@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from kit import cli  # noqa: E402
 from kit.errors import KitError  # noqa: E402
 from kit.io import outputs  # noqa: E402
-from kit.post.pipeline import blend_files  # noqa: E402
+from kit.post.files import blend_files  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,7 +102,7 @@ def test_a_round_that_cannot_reach_its_precision_is_not_run(blend):
     assert not Path("models/m-pl1").exists() and not Path("submissions/final.pseudo.csv").exists()
     d["pseudo"] = {"precision": 0.01}  # any cut reaches it: the loosest keeps every eligible image
     Path(blend).write_text(yaml.safe_dump(d, sort_keys=False))
-    from kit.post.pipeline import blend_files
+    from kit.post.files import blend_files
 
     lines = []
     run = blend_files(blend, echo=lines.append, diagnostics=False)

@@ -23,7 +23,8 @@ from kit.data import load_competition
 from kit.data.phash import IMAGE_SIZE, hash_pixels, phash_file, phash_files
 from kit.io import cpu_count
 from kit.post import leak as leak_mod
-from kit.post.pipeline import prepare, run
+from kit.post.inputs import prepare
+from kit.post.pipeline import run
 from kit.post.recipe import recipe_from_dict
 from kit.predset import PredictionSet, load
 

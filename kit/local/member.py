@@ -36,6 +36,7 @@ from kit.io import cpu_count, outputs, write_text
 from kit.local.features import FeatureCache, FeatureSpec, open_features
 from kit.local.match import MatchCfg, inliers, matching_vectors, one_thread_each
 from kit.post import pipeline
+from kit.post.inputs import Inputs, prepare, val_skip_reason
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.predset import PredictionSet
 from kit.progress import progress as progress_bar
@@ -80,10 +81,10 @@ def build_local_member(shortlist_recipe: str | Path, cfg: LocalCfg = LocalCfg(),
     comp = load_competition(recipe.data)
     spec = replace(cfg.features, use_boxes=cfg.features.use_boxes and comp.boxes is not None,
                    mirror=cfg.flip == "same")
-    skip = pipeline.val_skip_reason(recipe)
+    skip = val_skip_reason(recipe)
     if skip:
         raise KitError(f"{shortlist_recipe}: a local member needs the validation split to calibrate on: {skip}")
-    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    val, test = prepare(recipe, "val"), prepare(recipe, "test")
     ranker = pipeline.with_weights(pipeline.fit_calibrations(recipe, val), val)  # as blend.py weighs them
     features = open_features(comp, spec, progress=progress, workers=workers, echo=echo)
     folds = read_folds(Path(recipe.data) / "folds.csv", comp.train)
@@ -115,7 +116,7 @@ def build_local_member(shortlist_recipe: str | Path, cfg: LocalCfg = LocalCfg(),
     return out
 
 
-def _plan(recipe: BlendRecipe, ranker: BlendRecipe, inputs: pipeline.Inputs, comp, folds, features: FeatureCache,
+def _plan(recipe: BlendRecipe, ranker: BlendRecipe, inputs: Inputs, comp, folds, features: FeatureCache,
           cfg: LocalCfg) -> SplitPlan:
     """Each query's shortlist (top identities of the blend, and its leak candidates') and gallery."""
     n_columns = inputs.n_columns

@@ -1,19 +1,15 @@
-"""The post-processing pipeline: prepare once, run many times (blend.py, tune and the report).
+"""The post-processing pipeline, pure: prepared inputs in, a result out (blend.py, tune and the report).
 
-    inputs = prepare(recipe, "val")      # loads, aligns, checks; leak candidates; heavy, once
+    inputs = prepare(recipe, "val")      # kit/post/inputs.py: loads, aligns, checks; heavy, once
     result = run(recipe, inputs)         # blend -> leak -> new_whale -> balance -> top-5; ms
     result.map5_by_step                  # {"blend": .., "+ leak": .., "+ new_whale": .., "+ balance": ..}
     run(recipe.with_params({"steps.new_whale.threshold": 0.4}), inputs)   # same inputs, new params
 
-`blend_files(path)` is what `scripts/blend.py` does: val ablation, test submission, pseudo-labels.
+Also here: what is fitted on validation before a run (calibrations, automatic weights or ensemble
+selection, the new_whale threshold or P(new) model: `resolve`), the bars a blend is judged by, the
+report's diagnostics, and `evaluate(recipe)`: val and test run once, nothing written. Writing the
+files is kit/post/files.py's (`blend_files`, what scripts/blend.py does).
 
-The validation split is the recipe's fold of folds.csv, or with `fold: all` every fold's held-out
-images, each predicted by the member's fold model that did not train on it (the members' `oof`
-prediction sets); there the leak matches an image only with train images of other folds.
-
-Label codes: `inputs.labels` is the vocabulary. Codes 0..C-1 are the members' score columns
-(the first scored member's class order), then the other known identities of train (and of the
-truth) sorted, then the unknown label last (`inputs.unknown_code`); -1 marks an empty slot.
 The state every step edits is small: the blended top-K identities and scores per image
 (K = 10), the unknown label's blended vote, the leak's pinned labels, where new_whale is
 inserted, and which images swap top-1/2; `kit.ranking.assemble` turns it into the top-5 in one numba pass.
@@ -27,295 +23,22 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kit import predset, ranking
-from kit.data.competition import Competition, load_competition
-from kit.data.folds import fold_truth, read_folds
-from kit.data.folds import split as split_folds
-from kit.data.phash import hashes_for, read_hashes
+from kit import ranking
 from kit.errors import KitError
-from kit.io import Outputs, outputs, settle, write_csv
 from kit.metric import K as TOP
-from kit.metric import average_precision, check_submission, read_labelled
+from kit.metric import average_precision
 from kit.post import baseline, blend, leak, new_whale, new_whale_model, pseudo, selection
 from kit.post import weights as auto
 from kit.post.compare import Gain, paired_gain, paired_gains
-from kit.post.plugins import auto_calibration, steps_in_order
-from kit.post.recipe import ALL_FOLDS, BlendRecipe, Member, load_recipe
+from kit.post.inputs import Inputs, member_key, prepare, val_skip_reason
+from kit.post.plugins import steps_in_order
+from kit.post.recipe import BlendRecipe, load_recipe
 from kit.post.weights import WeightReport
 from kit.ranking import assemble
 
-VIEW_KIND = {"knn": "cosine", "local": "inliers"}  # a view whose sets hold another kind of score (else the view's name)
 TOP_K = 10  # ranked identities kept per image: 5 + up to 5 leak labels they may duplicate
-LEAK_SEARCH_DISTANCE = 8  # prepare() finds duplicates up to this distance (or the recipe's, if larger)
 
 
-# ------------------------------------------------------------------------------------- inputs
-@dataclass
-class MemberInput:
-    """One recipe member's data for one split, aligned to `Inputs.images` / the score columns."""
-
-    name: str
-    kind: str  # logit | cosine | prob | submission
-    auto_method: str  # what calibration `auto` means for it
-    scores: np.ndarray | None = None  # float32 (N, C), scored members
-    codes: np.ndarray | None = None  # int64 (N, 5) by rank, submission members: column codes, C = unknown
-    _row_max: blend.RowMax | None = field(default=None, repr=False)
-    _transformed: dict = field(default_factory=dict, repr=False)  # calibration -> its matrix (Calibration.transform)
-    _calibrated: tuple | None = field(default=None, repr=False)  # (method, p1, p2, the N x C matrix)
-
-    def calibrated(self, method: str, p1: float, p2: float) -> np.ndarray:
-        """The scores calibrated by (method, p1, p2), computed once and kept (`Inputs.keep_calibrated`):
-        a tuner that only moves the weights then blends cached probabilities, no exp per trial."""
-        if self._calibrated is None or self._calibrated[:3] != (method, p1, p2):
-            row_max = self.row_max() if method == "softmax" else None
-            out = blend.blend_top_k([(self.scores, method, p1, p2, 1.0, row_max)], [], len(self.scores),
-                                    self.scores.shape[1], 1, keep=True)[2]
-            self._calibrated = (method, p1, p2, out)
-        return self._calibrated[3]
-
-    def row_max(self) -> blend.RowMax:
-        """The rows' maxima for softmax, found by the first blend (blend.RowMax)."""
-        if self._row_max is None:
-            self._row_max = blend.RowMax(len(self.scores))
-        return self._row_max
-
-    def calibration_input(self, cal) -> np.ndarray:
-        """What the blend kernel takes for calibration `cal`: its transform of the scores (computed
-        once per parameters, then kept), or the scores."""
-        if cal not in self._transformed:
-            if len(self._transformed) > 4:  # a tuner moving a transform's parameters: keep a few
-                self._transformed.clear()
-            self._transformed[cal] = cal.plugin.transform(self.scores, cal.params)
-        out = self._transformed[cal]
-        return self.scores if out is None else out
-
-
-@dataclass
-class LeakCandidates:
-    """Duplicates of each image among the reference (train) images, up to `search_distance`."""
-
-    matches: leak.Matches
-    label: np.ndarray  # int64: label code of each pair's reference image
-    ref_images: list[str]
-    ref_labels: np.ndarray  # int64 codes of the reference images
-    ref_hashes: np.ndarray  # uint64
-    _conflicts: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def search_distance(self) -> int:
-        return self.matches.max_distance
-
-    def conflicts_within(self, max_distance: int) -> np.ndarray:
-        """(n, 3) reference pairs (i, j, distance) within `max_distance` whose labels differ;
-        computed on first use (a reference x reference match), then kept."""
-        if max_distance not in self._conflicts:
-            self._conflicts[max_distance] = leak.label_conflicts(self.ref_hashes, self.ref_labels, max_distance)
-        return self._conflicts[max_distance]
-
-
-@dataclass
-class Inputs:
-    split: str
-    competition: Competition
-    images: list[str]
-    labels: list[str]  # the code -> label vocabulary
-    n_columns: int  # C: codes 0..C-1 are score columns
-    unknown_code: int
-    members: list[MemberInput | None]  # per recipe member; None: absent from this split
-    member_keys: tuple
-    truth: np.ndarray | None = None  # int64 codes (N,), or None
-    leak: LeakCandidates | None = None
-    notes: list[str] = field(default_factory=list)
-    keep_calibrated: bool = False  # members keep their calibrated scores (MemberInput.calibrated): for tuners
-    _candidates: dict = field(default_factory=dict, repr=False)  # calibrations -> blend.Candidates
-    plugin_cache: dict = field(default_factory=dict, repr=False)  # what a step derives once from the inputs
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def _member_key(m: Member) -> tuple:
-    return (m.model, m.view, m.submission, m.val_submission)
-
-
-def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = None) -> Inputs:
-    """Load, check and align everything `run` needs for one split ("val" or "test")."""
-    if split not in predset.SPLITS:
-        raise KitError(f"split must be one of {predset.SPLITS}, got {split!r}")
-    src = recipe.source
-    comp = load_competition(recipe.data, check_images=False)
-    data = Path(recipe.data)
-
-    # images of the split, their truth, and the reference images the leak matches them against
-    if split == "val":
-        if recipe.fold == -1:
-            raise KitError(f"{src}: fold is -1 (members trained on everything): there is no validation split")
-        folds = read_folds(data / "folds.csv", comp.train)
-        if recipe.fold == ALL_FOLDS:  # every held-out image; the leak looks in the other folds only
-            val_rows = folds[folds["fold"] >= 0].sort_values("fold", kind="stable")
-            ref_rows = folds
-            where = f"the held-out images of every fold of {data / 'folds.csv'}"
-        else:
-            ref_rows, val_rows = split_folds(folds, recipe.fold)
-            where = f"fold {recipe.fold} of {data / 'folds.csv'}"
-        images = val_rows["image"].tolist()
-        truth_labels: list[str] | None = fold_truth(folds, val_rows, comp.unknown)  # new to the fold: unknown
-        ref_images, ref_label_names = ref_rows["image"].tolist(), ref_rows["label"].tolist()
-        query_fold, ref_fold = val_rows["fold"].to_numpy(), ref_rows["fold"].to_numpy()
-    else:
-        images = list(comp.test_images)
-        truth_labels = None
-        if comp.truth is not None:
-            by_image = dict(zip(comp.truth["image"], comp.truth["label"]))
-            missing = [n for n in images if n not in by_image]
-            if missing:
-                raise KitError(f"{data / 'test_truth.csv'}: {len(missing)} test image(s) have no truth, e.g. {missing[0]!r}")
-            truth_labels = [by_image[n] for n in images]
-        ref_images, ref_label_names = comp.train["image"].tolist(), comp.train["label"].tolist()
-        where = f"the test images of {data}"
-        query_fold = ref_fold = None
-
-    # members
-    loaded: list[tuple[int, Member, predset.PredictionSet | None]] = []
-    digest = comp.digest() if any(m.scored for m in recipe.members) else ""
-    for i, m in enumerate(recipe.members):
-        if m.scored:
-            loaded.append((i, m, _load_member_set(recipe, i, m, split, comp.unknown, digest)))
-    sets = [ps for _, _, ps in loaded]
-    if sets:
-        predset.check_aligned(sets, [f"{src}: members[{i}] ({m.preds_dir(split)})" for i, m, _ in loaded])
-        _check_images(sets[0], images, where)
-        classes = list(sets[0].classes)
-    else:
-        classes = comp.known_labels
-
-    known = set(classes)
-    extra = sorted((set(ref_label_names) | set(comp.train["label"].tolist()) | set(truth_labels or ())) - known - {comp.unknown})
-    labels = classes + extra + [comp.unknown]
-    code = {lab: c for c, lab in enumerate(labels)}
-    unknown_code = len(labels) - 1
-
-    members: list[MemberInput | None] = []
-    scored = {i: ps for i, _, ps in loaded}
-    for i, m in enumerate(recipe.members):
-        if m.scored:
-            ps = scored[i]
-            scores = np.ascontiguousarray(predset.reindex(ps, images, classes), dtype=np.float32)
-            auto = auto_calibration(ps.kind, ps.meta.get("activation"))
-            members.append(MemberInput(m.name, ps.kind, auto, scores=scores))
-        else:
-            path = m.submission_path(split)
-            members.append(None if path is None else
-                           _load_submission_member(path, m, images, code, len(classes), unknown_code, src, i))
-    present = [(mi, m) for mi, m in zip(members, recipe.members) if mi is not None and (m.weight is None or m.weight > 0)]
-    if not present:
-        raise KitError(f"{src}: no member with a positive weight has {split} predictions")
-
-    truth = None
-    if truth_labels is not None:
-        truth = np.fromiter((code.get(t, -2) for t in truth_labels), dtype=np.int64, count=len(truth_labels))
-
-    inputs = Inputs(split, comp, images, labels, len(classes), unknown_code, members,
-                    tuple(_member_key(m) for m in recipe.members), truth)
-
-    # leak candidates: once, up to the largest distance a tuner may ask for; a recipe without a
-    # leak step skips them, one with the step disabled gets them (a tuner may switch it on)
-    hashes_csv = data / "hashes.csv"
-    step = recipe.steps.active("leak")
-    if recipe.steps.leak is not None and hashes_csv.is_file():
-        distance = leak_search_distance if leak_search_distance is not None else max(
-            LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance if recipe.steps.leak else 0)
-        table = read_hashes(hashes_csv)
-        query = hashes_for(table, images, hashes_csv, split)
-        ref = hashes_for(table, ref_images, hashes_csv, "train")
-        ref_codes = np.fromiter((code[lab] for lab in ref_label_names), dtype=np.int64, count=len(ref_images))
-        matches = leak.match_hashes(query, ref, distance)
-        if recipe.fold == ALL_FOLDS and query_fold is not None:  # an image's own fold is not its train
-            matches = matches.keep(ref_fold[matches.index] != query_fold[matches.query])
-        inputs.leak = LeakCandidates(matches, ref_codes[matches.index], ref_images, ref_codes, ref)
-    elif step is not None:
-        raise KitError(f"{src}: steps.leak needs {hashes_csv}; make it with `python scripts/phash.py {data}` "
-                       f"(or prepare.py), or disable the step")
-    return inputs
-
-
-def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown: str,
-                     digest: str) -> predset.PredictionSet:
-    """Member i's prediction set for `split`, checked against the recipe and the competition (`digest`:
-    its Competition.digest)."""
-    src = recipe.source
-    split = recipe.val_split if split == "val" else split
-    directory = m.preds_dir(split)
-    if not Path(m.model).is_dir():
-        raise KitError(f"{src}: members[{i}]: model directory {m.model} not found")
-    settle(m.model)  # an export a kill cut short between its renames: finished first, so its sets are one export's
-    if not directory.is_dir():
-        hint = (" (fold: all needs out-of-fold members: train with fold: all, then export)"
-                if split == "oof" else "")
-        raise KitError(f"{src}: members[{i}] ({m.name}): no {split} prediction set at {directory}; "
-                       f"run `python scripts/export.py {m.model}`{hint}")
-    ps = predset.load(directory)
-    if ps.kind != VIEW_KIND.get(m.view, m.view):
-        raise KitError(f"{directory}: meta.json kind is {ps.kind!r} but the recipe's view is {m.view!r}")
-    if ps.meta.get("split") != split:
-        raise KitError(f"{directory}: meta.json split is {ps.meta.get('split')!r}, expected {split!r}")
-    if split == "val" and "fold" in ps.meta and ps.meta["fold"] != recipe.fold:
-        raise KitError(f"{directory}: the member held out fold {ps.meta['fold']}, the recipe validates on fold {recipe.fold}")
-    if unknown in ps.classes:
-        raise KitError(f"{directory}: classes.txt lists the unknown label {unknown!r}; prediction sets exclude it")
-    # the same competition by content (Competition.digest), wherever either lies: a project copied to a
-    # laptop blends; another competition generated at the members' path does not. An export older
-    # than the digest names only its path.
-    made_on, made_of = ps.meta.get("data"), ps.meta.get("competition")
-    if made_of is not None:
-        if made_of != digest:
-            raise KitError(f"{src}: members[{i}] ({m.name}) was exported from another competition than {recipe.data} "
-                           f"(made on {made_on}: its train images, labels, test images or folds differ); point the "
-                           f"blend's data: at the members' competition, or export them with --data {recipe.data}")
-    elif made_on is not None and Path(made_on).resolve() != Path(recipe.data).resolve():
-        raise KitError(f"{src}: data is {recipe.data}, but members[{i}] ({m.name}) was exported from {made_on}; "
-                       f"point the blend's data: at the members' competition, or export them with --data {recipe.data} "
-                       f"(an export by this release is recognised by its content wherever the project lies)")
-    ps.meta.setdefault("model", m.name)
-    return ps
-
-
-def _check_images(ps: predset.PredictionSet, images: list[str], where: str) -> None:
-    have, want = set(ps.images), set(images)
-    if have != want:
-        missing, extra = sorted(want - have), sorted(have - want)
-        detail = []
-        if missing:
-            detail.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
-        if extra:
-            detail.append(f"{len(extra)} not among them (e.g. {extra[0]!r})")
-        raise KitError(f"member {ps.name} ({ps.meta.get('split')}): its images are not {where}: " + "; ".join(detail))
-
-
-def _load_submission_member(path: Path, m: Member, images: list[str], code: dict, n_columns: int,
-                            unknown_code: int, src: str, i: int) -> MemberInput:
-    if not path.is_file():
-        raise KitError(f"{src}: members[{i}]: submission {path} not found")
-    sub = read_labelled(path, "submission member")
-    by_image = dict(zip(sub["image"], sub["labels"]))
-    missing = [n for n in images if n not in by_image]
-    if missing:
-        raise KitError(f"{path}: {len(missing)} of the {len(images)} images missing, e.g. {missing[0]!r}")
-    codes = np.full((len(images), TOP), -1, dtype=np.int64)
-    for r, name in enumerate(images):
-        seen = set()
-        for k, lab in enumerate(by_image[name][:TOP]):
-            c = code.get(lab, -1)
-            if c == unknown_code:
-                c = n_columns  # the kernel's slot for the unknown label's vote
-            # score columns and the unknown label vote; other labels and repeats keep their slot empty
-            if 0 <= c <= n_columns and c not in seen:
-                codes[r, k] = c
-                seen.add(c)
-    return MemberInput(m.name, "submission", "rank", codes=codes)
-
-
-# ------------------------------------------------------------------------------------ running
 @dataclass
 class State:
     """What the steps edit; `assemble` makes the top-5 from it."""
@@ -687,7 +410,7 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
     """blend -> leak -> new_whale -> balance -> top-5 on prepared inputs; MAP@5 after each step
     when the split has truth. A few milliseconds at Kaggle validation scale. Automatic weights are
     resolved from these inputs (resolve them once with `with_weights` to carry them to another split)."""
-    keys = tuple(_member_key(m) for m in recipe.members)
+    keys = tuple(member_key(m) for m in recipe.members)
     if keys != inputs.member_keys:
         raise KitError(f"{recipe.source}: the recipe's members differ from those the inputs were prepared for; prepare() again")
     recipe = with_weights(recipe, inputs)
@@ -757,15 +480,7 @@ def position_table(recipe: BlendRecipe, inputs: Inputs) -> ranking.PositionTable
     return table
 
 
-def pseudo_gate(recipe: BlendRecipe, blend_run: "BlendRun") -> pseudo.Gate:
-    """`pseudo.precision`'s cut, measured on the run's validation images (kit.post.pseudo.gate)."""
-    if blend_run.val is None or blend_run.val[0].truth is None:
-        raise KitError(f"{recipe.source}: pseudo.precision measures its cut on validation images with truth, and "
-                       f"there are none ({blend_run.val_skipped or 'no truth'}); give pseudo.threshold")
-    return pseudo.gate(*_pseudo_evidence(recipe, *blend_run.val), recipe.pseudo.precision)
-
-
-def _pseudo_evidence(recipe: BlendRecipe, inputs: Inputs, result: Result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pseudo_evidence(recipe: BlendRecipe, inputs: Inputs, result: Result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """On validation: each image's pseudo-label confidence, whether the rule may pick it (its top-1
     first in the final list), whether its top-1 is its animal."""
     top1 = result.top_codes[:, 0]
@@ -782,66 +497,6 @@ def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) ->
         return None
     probs = blend_matrix(recipe, inputs, only=pseudo.is_probability)
     return probs[np.arange(len(codes)), codes]
-
-
-# ------------------------------------------------------------------------------- blend.py's job
-COSTS = "  COSTS: the whole interval lies below 0; leave the step out (or enabled: false)"
-# on the test truth a cost is a measurement to report, never a reason to change the recipe (that is
-# fitting on test): the decision is validation's
-COSTS_ON_TEST = "  costs here (the test truth: measured, not for deciding; validation decides)"
-
-
-def format_ablation(result: Result, title: str, on_test: bool = False) -> str:
-    """The ablation table: MAP@5 after each step, its gain and the gain's paired bootstrap 95% interval;
-    `on_test`: scored on the test truth (a step that costs there is said so, not advised against)."""
-    costs = COSTS_ON_TEST if on_test else COSTS
-    lines = [title, f"  {'step':<12} {'MAP@5':>7} {'gain':>8}  {'95% interval':<18}"]
-    for step, value, gain in result.step_gains():
-        if gain is None:
-            lines.append(f"  {step:<12} {value:7.4f}")
-        else:
-            note = "  (within the noise)" if not gain.significant else costs if gain.high < 0 else ""
-            lines.append(f"  {step:<12} {value:7.4f} {gain.value:+8.4f}  [{gain.low:+.4f}, {gain.high:+.4f}]{note}")
-    extra = [f"new_whale first in {result.new_whale_share:.1%} of images, at ranks 2-5 in "
-             f"{result.new_whale_later_share:.1%}"]
-    if result.threshold is not None:
-        extra.append(f"threshold {result.threshold:.4g}")
-    if result.pinned.shape[1]:
-        extra.append(f"leak pinned {result.n_leaked} image(s)")
-    if result.n_swapped:
-        extra.append(f"balance swapped {result.n_swapped}")
-    lines.append("  " + "; ".join(extra))
-    return "\n".join(lines)
-
-
-def val_skip_reason(recipe: BlendRecipe) -> str | None:
-    """Why the recipe has no validation split to score, or None."""
-    data = Path(recipe.data)
-    if recipe.fold == -1:
-        return "fold is -1 (members trained on every image)"
-    if not (data / "folds.csv").is_file():
-        return f"{data / 'folds.csv'} not found (run `python scripts/prepare.py {data}`)"
-    for m in recipe.members:
-        if m.scored and Path(m.model).is_dir() and not m.preds_dir(recipe.val_split).is_dir():
-            return f"member {m.name} has no {recipe.val_split} prediction set ({m.preds_dir(recipe.val_split)})"
-    return None
-
-
-def _conflict_note(inputs: Inputs, recipe: BlendRecipe) -> str | None:
-    step = recipe.steps.active("leak")
-    if inputs.leak is None or step is None:
-        return None
-    c = inputs.leak.conflicts_within(step.max_distance)
-    if not len(c):
-        return None
-    i, j, d = (int(v) for v in c[0])
-    lk = inputs.leak
-    lab = inputs.labels
-    return (f"warning: {len(c)} pair(s) of train images within phash distance {step.max_distance} carry different "
-            f"labels, e.g. {lk.ref_images[i]} ({lab[lk.ref_labels[i]]}) ~ {lk.ref_images[j]} ({lab[lk.ref_labels[j]]}), "
-            f"distance {d}: most likely one photo filed twice; the leak gives a test copy of it either label. "
-            f"Look at the pair; if it is one animal, give both rows one label in train.csv (or lower "
-            f"steps.leak.max_distance if they are merely similar)")
 
 
 def _summary(result: Result, inputs: Inputs) -> dict:
@@ -947,7 +602,7 @@ def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics
         q = new_whale_model.cross_fit(d.x, d.is_new, d.bare.top_scores, d.truth_column, part, n_parts)[1]
         out.new_whale_reliability = reliability(q, d.is_new)
     if recipe.pseudo.enabled and recipe.pseudo.precision is not None and inputs.truth is not None:
-        confidence, eligible, correct = _pseudo_evidence(recipe, inputs, result)
+        confidence, eligible, correct = pseudo_evidence(recipe, inputs, result)
         if confidence is not None:
             _, kept, right = pseudo.cuts(confidence, eligible, correct)  # the cuts the gate chooses among
             if len(kept):
@@ -1026,85 +681,3 @@ def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> Blen
     return out
 
 
-def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, out: Outputs | None = None,
-                diagnostics: bool = True) -> BlendRun:
-    """Run a blend recipe: val ablation (printed), test submission and pseudo-labels (written
-    atomically, only once everything has been checked). Returns the run (its `.summary`: the numbers).
-    `out`: the caller's output set, to which the files are staged (the report joins them; nothing is
-    in place before the caller commits it); without one they are written when this returns.
-    `diagnostics`: compute what the report shows (blend.py --no-report does without)."""
-    if out is None:
-        with outputs(echo) as own:
-            return blend_files(recipe_path, echo, own, diagnostics)
-    blend_run = evaluate(recipe_path, diagnostics)
-    recipe, summary = blend_run.recipe, blend_run.summary
-    if blend_run.weights is not None:
-        for line in blend_run.weights.lines():
-            echo(line)
-    if blend_run.val is None:
-        echo(f"val: skipped, {blend_run.val_skipped}")
-    else:
-        inputs, result = blend_run.val
-        where = "out-of-fold, every fold" if recipe.fold == ALL_FOLDS else f"fold {recipe.fold}"
-        echo(format_ablation(result, f"val: {where}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
-        fitted = summary["val"].get("fitted")
-        if fitted is not None:
-            if fitted["key"].endswith("model"):
-                m = fitted["value"]
-                echo(f"  new_whale by P(new), fitted on these {len(inputs.images)} images: logit = {m['bias']:+.3g}"
-                     + "".join(f" {m[f]:+.3g} {f}" for f in new_whale_model.FEATURES)
-                     + f"; P(identity) logit = {m['id_bias']:+.3g}" + "".join(f" {m[f]:+.3g} {f[3:]}" for f in new_whale_model.ID_FEATURES)
-                     + f"; cross-fitted MAP@5 {fitted['cross_validated_map5']:.4f} (each part placed by a model "
-                     f"fitted on the others: what to expect on new images)")
-            else:
-                what = "threshold" if fitted["key"].endswith("threshold") else "share"
-                echo(f"  new_whale {what} {fitted['value']:.4g} fitted on these {len(inputs.images)} images; "
-                     f"cross-validated MAP@5 {fitted['cross_validated_map5']:.4f} (each part scored by the {what} "
-                     f"fitted on the others: what to expect on new images)")
-        for line in blend_run.warnings:
-            echo(line)
-
-    inputs, result = blend_run.test
-    comp = inputs.competition
-    if result.map5_by_step:
-        echo(format_ablation(result, f"test: {len(inputs.images)} images, scored against {comp.root / 'test_truth.csv'}",
-                             on_test=True))
-    note = _conflict_note(inputs, recipe)  # train duplicates with different labels: told once, from test's reference (all train)
-    if note:
-        echo(note)
-    if inputs.leak is not None and recipe.steps.active("leak") is not None:
-        summary["leak_conflicts"] = int(len(inputs.leak.conflicts_within(recipe.steps.leak.max_distance)))
-
-    rows = None
-    if recipe.pseudo.enabled:
-        top1 = result.top_codes[:, 0]
-        confidence = pseudo_confidence(recipe, inputs, top1)
-        threshold = recipe.pseudo.threshold
-        if confidence is None:
-            echo("pseudo-labels: none written, no member gives probabilities (see kit/post/pseudo.py)")
-        elif recipe.pseudo.precision is not None:
-            gate = pseudo_gate(recipe, blend_run)
-            echo(gate.line())
-            summary["pseudo_gate"] = dataclasses.asdict(gate) | {"precision": gate.precision if gate.kept else None}
-            threshold = gate.threshold
-        if confidence is not None and threshold is not None:
-            rows = pseudo.frame(inputs.images, inputs.labels, top1, result.top5[:, 0], confidence, threshold)
-
-    submission = comp.submission_frame(inputs.images, result.labels)
-    write_csv(recipe.submission_path, submission, out, note=f"wrote {recipe.submission_path} ({len(submission)} images)")
-    problems = check_submission(out.staged(recipe.submission_path), comp)
-    if problems:
-        raise KitError(f"{recipe.submission_path}: the submission would be invalid: {problems[0]}")
-    summary["submission"] = str(recipe.submission_path)
-    if rows is not None:
-        right = pseudo.right_share(rows, comp.truth)  # a synthetic competition's test truth says how many are right
-        write_csv(recipe.pseudo_path, rows, out,
-                  note=f"wrote {recipe.pseudo_path} ({len(rows)} pseudo-labels, confidence > {threshold:.4g}"
-                       + ("" if right is None else f"; {right:.0%} right by the test truth") + ")")
-        summary["pseudo"] = str(recipe.pseudo_path)
-        summary["pseudo_count"] = len(rows)
-        summary["pseudo_right"] = right
-    else:  # a previous run's pseudo-labels would be taken for this run's
-        out.remove(recipe.pseudo_path, note=f"removed {recipe.pseudo_path}: a previous run's pseudo-labels "
-                                            f"(this run selects none)")
-    return blend_run

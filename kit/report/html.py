@@ -22,6 +22,7 @@ import numpy as np
 from kit.data.images import BadImage, decode
 from kit.io import Outputs, write_text
 from kit.post import pipeline
+from kit.post.inputs import Inputs
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.report import svg
 from kit.tune.study import open_storage
@@ -224,7 +225,7 @@ def _thumb(path: Path, cls: str = "") -> str:
     return f'<img class="{cls}" src="data:image/jpeg;base64,{data}" alt="{escape(path.name)}">'
 
 
-def gallery_section(inputs: pipeline.Inputs, result: pipeline.Result) -> str:
+def gallery_section(inputs: Inputs, result: pipeline.Result) -> str:
     if result.ap is None:
         return _section("gallery", "Worst validation errors", "<p>No truth for this split.</p>")
     comp = inputs.competition

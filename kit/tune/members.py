@@ -22,6 +22,7 @@ from kit import ranking
 from kit.errors import KitError
 from kit.post import pipeline
 from kit.post.compare import Claim, MemberTable, Row, holdout_split, paired_gains
+from kit.post.inputs import Inputs, member_key, prepare, val_skip_reason
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.tune.space import search_space
 from kit.tune.study import study_name_for
@@ -29,7 +30,7 @@ from kit.tune.study import study_name_for
 HELD_OUT, TEST = "held-out val", "test"
 
 
-def with_own_threshold(recipe: BlendRecipe, inputs: pipeline.Inputs, rows: np.ndarray) -> BlendRecipe:
+def with_own_threshold(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) -> BlendRecipe:
     """The recipe with its new_whale threshold, or its share for a `proportion` step, fitted exactly
     on `rows` of `inputs` (a threshold step added if the recipe has none)."""
     step = recipe.steps.new_whale
@@ -41,7 +42,7 @@ def with_own_threshold(recipe: BlendRecipe, inputs: pipeline.Inputs, rows: np.nd
     return recipe.with_params({"steps.new_whale.proportion": share, "steps.new_whale.enabled": True})
 
 
-def member_table(recipe: BlendRecipe, val: pipeline.Inputs, test: pipeline.Inputs | None, tune_idx: np.ndarray,
+def member_table(recipe: BlendRecipe, val: Inputs, test: Inputs | None, tune_idx: np.ndarray,
                  hold_idx: np.ndarray, tuned: BlendRecipe | None = None, threshold_row: bool = True) -> MemberTable:
     """The table for a recipe whose weights (and new_whale fit) are resolved on the tuning part
     (pipeline.with_weights, pipeline.fit_new_whale). `threshold_row`: the blend with only its
@@ -98,7 +99,7 @@ _TUNED_HEAD = re.compile(r"^# Tuned by scripts/tune\.py from .* \(\d+ trials, st
 def check_member_table(recipe: BlendRecipe) -> None:
     """A KitError unless the recipe has what the table needs: a validation split and a held-out part
     of it (`tune.holdout` > 0). Cheap: reads no prediction set."""
-    reason = pipeline.val_skip_reason(recipe)
+    reason = val_skip_reason(recipe)
     if reason:
         raise KitError(f"{recipe.source}: the member table needs the validation split: {reason}")
     if recipe.tune.holdout <= 0:
@@ -112,7 +113,7 @@ def check_tuned(recipe: BlendRecipe, tuned: BlendRecipe) -> None:
     why = None
     if (tuned.data, tuned.fold) != (recipe.data, recipe.fold):
         why = f"data {tuned.data} fold {tuned.fold}, not {recipe.data} fold {recipe.fold}"
-    elif [pipeline._member_key(m) for m in tuned.members] != [pipeline._member_key(m) for m in recipe.members]:
+    elif [member_key(m) for m in tuned.members] != [member_key(m) for m in recipe.members]:
         why = "its members differ"
     elif (tuned.tune.holdout, tuned.tune.seed) != (recipe.tune.holdout, recipe.tune.seed):
         why = (f"tuned with tune.holdout {tuned.tune.holdout:g}, seed {tuned.tune.seed}; the recipe holds out "
@@ -182,7 +183,7 @@ def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None
     check_member_table(recipe)
     if tuned is not None:
         check_tuned(recipe, tuned)
-    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    val, test = prepare(recipe, "val"), prepare(recipe, "test")
     tune_idx, hold_idx = holdout_split(val.truth, val.unknown_code, recipe.tune.holdout, recipe.tune.seed)
     if not len(hold_idx) or not len(tune_idx):
         raise KitError(f"{recipe.source}: tune.holdout {recipe.tune.holdout:g} of {len(val.images)} validation images "

@@ -55,6 +55,7 @@ from kit.io import DISK_ERRORS, Outputs
 from kit.post import pipeline
 from kit.post.baseline import Bars
 from kit.post.compare import Gain, holdout_split, paired_gain
+from kit.post.inputs import LEAK_SEARCH_DISTANCE, prepare
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.progress import interactive
 from kit.tune.space import Param, search_space, to_recipe_values
@@ -315,8 +316,8 @@ class Objective:
     def __init__(self, recipe: BlendRecipe, space: list[Param], holdout: float, seed: int, parts: int | None = None):
         # leak candidates up to the largest distance a trial may ask for (a range may widen it)
         leak = [int(p.high) for p in space if p.name == "steps.leak.max_distance"]
-        distance = max([pipeline.LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance] + leak) if leak else None
-        self.inputs = pipeline.prepare(recipe, "val", leak_search_distance=distance)
+        distance = max([LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance] + leak) if leak else None
+        self.inputs = prepare(recipe, "val", leak_search_distance=distance)
         self.inputs.keep_calibrated = True  # trials mostly move weights: the members' probabilities are cached
         if self.inputs.truth is None:
             raise KitError(f"{recipe.source}: the validation split has no truth to tune against")

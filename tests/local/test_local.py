@@ -24,6 +24,7 @@ from kit.local.match import MatchCfg, inliers, matching_vectors
 from kit.local.member import LocalCfg, build_local_member
 from kit.post import pipeline
 from kit.post.calibrations.inliers import Inliers
+from kit.post.inputs import prepare as prepare_split
 from kit.post.recipe import load_recipe
 from kit.predset import PredictionSet, load
 
@@ -182,7 +183,7 @@ def test_the_calibration_is_fitted_on_validation_only_and_monotone(tiny, tmp_pat
     raw["members"] = [{"model": str(out), "view": "local"}]
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     fitted = pipeline.evaluate(path, diagnostics=False).recipe.members[0].calibration
-    val = pipeline.prepare(load_recipe(path), "val")
+    val = prepare_split(load_recipe(path), "val")
     truth = np.where(val.truth < val.n_columns, val.truth, -1)
     assert dict(fitted.values) == pytest.approx(Inliers.fit(val.members[0].scores, truth))  # validation's, exactly
     # the test truth moves nothing: scramble it and evaluate again

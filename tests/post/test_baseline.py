@@ -12,6 +12,7 @@ import yaml
 from kit import ranking
 from kit.errors import KitError
 from kit.post import pipeline
+from kit.post.inputs import prepare
 from kit.post.recipe import load_recipe
 from kit.testing import make_label_competition, write_blend_recipe, write_predictions
 
@@ -87,7 +88,7 @@ def test_a_blend_below_its_best_member_says_so(tmp_path):
 
 def test_the_cross_validated_score_is_each_part_scored_by_the_others_threshold(tmp_path):
     _, path = members_project(tmp_path, signal=1.5)
-    recipe = pipeline.with_weights(load_recipe(path), inputs := pipeline.prepare(load_recipe(path), "val"))
+    recipe = pipeline.with_weights(load_recipe(path), inputs := prepare(load_recipe(path), "val"))
     bars = pipeline.judge(recipe, inputs)
     n_parts = recipe.tune.parts
     part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)

@@ -11,8 +11,9 @@ import yaml
 from kit.errors import KitError
 from kit.post import pipeline
 from kit.post.compare import format_claims, format_table, holdout_split
-from kit.tune.members import load_tuned, member_table, member_table_for, tuned_beside
+from kit.post.inputs import prepare
 from kit.post.recipe import load_recipe
+from kit.tune.members import load_tuned, member_table, member_table_for, tuned_beside
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +31,7 @@ def edit(path, change):
 
 def demo_way(recipe, tuned=None):
     """kit/demo.py's stage 6 as it was written before member_table_for existed."""
-    val, test = pipeline.prepare(recipe, "val"), pipeline.prepare(recipe, "test")
+    val, test = prepare(recipe, "val"), prepare(recipe, "test")
     tune_idx, hold_idx = holdout_split(val.truth, val.unknown_code, recipe.tune.holdout, recipe.tune.seed)
     return member_table(pipeline.with_weights(recipe, val, tune_idx), val, test, tune_idx, hold_idx, tuned)
 
@@ -55,7 +56,7 @@ def test_the_table_is_the_demo_s(project, weights):
     same_table(mine, demo_way(recipe))
     assert "blend, tuned by Optuna" not in [r.what for r in mine.rows]
 
-    tuned = pipeline.with_weights(recipe, pipeline.prepare(recipe, "val")).with_params(
+    tuned = pipeline.with_weights(recipe, prepare(recipe, "val")).with_params(
         {"members.0.weight": 0.2, "steps.new_whale.threshold": 0.4}, name="final_tuned")
     mine = member_table_for(recipe, tuned)
     same_table(mine, demo_way(recipe, tuned))

@@ -81,7 +81,8 @@ def test_its_keys_and_their_tuning_names(tmp_path):
 
 
 def test_in_the_pipeline_one_threshold_for_every_group_is_the_new_whale_step(project):
-    from kit.post.pipeline import prepare, run
+    from kit.post.pipeline import run
+    from kit.post.inputs import prepare
     from kit.post.recipe import load_recipe
     from kit.tune.space import search_space
 

@@ -10,6 +10,7 @@ import yaml
 from kit.errors import KitError
 from kit.post import new_whale_model as nm
 from kit.post import pipeline
+from kit.post.files import blend_files
 from kit.post.recipe import load_recipe
 from kit.ranking import cv_parts
 
@@ -151,7 +152,7 @@ def test_the_tuner_refits_the_model_for_each_trial(project, tmp_path):
 
 def test_blend_prints_the_fitted_model(project):
     lines = []
-    pipeline.blend_files(probability_recipe(project, "pnew-print"), echo=lines.append, diagnostics=False)
+    blend_files(probability_recipe(project, "pnew-print"), echo=lines.append, diagnostics=False)
     line = next(line for line in lines if "new_whale by P(new)" in line)
     assert "fitted on these" in line and "cross-fitted MAP@5" in line and "agreement" in line
 

@@ -14,10 +14,12 @@ import slow
 from kit import predset
 from kit.data import load_competition
 from kit.errors import KitError
-from kit.post.pipeline import blend_files, evaluate, prepare, run
-from kit.ranking import assemble
-from kit.post.recipe import load_recipe
 from kit.metric import check_submission, score_files
+from kit.post.files import blend_files
+from kit.post.inputs import prepare
+from kit.post.pipeline import evaluate, run
+from kit.post.recipe import load_recipe
+from kit.ranking import assemble
 
 
 def test_assemble_against_plain_python():
@@ -436,7 +438,7 @@ def test_an_identity_new_to_the_fold_is_scored_as_the_unknown_label(project):
     """Happywhale's validation: a held-out image whose identity has no image outside its fold is what
     the members never saw, so its answer is the unknown label (kit.data.folds.fold_truth)."""
     from kit.data.folds import read_folds, write_folds
-    from kit.post.pipeline import prepare
+    from kit.post.inputs import prepare
     from kit.post.recipe import load_recipe
 
     folds_csv = project["comp"].root / "folds.csv"

@@ -12,7 +12,9 @@ import yaml
 
 from kit.config import Interval, Tuning, param
 from kit.errors import KitError
-from kit.post.pipeline import format_ablation, prepare, run
+from kit.post.files import format_ablation
+from kit.post.inputs import prepare
+from kit.post.pipeline import run
 from kit.post.plugins import CALIBRATIONS, STEPS, Calibration, Step, StepParams, docs_table, steps_in_order
 from kit.post.recipe import load_recipe, recipe_from_dict
 from kit.tune.space import search_space

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from kit.post.inputs import prepare
 from kit.post.weights import auto_weights, equal
 
 UNKNOWN = 99
@@ -90,7 +91,7 @@ def test_no_decision_is_fitted_on_the_test_split(project):
     from kit.post.recipe import load_recipe
 
     recipe = load_recipe(project["recipe"])
-    test = pipeline.prepare(recipe, "test")
+    test = prepare(recipe, "test")
     assert test.truth is not None
     auto = recipe.with_params({f"members.{i}.weight": None for i in range(len(recipe.members))})
     assert "no truth" in pipeline.weight_report(auto, test).basis

@@ -13,6 +13,7 @@ import yaml
 
 from kit.data.prepare import prepare
 from kit.errors import KitError
+from kit.post.files import blend_files
 from kit.starter import FAMILIES, MemberPlan, Weights, budget_line, init_workdir, survey
 
 pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
@@ -55,7 +56,7 @@ def test_init_writes_recipes_that_train_export_and_blend_unedited(new_competitio
         r = load_recipe(Path("models") / f"{family}.yaml")
         train(dataclasses.replace(r, stages=(dataclasses.replace(r.stages[0], epochs=1, minutes=None),)), progress=False)
         export_member(Path("models") / family, progress=False, log=lambda line: None)
-    run = pipeline.blend_files(Path("blends") / f"{data.name}.yaml", echo=lambda line: None)
+    run = blend_files(Path("blends") / f"{data.name}.yaml", echo=lambda line: None)
     assert Path(run.summary["submission"]).is_file()
 
 

@@ -19,7 +19,9 @@ from tune_project import ROOT, edit_yaml, script, script_env
 from optuna.trial import TrialState
 
 from kit.errors import KitError
-from kit.post.pipeline import blend_files, prepare, run
+from kit.post.files import blend_files
+from kit.post.inputs import prepare
+from kit.post.pipeline import run
 from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
 from kit.tune.study import Objective, open_storage, study_name_for, tune
