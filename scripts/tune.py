@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         with outputs(echo=None) as out:  # the tuned recipe and its report: both in place, or neither
             s = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study, jobs=args.jobs,
                      seed=args.seed, progress=not args.quiet, out=out, grace=args.grace)
-            if not args.no_report:
-                from kit.report.html import write_tune_report
+            from kit.report.html import report_path, write_tune_report
 
+            if args.no_report:  # the previous tuning's report would be read as this one's
+                out.remove(report_path(s.tuned))
+            else:
                 report = write_tune_report(s, out=out)
     except KeyboardInterrupt:
         print("interrupted: nothing written; the study keeps every finished trial, and the same command goes on "

@@ -413,3 +413,15 @@ def test_a_study_tunes_a_threshold_per_species(project):
         {sp: best.params[f"{groups}.{sp}"] for sp in ("beluga", "humpback_whale")})
     assert abs(blend_files(s.tuned_path, echo=quiet).summary["val"]["map5"] - best.value) <= 1e-12
 
+
+
+def test_no_report_removes_the_previous_tunings_report(project):
+    """`tune.py --no-report` left the previous tuning's report beside the new tuned recipe."""
+    path, url = project.recipe(), project.sqlite()
+    out = script("tune.py", str(path), "--trials", "3", "--storage", url, "--quiet")
+    assert out.returncode == 0, out.stderr
+    reports = list((project.root / "blends" / "submissions").glob("*_tuned.html"))
+    assert len(reports) == 1
+    out = script("tune.py", str(path), "--trials", "4", "--storage", url, "--quiet", "--no-report")
+    assert out.returncode == 0, out.stderr
+    assert not reports[0].exists() and (project.root / "blends" / "final.tuned.yaml").is_file()
