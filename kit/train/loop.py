@@ -425,6 +425,47 @@ def val_map5_note(member_dir: Path) -> str:
     return f", val MAP@5 {val['map5']:.4f}" if val else ""
 
 
+def _resumable(recipe: Recipe, ckpt_path: Path, resume: bool, force: bool, classes: list[str], species: list[str],
+               env) -> dict | None:
+    """The checkpoint to resume from, or None to start afresh; a KitError when there is one and the
+    run may not use it (no --resume, or the recipe, identities or species changed since)."""
+    if resume and not ckpt_path.is_file() and env.main:
+        warnings.warn(f"--resume: {ckpt_path} does not exist; starting from scratch", stacklevel=3)
+    if not ckpt_path.is_file() or force:
+        return None
+    if not resume:
+        raise _already_trained_error(ckpt_path.parent)
+    saved = read_checkpoint(ckpt_path)
+    changed = _compare(_as_run(saved["recipe"]), recipe.to_dict())
+    if changed:
+        raise KitError(f"{ckpt_path}: the recipe changed since this checkpoint ({'; '.join(changed[:3])}); "
+                       "use --force to start over")
+    if list(saved["classes"]) != classes:
+        raise KitError(f"{ckpt_path}: the training identities changed ({len(saved['classes'])} then, {len(classes)} now); "
+                       "use --force to start over")
+    then = list(saved["info"].get("species", []))
+    if then and then != species:
+        raise KitError(f"{ckpt_path}: the species of train.csv changed since this checkpoint's species head "
+                       f"({len(then)} then, {len(species)} now); use --force to start over")
+    return saved
+
+
+def _validate(model: nn.Module, feeder: Feeder, val_t, batch_size: int, autocast, info, K: int, bad_images: set[str],
+              log) -> dict:
+    """The epoch's validation metrics (MAP@5 and its threshold, and the species head's accuracy);
+    a validation image that cannot be read joins `bad_images`, said once."""
+    probs, targets, ok, species_top1 = predict(model, feeder, batch_size, autocast, info.activation, K)
+    for name, good in zip(val_t.paths, ok.tolist()):
+        if not good and str(name) not in bad_images:
+            bad_images.add(str(name))
+            log(f"warning: skipping bad validation image {name}")
+    out = evaluate_probs(probs[ok], targets[ok])
+    if species_top1 is not None:
+        has = ok & (val_t.species >= 0)
+        out["species_accuracy"] = round(float((species_top1[has] == val_t.species[has]).mean()), 4) if has.any() else None
+    return out
+
+
 def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_competition) -> Path:
     device = _device(recipe, env.local_rank)
     b, a = recipe.sampling.batch_size, recipe.optim.accumulate
@@ -441,24 +482,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
         raise KitError(f"input.boxes is true but {data_dir}/bounding_boxes.csv does not exist")
 
     ckpt_path = out / "checkpoint.pt"
-    saved = None
-    if resume and not ckpt_path.is_file() and env.main:
-        warnings.warn(f"--resume: {ckpt_path} does not exist; starting from scratch", stacklevel=2)
-    if ckpt_path.is_file() and not force:
-        if not resume:
-            raise _already_trained_error(out)
-        saved = read_checkpoint(ckpt_path)
-        changed = _compare(_as_run(saved["recipe"]), recipe.to_dict())
-        if changed:
-            raise KitError(f"{ckpt_path}: the recipe changed since this checkpoint ({'; '.join(changed[:3])}); "
-                           "use --force to start over")
-        if list(saved["classes"]) != classes:
-            raise KitError(f"{ckpt_path}: the training identities changed ({len(saved['classes'])} then, {K} now); "
-                           "use --force to start over")
-        then = list(saved["info"].get("species", []))
-        if then and then != train_t.species_names:
-            raise KitError(f"{ckpt_path}: the species of train.csv changed since this checkpoint's species head "
-                           f"({len(then)} then, {len(train_t.species_names)} now); use --force to start over")
+    saved = _resumable(recipe, ckpt_path, resume, force, classes, train_t.species_names, env)
 
     torch.manual_seed(recipe.seed)
     # Pretrained weights: fetched by the main process only (DDP copies its parameters to the others
@@ -621,16 +645,7 @@ def _train(recipe, out, data_dir, resume, force, progress, on_step, env, load_co
                          "lr": _lr(stage, e + 1 - 1e-9, 0, stage_epochs), "seconds": round(seconds, 2),
                          "images_per_s": round(seen / max(seconds, 1e-9), 1)}
                 if len(val_t):
-                    probs, targets, ok, species_top1 = predict(model, val_feeder, r.val_batch_size, autocast,
-                                                               info.activation, K)
-                    for name, good in zip(val_t.paths, ok.tolist()):
-                        if not good and str(name) not in bad_images:
-                            bad_images.add(str(name))
-                            log(f"warning: skipping bad validation image {name}")
-                    entry["val"] = evaluate_probs(probs[ok], targets[ok])
-                    if species_top1 is not None:
-                        has = ok & (val_t.species >= 0)
-                        entry["val"]["species_accuracy"] = round(float((species_top1[has] == val_t.species[has]).mean()), 4) if has.any() else None
+                    entry["val"] = _validate(model, val_feeder, val_t, r.val_batch_size, autocast, info, K, bad_images, log)
                 metrics["epochs"].append(entry)
                 metrics["bad_images"] = sorted(bad_images)
                 val = entry.get("val")
