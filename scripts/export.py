@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     from kit.export.layout import find_members, oof_children
     from kit.export.member import export_member
 
+    # the flags' own checks, in the flags' words (the library says "batch must be >= 1")
+    if args.batch < 1:
+        raise KitError(f"--batch must be >= 1, got {args.batch}")
+    if args.knn < 0:
+        raise KitError(f"--knn must be >= 0 (0: no knn view), got {args.knn}")
     members = args.members or find_members(args.models)
     if not members:
         raise KitError(f"{args.models}/: no trained member (no */checkpoint.pt); train one with scripts/train.py")

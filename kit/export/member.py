@@ -82,19 +82,19 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
     """Export, check and (unless `skip_infer`) run one member; returns what export.json holds.
     `knn` > 0 adds the knn view with that many neighbours (kit.export.infer)."""
     from kit.export.exporter import ParityError, export_checked, export_fp16_checked
-    from kit.export.runtime import PROVIDERS, OnnxRunner, TorchRunner, ort_cuda_listed, torch_gpu
+    from kit.export.runtime import PROVIDERS, OnnxRunner, choose_runner
 
     model_dir = Path(model_dir)
     if batch < 1:
-        raise KitError(f"--batch must be >= 1, got {batch}")
+        raise KitError(f"batch must be >= 1, got {batch}")
     if provider not in PROVIDERS:
-        raise KitError(f"--provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        raise KitError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
     if cosine not in COSINE_MODES:
         raise KitError(f"cosine mode must be one of {', '.join(COSINE_MODES)}, got {cosine!r}")
     if tta not in TTA_MODES:
-        raise KitError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+        raise KitError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     if knn < 0:
-        raise KitError(f"--knn must be >= 0 (0: no knn view), got {knn}")
+        raise KitError(f"knn must be >= 0 (0: no knn view), got {knn}")
     children = oof_children(model_dir)
     if children:
         return export_oof_member(model_dir, children, export_member, data, batch=batch, provider=provider,
@@ -159,18 +159,10 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
             onnx_for_inference = out.staged(model_dir / ONNX_FP16)
 
         if not skip_infer:
-            # An onnxruntime without a usable CUDA provider (a CPU-only wheel in a GPU image, or CUDA
-            # libraries it cannot load) where PyTorch has a GPU: the GPU still runs, through the PyTorch
-            # network whose ONNX parity was just checked. No CPU session is built first when none is listed.
-            gpu_by_torch = provider == "auto" and torch_gpu()
-            runner = None if (gpu_by_torch and not ort_cuda_listed()) else OnnxRunner(onnx_for_inference, provider, threads)
-            if runner is None or (gpu_by_torch and runner.provider != "cuda"):
-                runner, fp16_used = TorchRunner(model, "cuda", autocast_fp16=fp16), fp16
-            else:
-                fp16_used = fp16 and runner.provider == "cuda"
-                if fp16 and runner.provider != "cuda":
-                    log(f"{model_dir}: fp16 is for the CUDA provider; running fp32 on {runner.provider}")
-                    runner = OnnxRunner(out.staged(model_dir / ONNX), provider, threads)
+            runner, fp16_used, note = choose_runner(onnx_for_inference, out.staged(model_dir / ONNX), model, provider,
+                                                    threads, fp16)
+            if note:
+                log(f"{model_dir}: {note}")
             images, logit_images = images_needed(plans)
             digest = comp.digest()
             ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)

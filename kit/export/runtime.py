@@ -154,3 +154,21 @@ class TorchRunner:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
             logits, embedding = self.model(batch)
         return logits.float().cpu().numpy(), embedding.float().cpu().numpy()
+
+
+def choose_runner(onnx: Path, fp32_onnx: Path, model, provider: str, threads: int | None,
+                  fp16: bool) -> tuple["OnnxRunner | TorchRunner", bool, str | None]:
+    """What runs a member's inference: (the runner, whether it runs fp16, a note to print or None).
+    onnxruntime with `provider` over `onnx` (the fp16 file when asked); fp16 on the CUDA provider only,
+    else `fp32_onnx` in fp32. An onnxruntime without a usable CUDA provider (a CPU-only wheel in a GPU
+    image, or CUDA libraries it cannot load) where PyTorch has a GPU, under `auto`: the GPU still runs,
+    through the PyTorch network `model` whose ONNX parity was checked. No CPU session is built first
+    when none is listed."""
+    gpu_by_torch = provider == "auto" and torch_gpu()
+    runner = None if (gpu_by_torch and not ort_cuda_listed()) else OnnxRunner(onnx, provider, threads)
+    if runner is None or (gpu_by_torch and runner.provider != "cuda"):
+        return TorchRunner(model, "cuda", autocast_fp16=fp16), fp16, None
+    if fp16 and runner.provider != "cuda":
+        return (OnnxRunner(fp32_onnx, provider, threads), False,
+                f"fp16 is for the CUDA provider; running fp32 on {runner.provider}")
+    return runner, fp16, None

@@ -58,3 +58,21 @@ def test_a_failing_image_raises_at_its_batch():
     next(batches)
     with pytest.raises(KitError, match="im7"):
         next(batches)
+
+
+def test_the_library_speaks_its_own_words_and_the_script_its_flags(tmp_path):
+    """export_member said "--batch must be >= 1" to a library caller; scripts/export.py names its flag."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kit.export.member import export_member
+
+    with pytest.raises(KitError, match=r"^batch must be >= 1, got 0$"):
+        export_member(tmp_path, batch=0)
+    with pytest.raises(KitError, match=r"^knn must be >= 0"):
+        export_member(tmp_path, knn=-1)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "scripts/export.py", str(tmp_path), "--batch", "0"], capture_output=True,
+                         text=True, cwd=root)
+    assert out.returncode == 2 and out.stderr.strip() == "error: --batch must be >= 1, got 0"
