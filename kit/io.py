@@ -160,18 +160,19 @@ JOURNAL = ".whale-kit-commit.json"  # a commit in progress, or one a kill cut sh
 
 
 @contextlib.contextmanager
-def _locked(dirs: Sequence[Path]) -> Iterator[None]:
-    """Exclusive locks on directories (flock on the directory itself: no lock file left behind), taken
-    in sorted order so that two commits never wait on each other. Not POSIX: no lock."""
+def locked(paths: Sequence[Path]) -> Iterator[None]:
+    """Exclusive locks for the block (POSIX flock; elsewhere none): on a directory itself (no lock file
+    left behind), or on a lock file, made if absent. Taken in sorted order, so that two holders of
+    overlapping sets never wait on each other."""
     try:
         import fcntl
-    except ImportError:
+    except ImportError:  # not POSIX: one process at a time is the user's business
         yield
         return
     fds = []
     try:
-        for d in sorted(set(dirs)):
-            fd = os.open(d, os.O_RDONLY)
+        for path in sorted(set(map(Path, paths))):
+            fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             fds.append(fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -221,7 +222,7 @@ def _apply(moves: list[tuple[Path | None, Path]]) -> None:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, target)
-                if tmp.is_dir() or target.is_dir():  # a swap cut between its two renames: its `.old` goes
+                if target.is_dir():  # a swap a kill cut between its two renames: its `.old` goes
                     shutil.rmtree(target.with_name(f".{target.name}.old"), ignore_errors=True)
 
 
@@ -243,7 +244,7 @@ def settle(directory: str | os.PathLike) -> None:
     directory = Path(directory)
     if not (directory / JOURNAL).is_file():
         return
-    with _locked([directory]):
+    with locked([directory]):
         _settle_locked(directory)
 
 
@@ -311,7 +312,7 @@ class Outputs:
         moves = [(tmp, target) for tmp, target, _ in self._staged]
         if moves:
             dirs = sorted({target.parent for _, target in moves})
-            with _locked(dirs):
+            with locked(dirs):
                 for d in dirs:  # another run's commit, killed there, first (and a journal it was writing)
                     _settle_locked(d)
                     clean_stale(d / JOURNAL)

@@ -1,4 +1,4 @@
-"""What the stages' benchmarks share (`kit/<stage>/bench.py`, printed by `scripts/bench.py`): the
+"""What the benchmarks share (one module per stage here in kit/bench/, printed by `scripts/bench.py`): the
 machine line, a median timer and the table every section prints."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from kit.io import cpu_count
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # real files, never copied in
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # real files, never copied in
 
 
 def machine() -> str:

@@ -22,26 +22,10 @@ import numpy as np
 
 from kit.data.images import BadImage
 from kit.errors import KitError
-from kit.io import atomic_path, cpu_count, write_text
+from kit.io import atomic_path, cpu_count, locked, write_text
 from kit.progress import progress as progress_bar
 
 Arrays = dict[str, tuple[tuple[int, ...], str]]  # name -> (one row's shape, dtype)
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock on `path` for the with-block (POSIX; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: one process at a time is the user's business
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_index(path: Path) -> dict | None:
@@ -67,7 +51,7 @@ def open_row_cache(directory: Path, keys: list[str], stamps: list, spec: dict, v
         raise KitError(f"{directory}: cannot create the {what} ({e.strerror}){hint}") from None
     index_path = directory / "index.json"
     paths = {name: directory / f"{name}.npy" for name in arrays}
-    with file_lock(directory / "lock"):
+    with locked([directory / "lock"]):
         index = read_index(index_path)
         fresh = (index is not None and index.get("version") == version and index.get("spec") == spec
                  and index.get("keys") == keys and all(p.is_file() for p in paths.values()))

@@ -238,19 +238,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-class _Stop:
-    """Whether this process was asked to stop after its trial in flight (Ctrl-C, or tune.py's
-    STOP_SIGNAL to a worker)."""
-
-    asked = False
-
-    @classmethod
-    def ask(cls, signum=None, frame=None) -> None:
-        cls.asked = True
-
-
-_STOP = _Stop
+_stop_asked = False  # this process was asked to stop after its trial in flight (Ctrl-C, or STOP_SIGNAL)
 STOP_SIGNAL = getattr(signal, "SIGUSR1", signal.SIGTERM)
+
+
+def _ask_stop(signum=None, frame=None) -> None:
+    global _stop_asked
+    _stop_asked = True
 
 
 @contextlib.contextmanager
@@ -261,17 +255,19 @@ def finish_trial_on_ctrl_c() -> Iterator[None]:
         yield
         return
 
+    global _stop_asked
+
     def ask(signum, frame) -> None:
-        _STOP.ask()
+        _ask_stop()
         signal.signal(signal.SIGINT, previous)
 
-    _STOP.asked = False
+    _stop_asked = False
     previous = signal.signal(signal.SIGINT, ask)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        _STOP.asked = False
+        _stop_asked = False
 
 
 def stop_workers(procs: list, wait: float = 10.0) -> None:
@@ -299,7 +295,7 @@ def _worker(*args, parent: int, **kwargs) -> None:
     # bookkeeping is a traceback (and a trial left RUNNING): the workers leave it to tune.py, which
     # asks them (STOP_SIGNAL) to stop after their trial in flight
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(STOP_SIGNAL, _STOP.ask)
+    signal.signal(STOP_SIGNAL, _ask_stop)
     try:
         with storage_errors(args[1]):
             _optimize(*args, **kwargs)
@@ -514,14 +510,14 @@ def _optimize(recipe_path: str, storage_url: str, study_name: str, trials: int, 
             raise optuna.TrialPruned(f"the study holds {trials} trials")
         return objective(trial)
 
-    # Optuna's bar is tqdm's: on a terminal only (a log would fill with carriage-return frames)
     def stop_when_asked(study, trial) -> None:  # after each trial: a Ctrl-C ends the run here, its trials whole
-        if _STOP.asked:
+        if _stop_asked:
             study.stop()
 
+    # Optuna's bar is tqdm's: on a terminal only (a log would fill with carriage-return frames)
     study.optimize(objective_within_budget, n_trials=trials - done, show_progress_bar=progress and interactive(),
                    gc_after_trial=False, callbacks=[stop_when_asked])
-    if _STOP.asked:
+    if _stop_asked:
         raise KeyboardInterrupt
 
 
