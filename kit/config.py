@@ -95,10 +95,11 @@ class Tuning:
 
 
 def param(default: Any = dataclasses.MISSING, *, check: Interval | Rule | OneOf | None = None, tune: Tuning | None = None,
-          default_factory: Any = dataclasses.MISSING, help: str = "") -> Any:
-    """A dataclass field with its constraint, tuning range and one line of help."""
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={"check": check, "tune": tune, "help": help})
+          default_factory: Any = dataclasses.MISSING, help: str = "", key: bool = True) -> Any:
+    """A dataclass field with its constraint, tuning range and one line of help. `key=False`: not a
+    key of the data (the file a recipe came from): set by the code, left out of comparisons."""
+    return dataclasses.field(default=default, default_factory=default_factory, compare=key,
+                             metadata={"check": check, "tune": tune, "help": help, "key": key})
 
 
 def tuning_of(cls: type, name: str) -> Tuning | None:
@@ -131,43 +132,145 @@ def did_you_mean(key: Any, valid) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+class Invalid(Exception):
+    """Raised by a config's `validate()` for a rule across its fields; `build` and `edit` turn it into
+    one KitError naming the file and where (`key`: the field the message is about, if one is)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.message, self.key = message, key
+
+    def text(self, source: str, where: str) -> str:
+        if self.key is not None:
+            return f"{source}: {where}{self.key} {self.message}"
+        return f"{source}: {where[:-1]}: {self.message}" if where else f"{source}: {self.message}"
+
+
+def check_keys(raw: dict, valid, source: str, where: str) -> None:
+    """Every key of `raw` one of `valid`, or one KitError with "did you mean" and the valid keys."""
+    for key in raw:
+        if key not in valid:
+            raise KitError(f"{source}: unknown key {where + str(key)!r}{did_you_mean(key, valid)}; "
+                           f"valid keys{' in ' + where[:-1] if where else ''}: {', '.join(valid)}")
+
+
+def keys_of(cls: type) -> dict[str, dataclasses.Field]:
+    """The fields of a config that are keys of its data (not `param(key=False)`)."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init and f.metadata.get("key", True)}
+
+
 def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None = None):
-    """Plain data -> the dataclass `cls`, every key checked; `where` is the dotted prefix of the
-    keys in messages ("head." ...). `fill`: values for keys the data does not give."""
+    """Plain data -> the dataclass `cls`, every key checked, then the class's `validate()` (rules
+    across fields; it raises Invalid); `where` is the dotted prefix of the keys in messages
+    ("head." ...). `fill`: values for keys the data does not give. A class whose data has another
+    shape (a registry's names as keys) parses itself: `from_config(raw, source, where)`."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise KitError(f"{source}: {where[:-1] or 'the recipe'} must be a mapping of keys, got {show(raw)}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = keys_of(cls)
     hints = typing.get_type_hints(cls)
-    for key in raw:
-        if key not in fields:
-            raise KitError(f"{source}: unknown key {where + str(key)!r}{did_you_mean(key, fields)}; "
-                           f"valid keys{' in ' + where[:-1] if where else ''}: {', '.join(fields)}")
+    check_keys(raw, fields, source, where)
     values = dict(fill or {})
     for name, value in raw.items():
-        key = where + name
-        values[name] = convert(hints[name], value, source, key)
-        check = fields[name].metadata.get("check")
-        if check is not None and isinstance(values[name], dict):  # a mapping's constraint holds for each value
-            for k, v in values[name].items():
-                if not check(v):
-                    raise KitError(f"{source}: {key}.{k} = {show(v)} is out of range; expected {check}")
-        elif check is not None and values[name] is not None and not check(values[name]):
-            if isinstance(check, OneOf):
-                why = check.explain(value)
-            elif isinstance(check, Interval):  # "an integer >= 2", "a number in [0, 1)"
-                bare = [a for a in typing.get_args(hints[name]) if a is not type(None)] or [hints[name]]
-                why = f"is out of range; expected {describe(bare[0])} {check}"
-            else:
-                why = f"is out of range; expected {check}"
-            raise KitError(f"{source}: {key} = {show(value)} {why}")
-    return cls(**values)
+        values[name] = checked(fields[name], hints[name], value, source, where + name)
+    for name, f in fields.items():
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise KitError(f"{source}: missing key {where + name!r}")
+    return validated(cls(**values), source, where)
+
+
+def validated(obj: Any, source: str, where: str = ""):
+    """`obj` after its own `validate()`, an Invalid as one KitError."""
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except Invalid as e:
+            raise KitError(e.text(source, where)) from None
+    return obj
+
+
+def checked(f: dataclasses.Field, tp: Any, value: Any, source: str, key: str) -> Any:
+    """`value` converted to the field's type `tp` and held to its constraint."""
+    out = convert(tp, value, source, key)
+    check = f.metadata.get("check")
+    if check is not None and isinstance(out, dict):  # a mapping's constraint holds for each value
+        for k, v in out.items():
+            if not check(v):
+                given = value.get(k, v) if isinstance(value, dict) else v
+                raise KitError(f"{source}: {key}.{k} = {show(given)} "
+                               f"{'is not allowed' if isinstance(check, Rule) else 'is out of range'}; expected {check}")
+    elif check is not None and out is not None and not check(out):
+        if isinstance(check, OneOf):
+            why = check.explain(value)
+        elif isinstance(check, Interval):  # "an integer >= 2", "a number in [0, 1)"
+            bare = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+            why = f"is out of range; expected {describe(bare[0])} {check}"
+        else:  # a Rule: a shape or a name, not a range
+            why = f"is not allowed; expected {check}"
+        raise KitError(f"{source}: {key} = {show(value)} {why}")
+    return out
+
+
+# ----------------------------------------------------------------------------------- typed edits
+def edit(obj: Any, path: str, value: Any, source: str, where: str = "") -> Any:
+    """A copy of the config `obj` with the value at the dotted `path` ("members.0.weight") replaced,
+    converted and checked as `build` would; rules across fields are left to one `validate_all` after
+    every edit (edits in turn may pass through states no recipe could hold). A class may take the
+    edit of its part itself (`edited(parts, value, source, where)`: a registry-shaped section); one
+    with an `exclusive` tuple clears the others of those keys when one is set. `where`: the path of
+    `obj` itself, for messages."""
+    return _edit(obj, path.split("."), value, source, where)
+
+
+def _edit(obj: Any, parts: list[str], value: Any, source: str, where: str) -> Any:
+    full = where + ".".join(parts)
+    if hasattr(obj, "edited"):
+        return obj.edited(parts, value, source, where)
+    if isinstance(obj, tuple):
+        try:
+            i = int(parts[0])
+            item = obj[i]
+        except (ValueError, IndexError):
+            raise KitError(f"{source}: {full!r}: no item {parts[0]!r} (there are {len(obj)})") from None
+        if len(parts) == 1:
+            raise KitError(f"{source}: {full!r} names a list item, not a key")
+        return obj[:i] + (_edit(item, parts[1:], value, source, f"{where}{i}."),) + obj[i + 1:]
+    if not dataclasses.is_dataclass(obj):
+        raise KitError(f"{source}: {full!r}: {where[:-1]} is a value, not a section")
+    fields = keys_of(type(obj))
+    name = parts[0]
+    if name not in fields:
+        raise KitError(f"{source}: {full!r}: no key {name!r}{did_you_mean(name, fields)}")
+    tp = typing.get_type_hints(type(obj))[name]
+    if len(parts) == 2 and dict in [typing.get_origin(a) for a in (tp, *typing.get_args(tp))]:
+        value, parts = {**(getattr(obj, name) or {}), parts[1]: value}, parts[:1]  # one value of a mapping
+    if len(parts) > 1:
+        return dataclasses.replace(obj, **{name: _edit(getattr(obj, name), parts[1:], value, source, f"{where}{name}.")})
+    new = {name: checked(fields[name], tp, value, source, where + name)}
+    if name in getattr(obj, "exclusive", ()):
+        new.update({other: None for other in obj.exclusive if other != name})
+    return dataclasses.replace(obj, **new)
+
+
+def validate_all(obj: Any, source: str, where: str = "") -> Any:
+    """Every `validate()` of a config tree, children first (after edits); returns `obj`."""
+    if isinstance(obj, tuple):
+        for i, item in enumerate(obj):
+            validate_all(item, source, f"{where}{i}.")
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for name in keys_of(type(obj)):
+            validate_all(getattr(obj, name), source, f"{where}{name}.")
+        validated(obj, source, where)
+    return obj
 
 
 def convert(tp: Any, value: Any, source: str, key: str) -> Any:
     """Check `value` against the annotation `tp`; return it converted (lists to tuples...)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and hasattr(tp, "from_config"):
+        return tp.from_config(value, source, key + ".")
     if dataclasses.is_dataclass(tp):
         return build(tp, value, source, key + ".")
     if origin in (Union, types.UnionType):
@@ -297,85 +400,3 @@ def dump_yaml(data: Any, note: list[str] | tuple[str, ...] = ()) -> str:
     """The YAML text every recipe kind writes: keys in the dataclasses' order, `note` lines as comments on top."""
     return "".join(f"# {line}\n" for line in note) + yaml.safe_dump(data, sort_keys=False, default_flow_style=None,
                                                                     width=100)
-
-
-# --------------------------------------------------------------------------- hand-checked sections
-class Section:
-    """One mapping of a recipe with checked accessors, for the sections whose shape is not one
-    dataclass (a blend recipe's members, its tune section); messages say `file: where.key: ...`."""
-
-    def __init__(self, raw: Any, where: str, source: str):
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            what = where or "the recipe"
-            raise KitError(f"{source}: {what} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
-        self.raw, self.where, self.source = raw, where, source
-
-    def _key(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def fail(self, key: str, message: str):
-        raise KitError(f"{self.source}: {self._key(key)} {message}")
-
-    def keys(self, valid, required=()) -> None:
-        for key in self.raw:
-            if key not in valid:
-                raise KitError(
-                    f"{self.source}: unknown key {self._key(str(key))!r}{did_you_mean(key, valid)}; "
-                    f"valid keys{' in ' + self.where if self.where else ''}: {', '.join(valid)}"
-                )
-        for key in required:
-            if key not in self.raw or self.raw[key] is None:
-                raise KitError(f"{self.source}: missing key {self._key(key)!r}")
-
-    def has(self, key: str) -> bool:
-        return key in self.raw
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)
-
-    def section(self, key: str) -> "Section":
-        return Section(self.raw.get(key), self._key(key), self.source)
-
-    def string(self, key: str, default: Any = ...) -> Any:
-        if key not in self.raw or self.raw[key] is None:
-            if default is ...:
-                self.fail(key, "is missing")
-            return default
-        value = self.raw[key]
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, f"must be a non-empty string, got {value!r}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, got {value!r}")
-        return value
-
-    def number(self, key: str, default: float | None, low: float | None = None, high: float | None = None,
-               low_open: bool = False) -> float | None:
-        if key not in self.raw or self.raw[key] is None:
-            return default
-        value = self.raw[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.fail(key, f"must be a finite number, got {value!r}")
-        value = float(value)
-        if low is not None and (value < low or (low_open and value == low)):
-            self.fail(key, f"is {value:g}; it must be {'>' if low_open else '>='} {low:g}")
-        if high is not None and value > high:
-            self.fail(key, f"is {value:g}; it must be <= {high:g}")
-        return value
-
-    def integer(self, key: str, default: int, low: int | None = None, high: int | None = None) -> int:
-        value = self.raw.get(key, default)
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(key, f"must be an integer, got {value!r}")
-        if low is not None and value < low:
-            self.fail(key, f"is {value}; it must be >= {low}")
-        if high is not None and value > high:
-            self.fail(key, f"is {value}; it must be <= {high}")
-        return value

@@ -85,6 +85,7 @@ def build_local_member(shortlist_recipe: str | Path, cfg: LocalCfg = LocalCfg(),
     if skip:
         raise KitError(f"{shortlist_recipe}: a local member needs the validation split to calibrate on: {skip}")
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
+    recipe = pipeline.with_data_defaults(recipe, val)
     ranker = pipeline.with_weights(pipeline.fit_calibrations(recipe, val), val)  # as blend.py weighs them
     features = open_features(comp, spec, progress=progress, workers=workers, echo=echo)
     folds = read_folds(Path(recipe.data) / "folds.csv", comp.train)

@@ -244,6 +244,24 @@ def _select(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) -> selection.
     return selection.select(score, len(recipe.members), len(rows))
 
 
+def with_data_defaults(recipe: BlendRecipe, val_inputs: Inputs | None, why_none: str = "") -> BlendRecipe:
+    """The recipe with what its steps take from the data when it leaves it out (new_whale without a
+    threshold or proportion: validation's unknown share, over all its images), worked out here where
+    the data is loaded, not while the recipe is parsed. `val_inputs`: the validation split (None
+    without one: `why_none` says why, in the message of a step that needs it)."""
+    changes = {}
+    for step in steps_in_order():
+        params = recipe.steps.get(step.name)
+        if params is None:
+            continue
+        try:
+            filled = step.data_defaults(params, val_inputs)
+        except KitError as e:
+            raise KitError(f"{recipe.source}: {e}{f' ({why_none})' if why_none else ''}") from None
+        changes.update({f"steps.{step.name}.{key}": value for key, value in filled.items()})
+    return recipe.with_params(changes) if changes else recipe
+
+
 def with_weights(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
     """The recipe itself, or with automatic weights resolved from these inputs (see weight_report)."""
     if not recipe.auto_weights:
@@ -652,6 +670,7 @@ def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> Blen
     skip = val_skip_reason(recipe)
     val_inputs = None if skip else prepare(recipe, "val")
     test_inputs = prepare(recipe, "test")
+    recipe = with_data_defaults(recipe, val_inputs, skip or "")
     if val_inputs is not None:  # never on test: without validation a calibration to fit is an error (its transform says so)
         recipe = fit_calibrations(recipe, val_inputs)
     recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)

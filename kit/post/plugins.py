@@ -33,15 +33,6 @@ class StepParams:
     enabled: bool = param(True, help="false: keep the step in the recipe but skip it")
 
 
-@dataclass(frozen=True)
-class RecipeContext:
-    """What a step's defaults may depend on: the recipe's file, competition and fold."""
-
-    source: str
-    data: str
-    fold: int | str
-
-
 class Step:
     """A post-processing step: subclass, set the class attributes, define `apply`, register."""
 
@@ -53,8 +44,10 @@ class Step:
     exclusive: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def defaults(cls, context: RecipeContext) -> dict[str, Any]:
-        """Values for the exclusive keys when the recipe gives none of them (default: the dataclass's)."""
+    def data_defaults(cls, params, val_inputs) -> dict[str, Any]:
+        """Values the step takes from the data when the recipe leaves them out, worked out where the
+        data is loaded (kit.post.pipeline.with_data_defaults; `val_inputs`: the validation split's
+        kit.post.inputs.Inputs, or None without one). Default: none."""
         return {}
 
     @staticmethod

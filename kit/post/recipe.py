@@ -45,17 +45,18 @@ Every unknown key, wrong type or out-of-range value is a KitError naming the fil
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
-from kit.config import Section, build, did_you_mean, dump_yaml, read_yaml
+from kit.config import (Interval, Invalid, Rule, build, check_keys, checked, did_you_mean, dump_yaml, edit, keys_of,
+                        param, read_yaml, validate_all)
 from kit.data.folds import ALL_FOLDS  # `fold: all`: out-of-fold members
 from kit.errors import KitError
 from kit.io import Outputs, write_text
-from kit.post.plugins import AUTO_BY_VIEW, CALIBRATIONS, STEPS, RecipeContext, steps_in_order, tunable_fields
+from kit.post.plugins import AUTO_BY_VIEW, CALIBRATIONS, STEPS, steps_in_order, tunable_fields
 
 VIEWS = ("logit", "cosine", "knn", "local")  # knn: export --knn K (kit/export/infer.py), cosines like the cosine view;
 # local: scripts/match.py's inlier counts (kit/local)
@@ -68,16 +69,56 @@ WEIGHT_CHOICES = ("auto", "select")
 # sensible defaults and, searched on a few hundred images, mostly fit noise.
 DEFAULT_TUNED = ("members.*.weight", "steps.new_whale.*")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+TEXT = Rule(lambda v: bool(v.strip()), "a non-empty string")
+
+
+def _inside(output: str) -> bool:
+    """A shared recipe writes where its reader expects: under the folder blend.py runs in, or an absolute path."""
+    return bool(output.strip()) and ".." not in Path(output).parts
 
 
 # ---------------------------------------------------------------------------------- dataclasses
 @dataclass(frozen=True)
 class Calibration:
     """A member's calibration: a registered method and the keys the recipe gives (the rest are the
-    method's defaults); `auto` resolves per prediction set (`resolved`)."""
+    method's defaults); `auto` resolves per prediction set (`resolved`). Its keys are its method's:
+    it parses (`from_config`) and takes edits (`edited`) itself."""
 
     method: str = AUTO
     values: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def from_config(cls, raw: Any, source: str, where: str) -> "Calibration":
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise KitError(f"{source}: {where[:-1]} must be a mapping of keys, got {raw!r}")
+        method = raw.get("method", AUTO)
+        methods = (AUTO, *CALIBRATIONS)
+        if method not in methods:
+            raise KitError(f"{source}: {where}method is {method!r}{did_you_mean(method, methods)}; "
+                           f"expected one of {', '.join(methods)}")
+        fields = _calibration_fields(method)
+        every_key = {f.name for cal in CALIBRATIONS.values() for f in dataclasses.fields(cal.Params)}
+        for key in raw:
+            if key != "method" and key in every_key and key not in fields:
+                raise KitError(f"{source}: {where}{key} does not apply to method {method}; "
+                               f"its keys: {', '.join(('method', *fields))}")
+        check_keys(raw, ("method", *fields), source, where)
+        values = tuple((key, _calibration_value(fields[key], key, raw[key], source, where))
+                       for key in fields if raw.get(key) is not None)
+        return cls(method, values)
+
+    def edited(self, parts: list[str], value: Any, source: str, where: str) -> "Calibration":
+        if parts == ["method"]:
+            return Calibration.from_config({"method": value}, source, where)
+        fields = _calibration_fields(self.method)
+        if len(parts) != 1 or parts[0] not in fields:
+            raise KitError(f"{source}: {where + '.'.join(parts)!r}: no key {parts[0]!r} of calibration {self.method}"
+                           f"{did_you_mean(parts[0], fields)}")
+        key = parts[0]
+        number = _calibration_value(fields[key], key, value, source, where)
+        return Calibration(self.method, tuple((k, v) for k, v in self.values if k != key) + ((key, number),))
 
     def resolved(self, auto_method: str) -> "Calibration":
         """The calibration with `auto` replaced by the prediction set's own method."""
@@ -99,17 +140,49 @@ class Calibration:
         return {"method": self.method, **dict(self.values)}
 
 
+def _calibration_fields(method: str) -> dict[str, type]:
+    """key -> the Params class that defines it: the method's, or for `auto` those of every method it
+    may stand for (each key checked by the method defining it)."""
+    owners = [CALIBRATIONS[method]] if method != AUTO else [CALIBRATIONS[m] for m in AUTO_BY_VIEW.values()]
+    return {f.name: owner.Params for owner in owners for f in dataclasses.fields(owner.Params)}
+
+
+def _calibration_value(params_cls: type, key: str, value: Any, source: str, where: str) -> Any:
+    return checked(keys_of(params_cls)[key], typing.get_type_hints(params_cls)[key], value, source, where + key)
+
+
 @dataclass(frozen=True)
 class Member:
     """A scored member (`model` + `view`) or a top-5 CSV member (`submission`)."""
 
-    weight: float | None = None  # None: auto (every member's, resolved from the inputs)
-    model: str | None = None
-    view: str | None = None
-    calibration: Calibration = field(default_factory=Calibration)
-    submission: str | None = None
-    val_submission: str | None = None
-    rank_weights: tuple[float, ...] | None = None  # a CSV member's vote per rank; None: 1, 1/2, ..., 1/5
+    model: str | None = param(None, check=TEXT, help="a trained member's folder (its preds/<view>/<split>)")
+    view: Literal["logit", "cosine", "knn", "local"] | None = param(None, help="which of its prediction sets")
+    weight: float | None = param(None, check=Interval(0, None), help="omit every member's for automatic weights")
+    calibration: Calibration = param(default_factory=Calibration)
+    submission: str | None = param(None, check=TEXT, help="a top-5 CSV on test")
+    val_submission: str | None = param(None, check=TEXT, help="its twin on the validation images")
+    rank_weights: tuple[float, ...] | None = param(
+        None, check=Rule(lambda v: 1 <= len(v) <= 5 and min(v) >= 0, "a list of 1 to 5 numbers >= 0 (rank 1 first)"),
+        help="a CSV member's vote per rank; omitted: 1, 1/2, ..., 1/5 (MAP@5's credit)")
+
+    SCORED_KEYS: ClassVar[tuple[str, ...]] = ("model", "view", "weight", "calibration")
+    CSV_KEYS: ClassVar[tuple[str, ...]] = ("submission", "val_submission", "weight", "rank_weights")
+
+    def __post_init__(self):
+        if self.rank_weights is not None and len(self.rank_weights) < 5:  # the ranks not given vote nothing
+            object.__setattr__(self, "rank_weights", tuple(self.rank_weights) + (0.0,) * (5 - len(self.rank_weights)))
+
+    def validate(self) -> None:
+        if (self.model is None) == (self.submission is None):
+            raise Invalid("give exactly one of `model:` (a trained member) or `submission:` (a top-5 CSV)")
+        keys = self.SCORED_KEYS if self.scored else self.CSV_KEYS
+        for key in keys_of(Member):
+            default = Calibration() if key == "calibration" else None
+            if key not in keys and getattr(self, key) != default:
+                raise Invalid(f"is not a key of a {'trained' if self.scored else 'top-5 CSV'} member; "
+                              f"its keys: {', '.join(keys)}", key)
+        if self.scored and self.view is None:
+            raise Invalid(f"is missing: which of the member's prediction sets ({', '.join(VIEWS)})", "view")
 
     @property
     def scored(self) -> bool:
@@ -145,9 +218,40 @@ class Member:
 @dataclass(frozen=True)
 class Steps:
     """The recipe's steps by name, in the registry's order, each its plug-in's Params; a step the
-    recipe omits is absent (off). `steps.leak` reads one (None when omitted)."""
+    recipe omits is absent (off). `steps.leak` reads one (None when omitted). Its keys are the
+    registry's: it parses (`from_config`) and takes edits (`edited`) itself."""
 
     items: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_config(cls, raw: Any, source: str, where: str) -> "Steps":
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise KitError(f"{source}: {where[:-1]} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
+        order = steps_in_order()
+        check_keys(raw, [step.name for step in order], source, where)
+        return cls(tuple((step.name, _step(step, raw[step.name], source, where + step.name + "."))
+                         for step in order if step.name in raw))
+
+    def edited(self, parts: list[str], value: Any, source: str, where: str) -> "Steps":
+        """Set a step's key ("new_whale", "threshold"): of its exclusive keys, the others are cleared;
+        a key of an omitted step adds that step."""
+        name = parts[0]
+        if name not in STEPS:
+            raise KitError(f"{source}: {where + '.'.join(parts)!r}: no step {name!r}{did_you_mean(name, STEPS)}")
+        step = STEPS[name]
+        items = dict(self.items)
+        if len(parts) == 1:  # the whole step, from its mapping
+            items[name] = _step(step, value, source, f"{where}{name}.")
+            return Steps(tuple((s.name, items[s.name]) for s in steps_in_order() if s.name in items))
+        current = self.get(name)
+        if current is None:
+            current = _step(step, {}, source, f"{where}{name}.", check=False)
+        if len(parts) == 2 and parts[1] in step.exclusive:
+            current = dataclasses.replace(current, **{k: None for k in step.exclusive})
+        items[name] = edit(current, ".".join(parts[1:]), value, source, f"{where}{name}.")
+        return Steps(tuple((s.name, items[s.name]) for s in steps_in_order() if s.name in items))
 
     def get(self, name: str):
         return dict(self.items).get(name)
@@ -162,14 +266,59 @@ class Steps:
             return self.get(name)
         raise AttributeError(name)
 
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {}
+        for name, step in self.items:
+            d = {k: v for k, v in dataclasses.asdict(step).items() if v is not None and k != "enabled"}
+            out[name] = d if step.enabled else {"enabled": False, **d}
+        return out
+
+
+def _step(step, raw: Any, source: str, where: str, check: bool = True):
+    """A step's section -> its Params: types and constraints from the dataclass; of its exclusive
+    keys at most one given (the others None). None given is the step's to read (new_whale: the
+    unknown share of validation, filled where the data is loaded: kit.post.pipeline.with_data_defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise KitError(f"{source}: {where[:-1]} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
+    given = [k for k in step.exclusive if raw.get(k) is not None]
+    if len(given) > 1:
+        raise KitError(f"{source}: {where[:-1]}: give one of {', '.join(step.exclusive)}, not more")
+    raw = {k: v for k, v in raw.items() if not (k in step.exclusive and v is None)}
+    fill = {k: None for k in step.exclusive if k not in given}
+    if not check:  # a step an edit adds: its rules are checked with the whole recipe's, after the edits
+        return step.Params(**fill)
+    return build(step.Params, raw, source, where, fill=fill)
+
 
 @dataclass(frozen=True)
 class Pseudo:
-    enabled: bool = True
-    threshold: float = 0.96
-    # the loosest confidence cut whose precision on validation reaches this (lower end of its 95%
-    # interval), in place of `threshold` (kit/post/pseudo.py, `gate`)
-    precision: float | None = None
+    """The test images whose top-1 becomes a pseudo-label for the next round: above `threshold`, or
+    above the loosest cut whose precision on validation reaches `precision` (the lower end of its
+    95% interval; kit/post/pseudo.py, `gate`). Neither given: threshold 0.96."""
+
+    enabled: bool = param(True, help="false: write no pseudo-labels")
+    threshold: float | None = param(None, check=Interval(0, 1), help="the confidence above which (default 0.96)")
+    precision: float | None = param(None, check=Interval(0, 1, closed="right"),
+                                    help="the precision on validation the cut must reach, in place of threshold")
+
+    exclusive: ClassVar[tuple[str, ...]] = ("threshold", "precision")
+
+    def __post_init__(self):
+        if self.threshold is None and self.precision is None:
+            object.__setattr__(self, "threshold", 0.96)
+
+    def validate(self) -> None:
+        if self.threshold is not None and self.precision is not None:
+            raise Invalid("give threshold or precision, not both")
+
+    def to_dict(self) -> dict:
+        return {**({} if self.enabled else {"enabled": False}),
+                **({"precision": self.precision} if self.precision is not None else {"threshold": self.threshold})}
+
+
+PATTERNS = Rule(lambda v: all(p.strip() for p in v), "a list of dotted parameter names or glob patterns")
 
 
 @dataclass(frozen=True)
@@ -181,35 +330,57 @@ class TuneCfg:
     `accept`: `significant` keeps the untuned values unless the best trial beats them on the tuning
     part with a paired interval above 0; `best` takes the best trial whatever the evidence."""
 
-    pin: tuple[str, ...] = ()
-    free: tuple[str, ...] = ()
-    ranges: tuple[tuple[str, float, float], ...] = ()
-    holdout: float = 0.3
-    parts: int = 5
-    accept: str = "significant"
-    seed: int = 0
+    free: tuple[str, ...] = param((), check=PATTERNS, help="what the search opens besides the weights and new_whale")
+    pin: tuple[str, ...] = param((), check=PATTERNS, help="what it keeps at the recipe's values")
+    ranges: dict[str, tuple[float, float]] = param(default_factory=dict, check=Rule(
+        lambda b: b[0] < b[1], "[low, high] with low < high"), help="parameter -> [low, high] searched")
+    holdout: float = param(0.3, check=Interval(0, 0.9), help="the share of validation kept out of the search")
+    parts: int = param(5, check=Interval(1, 20), help="cross-validation parts of the rest (1: none)")
+    accept: Literal["significant", "best"] = param("significant", help="when the best trial replaces the recipe's values")
+    seed: int = param(0, help="the sampler's and the split's seed")
 
     @property
     def range_of(self) -> dict[str, tuple[float, float]]:
-        return {name: (low, high) for name, low, high in self.ranges}
+        return dict(self.ranges)
 
     def to_dict(self) -> dict:
-        return {"free": list(self.free), "pin": list(self.pin), "ranges": {n: [lo, hi] for n, lo, hi in self.ranges},
+        return {"free": list(self.free), "pin": list(self.pin), "ranges": {n: list(b) for n, b in self.ranges.items()},
                 "holdout": self.holdout, "parts": self.parts, "accept": self.accept, "seed": self.seed}
 
 
 @dataclass(frozen=True)
 class BlendRecipe:
-    name: str
-    data: str
-    members: tuple[Member, ...]
-    fold: int | str = 0  # an int, or ALL_FOLDS for out-of-fold members
-    steps: Steps = field(default_factory=Steps)
-    pseudo: Pseudo = field(default_factory=Pseudo)
-    output: str = "submissions"
-    tune: TuneCfg = field(default_factory=TuneCfg)
-    weights: str = "auto"  # members' weights omitted: auto (sqrt(skill) / near-copies) or select (ensemble selection)
-    source: str = field(default="<recipe>", compare=False)  # the file it came from (messages)
+    name: str = param(check=Rule(lambda v: bool(_NAME.match(v)), "a usable file name (letters, digits, _ . - only)"),
+                      help="submissions/<name>.csv, submissions/<name>.pseudo.csv")
+    data: str = param(check=TEXT, help="the competition folder")
+    members: tuple[Member, ...] = param(check=Rule(bool, "a non-empty list of members (model: ... or submission: ...)"))
+    fold: int | Literal["all"] = param(0, check=Rule(lambda f: f == ALL_FOLDS or f >= -1, "an integer >= -1 or all"),
+                                        help="the fold the members held out; all: out-of-fold members")
+    weights: Literal["auto", "select"] = param(
+        "auto", help="members' weights omitted: auto (sqrt(skill) / near-copies) or select (ensemble selection)")
+    steps: Steps = param(default_factory=Steps)
+    pseudo: Pseudo = param(default_factory=Pseudo)
+    output: str = param("submissions", check=Rule(_inside, "a folder under the one blend.py runs in (no '..'), "
+                                                           "or an absolute path"))
+    tune: TuneCfg = param(default_factory=TuneCfg)
+    source: str = param("<recipe>", key=False)  # the file it came from (messages)
+
+    def validate(self) -> None:
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.members):
+            key = f"{m.model}|{m.view}" if m.scored else f"submission|{m.submission}"
+            if key in seen:
+                raise Invalid(f"members[{i}] repeats members[{seen[key]}] ({m.name})")
+            seen[key] = i
+        given = [m.weight is not None for m in self.members]
+        if any(given) and not all(given):
+            raise Invalid(f"members[{given.index(False)}] has no weight but others do: give every member a weight, "
+                          f"or none for automatic weights")
+        if all(given) and sum(m.weight for m in self.members) <= 0:
+            raise Invalid("members: the weights sum to 0; at least one must be positive")
+        if self.weights == "select" and all(given):
+            raise Invalid("is select, which chooses the members' weights on validation: omit every member's weight",
+                          "weights")
 
     @property
     def val_split(self) -> str:
@@ -230,19 +401,13 @@ class BlendRecipe:
 
     def to_dict(self) -> dict:
         """The recipe as plain data, in the YAML's shape; `recipe_from_dict` reads it back equal."""
-        steps: dict[str, Any] = {}
-        for name, step in self.steps.items:
-            d = {k: v for k, v in dataclasses.asdict(step).items() if v is not None and k != "enabled"}
-            steps[name] = d if step.enabled else {"enabled": False, **d}
         out: dict[str, Any] = {
             "name": self.name,
             "data": self.data,
             "fold": self.fold,
             "members": [m.to_dict() for m in self.members],
-            "steps": steps,
-            "pseudo": {**({} if self.pseudo.enabled else {"enabled": False}),
-                       **({"precision": self.pseudo.precision} if self.pseudo.precision is not None
-                          else {"threshold": self.pseudo.threshold})},
+            "steps": self.steps.to_dict(),
+            "pseudo": self.pseudo.to_dict(),
             "output": self.output,
         }
         if self.weights != "auto":
@@ -293,12 +458,12 @@ class BlendRecipe:
         top-level keys. Setting a new_whale `threshold` drops its `proportion` and vice versa;
         setting a key of an omitted step adds that step.
         """
-        d = self.to_dict()
+        recipe = self
         for path, value in {**(params or {}), **kw}.items():
-            _set_path(d, path, value, self.source)
-        if all("weight" in m for m in d["members"]):
-            d.pop("weights", None)  # every weight given: how to choose them is settled
-        return recipe_from_dict(d, self.source)
+            recipe = edit(recipe, path, value, self.source)
+        if recipe.weights != "auto" and all(m.weight is not None for m in recipe.members):
+            recipe = dataclasses.replace(recipe, weights="auto")  # every weight given: how to choose them is settled
+        return validate_all(recipe, self.source)
 
 
 # ------------------------------------------------------------------------------- loading, dumping
@@ -319,179 +484,5 @@ def save_recipe(recipe: BlendRecipe, path: str | Path, note: list[str] | tuple[s
 
 
 def recipe_from_dict(raw: Any, source: str = "<recipe>") -> BlendRecipe:
-    """Validate plain data (a parsed YAML) into a BlendRecipe."""
-    top = Section(raw, "", source)
-    top.keys(("name", "data", "fold", "members", "steps", "pseudo", "output", "tune", "weights"),
-             required=("name", "data", "members"))
-    name = top.string("name")
-    if not _NAME.match(name):
-        top.fail("name", f"{name!r} is not a usable file name (letters, digits, _ . - only)")
-    data = top.string("data")
-    if isinstance(top.get("fold"), str) and top.get("fold") != ALL_FOLDS:
-        top.fail("fold", f"must be an integer >= -1 or {ALL_FOLDS!r} (out-of-fold members), got {top.get('fold')!r}")
-    fold = ALL_FOLDS if top.get("fold") == ALL_FOLDS else top.integer("fold", default=0, low=-1)
-    output = top.string("output", default="submissions")
-    if ".." in Path(output).parts or not output.strip():  # a shared recipe writes where its reader expects
-        top.fail("output", f"{output!r} must be a folder under the one blend.py runs in (no '..'), or an absolute path")
-
-    members_raw = top.get("members")
-    if not isinstance(members_raw, list) or not members_raw:
-        top.fail("members", "must be a non-empty list of members (model: ... or submission: ...)")
-    members = tuple(_member(m, f"members[{i}]", source) for i, m in enumerate(members_raw))
-    seen: dict[str, int] = {}
-    for i, m in enumerate(members):
-        key = f"{m.model}|{m.view}" if m.scored else f"submission|{m.submission}"
-        if key in seen:
-            raise KitError(f"{source}: members[{i}] repeats members[{seen[key]}] ({m.name})")
-        seen[key] = i
-    given = [m.weight is not None for m in members]
-    if any(given) and not all(given):
-        i = given.index(False)
-        raise KitError(f"{source}: members[{i}] has no weight but others do: give every member a weight, "
-                       f"or none for automatic weights")
-    if all(given) and sum(m.weight for m in members) <= 0:
-        raise KitError(f"{source}: members: the weights sum to 0; at least one must be positive")
-    weights = top.string("weights", default="auto")
-    if weights not in WEIGHT_CHOICES:
-        top.fail("weights", f"{weights!r} is not one of {', '.join(WEIGHT_CHOICES)}{did_you_mean(weights, WEIGHT_CHOICES)}")
-    if weights == "select" and all(given):
-        top.fail("weights", "is select, which chooses the members' weights on validation: omit every member's weight")
-
-    steps_sec = top.section("steps")
-    order = steps_in_order()
-    steps_sec.keys([step.name for step in order])
-    context = RecipeContext(source, data, fold)
-    steps = Steps(tuple((step.name, _step(step, steps_sec.get(step.name), context))
-                        for step in order if steps_sec.has(step.name)))
-    pseudo_sec = top.section("pseudo")
-    pseudo_sec.keys(("enabled", "threshold", "precision"))
-    if pseudo_sec.number("threshold", None) is not None and pseudo_sec.number("precision", None) is not None:
-        raise KitError(f"{source}: pseudo: give threshold or precision, not both")
-    pseudo = Pseudo(enabled=pseudo_sec.boolean("enabled", True),
-                    threshold=pseudo_sec.number("threshold", 0.96, low=0.0, high=1.0),
-                    precision=pseudo_sec.number("precision", None, low=0.0, high=1.0, low_open=True))
-    return BlendRecipe(name=name, data=data, members=members, fold=fold, steps=steps, pseudo=pseudo, output=output,
-                       tune=_tune(top.get("tune"), source), weights=weights, source=source)
-
-
-def _tune(raw: Any, source: str) -> TuneCfg:
-    sec = Section(raw, "tune", source)
-    sec.keys(("free", "pin", "ranges", "holdout", "parts", "accept", "seed"))
-    patterns = {}
-    for key in ("free", "pin"):
-        value = sec.get(key, []) or []
-        if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
-            sec.fail(key, f"must be a list of dotted parameter names or glob patterns, got {value!r}")
-        patterns[key] = tuple(value)
-    ranges_raw = sec.get("ranges", {}) or {}
-    if not isinstance(ranges_raw, dict):
-        sec.fail("ranges", f"must map parameter names to [low, high], got {ranges_raw!r}")
-    ranges = []
-    for name, bounds in ranges_raw.items():
-        ok = (isinstance(bounds, list) and len(bounds) == 2
-              and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
-              and bounds[0] < bounds[1])
-        if not ok:
-            raise KitError(f"{source}: tune.ranges.{name} must be [low, high] with low < high, got {bounds!r}")
-        ranges.append((str(name), float(bounds[0]), float(bounds[1])))
-    accept = sec.string("accept", default="significant")
-    if accept not in ("significant", "best"):
-        sec.fail("accept", f"is {accept!r}; expected significant or best")
-    return TuneCfg(pin=patterns["pin"], free=patterns["free"], ranges=tuple(ranges),
-                   holdout=sec.number("holdout", 0.3, low=0.0, high=0.9), parts=sec.integer("parts", 5, low=1, high=20),
-                   accept=accept, seed=sec.integer("seed", 0))
-
-
-def _member(raw: Any, where: str, source: str) -> Member:
-    sec = Section(raw, where, source)
-    if sec.has("model") == sec.has("submission"):
-        raise KitError(f"{source}: {where}: give exactly one of `model:` (a trained member) or `submission:` (a top-5 CSV)")
-    if sec.has("model"):
-        sec.keys(("model", "view", "weight", "calibration"), required=("model", "view"))
-        view = sec.string("view")
-        if view not in VIEWS:
-            sec.fail("view", f"is {view!r}; expected one of {', '.join(VIEWS)}")
-        return Member(weight=sec.number("weight", None, low=0.0), model=sec.string("model"), view=view,
-                      calibration=_calibration(sec.get("calibration", {}), f"{where}.calibration", source))
-    sec.keys(("submission", "val_submission", "weight", "rank_weights"))
-    rank_weights = sec.get("rank_weights")
-    if rank_weights is not None:
-        ok = (isinstance(rank_weights, list) and 1 <= len(rank_weights) <= 5
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                      for v in rank_weights))
-        if not ok:
-            sec.fail("rank_weights", f"must be a list of 1 to 5 numbers >= 0 (rank 1 first), got {rank_weights!r}")
-        rank_weights = tuple(float(v) for v in rank_weights) + (0.0,) * (5 - len(rank_weights))
-    return Member(weight=sec.number("weight", None, low=0.0), submission=sec.string("submission"),
-                  val_submission=sec.string("val_submission", default=None), rank_weights=rank_weights)
-
-
-def _calibration(raw: Any, where: str, source: str) -> Calibration:
-    sec = Section(raw, where, source)
-    method = sec.string("method", default=AUTO)
-    methods = (AUTO, *CALIBRATIONS)
-    if method not in methods:
-        sec.fail("method", f"is {method!r}{did_you_mean(method, methods)}; expected one of {', '.join(methods)}")
-    # auto takes the keys of whatever it may stand for; each is checked by the method defining it
-    owners = [CALIBRATIONS[method]] if method != AUTO else [CALIBRATIONS[m] for m in AUTO_BY_VIEW.values()]
-    fields = {f.name: owner.Params for owner in owners for f in dataclasses.fields(owner.Params)}
-    every_key = {f.name for cal in CALIBRATIONS.values() for f in dataclasses.fields(cal.Params)}
-    for key in sec.raw:
-        if key != "method" and key in every_key and key not in fields:
-            sec.fail(key, f"does not apply to method {method}; its keys: {', '.join(('method', *fields))}")
-    sec.keys(("method", *fields))
-    values = []
-    for key, params_cls in fields.items():
-        if sec.get(key) is not None:
-            checked = build(params_cls, {key: sec.get(key)}, source, f"{where}.")
-            values.append((key, getattr(checked, key)))
-    return Calibration(method, tuple(values))
-
-
-def _step(step, raw: Any, context: RecipeContext):
-    """A step's section -> its Params: types and constraints from the dataclass; of its exclusive
-    keys at most one given (the others off), none given: the step's defaults."""
-    where = f"steps.{step.name}"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise KitError(f"{context.source}: {where} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
-    given = [k for k in step.exclusive if raw.get(k) is not None]
-    if len(given) > 1:
-        raise KitError(f"{context.source}: {where}: give one of {', '.join(step.exclusive)}, not more")
-    fill = {k: None for k in step.exclusive if k not in given}
-    if step.exclusive and not given:
-        fill.update(step.defaults(context))
-    raw = {k: v for k, v in raw.items() if not (k in step.exclusive and v is None)}
-    return build(step.Params, raw, context.source, where + ".", fill=fill)
-
-
-def _set_path(d: dict, path: str, value: Any, source: str) -> None:
-    parts = path.split(".")
-    node: Any = d
-    for i, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            try:
-                node = node[int(part)]
-            except (ValueError, IndexError):
-                raise KitError(f"{source}: with_params: {path!r}: no list item {part!r} (there are {len(node)})") from None
-        elif isinstance(node, dict):
-            if part not in node:
-                prefix = ".".join(parts[:i + 1])
-                creatable = prefix in ("steps", "pseudo") or prefix in {f"steps.{name}" for name in STEPS} or (
-                    part == "calibration" and parts[0] == "members")
-                if not creatable:
-                    raise KitError(f"{source}: with_params: {path!r}: no key {part!r}{did_you_mean(part, node)}")
-                node[part] = {}
-            node = node[part]
-        else:
-            raise KitError(f"{source}: with_params: {path!r}: {'.'.join(parts[:i])} is a value, not a section")
-    last = parts[-1]
-    if isinstance(node, list):
-        raise KitError(f"{source}: with_params: {path!r} names a list item, not a key")
-    if len(parts) == 3 and parts[0] == "steps" and parts[1] in STEPS and last in STEPS[parts[1]].exclusive:
-        for other in STEPS[parts[1]].exclusive:  # setting one of a step's exclusive keys clears the others
-            node.pop(other, None)
-    if len(parts) == 2 and parts[0] == "pseudo" and last in ("threshold", "precision"):
-        node.pop("precision" if last == "threshold" else "threshold", None)  # a cut, or a precision to measure it by
-    node[last] = value
+    """Validate plain data (a parsed YAML) into a BlendRecipe (kit.config.build: one engine for every recipe)."""
+    return build(BlendRecipe, raw, source, fill={"source": source})

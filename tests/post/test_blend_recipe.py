@@ -115,15 +115,15 @@ def test_tunable_params_round_trip(tmp_path):
     (lambda d: d["steps"].update(new_whal={"threshold": 0.5}), r"'steps\.new_whal' \(did you mean 'new_whale'\?\); valid keys in steps: leak, new_whale, new_whale_groups, balance"),
     (lambda d: d["steps"]["leak"].update(max_dist=1), r"'steps\.leak\.max_dist' \(did you mean 'max_distance'\?\)"),
     (lambda d: d["pseudo"].update(treshold=0.9), r"'pseudo\.treshold' \(did you mean 'threshold'\?\)"),
-    (lambda d: d["members"][3].update(view="logit"), r"unknown key 'members\[3\]\.view'"),
+    (lambda d: d["members"][3].update(view="logit"), r"members\[3\]\.view is not a key of a top-5 CSV member; its keys: submission, val_submission"),
     # missing or wrong values
     (lambda d: d.pop("data"), r"missing key 'data'"),
-    (lambda d: d.update(members=[]), r"members must be a non-empty list"),
-    (lambda d: d["members"][0].pop("view"), r"missing key 'members\[0\]\.view'"),
-    (lambda d: d["members"][0].update(view="embedding"), r"members\[0\]\.view is 'embedding'; expected one of logit, cosine"),
+    (lambda d: d.update(members=[]), r"members = \[\] is not allowed; expected a non-empty list"),
+    (lambda d: d["members"][0].pop("view"), r"members\[0\]\.view is missing: which of the member's prediction sets"),
+    (lambda d: d["members"][0].update(view="embedding"), r"members\[0\]\.view = 'embedding' is not allowed; expected logit or cosine or knn or local"),
     (lambda d: d["members"][0].update(submission="x.csv"), r"members\[0\]: give exactly one of"),
-    (lambda d: d["members"][0].update(weight=-1), r"members\[0\]\.weight is -1; it must be >= 0"),
-    (lambda d: d["members"][0].update(weight="heavy"), r"weight must be a finite number"),
+    (lambda d: d["members"][0].update(weight=-1), r"members\[0\]\.weight = -1 is out of range; expected a number >= 0"),
+    (lambda d: d["members"][0].update(weight="heavy"), r"weight = 'heavy' must be a number"),
     (lambda d: d["members"][0]["calibration"].update(method="isotonic"), r"method is 'isotonic'; expected one of auto"),
     (lambda d: d["members"][0]["calibration"].update(scale=2), r"calibration\.scale does not apply to method softmax"),
     (lambda d: d["members"][0]["calibration"].update(temperature=0), r"calibration.temperature = 0 is out of range; expected a number > 0"),
@@ -133,14 +133,14 @@ def test_tunable_params_round_trip(tmp_path):
     (lambda d: d["steps"]["new_whale"].update(threshold=None, proportion=1.5), r"proportion = 1.5 is out of range; expected a number in \[0, 1\]"),
     (lambda d: d["steps"]["leak"].update(max_distance=1.5), r"max_distance = 1.5 must be an integer"),
     (lambda d: d["steps"]["balance"].update(enabled="yes"), r"enabled = 'yes' must be true or false"),
-    (lambda d: d.update(fold="zero"), r"fold must be an integer"),
+    (lambda d: d.update(fold="zero"), r"fold = 'zero' is not allowed; expected an integer or all"),
     (lambda d: d.update(pseudo={"threshold": 0.9, "precision": 0.9}), r"pseudo: give threshold or precision, not both"),
-    (lambda d: d.update(pseudo={"precision": 0}), r"pseudo.precision is 0; it must be > 0"),
+    (lambda d: d.update(pseudo={"precision": 0}), r"pseudo.precision = 0 is out of range; expected a number in \(0, 1\]"),
     (lambda d: d.update(pseudo={"precison": 0.9}), r"precison"),
-    (lambda d: d.update(name="my final"), r"not a usable file name"),
+    (lambda d: d.update(name="my final"), r"name = 'my final' is not allowed; expected a usable file name"),
     (lambda d: d.update(steps=[1, 2]), r"steps must be a mapping"),
-    (lambda d: d.update(output="../../elsewhere"), r"output '../../elsewhere' must be a folder under the one blend.py runs in"),
-    (lambda d: d.update(output="subs/../.."), r"output 'subs/../..' must be a folder"),
+    (lambda d: d.update(output="../../elsewhere"), r"output = '../../elsewhere' is not allowed; expected a folder under the one blend.py runs in"),
+    (lambda d: d.update(output="subs/../.."), r"output = 'subs/../..' is not allowed; expected a folder"),
 ])
 def test_bad_recipes(tmp_path, edit, message):
     d = yaml.safe_load(GOOD)
@@ -183,9 +183,9 @@ def test_weights_all_or_none_and_rank_weights(tmp_path):
     assert r.members[0].rank_weights == (1.0, 0.6, 0.3, 0.0, 0.0)
     assert load_recipe(save_recipe(r, tmp_path / "again.yaml")) == r
     for bad in ("[1, 2, 3, 4, 5, 6]", "[-1]", "one", "[]"):
-        with pytest.raises(KitError, match=r"members\[0\].rank_weights must be a list of 1 to 5 numbers >= 0"):
+        with pytest.raises(KitError, match=r"members\[0\].rank_weights( = .* is not allowed; expected| must be) a list"):
             load_text(tmp_path, f"name: x\ndata: d\nmembers: [{{submission: s.csv, rank_weights: {bad}}}]\n")
-    with pytest.raises(KitError, match=r"unknown key 'members\[0\].rank_weights'"):
+    with pytest.raises(KitError, match=r"members\[0\].rank_weights is not a key of a trained member; its keys: model, view"):
         load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit, rank_weights: [1]}]\n")
 
 
@@ -194,7 +194,7 @@ def test_fold_all_and_the_tune_section(tmp_path):
                             "tune: {free: ['steps.*'], parts: 4}\n")
     assert r.fold == "all" and r.val_split == "oof" and r.tune.free == ("steps.*",) and r.tune.parts == 4
     assert recipe_from_dict(r.to_dict()) == r
-    with pytest.raises(KitError, match=r"tune.parts is 0; it must be >= 1"):
+    with pytest.raises(KitError, match=r"tune.parts = 0 is out of range; expected an integer in \[1, 20\]"):
         load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\ntune: {parts: 0}\n")
     with pytest.raises(KitError, match=r"tune.free must be a list"):
         load_text(tmp_path, "name: x\ndata: d\nmembers: [{model: m, view: logit}]\ntune: {free: steps}\n")
@@ -204,8 +204,12 @@ def test_fold_all_and_the_tune_section(tmp_path):
 
 def test_new_whale_without_a_value_takes_validation_s_unknown_share(project, tmp_path):
     """A share transfers between member sets; with neither threshold nor proportion, the step takes
-    the unknown label's share of the validation fold (issue: 0.5 meant 0% to 66% across blends)."""
+    the unknown label's share of the validation fold (issue: 0.5 meant 0% to 66% across blends).
+    The recipe is parsed without reading the data; the share is filled where the data is loaded."""
     import pandas as pd
+
+    from kit.post.inputs import prepare
+    from kit.post.pipeline import evaluate, with_data_defaults
 
     d = yaml.safe_load(project["recipe"].read_text())
     d["steps"]["new_whale"] = {}
@@ -213,12 +217,17 @@ def test_new_whale_without_a_value_takes_validation_s_unknown_share(project, tmp
     path.write_text(yaml.safe_dump(d))
     folds = pd.read_csv(f"{d['data']}/folds.csv")
     fold0 = folds[folds["fold"] == 0]
-    nw = load_recipe(path).steps.new_whale
+    parsed = load_recipe(path)
+    assert parsed.steps.new_whale.threshold is None and parsed.steps.new_whale.proportion is None
+    nw = with_data_defaults(parsed, prepare(parsed, "val")).steps.new_whale
     assert nw.threshold is None and nw.proportion == round((fold0["Id"] == "new_whale").mean(), 4)
+    assert evaluate(path, diagnostics=False).recipe.steps.new_whale.proportion == nw.proportion
     d["fold"] = -1
     path.write_text(yaml.safe_dump(d))
-    with pytest.raises(KitError, match="neither threshold nor proportion, so it would take validation's unknown share, but fold is -1"):
-        load_recipe(path)
+    load_recipe(path)  # parsing reads no data
+    with pytest.raises(KitError, match=r"neither threshold nor proportion, so it would take validation's unknown share, "
+                                       r"but there is no validation split; give one \(fold is -1"):
+        evaluate(path)
 
 
 def test_a_recipe_that_is_not_utf8_is_one_line(tmp_path):

@@ -336,7 +336,7 @@ def test_out_of_fold_members_validate_on_every_fold(project, tmp_path):
     single = write_recipe(tmp_path / "blends" / "bad.yaml", comp.root, project["members"], fold="all")
     with pytest.raises(KitError, match=r"no oof prediction set at .*fold: all needs out-of-fold members"):
         prepare(load_recipe(single), "val")
-    with pytest.raises(KitError, match=r"fold must be an integer >= -1 or 'all'"):
+    with pytest.raises(KitError, match=r"fold = 'al' is not allowed; expected an integer or all; did you mean 'all'\?"):
         load_recipe(write_recipe(tmp_path / "blends" / "typo.yaml", comp.root, members, fold="al"))
 
 

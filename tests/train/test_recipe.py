@@ -88,7 +88,7 @@ def test_fold_is_an_integer_or_all(tmp_path):
     for text, match in [
         ("fold: al", r"fold = 'al' is not allowed; expected an integer or all; did you mean 'all'\?"),
         ("fold: every", r"fold = 'every' is not allowed; expected an integer or all$"),
-        ("fold: -2", r"fold = -2 is out of range; expected an integer >= -1 \(-1: no held-out fold\) or all"),
+        ("fold: -2", r"fold = -2 is not allowed; expected an integer >= -1 \(-1: no held-out fold\) or all"),
         ("fold: [0, 1]", r"fold = \[0, 1\] is not allowed"),
         ("fold: true", r"fold = True is not allowed"),
     ]:

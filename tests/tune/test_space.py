@@ -85,7 +85,7 @@ def test_pins_and_ranges():
     ({"ranges": {"steps.balance.margin": [0.1, 0.2]}}, r"tune.ranges: 'steps.balance.margin' is not searched; .*\(tune.free opens more\)"),
     ({"ranges": {"members.0.calibration.temperature": [0.0, 2.0]}},
      r"tune.ranges.members.0.calibration.temperature: searched on a log scale, its low end must be > 0"),
-    ({"ranges": {"steps.new_whale.threshold": [0.6, 0.3]}}, r"tune.ranges.steps.new_whale.threshold must be \[low, high\] with low < high"),
+    ({"ranges": {"steps.new_whale.threshold": [0.6, 0.3]}}, r"tune.ranges.steps.new_whale.threshold = \[0.6, 0.3\] is not allowed; expected \[low, high\] with low < high"),
     ({"pinn": ["members.*.weight"]}, r"unknown key 'tune.pinn' \(did you mean 'pin'\?\)"),
 ])
 def test_bad_pins_and_ranges_name_the_key(tune, message):
@@ -96,7 +96,7 @@ def test_bad_pins_and_ranges_name_the_key(tune, message):
 
 
 @pytest.mark.parametrize("name, bounds, message", [
-    ("members.0.weight", [-1, 1], r"members\[0\].weight is -1; it must be >= 0"),
+    ("members.0.weight", [-1, 1], r"members.0.weight = -1.0 is out of range; expected a number >= 0"),
     ("steps.balance.min_count", [0, 3], r"steps.balance.min_count = 0 is out of range; expected an integer >= 1"),
     ("steps.balance.margin", [-0.5, 0.5], r"steps.balance.margin = -0.5 is out of range; expected a number >= 0"),
 ])

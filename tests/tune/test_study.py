@@ -385,7 +385,7 @@ def test_without_evidence_the_untuned_values_are_kept(project):
     forced = edit_yaml(project.recipe("forced", holdout=0.3, seed=1, pin=["members.*.weight"], accept="best"),
                        lambda d: d["steps"]["new_whale"].update(threshold=best_threshold))
     assert not tune(forced, 3, storage=project.sqlite(), progress=False).kept_untuned
-    with pytest.raises(KitError, match=r"tune.accept is 'maybe'; expected significant or best"):
+    with pytest.raises(KitError, match=r"tune.accept = 'maybe' is not allowed; expected significant or best"):
         load_recipe(project.recipe("bad", accept="maybe"))
 
 

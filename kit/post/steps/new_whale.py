@@ -3,15 +3,14 @@ calibrated P(new) at the expected-AP@5-optimal place (kit/post/new_whale_model.p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from kit.config import Interval, Tuning, param
-from kit.data.competition import load_competition
-from kit.data.folds import ALL_FOLDS, held_unknown_share, read_folds
 from kit.errors import KitError
 from kit.post import new_whale, new_whale_model
-from kit.post.plugins import STEPS, RecipeContext, Step, StepParams
+from kit.post.plugins import STEPS, Step, StepParams
 from kit.ranking import insert_positions
 
 
@@ -39,13 +38,21 @@ class NewWhale(Step):
                        "agreement; id_bias, id_score, id_share, id_rank")
 
     @classmethod
-    def defaults(cls, context: RecipeContext) -> dict[str, Any]:
-        # A share means the same for any member set; a threshold of 0.5 does not (its share moved
-        # from 0% to 66% between blends).
-        return {"threshold": None, "proportion": validation_unknown_share(context)}
+    def data_defaults(cls, params, val_inputs) -> dict[str, Any]:
+        # None given: validation's unknown share. A share means the same for any member set; a
+        # threshold of 0.5 does not (its share moved from 0% to 66% between blends).
+        if any(getattr(params, key) is not None for key in cls.exclusive):
+            return {}
+        if val_inputs is None or val_inputs.truth is None:
+            raise KitError("steps.new_whale gives neither threshold nor proportion, so it would take validation's "
+                           "unknown share, but there is no validation split; give one")
+        return {"proportion": validation_unknown_share(val_inputs)}
 
     @staticmethod
     def apply(state, params, inputs) -> None:
+        if all(getattr(params, key) is None for key in NewWhale.exclusive):  # a bug: callers fill it first
+            raise KitError("steps.new_whale: validation's unknown share is filled where the data is loaded "
+                           "(kit.post.pipeline.with_data_defaults), not by the step")
         if params.fit is not None:  # evaluate() and the tuner fit it first; reaching here unfitted is a bug
             raise KitError(f"steps.new_whale.fit: {params.fit} is fitted on validation before the blend runs "
                            f"(kit.post.pipeline.fit_new_whale), not by the step")
@@ -64,16 +71,7 @@ class NewWhale(Step):
                                                insert_positions(state.scores, state.threshold))
 
 
-def validation_unknown_share(context: RecipeContext) -> float:
-    """The unknown label's share among the validation images of the recipe's fold (every fold's for `all`)."""
-    folds_csv = Path(context.data) / "folds.csv"
-    if context.fold == -1 or not folds_csv.is_file():
-        why = "fold is -1" if context.fold == -1 else f"{folds_csv} is missing"
-        raise KitError(f"{context.source}: steps.new_whale gives neither threshold nor proportion, so it would take "
-                       f"validation's unknown share, but {why}; give one")
-    comp = load_competition(context.data, check_images=False)
-    folds = read_folds(folds_csv, comp.train)
-    held = folds[folds["fold"] >= 0] if context.fold == ALL_FOLDS else folds[folds["fold"] == context.fold]
-    if not len(held):
-        raise KitError(f"{folds_csv}: fold {context.fold} holds no image; steps.new_whale needs a threshold or a proportion")
-    return round(held_unknown_share(folds, held, comp.unknown), 4)  # an identity new to its fold counts as unknown
+def validation_unknown_share(val_inputs) -> float:
+    """The unknown label's share among the validation images (those of the recipe's fold, every
+    fold's for `all`); an identity new to its fold counts as unknown (kit.data.folds.fold_truth)."""
+    return round(float(np.mean(val_inputs.truth == val_inputs.unknown_code)), 4)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kit.config import Interval, Tuning, param
+from kit.config import Interval, Invalid, Tuning, param
 from kit.errors import KitError
 from kit.post import new_whale
-from kit.post.plugins import STEPS, RecipeContext, Step, StepParams
+from kit.post.plugins import STEPS, Step, StepParams
 from kit.ranking import insert_positions, threshold_for_proportion
 
 
@@ -42,9 +42,9 @@ class NewWhaleGroups(Step):
         shares: dict[str, float] | None = param(None, check=Interval(0, 1), tune=Tuning(0.0, 0.9),
                                                 help="group -> the share of the group's images that get it first")
 
-    @classmethod
-    def defaults(cls, context: RecipeContext):
-        raise KitError(f"{context.source}: steps.new_whale_groups needs thresholds or shares (group -> value)")
+        def validate(self) -> None:
+            if self.thresholds is None and self.shares is None:
+                raise Invalid("needs thresholds or shares (group -> value)")
 
     @staticmethod
     def apply(state, params, inputs) -> None:
