@@ -48,12 +48,12 @@ from kit.export.centres import (
     scores_for,
 )
 from kit.export.images import prefetch_batches
+from kit.export.options import COSINE_MODES
 from kit.export.tta import fold_logits, hflip, l2_normalise, merge_embeddings
 from kit.predset import PredictionSet
 from kit.progress import progress as progress_bar
 
 VIEWS = ("logit", "cosine", "knn")
-COSINE_MODES = ("centre", "nearest")
 
 
 @dataclass

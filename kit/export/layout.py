@@ -66,11 +66,6 @@ def data_dir_of(model_dir: Path, data: str | os.PathLike | None) -> Path | None:
     return Path(recipe.data) if recipe is not None and recipe.data else None
 
 
-def export_options(data_dir: Path | None, **options) -> dict:
-    """The options export.json records: outputs made with others are redone."""
-    return {"data": str(data_dir) if data_dir else None, **options}
-
-
 def mtime(path: Path) -> float:
     """The file's modification time; -1 when it is absent (older than anything)."""
     return path.stat().st_mtime if path.exists() else -1.0

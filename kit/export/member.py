@@ -27,14 +27,14 @@ from kit.data.crops import CropSpec, open_crops
 from kit.data.folds import read_folds
 from kit.errors import KitError
 from kit.export.images import ImageSource
-from kit.export.infer import COSINE_MODES, embed, images_needed, plan_splits, prediction_sets
-from kit.export.layout import (CHECKPOINT, ONNX, ONNX_FP16, REPORT, checkpoint_stamp, data_dir_of, export_options,
+from kit.export.infer import embed, images_needed, plan_splits, prediction_sets
+from kit.export.layout import (CHECKPOINT, ONNX, ONNX_FP16, REPORT, checkpoint_stamp, data_dir_of,
                                is_fresh, member_recipe, mtime, oof_children, remove_outputs)
 from kit.export.oof import export_oof_member
+from kit.export.options import TTA_MODES, ExportOptions
 from kit.io import outputs, write_text
 
 PARITY_IMAGES = 4
-TTA_MODES = ("auto", "flip", "none")
 
 
 def flip_training(model_dir: Path, info) -> str:
@@ -74,39 +74,25 @@ def parity_inputs(images: Sequence[str], load: Callable[[str], np.ndarray] | Non
     return np.random.default_rng(seed).standard_normal((n, 3, h, w)).astype(np.float32)
 
 
-def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None = None, *, batch: int = 32,
-                  provider: str = "auto", skip_infer: bool = False, force: bool = False, fp16: bool = False,
-                  tta: str = "auto", cosine: str = "centre", new_identities: bool = False, knn: int = 0,
-                  workers: int | None = None, threads: int | None = None, progress: bool = True,
-                  log: Callable[[str], None] = print) -> dict:
+def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None = None,
+                  options: ExportOptions | None = None, *, progress: bool = True,
+                  log: Callable[[str], None] = print, **settings) -> dict:
     """Export, check and (unless `skip_infer`) run one member; returns what export.json holds.
-    `knn` > 0 adds the knn view with that many neighbours (kit.export.infer)."""
-    from kit.export.exporter import ParityError, export_checked, export_fp16_checked
-    from kit.export.runtime import PROVIDERS, OnnxRunner, choose_runner
-
+    `settings`: ExportOptions' keys (`batch=16, knn=20`: `knn` > 0 adds the knn view with that many
+    neighbours, kit.export.infer), checked once; or `options` whole."""
+    if options is None:
+        options = ExportOptions.of(**settings)
+    elif settings:
+        raise TypeError(f"export_member: give options or settings, not both ({', '.join(settings)})")
     model_dir = Path(model_dir)
-    if batch < 1:
-        raise KitError(f"batch must be >= 1, got {batch}")
-    if provider not in PROVIDERS:
-        raise KitError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
-    if cosine not in COSINE_MODES:
-        raise KitError(f"cosine mode must be one of {', '.join(COSINE_MODES)}, got {cosine!r}")
-    if tta not in TTA_MODES:
-        raise KitError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-    if knn < 0:
-        raise KitError(f"knn must be >= 0 (0: no knn view), got {knn}")
     children = oof_children(model_dir)
     if children:
-        return export_oof_member(model_dir, children, export_member, data, batch=batch, provider=provider,
-                                 skip_infer=skip_infer, force=force, fp16=fp16, tta=tta, cosine=cosine,
-                                 new_identities=new_identities, knn=knn,
-                                 workers=workers, threads=threads, progress=progress, log=log)
+        return export_oof_member(model_dir, children, export_member, data, options, progress=progress, log=log)
     if not (model_dir / CHECKPOINT).is_file():
         raise KitError(f"{model_dir}: no {CHECKPOINT}; train it first (python scripts/train.py models/<recipe>.yaml)")
     data_dir = data_dir_of(model_dir, data)
-    options = export_options(data_dir, tta=tta, cosine=cosine, new_identities=new_identities, fp16=fp16,
-                             **({"knn": knn} if knn else {}))  # without the view: the options of before
-    if not force and is_fresh(model_dir, options, skip_infer):
+    recorded = options.recorded(data_dir)
+    if not options.force and is_fresh(model_dir, recorded, options.skip_infer):
         log(f"{model_dir}: up to date (model.onnx and prediction sets newer than {CHECKPOINT}); --force to redo")
         return json.loads((model_dir / REPORT).read_text())
 
@@ -115,79 +101,104 @@ def export_member(model_dir: str | os.PathLike, data: str | os.PathLike | None =
     t0 = time.perf_counter()
     stamp = checkpoint_stamp(model_dir)  # before loading: a checkpoint replaced meanwhile reads as stale
     model, info = load_member(model_dir)
-    flip_tta = use_flip_tta(tta, model_dir, info)
-
-    comp = plans = source = None
-    if data_dir is not None:
-        if not data_dir.is_dir():
-            raise KitError(f"{data_dir}: competition directory not found (the member's recipe data:, or --data)")
-        comp = load_competition(data_dir, check_images=not skip_infer)
-        folds_csv = data_dir / "folds.csv"
-        folds = read_folds(folds_csv, comp.train) if folds_csv.is_file() else None
-        plans = plan_splits(comp, folds, info.fold)
-        cache = None if skip_infer else open_crops(comp, CropSpec.of(info), progress=progress, echo=log)
-        source = ImageSource(comp, info, cache)
-        unreadable = source.unreadable()
-        if unreadable:  # as training did: skipped where they would teach, a blank where a row is due
-            plans = [p.without_gallery(unreadable) for p in plans]
-            log(f"{model_dir}: warning: {len(unreadable)} image(s) cannot be read; left out of the gallery, and "
-                f"scored as blank images where they are queries (first: {next(iter(unreadable.values()))})")
-    elif not skip_infer:
-        raise KitError(f"{model_dir}: no competition directory; give --data DIR (or data: in the recipe)")
+    comp, plans, source = _open_data(model_dir, data_dir, info, options, progress, log)
 
     # model.onnx, the prediction sets and export.json move into place together, once all succeeded
     with outputs(echo=None) as out:
-        queries = plans[0].queries if plans else []
-        inputs = parity_inputs(queries, source, info)
-        try:
-            parity = export_checked(model, info, model_dir / ONNX, inputs, out=out)
-        except ParityError:
-            if mtime(model_dir / ONNX) <= mtime(model_dir / CHECKPOINT):
-                remove_outputs(model_dir)  # an earlier checkpoint's: they no longer describe this member
-            raise
-        size_mb = out.staged(model_dir / ONNX).stat().st_size / 2**20
-        log(f"{model_dir}: {ONNX} ({size_mb:.1f} MB, {parity.exporter} exporter), parity {parity.summary()}")
-        report: dict = {"model": info.name, "checkpoint_mtime_ns": stamp, "onnx": ONNX, "exporter": parity.exporter,
-                        "parity": {"rel_error": parity.rel_error, "max_abs": parity.max_abs,
-                                   "tolerance": parity.tolerance, "inputs": "images" if queries else "noise"},
-                        "options": options, "sets": []}
-        onnx_for_inference = out.staged(model_dir / ONNX)
-        if fp16:
-            p16 = export_fp16_checked(model, out.staged(model_dir / ONNX), model_dir / ONNX_FP16, inputs, out=out)
-            report["parity_fp16"] = {"rel_error": p16.rel_error, "tolerance": p16.tolerance}
-            log(f"{model_dir}: {ONNX_FP16}, parity {p16.summary()}")
-            onnx_for_inference = out.staged(model_dir / ONNX_FP16)
-
-        if not skip_infer:
-            runner, fp16_used, note = choose_runner(onnx_for_inference, out.staged(model_dir / ONNX), model, provider,
-                                                    threads, fp16)
-            if note:
-                log(f"{model_dir}: {note}")
-            images, logit_images = images_needed(plans)
-            digest = comp.digest()
-            ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)
-                      else f"PyTorch on {runner.device} (onnxruntime here has no CUDA provider)")
-            log(f"{model_dir}: inference on {len(images):,} images with {ran_by}" + (" (fp16)" if fp16_used else ""))
-            embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
-                             tta=flip_tta, batch=batch, workers=workers, progress=progress, desc=info.name)
-            sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=cosine, new_identities=new_identities,
-                                   knn=knn)
-            for (view, split), ps in sets.items():
-                ps.meta["data"] = str(data_dir.resolve())  # where it was made, for messages
-                ps.meta["competition"] = digest  # what it was made on: a blend on another competition is refused
-                if fp16_used:
-                    ps.meta["precision"] = "fp16"
-                ps.save(model_dir / "preds" / view / split, out=out)
-                report["sets"].append(f"preds/{view}/{split}")
-                missing = ps.meta.get("without_centre", 0)
-                if missing:
-                    log(f"{model_dir}: warning: {missing} trained identities have no {split} gallery image; "
-                        "their cosine is -1")
-            report.update(provider=runner.provider, tta="flip" if flip_tta else "none", images=len(images),
-                          images_per_second=round(embedded.images_per_second, 2), batch=batch)
-            log(f"{model_dir}: {len(sets)} prediction sets in {model_dir / 'preds'} "
-                f"({embedded.images_per_second:.1f} images/s on {runner.provider})")
+        report = {"model": info.name, "checkpoint_mtime_ns": stamp}
+        onnx_for_inference, parity_fp16 = _export_onnx(model_dir, model, info, plans, source, options, report, out, log)
+        report["options"], report["sets"] = recorded, []
+        if parity_fp16 is not None:
+            report["parity_fp16"] = parity_fp16
+        if not options.skip_infer:
+            _predict(model_dir, model, info, onnx_for_inference, out.staged(model_dir / ONNX), comp, plans, source,
+                     data_dir, options, report, out, progress, log)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         write_text(model_dir / REPORT, json.dumps(report, indent=2) + "\n", out)  # staged last: the freshness mark
     return report
 
+
+def _open_data(model_dir: Path, data_dir: Path | None, info, options: ExportOptions, progress: bool, log):
+    """(the competition, its split plans, the image source), or Nones without a competition when
+    only the export is asked for; unreadable images are left out of the galleries, said once."""
+    if data_dir is None:
+        if not options.skip_infer:
+            raise KitError(f"{model_dir}: no competition directory; give --data DIR (or data: in the recipe)")
+        return None, None, None
+    if not data_dir.is_dir():
+        raise KitError(f"{data_dir}: competition directory not found (the member's recipe data:, or --data)")
+    comp = load_competition(data_dir, check_images=not options.skip_infer)
+    folds_csv = data_dir / "folds.csv"
+    folds = read_folds(folds_csv, comp.train) if folds_csv.is_file() else None
+    plans = plan_splits(comp, folds, info.fold)
+    cache = None if options.skip_infer else open_crops(comp, CropSpec.of(info), progress=progress, echo=log)
+    source = ImageSource(comp, info, cache)
+    unreadable = source.unreadable()
+    if unreadable:  # as training did: skipped where they would teach, a blank where a row is due
+        plans = [p.without_gallery(unreadable) for p in plans]
+        log(f"{model_dir}: warning: {len(unreadable)} image(s) cannot be read; left out of the gallery, and "
+            f"scored as blank images where they are queries (first: {next(iter(unreadable.values()))})")
+    return comp, plans, source
+
+
+def _export_onnx(model_dir: Path, model, info, plans, source, options: ExportOptions, report: dict, out,
+                 log) -> tuple[Path, dict | None]:
+    """model.onnx (and model.fp16.onnx), each checked against the PyTorch member, staged in `out`;
+    model.onnx's figures go into `report`. Returns (the staged file inference runs, the fp16 file's
+    parity or None)."""
+    from kit.export.exporter import ParityError, export_checked, export_fp16_checked
+
+    queries = plans[0].queries if plans else []
+    inputs = parity_inputs(queries, source, info)
+    try:
+        parity = export_checked(model, info, model_dir / ONNX, inputs, out=out)
+    except ParityError:
+        if mtime(model_dir / ONNX) <= mtime(model_dir / CHECKPOINT):
+            remove_outputs(model_dir)  # an earlier checkpoint's: they no longer describe this member
+        raise
+    size_mb = out.staged(model_dir / ONNX).stat().st_size / 2**20
+    log(f"{model_dir}: {ONNX} ({size_mb:.1f} MB, {parity.exporter} exporter), parity {parity.summary()}")
+    report.update({"onnx": ONNX, "exporter": parity.exporter,
+                   "parity": {"rel_error": parity.rel_error, "max_abs": parity.max_abs,
+                              "tolerance": parity.tolerance, "inputs": "images" if queries else "noise"}})
+    if not options.fp16:
+        return out.staged(model_dir / ONNX), None
+    p16 = export_fp16_checked(model, out.staged(model_dir / ONNX), model_dir / ONNX_FP16, inputs, out=out)
+    log(f"{model_dir}: {ONNX_FP16}, parity {p16.summary()}")
+    return out.staged(model_dir / ONNX_FP16), {"rel_error": p16.rel_error, "tolerance": p16.tolerance}
+
+
+def _predict(model_dir: Path, model, info, onnx_for_inference: Path, onnx_fp32: Path, comp, plans, source,
+             data_dir: Path, options: ExportOptions, report: dict, out, progress: bool, log) -> None:
+    """Run the checked file on every image the plans need and stage the member's prediction sets."""
+    from kit.export.runtime import OnnxRunner, choose_runner
+
+    flip_tta = use_flip_tta(options.tta, model_dir, info)
+    runner, fp16_used, note = choose_runner(onnx_for_inference, onnx_fp32, model, options.provider, options.threads,
+                                            options.fp16)
+    if note:
+        log(f"{model_dir}: {note}")
+    images, logit_images = images_needed(plans)
+    digest = comp.digest()
+    ran_by = (f"onnxruntime, provider {runner.session.get_providers()[0]}" if isinstance(runner, OnnxRunner)
+              else f"PyTorch on {runner.device} (onnxruntime here has no CUDA provider)")
+    log(f"{model_dir}: inference on {len(images):,} images with {ran_by}" + (" (fp16)" if fp16_used else ""))
+    embedded = embed(runner, images, source, flip_twins=bool(info.flip_twins), logit_images=logit_images,
+                     tta=flip_tta, batch=options.batch, workers=options.workers, progress=progress, desc=info.name)
+    sets = prediction_sets(embedded, info, plans, tta=flip_tta, cosine=options.cosine,
+                           new_identities=options.new_identities, knn=options.knn)
+    for (view, split), ps in sets.items():
+        ps.meta["data"] = str(data_dir.resolve())  # where it was made, for messages
+        ps.meta["competition"] = digest  # what it was made on: a blend on another competition is refused
+        if fp16_used:
+            ps.meta["precision"] = "fp16"
+        ps.save(model_dir / "preds" / view / split, out=out)
+        report["sets"].append(f"preds/{view}/{split}")
+        missing = ps.meta.get("without_centre", 0)
+        if missing:
+            log(f"{model_dir}: warning: {missing} trained identities have no {split} gallery image; "
+                "their cosine is -1")
+    report.update(provider=runner.provider, tta="flip" if flip_tta else "none", images=len(images),
+                  images_per_second=round(embedded.images_per_second, 2), batch=options.batch)
+    log(f"{model_dir}: {len(sets)} prediction sets in {model_dir / 'preds'} "
+        f"({embedded.images_per_second:.1f} images/s on {runner.provider})")

@@ -23,7 +23,8 @@ import numpy as np
 from kit.data.folds import ALL_FOLDS, read_folds
 from kit.errors import KitError
 from kit.export.infer import VIEWS
-from kit.export.layout import CHECKPOINT, REPORT, checkpoint_stamp, data_dir_of, export_options, member_recipe, mtime
+from kit.export.layout import CHECKPOINT, REPORT, checkpoint_stamp, data_dir_of, member_recipe, mtime
+from kit.export.options import ExportOptions
 from kit.io import outputs, write_text
 from kit.predset import PredictionSet, load, reindex
 from kit.train.recipe import fold_dir
@@ -119,13 +120,11 @@ def is_fresh(parent: Path, children: dict[int, Path], options: dict, skip_infer:
     return True
 
 
-def export_oof_member(parent: str | Path, children: dict[int, Path], export_fold: Callable[..., dict], data=None, *,
-                      force: bool = False, skip_infer: bool = False, tta: str = "auto", cosine: str = "centre",
-                      new_identities: bool = False, fp16: bool = False, knn: int = 0,
-                      log: Callable[[str], None] = print, **member_kw) -> dict:
+def export_oof_member(parent: str | Path, children: dict[int, Path], export_fold: Callable[..., dict], data,
+                      options: ExportOptions, *, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Export every fold member (`export_fold`: kit.export.member.export_member, same options), then
-    the parent's oof and test sets. `children` = kit.export.layout.oof_children(parent); `member_kw`:
-    export_member's other options. Returns what the parent's export.json holds.
+    the parent's oof and test sets. `children` = kit.export.layout.oof_children(parent). Returns what
+    the parent's export.json holds.
     """
     parent = Path(parent)
     data_dir = data_dir_of(parent, data)
@@ -138,23 +137,20 @@ def export_oof_member(parent: str | Path, children: dict[int, Path], export_fold
                            "run scripts/train.py RECIPE --folds --resume")
         raise KitError(f"{children[extra[0]]}: not a fold of {data_dir / 'folds.csv'} (folds {expected}); "
                        f"run scripts/train.py RECIPE --folds --force")
-    options = export_options(data_dir, tta=tta, cosine=cosine, new_identities=new_identities, fp16=fp16,
-                             **({"knn": knn} if knn else {}))
-    if not force and is_fresh(parent, children, options, skip_infer):
+    recorded = options.recorded(data_dir)
+    if not options.force and is_fresh(parent, children, recorded, options.skip_infer):
         log(f"{parent}: up to date (oof and test sets newer than every fold's {CHECKPOINT}); --force to redo")
         return json.loads((parent / REPORT).read_text())
 
     t0 = time.perf_counter()
     (parent / REPORT).unlink(missing_ok=True)  # without it nothing reads as fresh until the run finishes
-    reports = {k: export_fold(d, data, force=force, skip_infer=skip_infer, tta=tta, cosine=cosine,
-                               new_identities=new_identities, fp16=fp16, knn=knn, log=log, **member_kw)
-               for k, d in children.items()}
+    reports = {k: export_fold(d, data, options, progress=progress, log=log) for k, d in children.items()}
     name = oof_name(parent)
-    report: dict = {"model": name, "folds": sorted(children), "options": options, "sets": [],
+    report: dict = {"model": name, "folds": sorted(children), "options": recorded, "sets": [],
                     "members": {children[k].name: {key: r[key] for key in CHILD_SUMMARY if key in r}
                                 for k, r in reports.items()}}
     with outputs(echo=None) as out:  # the combined sets and export.json: in place together
-        if not skip_infer:
+        if not options.skip_infer:
             for view in VIEWS:
                 if not all(f"preds/{view}/{split}" in r["sets"] for r in reports.values() for split in ("val", "test")):
                     continue

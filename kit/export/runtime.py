@@ -22,9 +22,9 @@ import numpy as np
 import onnxruntime as ort
 
 from kit.errors import KitError
+from kit.export.options import PROVIDERS
 from kit.io import cpu_count
 
-PROVIDERS = ("auto", "cpu", "cuda")
 _ORT_NAME = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _SHORT = {v: k for k, v in _ORT_NAME.items()}
 

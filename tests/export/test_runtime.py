@@ -68,10 +68,15 @@ def test_the_library_speaks_its_own_words_and_the_script_its_flags(tmp_path):
 
     from kit.export.member import export_member
 
-    with pytest.raises(KitError, match=r"^batch must be >= 1, got 0$"):
+    with pytest.raises(KitError, match=r"^export_member: batch = 0 is out of range; expected an integer >= 1$"):
         export_member(tmp_path, batch=0)
-    with pytest.raises(KitError, match=r"^knn must be >= 0"):
+    with pytest.raises(KitError, match=r"^export_member: knn = -1 is out of range"):
         export_member(tmp_path, knn=-1)
+    with pytest.raises(KitError, match=r"^export_member: tta = 'flips' is not allowed; expected auto or flip or none; "
+                                       r"did you mean 'flip'\?$"):
+        export_member(tmp_path, tta="flips")
+    with pytest.raises(KitError, match=r"^export_member: unknown key 'bacth' \(did you mean 'batch'\?\)"):
+        export_member(tmp_path, bacth=8)
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "scripts/export.py", str(tmp_path), "--batch", "0"], capture_output=True,
                          text=True, cwd=root)
