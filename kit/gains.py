@@ -38,7 +38,7 @@ from kit.demo import KNN
 from kit.errors import KitError
 from kit.export.member import export_member
 from kit.local.member import LocalCfg, build_local_member
-from kit.post import pipeline
+from kit.post import fits, pipeline
 from kit.post.compare import Gain, paired_gains
 from kit.post.inputs import prepare
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
@@ -78,9 +78,9 @@ def _fitted(recipe: BlendRecipe, fit: str | None = None) -> tuple[np.ndarray, np
     if fit is not None:
         recipe = recipe.with_params({"steps.new_whale": {"fit": fit}})
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
-    recipe = pipeline.with_data_defaults(recipe, val)
-    recipe = pipeline.with_weights(pipeline.fit_calibrations(recipe, val), val)
-    fitted = pipeline.fit_new_whale(recipe, val) if fit is not None else with_own_threshold(recipe, val, np.arange(len(val.images)))
+    recipe = fits.with_data_defaults(recipe, val)
+    recipe = pipeline.with_weights(fits.fit_calibrations(recipe, val), val)
+    fitted = fits.fit_new_whale(recipe, val) if fit is not None else with_own_threshold(recipe, val, np.arange(len(val.images)))
     return pipeline.run(fitted, val).ap, pipeline.run(fitted, test).ap
 
 
@@ -205,7 +205,7 @@ def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None] | None
     """The recipe's fitted threshold, then a threshold per species fitted on the val images whose top-1 is of it
     (None: no species has MIN_GROUP of them)."""
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
-    recipe = pipeline.with_data_defaults(recipe, val)
+    recipe = fits.with_data_defaults(recipe, val)
     recipe = with_own_threshold(pipeline.with_weights(recipe, val), val, np.arange(len(val.images)))
     table = pipeline.position_table(recipe, val)
     species = dict(zip(val.competition.train["label"], val.competition.train["species"].astype(str)))

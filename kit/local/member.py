@@ -35,7 +35,7 @@ from kit.errors import KitError
 from kit.io import cpu_count, outputs, write_text
 from kit.local.features import FeatureCache, FeatureSpec, open_features
 from kit.local.match import MatchCfg, inliers, matching_vectors, one_thread_each
-from kit.post import pipeline
+from kit.post import fits, pipeline
 from kit.post.inputs import Inputs, prepare, val_skip_reason
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.predset import PredictionSet
@@ -85,8 +85,8 @@ def build_local_member(shortlist_recipe: str | Path, cfg: LocalCfg = LocalCfg(),
     if skip:
         raise KitError(f"{shortlist_recipe}: a local member needs the validation split to calibrate on: {skip}")
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
-    recipe = pipeline.with_data_defaults(recipe, val)
-    ranker = pipeline.with_weights(pipeline.fit_calibrations(recipe, val), val)  # as blend.py weighs them
+    recipe = fits.with_data_defaults(recipe, val)
+    ranker = pipeline.with_weights(fits.fit_calibrations(recipe, val), val)  # as blend.py weighs them
     features = open_features(comp, spec, progress=progress, workers=workers, echo=echo)
     folds = read_folds(Path(recipe.data) / "folds.csv", comp.train)
     plans = [_plan(recipe, ranker, inputs, comp, folds, features, cfg) for inputs in (val, test)]

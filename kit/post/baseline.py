@@ -10,7 +10,7 @@ answer there, so every fitted rule (the blend's `fit`, each member's own thresho
 cross-validated: each part of the images by the threshold fitted on the others (`tune.parts` parts,
 `tune.seed`), which is what it will do on new images. A recipe with a fixed threshold or share is
 scored as it runs. Each gap carries its paired bootstrap interval (kit/post/compare.py). The
-bars are measured by `kit.post.pipeline.judge` (it runs recipes); here is what they say.
+bars are measured by `kit.post.fits.judge` (it runs recipes); here is what they say.
 """
 from __future__ import annotations
 

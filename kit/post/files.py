@@ -12,7 +12,8 @@ from kit.io import Outputs, outputs, write_csv
 from kit.metric import check_submission
 from kit.post import new_whale_model, pseudo
 from kit.post.inputs import Inputs
-from kit.post.pipeline import BlendRun, Result, evaluate, pseudo_confidence, pseudo_evidence
+from kit.post.evaluation import BlendRun, evaluate, pseudo_confidence, pseudo_evidence
+from kit.post.pipeline import Result
 from kit.post.recipe import ALL_FOLDS, BlendRecipe
 
 COSTS = "  COSTS: the whole interval lies below 0; leave the step out (or enabled: false)"

@@ -5,10 +5,12 @@
     result.map5_by_step                  # {"blend": .., "+ leak": .., "+ new_whale": .., "+ balance": ..}
     run(recipe.with_params({"steps.new_whale.threshold": 0.4}), inputs)   # same inputs, new params
 
-Also here: what is fitted on validation before a run (calibrations, automatic weights or ensemble
-selection, the new_whale threshold or P(new) model: `resolve`), the bars a blend is judged by, the
-report's diagnostics, and `evaluate(recipe)`: val and test run once, nothing written. Writing the
-files is kit/post/files.py's (`blend_files`, what scripts/blend.py does).
+Also here, because a run needs them: the blend itself (`blend_top`), the automatic weights it
+resolves from its inputs (`weight_report`, `with_weights`), and the position table the threshold
+search reads. What is fitted on validation before a run (calibrations, the new_whale threshold or
+P(new) model, the bars a blend is judged by) is kit/post/fits.py's; one evaluation of a recipe on
+val and test, with the report's diagnostics, kit/post/evaluation.py's; writing the files
+kit/post/files.py's (`blend_files`, what scripts/blend.py does).
 
 The state every step edits is small: the blended top-K identities and scores per image
 (K = 10), the unknown label's blended vote, the leak's pinned labels, where new_whale is
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -27,12 +28,12 @@ from kit import ranking
 from kit.errors import KitError
 from kit.metric import K as TOP
 from kit.metric import average_precision
-from kit.post import baseline, blend, leak, new_whale, new_whale_model, pseudo, selection
+from kit.post import blend, new_whale, selection
 from kit.post import weights as auto
-from kit.post.compare import Gain, paired_gain, paired_gains
-from kit.post.inputs import Inputs, member_key, prepare, val_skip_reason
+from kit.post.compare import Gain, paired_gains
+from kit.post.inputs import Inputs, member_key
 from kit.post.plugins import steps_in_order
-from kit.post.recipe import BlendRecipe, load_recipe
+from kit.post.recipe import BlendRecipe
 from kit.post.weights import WeightReport
 from kit.ranking import assemble
 
@@ -244,62 +245,12 @@ def _select(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) -> selection.
     return selection.select(score, len(recipe.members), len(rows))
 
 
-def with_data_defaults(recipe: BlendRecipe, val_inputs: Inputs | None, why_none: str = "") -> BlendRecipe:
-    """The recipe with what its steps take from the data when it leaves it out (new_whale without a
-    threshold or proportion: validation's unknown share, over all its images), worked out here where
-    the data is loaded, not while the recipe is parsed. `val_inputs`: the validation split (None
-    without one: `why_none` says why, in the message of a step that needs it)."""
-    changes = {}
-    for step in steps_in_order():
-        params = recipe.steps.get(step.name)
-        if params is None:
-            continue
-        try:
-            filled = step.data_defaults(params, val_inputs)
-        except KitError as e:
-            raise KitError(f"{recipe.source}: {e}{f' ({why_none})' if why_none else ''}") from None
-        changes.update({f"steps.{step.name}.{key}": value for key, value in filled.items()})
-    return recipe.with_params(changes) if changes else recipe
-
-
 def with_weights(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
     """The recipe itself, or with automatic weights resolved from these inputs (see weight_report)."""
     if not recipe.auto_weights:
         return recipe
     report = weight_report(recipe, inputs, rows)
     return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)})
-
-
-def fit_calibrations(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
-    """The recipe with each member calibration that is fitted on validation (`needs_fit`: a matcher's
-    inlier counts) fitted on `rows` of these inputs (default: all), its parameters written in; the
-    recipe itself when none is. Resolve these first: weights and thresholds are fitted on calibrated scores."""
-    changes = {}
-    for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
-        if mi is None or mi.scores is None:
-            continue
-        cal = m.calibration.resolved(mi.auto_method)
-        if not cal.plugin.needs_fit(cal.params):
-            continue
-        if inputs.split == "test":  # never fitted on the test truth, whoever asks
-            raise KitError(f"{recipe.source}: members[{i}] ({m.name}): calibration {cal.method} is fitted on validation "
-                           f"images, never on the test images; give its parameters")
-        if inputs.truth is None:
-            raise KitError(f"{recipe.source}: members[{i}] ({m.name}): calibration {cal.method} is fitted on validation "
-                           f"images with truth, and the {inputs.split} images have none; give its parameters")
-        idx = np.arange(len(inputs.images)) if rows is None else np.asarray(rows)
-        truth = np.where(inputs.truth < inputs.n_columns, inputs.truth, -1)  # a column, or none of them
-        fitted = cal.plugin.fit(mi.scores[idx], truth[idx])
-        changes[f"members.{i}.calibration"] = {"method": cal.method, **{k: v for k, v in cal.values if k not in fitted},
-                                               **fitted}
-    return recipe.with_params(changes) if changes else recipe
-
-
-def resolve(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
-    """Everything the recipe fits on validation, fitted on `rows` of these inputs, in the order they
-    depend on each other: calibrations, automatic weights, the new_whale threshold."""
-    recipe = with_weights(fit_calibrations(recipe, inputs, rows), inputs, rows)
-    return fit_new_whale(recipe, inputs, rows)
 
 
 def fitted_key(recipe: BlendRecipe) -> str | None:
@@ -322,106 +273,6 @@ def fits_probability(recipe: BlendRecipe) -> bool:
     """Whether the recipe fits a P(new) model on validation (`steps.new_whale.fit: probability`)."""
     step = recipe.steps.active("new_whale")
     return step is not None and step.fit == "probability"
-
-
-@dataclass
-class NewWhaleData:
-    """What a P(new) model is fitted on and scored with (kit/post/new_whale_model.py), per image."""
-
-    x: np.ndarray  # (N, 4) features
-    is_new: np.ndarray  # bool (N,)
-    truth_column: np.ndarray  # int64 (N,) the true identity's column in the top-K, -1: none
-    bare: Result  # the recipe run without its new_whale step (the vote's positions, the leak, the swap)
-
-
-def new_whale_data(recipe: BlendRecipe, inputs: Inputs) -> NewWhaleData:
-    bare = run(recipe.with_params({"steps.new_whale.enabled": False}), inputs)
-    firsts, weights = member_firsts(with_weights(recipe, inputs), inputs)
-    x = new_whale_model.features(bare.top_scores, bare.top_codes[:, 0], firsts, weights)
-    is_new = inputs.truth == inputs.unknown_code
-    hit = (bare.top_codes == inputs.truth[:, None]) & ~is_new[:, None]
-    return NewWhaleData(x, is_new, np.where(hit.any(axis=1), hit.argmax(axis=1), -1), bare)
-
-
-def _ap_at(data: NewWhaleData, at: np.ndarray, inputs: Inputs) -> np.ndarray:
-    """Per-image AP@5 with the unknown label at `at` (the vote's place where earlier; a
-    new_whale_groups row where that step put it)."""
-    b = data.bare
-    at = np.where(b.fixed, b.new_whale_at, new_whale.combine(b.new_whale_at, at))
-    return average_precision(assemble(b.top_codes, b.pinned, at, b.swapped, inputs.unknown_code), inputs.truth)
-
-
-def cross_fitted_ap(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray, part: np.ndarray, n_parts: int) -> np.ndarray:
-    """Per-image AP@5 of `rows` (part: each row's part) with the unknown label placed by a P(new)
-    model fitted on the other parts only: no image is scored by a model that saw it."""
-    d = new_whale_data(recipe, inputs)
-    x, is_new, scores, column = d.x[rows], d.is_new[rows], d.bare.top_scores[rows], d.truth_column[rows]
-    at = np.zeros(len(inputs.images), np.int64)
-    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts)[0]
-    return _ap_at(d, at, inputs)[rows]
-
-
-def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
-    """The recipe with `steps.new_whale.fit` resolved: the threshold (or share) that scores best on
-    `rows` of these inputs (default: all), found exactly (kit.ranking.best_threshold / best_share),
-    or the P(new) model fitted there; the recipe itself when it fits nothing. Like automatic weights:
-    resolved once on validation, then carried to test. Resolve the weights first."""
-    key = fitted_key(recipe)
-    if key is None and not fits_probability(recipe):
-        return recipe
-    if inputs.split == "test":  # never fitted on the test truth, whoever asks
-        raise KitError(f"{recipe.source}: steps.new_whale.fit is fitted on validation images, never on the test images")
-    if inputs.truth is None:
-        raise KitError(f"{recipe.source}: steps.new_whale.fit needs validation images with truth to fit on; "
-                       f"the {inputs.split} images have none (give a threshold or a proportion)")
-    if key is None:
-        d = new_whale_data(recipe, inputs)
-        idx = np.arange(len(inputs.images)) if rows is None else np.asarray(rows)
-        model = new_whale_model.fit(d.x[idx], d.is_new[idx], d.bare.top_scores[idx], d.truth_column[idx])
-        return recipe.with_params({"steps.new_whale.model": model})
-    table = position_table(unfitted(recipe), inputs)
-    if rows is not None:
-        table = table.rows(np.asarray(rows))
-    fit = ranking.best_threshold if key.endswith("threshold") else ranking.best_share
-    return recipe.with_params({key: fit(table)[0]})
-
-
-def rule_ap(recipe: BlendRecipe, inputs: Inputs, part: np.ndarray, n_parts: int) -> tuple[np.ndarray, bool]:
-    """(per-image AP@5 of the recipe's new_whale rule, whether it was cross-validated): a fitted
-    threshold or share scored on each part by the value fitted on the others; else as it runs."""
-    key = fitted_key(recipe)
-    if fits_probability(recipe):
-        return cross_fitted_ap(recipe, inputs, np.arange(len(inputs.images)), part, n_parts), True
-    if key is None:
-        return run(recipe, inputs).ap, False
-    table = position_table(unfitted(recipe), inputs)
-    return ranking.cross_validated(table, part, n_parts, by_share=key.endswith("proportion"))[1], True
-
-
-def judge(recipe: BlendRecipe, inputs: Inputs) -> baseline.Bars | None:
-    """The blend (weights resolved, its fit not yet) against new_whale alone and its best member on
-    these inputs (kit/post/baseline.py says how, and what the bars mean); None without truth."""
-    if inputs.truth is None or not len(inputs.truth):
-        return None
-    n_parts = max(1, min(recipe.tune.parts, len(inputs.truth)))
-    part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
-    blend, cross_validated = rule_ap(recipe, inputs, part, n_parts)
-    trivial = (inputs.truth == inputs.unknown_code).astype(float)
-    bars = baseline.Bars(blend, trivial, paired_gain(blend, trivial), cross_validated, inputs.labels[inputs.unknown_code])
-    present = [i for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)) if mi is not None and m.weight > 0]
-    if len(present) > 1:
-        alone = {}
-        for i in present:
-            m = recipe.members[i]
-            solo = recipe.only_member(i)
-            if m.scored:  # in its own calibration, so that its top-1 score means something
-                solo = fit_calibrations(solo.with_params({f"members.{i}.calibration": {"method": "auto"}}), inputs)
-            solo = solo.with_params({"steps.new_whale.fit": "threshold", "steps.new_whale.enabled": True})
-            alone[m.name] = rule_ap(solo, inputs, part, n_parts)[0]
-        bars.best_member = max(alone, key=lambda name: alone[name].mean())
-        bars.member = alone[bars.best_member]
-        bars.over_member = paired_gain(blend, bars.member)
-    return bars
 
 
 def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Result:
@@ -496,207 +347,3 @@ def position_table(recipe: BlendRecipe, inputs: Inputs) -> ranking.PositionTable
         vote = new_whale.vote_positions(bare.top_scores, bare.vote)[fixed]
         table.cap[fixed] = np.where(vote < 0, last, np.minimum(vote, last))
     return table
-
-
-def pseudo_evidence(recipe: BlendRecipe, inputs: Inputs, result: Result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """On validation: each image's pseudo-label confidence, whether the rule may pick it (its top-1
-    first in the final list), whether its top-1 is its animal."""
-    top1 = result.top_codes[:, 0]
-    return pseudo_confidence(recipe, inputs, top1), top1 == result.top5[:, 0], top1 == inputs.truth
-
-
-def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) -> np.ndarray | None:
-    """The calibrated probability of `codes` (one per image): see kit.post.pseudo. None when no
-    member gives probabilities."""
-    recipe = with_weights(recipe, inputs)
-    if not any(mi is not None and m.weight > 0 and mi.scores is not None
-               and pseudo.is_probability(m.calibration.resolved(mi.auto_method).method, mi.kind)
-               for mi, m in zip(inputs.members, recipe.members)):
-        return None
-    probs = blend_matrix(recipe, inputs, only=pseudo.is_probability)
-    return probs[np.arange(len(codes)), codes]
-
-
-def _summary(result: Result, inputs: Inputs) -> dict:
-    out = {"images": len(inputs.images), "new_whale_share": result.new_whale_share,
-           "threshold": result.threshold, "leaked": result.n_leaked, "swapped": result.n_swapped}
-    if result.map5_by_step:
-        out["map5_by_step"] = dict(result.map5_by_step)
-        out["gain_by_step"] = {step: gain.to_dict() for step, _, gain in result.step_gains() if gain is not None}
-        out["map5"] = result.map5
-    return out
-
-
-@dataclass
-class Reliability:
-    """How far a member's top-1 probability is from how often its top-1 is right (validation)."""
-
-    confidence: np.ndarray  # mean top-1 probability per non-empty bin
-    accuracy: np.ndarray  # share of those images whose top-1 is their animal
-    counts: np.ndarray  # images per bin
-    ece: float  # expected calibration error: the count-weighted mean |accuracy - confidence|
-
-
-def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> Reliability:
-    """Equal-width bins of the top-1 probability over [0, 1]."""
-    which = np.minimum((np.clip(confidence, 0.0, 1.0) * bins).astype(np.int64), bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    conf = np.bincount(which, weights=confidence, minlength=bins)
-    acc = np.bincount(which, weights=correct.astype(float), minlength=bins)
-    full = counts > 0
-    conf, acc = conf[full] / counts[full], acc[full] / counts[full]
-    ece = float(np.sum(counts[full] * np.abs(acc - conf)) / max(len(confidence), 1))
-    return Reliability(conf, acc, counts[full], ece)
-
-
-@dataclass
-class MemberAlone:
-    """One member blended alone on validation, without and with the recipe's steps."""
-
-    name: str
-    kind: str
-    weight: float
-    map5_bare: float
-    map5_with_steps: float
-    ap_bare: np.ndarray  # per-image AP@5 without steps
-    reliability: Reliability | None = None  # when its calibration gives probabilities
-
-
-@dataclass
-class Diagnostics:
-    """What the report shows beyond blend.py's numbers, computed with the evaluation (the report only renders)."""
-
-    members: list[MemberAlone]
-    blend_bare: float  # the blend without steps
-    ap_correlation: np.ndarray | None  # the members' per-image AP@5 correlation (blend alone), two or more members
-    # MAP@5 and the new_whale-first share at each threshold, everything else as the recipe has it
-    threshold_curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None
-    # a P(new) model's cross-fitted P(new) against how often the animal is new (new_whale: fit: probability)
-    new_whale_reliability: Reliability | None = None
-    # pseudo.precision: by the number of validation images a cut keeps (most confident first), their
-    # share right and its 95% lower bound
-    pseudo_curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-
-def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics:
-    """The members alone, their errors' correlation and the threshold curve on validation."""
-    bare = recipe.without_steps()
-    members = []
-    for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)):
-        if mi is None or m.weight <= 0:
-            continue
-        alone_bare = run(bare.only_member(i), inputs)
-        curve = None
-        if mi.scores is not None and inputs.truth is not None and m.calibration.resolved(mi.auto_method).plugin \
-                .yields_probability(mi.kind):
-            probs = blend_matrix(recipe.only_member(i), inputs)
-            top1 = probs.argmax(axis=1)
-            curve = reliability(probs[np.arange(len(top1)), top1], top1 == inputs.truth)
-        members.append(MemberAlone(m.name, mi.kind, m.weight, alone_bare.map5,
-                                   run(recipe.only_member(i), inputs).map5, alone_bare.ap, curve))
-    correlation = None
-    if len(members) > 1:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            correlation = np.nan_to_num(np.corrcoef(np.vstack([a.ap_bare for a in members])), nan=0.0)
-    curve = None
-    if recipe.steps.active("new_whale"):
-        table = position_table(recipe, inputs)
-        # the share counts what comes first in the final list: a leak label where the leak pinned one
-        pinned = result.pinned[:, 0] if result.pinned.shape[1] else np.full(len(result.top5), -1)
-        grid = np.unique(np.concatenate([np.linspace(0, 1, 41), np.quantile(result.top_scores[:, 0], np.linspace(0, 1, 41))]))
-        maps, shares = [], []
-        grouped_first = result.fixed & (result.new_whale_at == 0)  # new_whale_groups placed these, whatever t
-        for t in grid:
-            first = np.where(result.fixed, grouped_first, np.minimum(ranking.insert_positions(table.scores, t), table.cap) == 0)
-            maps.append(table.ap_at(t).mean())
-            shares.append(np.where(pinned >= 0, pinned == inputs.unknown_code, first).mean())
-        curve = (grid, np.array(maps), np.array(shares))
-    out = Diagnostics(members, run(bare, inputs).map5, correlation, curve)
-    step = recipe.steps.active("new_whale")
-    if step is not None and step.model is not None and inputs.truth is not None:
-        d = new_whale_data(recipe, inputs)
-        n_parts = max(1, min(recipe.tune.parts, len(inputs.truth)))
-        part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
-        q = new_whale_model.cross_fit(d.x, d.is_new, d.bare.top_scores, d.truth_column, part, n_parts)[1]
-        out.new_whale_reliability = reliability(q, d.is_new)
-    if recipe.pseudo.enabled and recipe.pseudo.precision is not None and inputs.truth is not None:
-        confidence, eligible, correct = pseudo_evidence(recipe, inputs, result)
-        if confidence is not None:
-            _, kept, right = pseudo.cuts(confidence, eligible, correct)  # the cuts the gate chooses among
-            if len(kept):
-                out.pseudo_curve = (kept, right / kept, pseudo.wilson(right, kept)[0])
-    return out
-
-
-@dataclass
-class BlendRun:
-    """One evaluation of a recipe: weights resolved once, val and test run, the report's diagnostics
-    on val. The report renders it as it is."""
-
-    recipe: BlendRecipe  # as run: automatic weights resolved
-    weights: WeightReport | None  # how the automatic weights came about (None: the recipe's own)
-    test: tuple[Inputs, Result]
-    val: tuple[Inputs, Result] | None = None
-    val_skipped: str | None = None
-    summary: dict = field(default_factory=dict)  # the numbers blend.py prints (and --json)
-    diagnostics: Diagnostics | None = None  # with a validation split
-    # the blend against new_whale alone and its best member on validation (kit/post/baseline.py), and
-    # the lines that say where it falls short: printed by blend.py, on top of the report
-    bars: baseline.Bars | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tuple[BlendRecipe, WeightReport | None]:
-    """Automatic weights, once for both splits: from the validation errors when every member has
-    validation predictions, else from the members' agreement on test."""
-    if not recipe.auto_weights:
-        return recipe, None
-    basis = val if val is not None and all(mi is not None for mi in val.members) else test
-    if recipe.weights == "select" and basis is test:
-        raise KitError(f"{recipe.source}: weights: select chooses the weights on validation, and "
-                       + ("there is no validation split" if val is None else
-                          f"{recipe.members[[mi is None for mi in val.members].index(True)].name} has no validation predictions"))
-    if basis is test:  # the members' agreement there, never the test truth a synthetic competition carries
-        basis = dataclasses.replace(test, truth=None)
-    report = weight_report(recipe, basis)
-    return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)}), report
-
-
-def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> BlendRun:
-    """Prepare and run a recipe on val (when there is one) and test, with the report's diagnostics
-    unless told not to; writes nothing."""
-    if not isinstance(recipe, BlendRecipe):
-        recipe = load_recipe(recipe)
-    skip = val_skip_reason(recipe)
-    val_inputs = None if skip else prepare(recipe, "val")
-    test_inputs = prepare(recipe, "test")
-    recipe = with_data_defaults(recipe, val_inputs, skip or "")
-    if val_inputs is not None:  # never on test: without validation a calibration to fit is an error (its transform says so)
-        recipe = fit_calibrations(recipe, val_inputs)
-    recipe, weights = resolve_weights(recipe, val_inputs, test_inputs)
-    bars = None if val_inputs is None else judge(recipe, val_inputs)  # before the fit: it cross-validates it
-    fitted = "steps.new_whale.model" if fits_probability(recipe) else fitted_key(recipe)
-    if fitted is not None:
-        if val_inputs is None:
-            raise KitError(f"{recipe.source}: steps.new_whale.fit needs the validation split, but {skip}; "
-                           f"give a threshold or a proportion")
-        recipe = fit_new_whale(recipe, val_inputs)
-    val = None if val_inputs is None else (val_inputs, run(recipe, val_inputs))
-    out = BlendRun(recipe, weights, (test_inputs, run(recipe, test_inputs)), val, skip,
-                   diagnostics=None if val is None or not diagnostics else diagnose(recipe, *val), bars=bars,
-                   warnings=bars.lines() if bars is not None else [])
-    out.summary = {"recipe": recipe.source, "name": recipe.name}
-    if weights is not None:
-        out.summary["weights"] = {"basis": weights.basis, **{n: float(w) for n, w in zip(weights.names, weights.weights)}}
-    if val is not None:
-        out.summary["val"] = _summary(val[1], val[0])
-        if fitted is not None:
-            value = recipe.steps.new_whale.model if fitted.endswith("model") else recipe.tunable_params()[fitted]
-            out.summary["val"]["fitted"] = {"key": fitted, "value": value, "cross_validated_map5": float(bars.blend.mean())}
-        if bars is not None:
-            out.summary["val"]["bars"] = bars.to_dict()
-    out.summary["test"] = _summary(out.test[1], test_inputs)
-    out.summary["warnings"] = list(out.warnings)
-    return out
-
-

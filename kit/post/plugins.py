@@ -46,7 +46,7 @@ class Step:
     @classmethod
     def data_defaults(cls, params, val_inputs) -> dict[str, Any]:
         """Values the step takes from the data when the recipe leaves them out, worked out where the
-        data is loaded (kit.post.pipeline.with_data_defaults; `val_inputs`: the validation split's
+        data is loaded (kit.post.fits.with_data_defaults; `val_inputs`: the validation split's
         kit.post.inputs.Inputs, or None without one). Default: none."""
         return {}
 
@@ -93,7 +93,7 @@ class Calibration:
 
     @staticmethod
     def needs_fit(params) -> bool:
-        """Whether parameters left unset are fitted on validation first (`fit`; kit.post.pipeline.fit_calibrations)."""
+        """Whether parameters left unset are fitted on validation first (`fit`; kit.post.fits.fit_calibrations)."""
         return False
 
     @staticmethod

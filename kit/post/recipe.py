@@ -277,7 +277,7 @@ class Steps:
 def _step(step, raw: Any, source: str, where: str, check: bool = True):
     """A step's section -> its Params: types and constraints from the dataclass; of its exclusive
     keys at most one given (the others None). None given is the step's to read (new_whale: the
-    unknown share of validation, filled where the data is loaded: kit.post.pipeline.with_data_defaults)."""
+    unknown share of validation, filled where the data is loaded: kit.post.fits.with_data_defaults)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -7,7 +7,7 @@ steps with each gain's paired bootstrap interval; what the recipe fitted on vali
 selection's picks, P(new)'s reliability, the pseudo-label gate's precision curve); MAP@5 and the new_whale share against the
 threshold; Optuna's history, the held-out gain and the parameter importances (after tune.py); the
 distribution of top-1 scores; a gallery of the worst validation errors. It renders a
-`pipeline.BlendRun`, the evaluation blend.py made, so every number is the one blend.py printed.
+`evaluation.BlendRun`, the evaluation blend.py made, so every number is the one blend.py printed.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from kit.data.images import BadImage, decode
 from kit.io import Outputs, write_text
-from kit.post import pipeline
+from kit.post import evaluation, pipeline
 from kit.post.inputs import Inputs
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.report import svg
@@ -57,7 +57,7 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{escape(title)}</h2>{body}</section>'
 
 
-def members_section(run: pipeline.BlendRun) -> str:
+def members_section(run: evaluation.BlendRun) -> str:
     d = run.diagnostics
     rows = [[a.name, a.kind, a.weight, a.map5_bare, a.map5_with_steps] for a in d.members]
     rows.append(["blend", "", 1.0, d.blend_bare, run.val[1].map5])
@@ -78,7 +78,7 @@ def members_section(run: pipeline.BlendRun) -> str:
     return _section("members", "Members", body)
 
 
-def calibration_section(run: pipeline.BlendRun) -> str:
+def calibration_section(run: evaluation.BlendRun) -> str:
     """Each member's reliability on validation: its top-1 probability against how often it is right."""
     curves = {a.name: a.reliability for a in run.diagnostics.members if a.reliability is not None}
     if not curves:
@@ -96,7 +96,7 @@ def calibration_section(run: pipeline.BlendRun) -> str:
     return _section("calibration", "Calibration", body)
 
 
-def decisions_section(run: pipeline.BlendRun) -> str:
+def decisions_section(run: evaluation.BlendRun) -> str:
     """What the recipe fitted on validation beyond the threshold: the selection's picks, P(new)'s
     reliability, the pseudo-label gate's precision curve; empty when it fitted none of them."""
     d, parts = run.diagnostics, []
@@ -149,7 +149,7 @@ def ablation_section(results: dict[str, pipeline.Result]) -> str:
     return _section("ablation", "Ablation of the steps", body)
 
 
-def threshold_section(run: pipeline.BlendRun) -> str:
+def threshold_section(run: evaluation.BlendRun) -> str:
     if run.diagnostics.threshold_curve is None:
         return _section("threshold", "new_whale threshold", "<p>The recipe has no new_whale step.</p>")
     grid, maps, shares = run.diagnostics.threshold_curve
@@ -257,7 +257,7 @@ def gallery_section(inputs: Inputs, result: pipeline.Result) -> str:
     return _section("gallery", "Worst validation errors", body)
 
 
-def build(run: pipeline.BlendRun, summary=None) -> str:
+def build(run: evaluation.BlendRun, summary=None) -> str:
     """The report's HTML for an evaluated recipe (and its tuning summary, if any)."""
     recipe = run.recipe
     results: dict[str, pipeline.Result] = {}
@@ -296,17 +296,17 @@ def report_path(recipe: BlendRecipe) -> Path:
     return Path(recipe.output) / f"{recipe.name}.html"
 
 
-def write_report(run: pipeline.BlendRun | BlendRecipe | str | Path, summary=None, out: Outputs | None = None) -> Path:
+def write_report(run: evaluation.BlendRun | BlendRecipe | str | Path, summary=None, out: Outputs | None = None) -> Path:
     """Write `<output>/<name>.html` atomically and return its path (a recipe is evaluated first);
     with `out`, stage it there, to be moved into place with the run's other files."""
-    if not isinstance(run, pipeline.BlendRun):
-        run = pipeline.evaluate(run if isinstance(run, BlendRecipe) else load_recipe(run))
+    if not isinstance(run, evaluation.BlendRun):
+        run = evaluation.evaluate(run if isinstance(run, BlendRecipe) else load_recipe(run))
     if run.val is not None and run.diagnostics is None:  # evaluated without them (blend_files(diagnostics=False))
-        run.diagnostics = pipeline.diagnose(run.recipe, *run.val)
+        run.diagnostics = evaluation.diagnose(run.recipe, *run.val)
     path = report_path(run.recipe)
     return write_text(path, build(run, summary), out, note=f"wrote {path}")
 
 
-def write_tune_report(summary, run: pipeline.BlendRun | None = None, out: Outputs | None = None) -> Path:
+def write_tune_report(summary, run: evaluation.BlendRun | None = None, out: Outputs | None = None) -> Path:
     """The tuned recipe's report, with the study's history, the held-out gain and the importances."""
     return write_report(run or summary.tuned, summary, out)

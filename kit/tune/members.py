@@ -20,7 +20,7 @@ import numpy as np
 
 from kit import ranking
 from kit.errors import KitError
-from kit.post import pipeline
+from kit.post import fits, pipeline
 from kit.post.compare import Claim, MemberTable, Row, holdout_split, paired_gains
 from kit.post.inputs import Inputs, member_key, prepare, val_skip_reason
 from kit.post.recipe import BlendRecipe, load_recipe
@@ -45,7 +45,7 @@ def with_own_threshold(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) ->
 def member_table(recipe: BlendRecipe, val: Inputs, test: Inputs | None, tune_idx: np.ndarray,
                  hold_idx: np.ndarray, tuned: BlendRecipe | None = None, threshold_row: bool = True) -> MemberTable:
     """The table for a recipe whose weights (and new_whale fit) are resolved on the tuning part
-    (pipeline.with_weights, pipeline.fit_new_whale). `threshold_row`: the blend with only its
+    (pipeline.with_weights, fits.fit_new_whale). `threshold_row`: the blend with only its
     threshold fitted (a recipe that fits it already is that row)."""
     parts = {HELD_OUT: (val, hold_idx)}
     if test is not None and test.truth is not None:
@@ -62,7 +62,7 @@ def member_table(recipe: BlendRecipe, val: Inputs, test: Inputs | None, tune_idx
             continue
         alone = recipe.only_member(i)
         if m.scored:  # in its own calibration, fitted on the tuning part where it is fitted
-            alone = pipeline.fit_calibrations(alone.with_params({f"members.{i}.calibration": {"method": "auto"}}),
+            alone = fits.fit_calibrations(alone.with_params({f"members.{i}.calibration": {"method": "auto"}}),
                                               val, tune_idx)
         members.append(Row(f"member {m.name} (own threshold)", ap_of(with_own_threshold(alone, val, tune_idx))))
     rows += members
@@ -184,7 +184,7 @@ def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None
     if tuned is not None:
         check_tuned(recipe, tuned)
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
-    recipe = pipeline.with_data_defaults(recipe, val)
+    recipe = fits.with_data_defaults(recipe, val)
     tune_idx, hold_idx = holdout_split(val.truth, val.unknown_code, recipe.tune.holdout, recipe.tune.seed)
     if not len(hold_idx) or not len(tune_idx):
         raise KitError(f"{recipe.source}: tune.holdout {recipe.tune.holdout:g} of {len(val.images)} validation images "
@@ -192,7 +192,7 @@ def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None
     if tuned is not None:
         # what it fits, fitted on the tuning part like the untuned recipe (a kept recipe is written as
         # written); a no-op for an accepted tuning, whose values are all given
-        tuned = pipeline.resolve(tuned, val, tune_idx)
-    fits = pipeline.fitted_key(recipe) is not None
-    resolved = pipeline.resolve(recipe, val, tune_idx)
-    return member_table(resolved, val, test, tune_idx, hold_idx, tuned, threshold_row=not fits)
+        tuned = fits.resolve(tuned, val, tune_idx)
+    fitted = pipeline.fitted_key(recipe) is not None
+    resolved = fits.resolve(recipe, val, tune_idx)
+    return member_table(resolved, val, test, tune_idx, hold_idx, tuned, threshold_row=not fitted)

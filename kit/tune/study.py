@@ -52,7 +52,7 @@ import numpy as np
 from kit import ranking
 from kit.errors import KitError
 from kit.io import DISK_ERRORS, Outputs
-from kit.post import pipeline
+from kit.post import fits, pipeline
 from kit.post.baseline import Bars
 from kit.post.compare import Gain, holdout_split, paired_gain
 from kit.post.inputs import LEAK_SEARCH_DISTANCE, prepare
@@ -321,8 +321,8 @@ class Objective:
         # automatic weights come from the tuning part only: the held-out part judges them too
         # what the recipe fits on validation (calibrations, automatic weights, a fitted new_whale threshold):
         # fitted on the tuning part, as the untuned recipe, so that the held-out part judges them too
-        recipe = pipeline.with_data_defaults(recipe, self.inputs)
-        self.recipe = pipeline.resolve(recipe, self.inputs, self.tune_idx)
+        recipe = fits.with_data_defaults(recipe, self.inputs)
+        self.recipe = fits.resolve(recipe, self.inputs, self.tune_idx)
         # a P(new) model is fitted again for each trial's weights, cross-fitted like the threshold
         self.probability = pipeline.fits_probability(recipe)
         if self.probability:
@@ -381,8 +381,8 @@ class Objective:
         if self.probability:
             recipe = recipe.with_params({"steps.new_whale.fit": "probability"})  # a fitted model: fitted again per part
             if self.n_parts == 1:
-                return pipeline.run(pipeline.fit_new_whale(recipe, self.inputs, self.tune_idx), self.inputs).ap[self.tune_idx]
-            return pipeline.cross_fitted_ap(recipe, self.inputs, self.tune_idx, self.part, self.n_parts)
+                return pipeline.run(fits.fit_new_whale(recipe, self.inputs, self.tune_idx), self.inputs).ap[self.tune_idx]
+            return fits.cross_fitted_ap(recipe, self.inputs, self.tune_idx, self.part, self.n_parts)
         if not self.fit_threshold:
             return pipeline.run(recipe, self.inputs).ap[self.tune_idx]
         table, value, _ = self._fit(recipe)
@@ -407,7 +407,7 @@ class Objective:
         """The recipe of a trial's values, its threshold (or share) fitted on the tuning part."""
         recipe = self.recipe_for(values)
         if self.probability:
-            return pipeline.fit_new_whale(recipe, self.inputs, self.tune_idx)
+            return fits.fit_new_whale(recipe, self.inputs, self.tune_idx)
         return recipe if fitted is None else recipe.with_params({self.fit_key: fitted})
 
     def scores(self, recipe: BlendRecipe) -> dict[str, float]:

@@ -216,7 +216,7 @@ def test_a_full_disk_is_one_line_and_the_previous_export_stays_whole(twin_member
 def test_the_knn_view_exports_and_blends(tmp_path, tiny_data):
     """export --knn K writes preds/knn/{val,test} (cosines among the K nearest gallery images, the
     mirrored gallery included); a blend recipe takes it as a member like any view."""
-    from kit.post.pipeline import evaluate
+    from kit.post.evaluation import evaluate
     from kit.post.recipe import recipe_from_dict
 
     member = make_member(tmp_path / "models" / "arc", tiny_data, head="arcface", flip="same", fold=0)

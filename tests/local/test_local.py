@@ -22,7 +22,7 @@ from kit.errors import KitError
 from kit.local.features import FeatureSpec, extract, load_crop, open_features
 from kit.local.match import MatchCfg, inliers, matching_vectors
 from kit.local.member import LocalCfg, build_local_member
-from kit.post import pipeline
+from kit.post import evaluation
 from kit.post.calibrations.inliers import Inliers
 from kit.post.inputs import prepare as prepare_split
 from kit.post.recipe import load_recipe
@@ -167,7 +167,7 @@ def test_the_local_member_never_matches_a_query_against_its_own_fold_and_blends(
     raw = yaml.safe_load(recipe.read_text())
     raw["members"].append({"model": str(out), "view": "local"})
     blend.write_text(yaml.safe_dump(raw, sort_keys=False))
-    run = pipeline.evaluate(blend, diagnostics=False)
+    run = evaluation.evaluate(blend, diagnostics=False)
     cal = run.recipe.members[1].calibration
     assert cal.method == "inliers" and cal.params.scale > 0  # fitted, monotone increasing
     assert run.test[1].map5 is not None
@@ -182,7 +182,7 @@ def test_the_calibration_is_fitted_on_validation_only_and_monotone(tiny, tmp_pat
     raw = yaml.safe_load(recipe.read_text())
     raw["members"] = [{"model": str(out), "view": "local"}]
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    fitted = pipeline.evaluate(path, diagnostics=False).recipe.members[0].calibration
+    fitted = evaluation.evaluate(path, diagnostics=False).recipe.members[0].calibration
     val = prepare_split(load_recipe(path), "val")
     truth = np.where(val.truth < val.n_columns, val.truth, -1)
     assert dict(fitted.values) == pytest.approx(Inliers.fit(val.members[0].scores, truth))  # validation's, exactly
@@ -193,7 +193,7 @@ def test_the_calibration_is_fitted_on_validation_only_and_monotone(tiny, tmp_pat
         t = pd.read_csv(test_truth)
         t.iloc[:, 1] = np.random.default_rng(0).permutation(t.iloc[:, 1].to_numpy())
         t.to_csv(test_truth, index=False)
-        again = pipeline.evaluate(path, diagnostics=False).recipe.members[0].calibration
+        again = evaluation.evaluate(path, diagnostics=False).recipe.members[0].calibration
     finally:
         test_truth.write_text(saved)
     assert again == fitted

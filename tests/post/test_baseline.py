@@ -11,7 +11,7 @@ import yaml
 
 from kit import ranking
 from kit.errors import KitError
-from kit.post import pipeline
+from kit.post import evaluation, fits, pipeline
 from kit.post.inputs import prepare
 from kit.post.recipe import load_recipe
 from kit.testing import make_label_competition, write_blend_recipe, write_predictions
@@ -36,7 +36,7 @@ def members_project(tmp_path, signal: float, fit: dict | None = None, n: int = 2
 @pytest.mark.parametrize("fit", ["threshold", "share"])
 def test_the_fitted_rule_never_scores_below_new_whale_alone_on_validation(tmp_path, signal, fit):
     _, path = members_project(tmp_path, signal, {"fit": fit})
-    run = pipeline.evaluate(path, diagnostics=False)
+    run = evaluation.evaluate(path, diagnostics=False)
     inputs, result = run.val
     trivial = float((inputs.truth == inputs.unknown_code).mean())
     assert result.map5 >= trivial - 1e-12
@@ -51,7 +51,7 @@ def test_the_fitted_rule_never_scores_below_new_whale_alone_on_validation(tmp_pa
 
 def test_too_weak_members_get_one_line_in_blend_py_and_the_report(tmp_path):
     _, path = members_project(tmp_path, signal=0.0)
-    run = pipeline.evaluate(path, diagnostics=False)
+    run = evaluation.evaluate(path, diagnostics=False)
     assert len([w for w in run.warnings if w.startswith("warning:")]) == 1
     line = run.warnings[0]
     bars = run.bars
@@ -69,7 +69,7 @@ def test_too_weak_members_get_one_line_in_blend_py_and_the_report(tmp_path):
 
 def test_good_members_get_no_line(tmp_path):
     _, path = members_project(tmp_path, signal=4.0)
-    run = pipeline.evaluate(path, diagnostics=False)
+    run = evaluation.evaluate(path, diagnostics=False)
     assert not [w for w in run.warnings if w.startswith("warning:")]
     assert run.bars.over_trivial.low > 0
 
@@ -81,7 +81,7 @@ def test_a_blend_below_its_best_member_says_so(tmp_path):
     path = write_blend_recipe(tmp_path / "blends" / "final.yaml", comp.root,
                               [{"model": str(good), "view": "logit", "weight": 0.3},
                                {"model": str(noise), "view": "logit", "weight": 0.7}])
-    run = pipeline.evaluate(path, diagnostics=False)
+    run = evaluation.evaluate(path, diagnostics=False)
     notes = [w for w in run.warnings if w.startswith("note:")]
     assert len(notes) == 1 and "its best member alone (good/logit" in notes[0]
 
@@ -89,7 +89,7 @@ def test_a_blend_below_its_best_member_says_so(tmp_path):
 def test_the_cross_validated_score_is_each_part_scored_by_the_others_threshold(tmp_path):
     _, path = members_project(tmp_path, signal=1.5)
     recipe = pipeline.with_weights(load_recipe(path), inputs := prepare(load_recipe(path), "val"))
-    bars = pipeline.judge(recipe, inputs)
+    bars = fits.judge(recipe, inputs)
     n_parts = recipe.tune.parts
     part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
     table = pipeline.position_table(pipeline.unfitted(recipe), inputs)
@@ -105,7 +105,7 @@ def test_a_fit_without_validation_is_one_clear_error(tmp_path):
     d["fold"] = -1
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     with pytest.raises(KitError, match="steps.new_whale.fit needs the validation split"):
-        pipeline.evaluate(path, diagnostics=False)
+        evaluation.evaluate(path, diagnostics=False)
     with pytest.raises(KitError, match="give one of threshold, proportion, fit, model, not more"):
         d["steps"]["new_whale"] = {"fit": "threshold", "threshold": 0.4}
         path.write_text(yaml.safe_dump(d, sort_keys=False))

@@ -209,7 +209,8 @@ def test_new_whale_without_a_value_takes_validation_s_unknown_share(project, tmp
     import pandas as pd
 
     from kit.post.inputs import prepare
-    from kit.post.pipeline import evaluate, with_data_defaults
+    from kit.post.evaluation import evaluate
+    from kit.post.fits import with_data_defaults
 
     d = yaml.safe_load(project["recipe"].read_text())
     d["steps"]["new_whale"] = {}

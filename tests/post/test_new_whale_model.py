@@ -9,7 +9,7 @@ import yaml
 
 from kit.errors import KitError
 from kit.post import new_whale_model as nm
-from kit.post import pipeline
+from kit.post import evaluation, fits
 from kit.post.files import blend_files
 from kit.post.recipe import load_recipe
 from kit.ranking import cv_parts
@@ -98,7 +98,7 @@ def probability_recipe(project, name="pnew", weights=True):
 
 def test_fit_probability_is_fitted_on_validation_and_carried_to_test(project):
     path = probability_recipe(project)
-    run = pipeline.evaluate(path)
+    run = evaluation.evaluate(path)
     model = run.recipe.steps.new_whale.model
     assert set(model) == set(nm.KEYS) and run.recipe.steps.new_whale.fit is None
     fitted = run.summary["val"]["fitted"]
@@ -107,24 +107,24 @@ def test_fit_probability_is_fitted_on_validation_and_carried_to_test(project):
     val = run.val[0]
     cfg = load_recipe(path).tune
     part = cv_parts(val.truth, val.unknown_code, cfg.parts, cfg.seed)
-    ap = pipeline.cross_fitted_ap(run.recipe.with_params({"steps.new_whale.fit": "probability"}), val,
+    ap = fits.cross_fitted_ap(run.recipe.with_params({"steps.new_whale.fit": "probability"}), val,
                                   np.arange(len(val.truth)), part, cfg.parts)
     assert fitted["cross_validated_map5"] == pytest.approx(float(ap.mean()))
     # the model as written in a recipe places the test images as the fitted run did
     pinned = edit_yaml(project.recipe("pnew-pinned"), lambda d: d["steps"].__setitem__("new_whale", {"model": model}))
-    again = pipeline.evaluate(pinned)
+    again = evaluation.evaluate(pinned)
     np.testing.assert_array_equal(again.test[1].top5, run.test[1].top5)
     # by hand: the model's places on test, the vote and the leak aside
     test, result = run.test
-    data = pipeline.new_whale_data(run.recipe, test)
+    data = fits.new_whale_data(run.recipe, test)
     at = nm.positions(model, data.x, data.bare.top_scores)
-    np.testing.assert_array_equal(pipeline._ap_at(data, at, test), result.ap)
+    np.testing.assert_array_equal(fits._ap_at(data, at, test), result.ap)
 
 
 def test_a_broken_model_is_one_line(project):
     path = edit_yaml(project.recipe("pnew-broken"), lambda d: d["steps"].__setitem__("new_whale", {"model": {"bias": 1.0}}))
     with pytest.raises(KitError, match=r"steps.new_whale.model lacks top1, margin, entropy, agreement, id_bias, id_score, id_share, id_rank"):
-        pipeline.evaluate(path)
+        evaluation.evaluate(path)
     with pytest.raises(KitError, match=r"fit.*probability"):
         load_recipe(edit_yaml(path, lambda d: d["steps"].__setitem__("new_whale", {"fit": "probabilty"})))
 
@@ -140,10 +140,10 @@ def test_the_tuner_refits_the_model_for_each_trial(project, tmp_path):
     values = {f"members.{i}.weight": w for i, w in enumerate((0.2, 0.5, 0.3))}
     trial = objective.recipe_for(values)
     # the objective: cross-fitted on the tuning part, a model fitted for these weights on the other parts
-    expected = pipeline.cross_fitted_ap(trial, objective.inputs, objective.tune_idx, objective.part, objective.n_parts)
+    expected = fits.cross_fitted_ap(trial, objective.inputs, objective.tune_idx, objective.part, objective.n_parts)
     assert objective.evaluate(trial)[0] == pytest.approx(float(expected.mean()))
     finished = objective.finish(values, None)
-    assert finished.steps.new_whale.model == pipeline.fit_new_whale(trial, objective.inputs, objective.tune_idx).steps.new_whale.model
+    assert finished.steps.new_whale.model == fits.fit_new_whale(trial, objective.inputs, objective.tune_idx).steps.new_whale.model
     s = tune(path, 8, storage=f"sqlite:///{tmp_path / 'st.db'}", progress=False)
     written = yaml.safe_load(s.tuned_path.read_text())["steps"]["new_whale"]
     assert written == ({"fit": "probability"} if s.kept_untuned else {"model": s.tuned.steps.new_whale.model})
@@ -164,12 +164,12 @@ def test_the_report_shows_what_was_fitted_on_validation(project):
     def change(d):
         d["weights"] = "select"
         d["pseudo"] = {"precision": 0.5}
-    run = pipeline.evaluate(edit_yaml(probability_recipe(project, "pnew-report", weights=False), change))
+    run = evaluation.evaluate(edit_yaml(probability_recipe(project, "pnew-report", weights=False), change))
     assert run.diagnostics.new_whale_reliability is not None
     kept, share, low = run.diagnostics.pseudo_curve
     assert np.all(low <= share) and kept[0] == 1
     html = build(run)
     for part in ('id="decisions"', "<h3>Ensemble selection</h3>", "<h3>P(new)</h3>", "<h3>Pseudo-label gate</h3>"):
         assert part in html
-    plain = pipeline.evaluate(project.recipe("pnew-plain"))
+    plain = evaluation.evaluate(project.recipe("pnew-plain"))
     assert 'id="decisions"' not in build(plain)

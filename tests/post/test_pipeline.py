@@ -17,7 +17,8 @@ from kit.errors import KitError
 from kit.metric import check_submission, score_files
 from kit.post.files import blend_files
 from kit.post.inputs import prepare
-from kit.post.pipeline import evaluate, run
+from kit.post.evaluation import evaluate
+from kit.post.pipeline import run
 from kit.post.recipe import load_recipe
 from kit.ranking import assemble
 

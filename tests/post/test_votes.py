@@ -14,7 +14,8 @@ from kit.data.folds import write_folds
 from kit.data.synthetic import plan
 from kit.post.compare import paired_gain
 from kit.post.inputs import prepare
-from kit.post.pipeline import resolve_weights, run
+from kit.post.fits import resolve_weights
+from kit.post.pipeline import run
 from kit.post.recipe import load_recipe
 
 UNKNOWN = "new_whale"

@@ -65,7 +65,7 @@ def test_automatic_weights_never_read_the_test_truth(tmp_path):
     """A member without validation predictions: the weights fell back to the test split and were
     fitted on its truth (a synthetic competition's test_truth.csv), called "validation errors".
     Now they come from the members' agreement there, and the truth cannot move them."""
-    from kit.post import pipeline
+    from kit.post import evaluation, fits, pipeline
     from kit.testing import make_label_competition, write_blend_recipe, write_predictions
 
     comp = make_label_competition(tmp_path / "data")
@@ -73,7 +73,7 @@ def test_automatic_weights_never_read_the_test_truth(tmp_path):
     b = write_predictions(tmp_path / "models" / "b", comp, "logit", signal=1.0, seed=2, splits=("test",))
     recipe = write_blend_recipe(tmp_path / "blends" / "final.yaml", comp.root,
                                 [{"model": str(a), "view": "logit"}, {"model": str(b), "view": "logit"}])
-    run = pipeline.evaluate(recipe, diagnostics=False)
+    run = evaluation.evaluate(recipe, diagnostics=False)
     assert run.test[0].truth is not None  # the test truth is there, for scoring only
     assert "no truth" in run.weights.basis and "validation errors" not in " ".join(run.weights.lines())
     truth = comp.root / "test_truth.csv"
@@ -81,13 +81,13 @@ def test_automatic_weights_never_read_the_test_truth(tmp_path):
     head, rows = lines[0], lines[1:]
     labels = [r.split(",")[1] for r in rows]
     truth.write_text("\n".join([head] + [f"{r.split(',')[0]},{lab}" for r, lab in zip(rows, labels[1:] + labels[:1])]) + "\n")
-    assert list(pipeline.evaluate(recipe, diagnostics=False).weights.weights) == list(run.weights.weights)
+    assert list(evaluation.evaluate(recipe, diagnostics=False).weights.weights) == list(run.weights.weights)
 
 
 def test_no_decision_is_fitted_on_the_test_split(project):
     """Whoever asks: weights come from agreement there, and the fitted rules refuse it."""
     from kit.errors import KitError
-    from kit.post import pipeline
+    from kit.post import fits, pipeline
     from kit.post.recipe import load_recipe
 
     recipe = load_recipe(project["recipe"])
@@ -96,4 +96,4 @@ def test_no_decision_is_fitted_on_the_test_split(project):
     auto = recipe.with_params({f"members.{i}.weight": None for i in range(len(recipe.members))})
     assert "no truth" in pipeline.weight_report(auto, test).basis
     with pytest.raises(KitError, match="never on the test images"):
-        pipeline.fit_new_whale(recipe.with_params({"steps.new_whale": {"fit": "threshold"}}), test)
+        fits.fit_new_whale(recipe.with_params({"steps.new_whale": {"fit": "threshold"}}), test)

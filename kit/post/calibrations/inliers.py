@@ -5,7 +5,7 @@ Inlier counts run from 0 to hundreds and mean nothing to a blend of probabilitie
 on the validation images by logistic regression of "this column is the image's animal" on
 log1p(inliers) over every (image, column) pair, like the automatic weights: once per evaluation,
 then used on test
-(kit.post.pipeline.fit_calibrations). The fit is monotone (scale >= 0): more inliers never mean less
+(kit.post.fits.fit_calibrations). The fit is monotone (scale >= 0): more inliers never mean less
 likely. Given numbers are used as they are, and a tuner may search them (`tune.free`).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Inliers(Calibration):
     def transform(scores: np.ndarray, params) -> np.ndarray:
         if Inliers.needs_fit(params):
             raise KitError("calibration inliers: scale and shift are fitted on validation before the blend runs "
-                           "(kit.post.pipeline.fit_calibrations); give both to use them as they are")
+                           "(kit.post.fits.fit_calibrations); give both to use them as they are")
         z = params.scale * np.log1p(np.maximum(scores, 0.0)) + params.shift
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 

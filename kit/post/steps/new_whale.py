@@ -30,7 +30,7 @@ class NewWhale(Step):
                                          help="the share of images that get it first")
         fit: Literal["threshold", "share", "probability"] | None = param(
             None, help="threshold or share: the one that scores best on the validation images, found exactly "
-                       "before the blend runs and used on test (kit.post.pipeline.fit_new_whale); probability: "
+                       "before the blend runs and used on test (kit.post.fits.fit_new_whale); probability: "
                        "a P(new) model fitted there (kit/post/new_whale_model.py), the unknown label where it "
                        "maximises the expected AP@5")
         model: dict[str, float] | None = param(
@@ -52,10 +52,10 @@ class NewWhale(Step):
     def apply(state, params, inputs) -> None:
         if all(getattr(params, key) is None for key in NewWhale.exclusive):  # a bug: callers fill it first
             raise KitError("steps.new_whale: validation's unknown share is filled where the data is loaded "
-                           "(kit.post.pipeline.with_data_defaults), not by the step")
+                           "(kit.post.fits.with_data_defaults), not by the step")
         if params.fit is not None:  # evaluate() and the tuner fit it first; reaching here unfitted is a bug
             raise KitError(f"steps.new_whale.fit: {params.fit} is fitted on validation before the blend runs "
-                           f"(kit.post.pipeline.fit_new_whale), not by the step")
+                           f"(kit.post.fits.fit_new_whale), not by the step")
         if params.model is not None:
             missing = [k for k in new_whale_model.KEYS if k not in params.model]
             if missing:
