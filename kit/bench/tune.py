@@ -13,8 +13,10 @@ from kit.bench import Table, load_average, ok, timed
 from kit.bench.post import N_IDS, N_MEMBERS, N_VAL_IDS, N_VAL_UNKNOWN, kaggle_scale_project
 from kit.io import cpu_count
 from kit.post.recipe import load_recipe, recipe_from_dict, save_recipe
+from kit.tune.objective import Objective
 from kit.tune.space import search_space
-from kit.tune.study import Objective, open_storage, trial_seeded_tpe, tune
+from kit.tune.storage import open_storage
+from kit.tune.study import trial_seeded_tpe, tune
 
 TUNE_TARGET = 20.0  # trials per second at Kaggle validation scale (issue 6)
 

@@ -25,7 +25,7 @@ from kit.post import evaluation, pipeline
 from kit.post.inputs import Inputs
 from kit.post.recipe import BlendRecipe, load_recipe
 from kit.report import svg
-from kit.tune.study import open_storage
+from kit.tune.storage import open_storage
 
 GALLERY_ROWS = 12
 THUMB = (150, 75)

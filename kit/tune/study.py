@@ -32,11 +32,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import importlib.util
 import json
 import multiprocessing as mp
 import os
-import random
 import signal
 import sys
 import threading
@@ -49,22 +47,19 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from kit import ranking
 from kit.errors import KitError
-from kit.io import DISK_ERRORS, Outputs
-from kit.post import fits, pipeline
+from kit.io import Outputs
+from kit.post import pipeline
 from kit.post.baseline import Bars
-from kit.post.compare import Gain, holdout_split, paired_gain
-from kit.post.inputs import LEAK_SEARCH_DISTANCE, prepare
+from kit.post.compare import Gain, paired_gain
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.progress import interactive
+from kit.tune.objective import Objective
 from kit.tune.space import Param, search_space, to_recipe_values
+from kit.tune.storage import GRACE, create_study, open_storage, storage_errors
 
-# fitted inside each trial, never proposed by the sampler: the step's threshold, or its share
-FITTED = ("steps.new_whale.threshold", "steps.new_whale.proportion")
 
 DEFAULT_STORAGE = "sqlite:///models/studies.db"
-GRACE = 15  # seconds without a heartbeat after which a RUNNING trial counts as a killed worker's
 
 
 @dataclass
@@ -113,117 +108,8 @@ class TuneSummary:
         return "\n".join(rows + self.warnings)
 
 
-def _sqlite_write_ahead(engine) -> None:
-    """A trial is some 20 small commits (its parameters one by one, the heartbeat, the value), and
-    sqlite's default journal syncs the disk at each: half the trial's time. Write-ahead logging
-    with `synchronous=NORMAL` syncs at checkpoints only, still loses nothing to a killed process
-    (only to a power cut), and lets workers read while one writes. Local disks only, as sqlite is."""
-    from sqlalchemy import event
-
-    def pragmas(connection, _record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", pragmas)
-    engine.dispose()  # the connections Optuna opened to set the schema up, without the pragmas
-
-
 # a server URL without a driver (postgresql://, as the README writes it) gets the first one installed:
 # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, and the [postgres] extra installs psycopg2
-DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
-           "mysql": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"))}
-
-
-def with_driver(url: str) -> str:
-    """`url` with an installed SQLAlchemy driver named for a bare postgresql:// or mysql:// (and
-    postgres://, an old spelling); other URLs as they are. A KitError when no driver is installed."""
-    scheme, sep, rest = url.partition("://")
-    scheme = "postgresql" if scheme == "postgres" else scheme
-    if not sep or scheme not in DRIVERS:
-        return url
-    for module, driver in DRIVERS[scheme]:
-        if importlib.util.find_spec(module) is not None:
-            return f"{scheme}+{driver}://{rest}"
-    extra = ("pip install -e '.[postgres]' (psycopg2), or psycopg" if scheme == "postgresql"
-             else "pip install mysqlclient, or pymysql")
-    raise KitError(f"--storage {scheme}://...: no {scheme} driver is installed: {extra}")
-
-
-def open_storage(url: str, grace: int = GRACE):
-    """An Optuna storage from a URL: RDB (sqlite:///, postgresql://, mysql://) or `journal:PATH`.
-    `grace`: seconds without a heartbeat before an RDB storage fails a killed worker's trial."""
-    import optuna
-
-    if url.startswith("journal:") or url.endswith((".log", ".journal")):
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        path = url.removeprefix("journal:")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    if url.startswith(("sqlite:", "postgres", "mysql")):
-        url = with_driver(url)
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}  # two workers share one file
-        # A killed worker's trial stays RUNNING; heartbeats let the next run mark it FAILED.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=max(1, min(5, grace // 3)), grace_period=grace, **kwargs)
-        if url.startswith("sqlite:///"):
-            _sqlite_write_ahead(storage.engine)
-        return storage
-    raise KitError(f"--storage {url!r}: expected sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
-
-
-@contextlib.contextmanager
-def storage_errors(url: str) -> Iterator[None]:
-    """A storage that fails (a full disk, a refused file, a server that went away) is one line naming
-    it; Optuna's experimental-feature warnings are silenced inside."""
-    import optuna
-
-    try:
-        with warnings.catch_warnings():
-            # Optuna 4 calls multivariate TPE and stale-trial failing experimental, once per process:
-            # noise in a log, and it would break the one-line error of a failed run
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    except _storage_failures() as e:
-        raise KitError(f"--storage {url}: {_reason(e)}") from None
-    except OSError as e:  # a journal file's disk
-        if e.errno not in DISK_ERRORS:
-            raise
-        raise KitError(f"--storage {url}: {e.strerror}") from None
-
-
-def _storage_failures() -> tuple[type[BaseException], ...]:
-    """What a storage raises when it fails: SQLAlchemy's errors, and Optuna's wrapper of them."""
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
-    return SQLAlchemyError, optuna.exceptions.StorageInternalError
-
-
-def _reason(e: BaseException) -> str:
-    cause = getattr(e, "orig", None) or e.__cause__ or e
-    return (str(getattr(cause, "orig", None) or cause).splitlines() or [type(cause).__name__])[0]
-
-
-def create_study(url: str, study_name: str, grace: int = GRACE):
-    """Create (or load) the study. Several tune.py started at once on a new database race to create
-    Optuna's tables ("table studies already exists"); the loser tries again, and then finds them."""
-    import optuna
-
-    for attempt in range(7):
-        try:
-            return optuna.create_study(study_name=study_name, storage=open_storage(url, grace), direction="maximize",
-                                       load_if_exists=True)
-        except _storage_failures():
-            if attempt == 6:
-                raise
-            time.sleep(0.05 * 2 ** attempt + random.random() * 0.05)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -304,124 +190,6 @@ def _worker(*args, parent: int, **kwargs) -> None:
         sys.exit(2)
     except KeyboardInterrupt:  # stopped as asked: tune.py says so, once
         sys.exit(130)
-
-
-class Objective:
-    """Cross-validated MAP@5 of a trial's recipe on the tuning part of the validation images."""
-
-    def __init__(self, recipe: BlendRecipe, space: list[Param], holdout: float, seed: int, parts: int | None = None):
-        # leak candidates up to the largest distance a trial may ask for (a range may widen it)
-        leak = [int(p.high) for p in space if p.name == "steps.leak.max_distance"]
-        distance = max([LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance] + leak) if leak else None
-        self.inputs = prepare(recipe, "val", leak_search_distance=distance)
-        self.inputs.keep_calibrated = True  # trials mostly move weights: the members' probabilities are cached
-        if self.inputs.truth is None:
-            raise KitError(f"{recipe.source}: the validation split has no truth to tune against")
-        self.tune_idx, self.hold_idx = holdout_split(self.inputs.truth, self.inputs.unknown_code, holdout, seed)
-        # automatic weights come from the tuning part only: the held-out part judges them too
-        # what the recipe fits on validation (calibrations, automatic weights, a fitted new_whale threshold):
-        # fitted on the tuning part, as the untuned recipe, so that the held-out part judges them too
-        recipe = fits.with_data_defaults(recipe, self.inputs)
-        self.recipe = fits.resolve(recipe, self.inputs, self.tune_idx)
-        # a P(new) model is fitted again for each trial's weights, cross-fitted like the threshold
-        self.probability = pipeline.fits_probability(recipe)
-        if self.probability:
-            self.recipe = self.recipe.with_params({"steps.new_whale.fit": "probability"})
-        fitted = [p for p in space if p.name in FITTED]
-        self.fit_key = fitted[0].name if fitted and recipe.steps.active("new_whale") is not None else None
-        self.by_share = self.fit_key == FITTED[1]  # a proportion step: the fitted threshold's share
-        self.bounds = (fitted[0].low, fitted[0].high) if self.fit_key in recipe.tune.range_of else None
-        self.space = [p for p in space if p.name not in FITTED]  # what the sampler proposes
-        self.n_parts = min(recipe.tune.parts if parts is None else parts, max(len(self.tune_idx), 1))
-        self.part = ranking.cv_parts(self.inputs.truth[self.tune_idx], self.inputs.unknown_code, self.n_parts, seed)
-
-    @property
-    def fit_threshold(self) -> bool:
-        return self.fit_key is not None
-
-    @property
-    def cross_fits(self) -> bool:
-        """Whether each tuning image is scored by a new_whale rule fitted on the other parts."""
-        return (self.fit_threshold or self.probability) and self.n_parts > 1
-
-    @property
-    def untuned(self) -> BlendRecipe:
-        """The untuned recipe with everything it fits fitted on the tuning part."""
-        return self.finish({}, None)
-
-    @property
-    def note(self) -> str:
-        if self.probability:
-            return (f": {self.n_parts}-fold cross-fitted MAP@5, the P(new) model fitted on the other parts of each"
-                    if self.n_parts > 1 else ": MAP@5 with the P(new) model fitted on them")
-        what = "share" if self.by_share else "threshold"
-        if self.fit_threshold and self.n_parts > 1:
-            return f": {self.n_parts}-fold cross-validated MAP@5, the new_whale {what} fitted on the other parts of each"
-        if self.fit_threshold:
-            return f": MAP@5 with the new_whale {what} fitted on them"
-        return ": MAP@5"
-
-    def recipe_for(self, values: dict[str, Any]) -> BlendRecipe:
-        return self.recipe.with_params(to_recipe_values(self.recipe, values)) if values else self.recipe
-
-    def start_values(self) -> dict[str, Any]:
-        """The untuned recipe's values of the sampled parameters (the study's first trial)."""
-        current = self.recipe.tunable_params()
-        return {p.name: min(max(current[p.name], p.low), p.high) for p in self.space}
-
-    def _fit(self, recipe: BlendRecipe) -> tuple[ranking.PositionTable, float, float]:
-        """(the tuning part's position table, the threshold or share fitted on all of it, its MAP@5)."""
-        table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
-        fit = ranking.best_share if self.by_share else ranking.best_threshold
-        return (table, *fit(table, self.bounds))
-
-    def left_out_ap(self, recipe: BlendRecipe) -> np.ndarray:
-        """Per-image AP@5 on the tuning part, each image scored by a threshold (or share) it did not
-        help choose (the objective is their mean)."""
-        if self.probability:
-            recipe = recipe.with_params({"steps.new_whale.fit": "probability"})  # a fitted model: fitted again per part
-            if self.n_parts == 1:
-                return pipeline.run(fits.fit_new_whale(recipe, self.inputs, self.tune_idx), self.inputs).ap[self.tune_idx]
-            return fits.cross_fitted_ap(recipe, self.inputs, self.tune_idx, self.part, self.n_parts)
-        if not self.fit_threshold:
-            return pipeline.run(recipe, self.inputs).ap[self.tune_idx]
-        table, value, _ = self._fit(recipe)
-        if self.n_parts == 1:
-            return table.ap_at(table.threshold_for_share(value) if self.by_share else value)
-        return ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[1]
-
-    def evaluate(self, recipe: BlendRecipe) -> tuple[float, float | None]:
-        """(objective, the threshold or share fitted on the whole tuning part, or None if not fitted)."""
-        if self.probability:
-            ap = self.left_out_ap(recipe)
-            return float(ap.mean()) if len(ap) else 0.0, None
-        if not self.fit_threshold:
-            ap = pipeline.run(recipe, self.inputs).ap
-            return float(ap[self.tune_idx].mean()) if len(self.tune_idx) else 0.0, None
-        table, value, whole = self._fit(recipe)
-        if self.n_parts > 1:
-            whole = ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[0]
-        return whole, value
-
-    def finish(self, values: dict[str, Any], fitted: float | None) -> BlendRecipe:
-        """The recipe of a trial's values, its threshold (or share) fitted on the tuning part."""
-        recipe = self.recipe_for(values)
-        if self.probability:
-            return fits.fit_new_whale(recipe, self.inputs, self.tune_idx)
-        return recipe if fitted is None else recipe.with_params({self.fit_key: fitted})
-
-    def scores(self, recipe: BlendRecipe) -> dict[str, float]:
-        ap = pipeline.run(recipe, self.inputs).ap
-        part = lambda idx: float(ap[idx].mean()) if len(idx) else float("nan")
-        return {"tune": part(self.tune_idx), "holdout": part(self.hold_idx), "all": float(ap.mean())}
-
-    def holdout_gain(self, tuned: BlendRecipe, untuned: BlendRecipe) -> Gain:
-        a, b = pipeline.run(tuned, self.inputs).ap, pipeline.run(untuned, self.inputs).ap
-        return paired_gain(a[self.hold_idx], b[self.hold_idx])
-
-    def __call__(self, trial) -> float:
-        values = {p.name: p.suggest(trial) for p in self.space}
-        return self.evaluate(self.recipe_for(values))[0]  # the fitted value: found again for the best trial
 
 
 def study_name_for(recipe: BlendRecipe, space: list[Param], holdout: float, seed: int) -> str:

@@ -131,7 +131,8 @@ def test_a_broken_model_is_one_line(project):
 
 def test_the_tuner_refits_the_model_for_each_trial(project, tmp_path):
     from kit.tune.space import search_space
-    from kit.tune.study import Objective, tune
+    from kit.tune.objective import Objective
+    from kit.tune.study import tune
 
     path = probability_recipe(project, "pnew-tune", weights=False)
     recipe = load_recipe(path)

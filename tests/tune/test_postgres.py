@@ -19,7 +19,8 @@ from tune_project import tune_together
 
 from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
-from kit.tune.study import study_name_for, with_driver
+from kit.tune.storage import with_driver
+from kit.tune.study import study_name_for
 
 
 def _pg_bin() -> Path | None:

@@ -24,7 +24,9 @@ from kit.post.inputs import prepare
 from kit.post.pipeline import run
 from kit.post.recipe import load_recipe
 from kit.tune.space import search_space
-from kit.tune.study import Objective, open_storage, study_name_for, tune
+from kit.tune.storage import open_storage
+from kit.tune.objective import Objective
+from kit.tune.study import study_name_for, tune
 
 pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
 
