@@ -291,7 +291,7 @@ def make_member(out: Path, data: Path, *, head: str = "softmax", flip: str = "tw
     folding is exercised); `drop_classes` leaves the first identities of the fold untrained."""
     import torch
 
-    from kit.train.run import save_checkpoint, write_member_files
+    from kit.train.checkpoint import save_checkpoint, write_member_files
     from kit.train.model import build_model, member_info, resolve_norm
 
     recipe = recipe_from_dict({"name": name or out.name, "data": str(data), "fold": fold, "seed": seed,

@@ -29,7 +29,8 @@ from kit.data.folds import read_folds
 from kit.errors import KitError
 from kit.io import cpu_count
 from kit.train.recipe import ALL_FOLDS, Recipe, fold_dir, save_recipe
-from kit.train.run import DistEnv, Log, already_trained_error, device_for, fully_trained, train_member
+from kit.train.checkpoint import already_trained_error, fully_trained
+from kit.train.run import DistEnv, Log, device_for, train_member
 
 
 @contextlib.contextmanager

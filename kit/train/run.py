@@ -12,7 +12,6 @@ as one process accumulating N micro-batches.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -30,18 +29,16 @@ from torch import nn
 from kit.data.competition import load_competition
 from kit.data.crops import CropSpec, open_crops
 from kit.errors import KitError
-from kit.io import atomic_path, write_text
+from kit.io import write_text
 from kit.progress import progress as progress_bar
 from kit.train.budget import TimeBudget
+from kit.train.checkpoint import resumable, save_checkpoint, write_member_files
 from kit.train.data import Feeder, ImageTable, build_tables, make_plan, rank_batches
 from kit.train.heads import Criterion
-from kit.train.model import (MemberInfo, apply_freeze, build_model, member_info, read_checkpoint, resolve_norm,
-                             set_train_mode)
-from kit.train.recipe import REMOVED, Recipe, StageCfg, recipe_from_dict, save_recipe
+from kit.train.model import MemberInfo, apply_freeze, build_model, member_info, resolve_norm, set_train_mode
+from kit.train.recipe import Recipe, StageCfg
 from kit.train.validate import baselines, evaluate_probs
 
-# Keys that may change between a run and its resume: they do not change what is learned.
-RESUMABLE_CHANGES = ("name", "data", "runtime")
 PROVISIONAL_EPOCHS = 10  # a stage by time, until its probe has planned it: the schedule's length meanwhile
 
 
@@ -149,42 +146,6 @@ def _epoch_seed(recipe: Recipe, global_epoch: int) -> tuple[int, int]:
     return (recipe.seed, global_epoch)
 
 
-def _as_run(saved: dict) -> dict:
-    """A checkpoint's recipe with every key of this release (keys added since take their defaults,
-    which reproduce what the older release did)."""
-    return recipe_from_dict(saved, "checkpoint", checkpoint=True).to_dict()
-
-
-def _compare(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        if (not prefix and key in RESUMABLE_CHANGES) or prefix + key in REMOVED:
-            continue
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _compare(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
-
-
-def write_member_files(out: Path, recipe: Recipe, classes: list[str]) -> None:
-    """A member's recipe.yaml (the recipe as run) and classes.txt (the head's identities, in order)."""
-    save_recipe(recipe, out / "recipe.yaml")
-    write_text(out / "classes.txt", "".join(c + "\n" for c in classes))
-
-
-def save_checkpoint(path: Path, model: nn.Module, recipe: Recipe, classes: list[str], info, **training) -> None:
-    """checkpoint.pt (docs/design.md, "The trained member"): the weights, recipe, classes and MemberInfo,
-    and `training`'s state (epoch, stage, optimizer, ... for --resume); written atomically."""
-    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "recipe": recipe.to_dict(), "classes": list(classes), "info": info.to_dict(), **training}
-    buffer = io.BytesIO()  # torch's own file writer turns a full disk into a RuntimeError; Python's names it
-    torch.save(state, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
-
-
 @torch.no_grad()
 def predict(model: nn.Module, feeder: Feeder, batch_size: int, autocast, activation: str, num_classes: int):
     """(probabilities (N, K) of the unflipped columns, targets, ok, the species head's top-1 (N,) or
@@ -203,42 +164,6 @@ def predict(model: nn.Module, feeder: Feeder, batch_size: int, autocast, activat
         return np.zeros((0, num_classes), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), None
     return (torch.cat(probs).cpu().numpy(), feeder.table.targets.copy(), np.concatenate(oks),
             torch.cat(species).cpu().numpy() if species else None)
-
-
-def already_trained_error(out: Path) -> KitError:
-    """A run without --resume or --force that would overwrite a trained member."""
-    return KitError(f"{out}: already holds a checkpoint; use --resume to continue it or --force to start over")
-
-
-def fully_trained(ckpt_path: Path, recipe: Recipe) -> bool:
-    """Every stage done, by this recipe (a changed recipe is left to train(), which names the change)."""
-    saved = read_checkpoint(ckpt_path)
-    return saved["stage"] >= len(recipe.stages) and not _compare(_as_run(saved["recipe"]), recipe.to_dict())
-
-
-def _resumable(recipe: Recipe, ckpt_path: Path, resume: bool, force: bool, classes: list[str], species: list[str],
-               env) -> dict | None:
-    """The checkpoint to resume from, or None to start afresh; a KitError when there is one and the
-    run may not use it (no --resume, or the recipe, identities or species changed since)."""
-    if resume and not ckpt_path.is_file() and env.main:
-        warnings.warn(f"--resume: {ckpt_path} does not exist; starting from scratch", stacklevel=3)
-    if not ckpt_path.is_file() or force:
-        return None
-    if not resume:
-        raise already_trained_error(ckpt_path.parent)
-    saved = read_checkpoint(ckpt_path)
-    changed = _compare(_as_run(saved["recipe"]), recipe.to_dict())
-    if changed:
-        raise KitError(f"{ckpt_path}: the recipe changed since this checkpoint ({'; '.join(changed[:3])}); "
-                       "use --force to start over")
-    if list(saved["classes"]) != classes:
-        raise KitError(f"{ckpt_path}: the training identities changed ({len(saved['classes'])} then, {len(classes)} now); "
-                       "use --force to start over")
-    then = list(saved["info"].get("species", []))
-    if then and then != species:
-        raise KitError(f"{ckpt_path}: the species of train.csv changed since this checkpoint's species head "
-                       f"({len(then)} then, {len(species)} now); use --force to start over")
-    return saved
 
 
 def _validate(model: nn.Module, feeder: Feeder, val_t, batch_size: int, autocast, info, K: int, bad_images: set[str],
@@ -325,7 +250,7 @@ def build_run(recipe: Recipe, out: Path, data_dir: Path, resume: bool, force: bo
         raise KitError(f"input.boxes is true but {data_dir}/bounding_boxes.csv does not exist")
 
     ckpt_path = out / "checkpoint.pt"
-    saved = _resumable(recipe, ckpt_path, resume, force, classes, train_t.species_names, env)
+    saved = resumable(recipe, ckpt_path, resume, force, classes, train_t.species_names, env)
 
     torch.manual_seed(recipe.seed)
     # Pretrained weights: fetched by the main process only (DDP copies its parameters to the others

@@ -417,7 +417,7 @@ def test_a_checkpoint_on_a_full_disk_is_one_named_error(full_disk, tmp_path):
     from types import SimpleNamespace
 
     from kit.errors import KitError
-    from kit.train.run import save_checkpoint
+    from kit.train.checkpoint import save_checkpoint
 
     disk = full_disk(tmp_path / "disk", size="8m")
     filler = disk / "filler.bin"
