@@ -11,7 +11,8 @@ import pytest
 
 from kit.data.competition import load_competition
 from kit.data.prepare import prepare
-from kit.data.synthetic import HAPPYWHALE_UNKNOWN, SPECIES, generate, plan
+from kit.data.synthetic import HAPPYWHALE_UNKNOWN, generate, plan
+from kit.data.synthetic_photos import SPECIES
 from kit.io import write_text
 
 pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from kit.data import load_competition
-from kit.data import synthetic
+from kit.data import synthetic, synthetic_photos
 from kit.data.synthetic import SIZES, UNKNOWN, generate, plan
 from kit.errors import KitError
 
@@ -190,7 +190,7 @@ def test_different_animals_look_different(tiny):
 
 
 def test_a_mirrored_fluke_is_another_animal():
-    one, other = synthetic._animal(0, 0), synthetic._animal(0, 1)
+    one, other = synthetic_photos._animal(0, 0), synthetic_photos._animal(0, 1)
     inside = (one.alpha > 0.5) & (one.alpha[:, ::-1] > 0.5)
     pattern = np.asarray(one.pattern, np.float32)
     assert np.abs(pattern - pattern[:, ::-1])[inside].mean() > 30
