@@ -7,6 +7,8 @@
   duplicates; `write_predictions` adds members' prediction sets made from noisy copies of the truth.
 - `make_member` / `make_oof_member`: trained-member directories written by kit.train's own
   checkpoint code (untrained weights: export does not care how good they are).
+- `kaggle_scale_project`: the 2019 competition's size (no image files) and three members, for the
+  benchmarks (kit/bench/post.py, tune.py), never for the test suite.
 
 Torch is imported inside the member functions only: the light install runs the rest.
 """
@@ -327,3 +329,90 @@ def make_oof_member(out: Path, data: Path, *, flip: str = "none", drop_classes: 
     first = load_recipe(fold_dir(out, folds[0]) / "recipe.yaml", checkpoint=True)
     save_recipe(dataclasses.replace(first, name=out.name, fold=ALL_FOLDS), out / "recipe.yaml")
     return out
+
+
+# ------------------------------------------------------------------ a Kaggle-scale project, for the benchmarks
+N_TEST, N_IDS, N_MEMBERS, N_VAL_IDS, N_VAL_UNKNOWN = 7960, 5004, 3, 512, 230
+
+
+def _train_labels(rng, real: Path | None) -> tuple[list[str], list[str], str]:
+    """(images, labels, source): the real 2019 label file's (`real`, its train.csv) if it is there,
+    else labels of its statistics."""
+    if real is not None and real.is_file():
+        frame = pd.read_csv(real, dtype=str)
+        return frame["Image"].tolist(), frame["Id"].tolist(), f"labels of {real} (read, not copied)"
+    # 5,004 ids: 2,073 with one image, 1,285 with two, the rest 3..73 (heavy-tailed); 9,664 new_whale
+    counts = [1] * 2073 + [2] * 1285
+    rest = N_IDS - len(counts)
+    spare = 25361 - 9664 - sum(counts) - 3 * rest
+    tail = 3 + rng.multinomial(spare, _normalised(rng.pareto(1.2, rest) + 0.05))
+    while tail.max() > 73:  # move the overflow of the largest ids onto random others
+        over = int((tail - 73).clip(0).sum())
+        tail = tail.clip(max=73)
+        tail += rng.multinomial(over, _normalised((tail < 73).astype(float)))
+    counts += tail.tolist()
+    labels = [f"w_{i:07x}" for i, c in enumerate(counts) for _ in range(c)] + ["new_whale"] * 9664
+    return [f"{i:09x}.jpg" for i in range(len(labels))], labels, "synthetic labels of the 2019 shape (real train.csv absent)"
+
+
+def _normalised(w):
+    return w / w.sum()
+
+
+def kaggle_scale_project(root: Path, rng, folds: int = 1, real_labels: Path | None = None) -> dict:
+    """A Kaggle-scale competition (no image files), three members' val and test sets, hashes.csv; with
+    folds > 1, that many disjoint validation folds and out-of-fold members (their `oof` sets). Its
+    labels: the real 2019 train.csv at `real_labels` when given and there (read, never copied),
+    else drawn to its statistics. For the benchmarks (kit/bench/post.py, tune.py)."""
+    train_images, train_labels, source = _train_labels(rng, real_labels)
+    known = sorted(set(train_labels) - {"new_whale"})
+    data = root / "data"
+    data.mkdir(parents=True)
+    pd.DataFrame({"Image": train_images, "Id": train_labels}).to_csv(data / "train.csv", index=False)
+    test_images = [f"t{i:08x}.jpg" for i in range(N_TEST)]
+    test_truth = np.where(rng.random(N_TEST) < 0.276, "new_whale", np.array(known, dtype=object)[rng.integers(0, len(known), N_TEST)])
+    pd.DataFrame({"Image": test_images, "Id": "new_whale"}).to_csv(data / "sample_submission.csv", index=False)
+    pd.DataFrame({"Image": test_images, "Id": test_truth}).to_csv(data / "test_truth.csv", index=False)
+    # folds like the winners' validation: one image of 512 ids with >= 2 images, 230 new_whale images
+    labels = np.array(train_labels, dtype=object)
+    fold = np.full(len(labels), -1)
+    multi = [k for k, c in pd.Series(train_labels).value_counts().items() if c >= 2 and k != "new_whale"]
+    first = {}
+    for i, lab in enumerate(train_labels):
+        first.setdefault(lab, i)
+    ids = rng.permutation(multi)
+    unknown = rng.permutation(np.flatnonzero(labels == "new_whale"))
+    for f in range(folds):
+        for lab in ids[f * N_VAL_IDS:(f + 1) * N_VAL_IDS]:
+            fold[first[lab]] = f
+        fold[unknown[f * N_VAL_UNKNOWN:(f + 1) * N_VAL_UNKNOWN]] = f
+    pd.DataFrame({"Image": train_images, "Id": train_labels, "fold": fold}).to_csv(data / "folds.csv", index=False)
+    # hashes: random, ~135 test images duplicating a train image of their identity (as in 2019)
+    hashes = dict(zip(train_images + test_images, rng.integers(0, 2**63, len(train_images) + N_TEST, dtype=np.int64).tolist()))
+    by_label = pd.Series(train_images).groupby(labels).apply(list).to_dict()
+    dups = rng.choice(N_TEST, 135, replace=False)
+    for i in dups:
+        hashes[test_images[i]] = hashes[by_label[test_truth[i]][0]] ^ (1 if i % 2 else 0)
+    val_rows = np.flatnonzero(fold >= 0)
+    for i in rng.choice(val_rows, 60, replace=False):  # and some val images duplicate a train image of theirs
+        others = [n for n in by_label[labels[i]] if n != train_images[i] and fold[train_images.index(n)] != fold[i]] \
+            if labels[i] != "new_whale" else []
+        if others:
+            hashes[train_images[i]] = hashes[others[0]]
+    pd.DataFrame({"Image": list(hashes), "phash": [f"{h:016x}" for h in hashes.values()]}).to_csv(data / "hashes.csv", index=False)
+    # members: noisy copies of the truth, logits
+    col = {c: j for j, c in enumerate(known)}
+    val_images = [im for im, f in zip(train_images, fold) if f >= 0]
+    val_truth = [lab for lab, f in zip(train_labels, fold) if f >= 0]
+    val_split = "oof" if folds > 1 else "val"
+    members = []
+    for m in range(N_MEMBERS):
+        for split, images, truth in (("test", test_images, test_truth), (val_split, val_images, val_truth)):
+            s = rng.standard_normal((len(images), len(known)), dtype=np.float32) * 1.5
+            rows = np.array([i for i, t in enumerate(truth) if t in col])
+            s[rows, [col[truth[i]] for i in rows]] += 4.5 + 0.5 * m
+            PredictionSet(s, list(images), known, {"kind": "logit", "activation": "softmax", "model": f"m{m}",
+                                                    "split": split, "fold": 0}).save(root / "models" / f"m{m}" / "preds" / "logit" / split)
+        members.append(root / "models" / f"m{m}")
+    return {"data": data, "members": members, "source": source, "train_images": train_images, "folds": folds,
+            "train_labels": train_labels, "test_images": test_images, "known": known, "hashes": hashes}

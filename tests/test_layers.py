@@ -17,7 +17,7 @@ LAYERS = [
     ("kit.local",),  # the matcher: its member's shortlist is a blend's ranking
     ("kit.tune",),
     ("kit.report",),
-    ("kit.starter", "kit.demo", "kit.rounds", "kit.gains", "kit.testing"),  # the orchestrators; the fabricators for tests and CI
+    ("kit.starter", "kit.pretrained", "kit.demo", "kit.rounds", "kit.gains", "kit.testing"),  # the orchestrators; the fabricators for tests and CI
     ("kit.bench",),  # measures every floor below; only scripts/bench.py imports it
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -14,6 +14,7 @@ import numpy as np
 from kit.io import cpu_count
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # real files, never copied in
+REAL_LABELS = SHARED_DATA / "humpback2019" / "train.csv"  # the real 2019 label file: the Kaggle-scale benchmarks read it when there
 
 
 def machine() -> str:

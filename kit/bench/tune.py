@@ -9,8 +9,8 @@ from typing import Iterator
 
 import numpy as np
 
-from kit.bench import Table, load_average, ok, timed
-from kit.bench.post import N_IDS, N_MEMBERS, N_VAL_IDS, N_VAL_UNKNOWN, kaggle_scale_project
+from kit.bench import REAL_LABELS, Table, load_average, ok, timed
+from kit.testing import N_IDS, N_MEMBERS, N_VAL_IDS, N_VAL_UNKNOWN, kaggle_scale_project
 from kit.io import cpu_count
 from kit.post.recipe import load_recipe, recipe_from_dict, save_recipe
 from kit.tune.objective import Objective
@@ -70,7 +70,7 @@ def bench_tune() -> Iterator[Table]:
         with tempfile.TemporaryDirectory(prefix="bench_tune_") as tmp:
             root = Path(tmp)
             t0 = time.perf_counter()
-            b = kaggle_scale_project(root, rng, folds)
+            b = kaggle_scale_project(root, rng, folds, real_labels=REAL_LABELS)
             table.note(f"inputs: {b['source']}; built in {time.perf_counter() - t0:.0f} s (not timed below)")
             raw = {"name": "bench", "data": str(b["data"]), "fold": 0 if folds == 1 else "all",
                    "output": str(root / "submissions"),

@@ -14,7 +14,8 @@ import yaml
 from kit.data.prepare import prepare
 from kit.errors import KitError
 from kit.post.files import blend_files
-from kit.starter import FAMILIES, MemberPlan, Weights, budget_line, init_workdir, survey
+from kit.pretrained import Weights
+from kit.starter import FAMILIES, MemberPlan, budget_line, init_workdir, survey
 
 pytestmark = pytest.mark.slow  # seconds a test (training, exporting, whole scripts): the full suite's, not the inner loop's
 
@@ -225,7 +226,7 @@ def test_a_timm_that_cannot_use_the_hub_is_said_not_crashed(monkeypatch):
     hub is one clear line."""
     from timm.models import _hub
 
-    from kit.starter import resolve_weights
+    from kit.pretrained import resolve_weights
 
     monkeypatch.setattr(_hub, "has_hf_hub", lambda necessary=False: False)
     w = resolve_weights("resnet10t.c3_in1k", "auto", echo=lambda line: None)
