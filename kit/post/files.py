@@ -7,12 +7,14 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
+
 from kit.errors import KitError
 from kit.io import Outputs, outputs, write_csv
 from kit.metric import check_submission
 from kit.post import new_whale_model, pseudo
-from kit.post.inputs import Inputs
 from kit.post.evaluation import BlendRun, evaluate, pseudo_confidence, pseudo_evidence
+from kit.post.inputs import Inputs
 from kit.post.pipeline import Result
 from kit.post.recipe import ALL_FOLDS, BlendRecipe
 
@@ -85,28 +87,7 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
     if blend_run.weights is not None:
         for line in blend_run.weights.lines():
             echo(line)
-    if blend_run.val is None:
-        echo(f"val: skipped, {blend_run.val_skipped}")
-    else:
-        inputs, result = blend_run.val
-        where = "out-of-fold, every fold" if recipe.fold == ALL_FOLDS else f"fold {recipe.fold}"
-        echo(format_ablation(result, f"val: {where}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
-        fitted = summary["val"].get("fitted")
-        if fitted is not None:
-            if fitted["key"].endswith("model"):
-                m = fitted["value"]
-                echo(f"  new_whale by P(new), fitted on these {len(inputs.images)} images: logit = {m['bias']:+.3g}"
-                     + "".join(f" {m[f]:+.3g} {f}" for f in new_whale_model.FEATURES)
-                     + f"; P(identity) logit = {m['id_bias']:+.3g}" + "".join(f" {m[f]:+.3g} {f[3:]}" for f in new_whale_model.ID_FEATURES)
-                     + f"; cross-fitted MAP@5 {fitted['cross_validated_map5']:.4f} (each part placed by a model "
-                     f"fitted on the others: what to expect on new images)")
-            else:
-                what = "threshold" if fitted["key"].endswith("threshold") else "share"
-                echo(f"  new_whale {what} {fitted['value']:.4g} fitted on these {len(inputs.images)} images; "
-                     f"cross-validated MAP@5 {fitted['cross_validated_map5']:.4f} (each part scored by the {what} "
-                     f"fitted on the others: what to expect on new images)")
-        for line in blend_run.warnings:
-            echo(line)
+    _echo_validation(blend_run, echo)
 
     inputs, result = blend_run.test
     comp = inputs.competition
@@ -119,20 +100,7 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
     if inputs.leak is not None and recipe.steps.active("leak") is not None:
         summary["leak_conflicts"] = int(len(inputs.leak.conflicts_within(recipe.steps.leak.max_distance)))
 
-    rows = None
-    if recipe.pseudo.enabled:
-        top1 = result.top_codes[:, 0]
-        confidence = pseudo_confidence(recipe, inputs, top1)
-        threshold = recipe.pseudo.threshold
-        if confidence is None:
-            echo("pseudo-labels: none written, no member gives probabilities (see kit/post/pseudo.py)")
-        elif recipe.pseudo.precision is not None:
-            gate = pseudo_gate(recipe, blend_run)
-            echo(gate.line())
-            summary["pseudo_gate"] = dataclasses.asdict(gate) | {"precision": gate.precision if gate.kept else None}
-            threshold = gate.threshold
-        if confidence is not None and threshold is not None:
-            rows = pseudo.frame(inputs.images, inputs.labels, top1, result.top5[:, 0], confidence, threshold)
+    rows, threshold = _pseudo_labels(blend_run, echo)
 
     submission = comp.submission_frame(inputs.images, result.labels)
     write_csv(recipe.submission_path, submission, out, note=f"wrote {recipe.submission_path} ({len(submission)} images)")
@@ -152,3 +120,53 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
         out.remove(recipe.pseudo_path, note=f"removed {recipe.pseudo_path}: a previous run's pseudo-labels "
                                             f"(this run selects none)")
     return blend_run
+
+
+def _echo_validation(blend_run: BlendRun, echo: Callable[[str], None]) -> None:
+    """The validation ablation, what was fitted there, and the bars' warnings."""
+    recipe, summary = blend_run.recipe, blend_run.summary
+    if blend_run.val is None:
+        echo(f"val: skipped, {blend_run.val_skipped}")
+        return
+    inputs, result = blend_run.val
+    where = "out-of-fold, every fold" if recipe.fold == ALL_FOLDS else f"fold {recipe.fold}"
+    echo(format_ablation(result, f"val: {where}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
+    fitted = summary["val"].get("fitted")
+    if fitted is not None:
+        if fitted["key"].endswith("model"):
+            m = fitted["value"]
+            echo(f"  new_whale by P(new), fitted on these {len(inputs.images)} images: logit = {m['bias']:+.3g}"
+                 + "".join(f" {m[f]:+.3g} {f}" for f in new_whale_model.FEATURES)
+                 + f"; P(identity) logit = {m['id_bias']:+.3g}" + "".join(f" {m[f]:+.3g} {f[3:]}" for f in new_whale_model.ID_FEATURES)
+                 + f"; cross-fitted MAP@5 {fitted['cross_validated_map5']:.4f} (each part placed by a model "
+                 f"fitted on the others: what to expect on new images)")
+        else:
+            what = "threshold" if fitted["key"].endswith("threshold") else "share"
+            echo(f"  new_whale {what} {fitted['value']:.4g} fitted on these {len(inputs.images)} images; "
+                 f"cross-validated MAP@5 {fitted['cross_validated_map5']:.4f} (each part scored by the {what} "
+                 f"fitted on the others: what to expect on new images)")
+    for line in blend_run.warnings:
+        echo(line)
+
+
+def _pseudo_labels(blend_run: BlendRun, echo: Callable[[str], None]) -> tuple[pd.DataFrame | None, float | None]:
+    """(the test pseudo-labels above the recipe's cut, or None; the cut): `pseudo.threshold`, or the
+    cut `pseudo.precision` measures on validation (its gate goes into the summary)."""
+    recipe, summary = blend_run.recipe, blend_run.summary
+    inputs, result = blend_run.test
+    if not recipe.pseudo.enabled:
+        return None, None
+    top1 = result.top_codes[:, 0]
+    confidence = pseudo_confidence(recipe, inputs, top1)
+    threshold = recipe.pseudo.threshold
+    if confidence is None:
+        echo("pseudo-labels: none written, no member gives probabilities (see kit/post/pseudo.py)")
+        return None, threshold
+    if recipe.pseudo.precision is not None:
+        gate = pseudo_gate(recipe, blend_run)
+        echo(gate.line())
+        summary["pseudo_gate"] = dataclasses.asdict(gate) | {"precision": gate.precision if gate.kept else None}
+        threshold = gate.threshold
+    if threshold is None:
+        return None, None
+    return pseudo.frame(inputs.images, inputs.labels, top1, result.top5[:, 0], confidence, threshold), threshold

@@ -128,36 +128,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         raise KitError(f"split must be one of {predset.SPLITS}, got {split!r}")
     src = recipe.source
     comp = load_competition(recipe.data, check_images=False)
-    data = Path(recipe.data)
-
-    # images of the split, their truth, and the reference images the leak matches them against
-    if split == "val":
-        if recipe.fold == -1:
-            raise KitError(f"{src}: fold is -1 (members trained on everything): there is no validation split")
-        folds = read_folds(data / "folds.csv", comp.train)
-        if recipe.fold == ALL_FOLDS:  # every held-out image; the leak looks in the other folds only
-            val_rows = folds[folds["fold"] >= 0].sort_values("fold", kind="stable")
-            ref_rows = folds
-            where = f"the held-out images of every fold of {data / 'folds.csv'}"
-        else:
-            ref_rows, val_rows = split_folds(folds, recipe.fold)
-            where = f"fold {recipe.fold} of {data / 'folds.csv'}"
-        images = val_rows["image"].tolist()
-        truth_labels: list[str] | None = fold_truth(folds, val_rows, comp.unknown)  # new to the fold: unknown
-        ref_images, ref_label_names = ref_rows["image"].tolist(), ref_rows["label"].tolist()
-        query_fold, ref_fold = val_rows["fold"].to_numpy(), ref_rows["fold"].to_numpy()
-    else:
-        images = list(comp.test_images)
-        truth_labels = None
-        if comp.truth is not None:
-            by_image = dict(zip(comp.truth["image"], comp.truth["label"]))
-            missing = [n for n in images if n not in by_image]
-            if missing:
-                raise KitError(f"{data / 'test_truth.csv'}: {len(missing)} test image(s) have no truth, e.g. {missing[0]!r}")
-            truth_labels = [by_image[n] for n in images]
-        ref_images, ref_label_names = comp.train["image"].tolist(), comp.train["label"].tolist()
-        where = f"the test images of {data}"
-        query_fold = ref_fold = None
+    images, truth_labels, ref, where = _split_images(recipe, comp, split)
 
     # members
     loaded: list[tuple[int, Member, predset.PredictionSet | None]] = []
@@ -174,7 +145,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         classes = comp.known_labels
 
     known = set(classes)
-    extra = sorted((set(ref_label_names) | set(comp.train["label"].tolist()) | set(truth_labels or ())) - known - {comp.unknown})
+    extra = sorted((set(ref.labels) | set(comp.train["label"].tolist()) | set(truth_labels or ())) - known - {comp.unknown})
     labels = classes + extra + [comp.unknown]
     code = {lab: c for c, lab in enumerate(labels)}
     unknown_code = len(labels) - 1
@@ -201,9 +172,57 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
 
     inputs = Inputs(split, comp, images, labels, len(classes), unknown_code, members,
                     tuple(member_key(m) for m in recipe.members), truth)
+    inputs.leak = _leak_candidates(recipe, split, images, ref, code, leak_search_distance)
+    return inputs
 
-    # leak candidates: once, up to the largest distance a tuner may ask for; a recipe without a
-    # leak step skips them, one with the step disabled gets them (a tuner may switch it on)
+
+@dataclass
+class _Reference:
+    """The train images the leak matches a split's images against, their labels, and (with
+    out-of-fold members) the folds of both, so an image is never matched in its own fold."""
+
+    images: list[str]
+    labels: list[str]
+    query_fold: np.ndarray | None = None
+    fold: np.ndarray | None = None
+
+
+def _split_images(recipe: BlendRecipe, comp: Competition, split: str) -> tuple[list[str], list[str] | None, _Reference, str]:
+    """(the split's images, their truth or None, the leak's reference images, the words for where
+    they come from)."""
+    data = Path(recipe.data)
+    if split == "val":
+        if recipe.fold == -1:
+            raise KitError(f"{recipe.source}: fold is -1 (members trained on everything): there is no validation split")
+        folds = read_folds(data / "folds.csv", comp.train)
+        if recipe.fold == ALL_FOLDS:  # every held-out image; the leak looks in the other folds only
+            val_rows = folds[folds["fold"] >= 0].sort_values("fold", kind="stable")
+            ref_rows = folds
+            where = f"the held-out images of every fold of {data / 'folds.csv'}"
+        else:
+            ref_rows, val_rows = split_folds(folds, recipe.fold)
+            where = f"fold {recipe.fold} of {data / 'folds.csv'}"
+        truth_labels = fold_truth(folds, val_rows, comp.unknown)  # new to the fold: unknown
+        ref = _Reference(ref_rows["image"].tolist(), ref_rows["label"].tolist(), val_rows["fold"].to_numpy(),
+                         ref_rows["fold"].to_numpy())
+        return val_rows["image"].tolist(), truth_labels, ref, where
+    images = list(comp.test_images)
+    truth_labels = None
+    if comp.truth is not None:
+        by_image = dict(zip(comp.truth["image"], comp.truth["label"]))
+        missing = [n for n in images if n not in by_image]
+        if missing:
+            raise KitError(f"{data / 'test_truth.csv'}: {len(missing)} test image(s) have no truth, e.g. {missing[0]!r}")
+        truth_labels = [by_image[n] for n in images]
+    ref = _Reference(comp.train["image"].tolist(), comp.train["label"].tolist())
+    return images, truth_labels, ref, f"the test images of {data}"
+
+
+def _leak_candidates(recipe: BlendRecipe, split: str, images: list[str], ref: _Reference, code: dict,
+                     leak_search_distance: int | None) -> LeakCandidates | None:
+    """The leak's candidates: once, up to the largest distance a tuner may ask for; a recipe without
+    a leak step skips them, one with the step disabled gets them (a tuner may switch it on)."""
+    data = Path(recipe.data)
     hashes_csv = data / "hashes.csv"
     step = recipe.steps.active("leak")
     if recipe.steps.leak is not None and hashes_csv.is_file():
@@ -211,16 +230,16 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
             LEAK_SEARCH_DISTANCE, recipe.steps.leak.max_distance if recipe.steps.leak else 0)
         table = read_hashes(hashes_csv)
         query = hashes_for(table, images, hashes_csv, split)
-        ref = hashes_for(table, ref_images, hashes_csv, "train")
-        ref_codes = np.fromiter((code[lab] for lab in ref_label_names), dtype=np.int64, count=len(ref_images))
-        matches = leak.match_hashes(query, ref, distance)
-        if recipe.fold == ALL_FOLDS and query_fold is not None:  # an image's own fold is not its train
-            matches = matches.keep(ref_fold[matches.index] != query_fold[matches.query])
-        inputs.leak = LeakCandidates(matches, ref_codes[matches.index], ref_images, ref_codes, ref)
-    elif step is not None:
-        raise KitError(f"{src}: steps.leak needs {hashes_csv}; make it with `python scripts/phash.py {data}` "
+        ref_hashes = hashes_for(table, ref.images, hashes_csv, "train")
+        ref_codes = np.fromiter((code[lab] for lab in ref.labels), dtype=np.int64, count=len(ref.images))
+        matches = leak.match_hashes(query, ref_hashes, distance)
+        if recipe.fold == ALL_FOLDS and ref.query_fold is not None:  # an image's own fold is not its train
+            matches = matches.keep(ref.fold[matches.index] != ref.query_fold[matches.query])
+        return LeakCandidates(matches, ref_codes[matches.index], ref.images, ref_codes, ref_hashes)
+    if step is not None:
+        raise KitError(f"{recipe.source}: steps.leak needs {hashes_csv}; make it with `python scripts/phash.py {data}` "
                        f"(or prepare.py), or disable the step")
-    return inputs
+    return None
 
 
 def _load_member_set(recipe: BlendRecipe, i: int, m: Member, split: str, unknown: str,

@@ -364,26 +364,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     before = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     start = time.perf_counter()
-    args = (str(recipe_path), storage, study_name, trials, seed, grace, since)
-    if jobs == 1:
-        with finish_trial_on_ctrl_c():
-            _optimize(*args, worker=0, progress=progress, objective=objective)
-    else:  # processes, not threads: the objective holds the GIL between numba calls
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=args,
-                             kwargs={"worker": w, "progress": progress and w == 0, "parent": os.getpid()})
-                 for w in range(jobs)]
-        for p in procs:
-            p.start()
-        try:
-            for p in procs:
-                p.join()
-        except KeyboardInterrupt:
-            stop_workers(procs)
-            raise
-        failed = [p.exitcode for p in procs if p.exitcode != 0]
-        if failed:  # a worker's KitError is its own line above this one
-            raise KitError(f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed}); the study keeps every finished trial")
+    _run_trials((str(recipe_path), storage, study_name, trials, seed, grace, since), jobs, progress, objective)
     elapsed = time.perf_counter() - start
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage, grace))
@@ -401,16 +382,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     tuned = (untuned if kept else best_recipe).with_params(name=f"{recipe.name}_tuned")
     gain = objective.holdout_gain(tuned, untuned)
     tuned_path = recipe_path.with_name(f"{recipe_path.stem}.tuned.yaml")
-    importances = {}
-    if len(complete) >= 2 and len(space) > 1:
-        try:
-            # PED-ANOVA, Optuna 5's default, named: Optuna 4's default (fANOVA) needs scikit-learn
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna 4
-                evaluator = optuna.importance.PedAnovaImportanceEvaluator()
-            importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        except (RuntimeError, ValueError):  # e.g. every trial scored the same
-            importances = {}
+    importances = _importances(study, complete, space)
     ran = len(complete) - before
     best_params = to_recipe_values(recipe, best.params)
     if objective.fit_threshold:
@@ -442,3 +414,43 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     # validation images at blend time, not on the tuning part alone as in the study
     save_recipe(recipe.with_params(name=tuned.name) if kept else tuned, tuned_path, note=note, out=out)
     return summary
+
+
+def _run_trials(args: tuple, jobs: int, progress: bool, objective: Objective) -> None:
+    """The study's trials: in this process, or in `jobs` worker processes (processes, not threads:
+    the objective holds the GIL between numba calls); a worker's failure is one line."""
+    if jobs == 1:
+        with finish_trial_on_ctrl_c():
+            _optimize(*args, worker=0, progress=progress, objective=objective)
+        return
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=args,
+                         kwargs={"worker": w, "progress": progress and w == 0, "parent": os.getpid()})
+             for w in range(jobs)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        stop_workers(procs)
+        raise
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:  # a worker's KitError is its own line above this one
+        raise KitError(f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed}); the study keeps every finished trial")
+
+
+def _importances(study, complete: list, space: list[Param]) -> dict:
+    """The parameters' importances over the finished trials ({} with fewer than two, or one parameter)."""
+    import optuna
+
+    if len(complete) < 2 or len(space) < 2:
+        return {}
+    try:
+        # PED-ANOVA, Optuna 5's default, named: Optuna 4's default (fANOVA) needs scikit-learn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna 4
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        return optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError):  # e.g. every trial scored the same
+        return {}
