@@ -163,7 +163,7 @@ def _all_epochs(epochs: list[dict], recipe) -> bool:
 def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0, trials: int = 150,
              force: bool = False, jobs: int | None = None, echo: Callable[[str], None] = print,
              progress: bool = True, layout: str = "humpback") -> DemoResult:
-    from kit.train.loop import Task, fold_tasks, train_tasks
+    from kit.train.loop import train_tasks
 
     data = Path(data)
     blend_path = demo_blend_for(data)
@@ -179,40 +179,10 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
         clock = now
 
     echo(f"== 1/6 competition: synthetic {size} (seed {seed}{', ' + layout if layout != 'humpback' else ''}) in {data}")
-    if force and data.exists():
-        shutil.rmtree(data)
-    if not (data / "train.csv").is_file():
-        generate(data, size=size, seed=seed, progress=progress, layout=layout)
-    made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else None
-    if made is None:
-        echo(f"  {data}: not a synthetic competition (no synthetic.json): used as it is")
-    elif (made.get("size"), made.get("seed"), made.get("layout", "humpback")) != (size, seed, layout):
-        # never report one competition as another
-        def said(s, n, shape):
-            return f"{s} seed {n}" + ("" if shape == "humpback" else f" ({shape})")
-
-        held = said(made.get("size", "?"), made.get("seed", "?"), made.get("layout", "humpback"))
-        raise KitError(f"{data}: holds synthetic {held}, not {said(size, seed, layout)}; add --force to generate it "
-                       f"again (and retrain), or --data for another directory")
-    if not (data / "folds.csv").is_file() or not (data / "hashes.csv").is_file():
-        prepare(data, seed=seed, echo=echo)
+    _competition(data, size, seed, layout, force, progress, echo)
     lap("competition")
 
-    members, tasks = [], []
-    for path in TINY_RECIPES:
-        recipe = load_train_recipe(path)
-        model_dir = member_dir(recipe.name, data)
-        recipe = dataclasses.replace(recipe, name=model_dir.name, data=str(data))  # recipe.yaml records both
-        members.append(model_dir)
-        if _trained(model_dir, recipe) and not force:
-            echo(f"  {model_dir}: trained already, reused")
-            continue
-        if recipe.fold == ALL_FOLDS:
-            resume = bool(list(model_dir.glob("fold*/checkpoint.pt"))) and not force
-            tasks += fold_tasks(recipe, model_dir, data, resume=resume, force=force or not resume, log=lambda line: None)
-        else:
-            resume = (model_dir / "checkpoint.pt").is_file() and not force
-            tasks.append(Task(recipe, model_dir, data, resume=resume, force=force or not resume))
+    members, tasks = _training_tasks(data, force, echo)
     # every training at once, the cores split among them (one thread each on 2 cores): no core idles
     # while two are left, and a one-thread training is the same whoever shares the machine (deterministic).
     # Two at a time, then the third alone on one core, took 250 s here; all three at once 216 s.
@@ -255,3 +225,47 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     result = DemoResult(table.to_dict(), seconds, [f for f in files if f] + [str(path)], summary.verdict(), seed)
     write_text(path, json.dumps(result.to_dict(), indent=1) + "\n")
     return result
+
+
+def _competition(data: Path, size: str, seed: int, layout: str, force: bool, progress: bool, echo) -> None:
+    """The synthetic competition in `data` (generated and prepared unless there already); one that
+    holds another size, seed or layout is refused, never reported as this one."""
+    if force and data.exists():
+        shutil.rmtree(data)
+    if not (data / "train.csv").is_file():
+        generate(data, size=size, seed=seed, progress=progress, layout=layout)
+    made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else None
+    if made is None:
+        echo(f"  {data}: not a synthetic competition (no synthetic.json): used as it is")
+    elif (made.get("size"), made.get("seed"), made.get("layout", "humpback")) != (size, seed, layout):
+        # never report one competition as another
+        def said(s, n, shape):
+            return f"{s} seed {n}" + ("" if shape == "humpback" else f" ({shape})")
+
+        held = said(made.get("size", "?"), made.get("seed", "?"), made.get("layout", "humpback"))
+        raise KitError(f"{data}: holds synthetic {held}, not {said(size, seed, layout)}; add --force to generate it "
+                       f"again (and retrain), or --data for another directory")
+    if not (data / "folds.csv").is_file() or not (data / "hashes.csv").is_file():
+        prepare(data, seed=seed, echo=echo)
+
+
+def _training_tasks(data: Path, force: bool, echo) -> tuple[list[Path], list]:
+    """(the demo's member directories, the trainings still to run: resumed where a kill left them)."""
+    from kit.train.loop import Task, fold_tasks
+
+    members, tasks = [], []
+    for path in TINY_RECIPES:
+        recipe = load_train_recipe(path)
+        model_dir = member_dir(recipe.name, data)
+        recipe = dataclasses.replace(recipe, name=model_dir.name, data=str(data))  # recipe.yaml records both
+        members.append(model_dir)
+        if _trained(model_dir, recipe) and not force:
+            echo(f"  {model_dir}: trained already, reused")
+            continue
+        if recipe.fold == ALL_FOLDS:
+            resume = bool(list(model_dir.glob("fold*/checkpoint.pt"))) and not force
+            tasks += fold_tasks(recipe, model_dir, data, resume=resume, force=force or not resume, log=lambda line: None)
+        else:
+            resume = (model_dir / "checkpoint.pt").is_file() and not force
+            tasks.append(Task(recipe, model_dir, data, resume=resume, force=force or not resume))
+    return members, tasks

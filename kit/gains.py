@@ -108,27 +108,11 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     demo = demo.with_params({"members": [m.to_dict() for m in demo.members if m.view != "knn"],
                              "steps.new_whale": {"fit": "threshold"}})
     data = Path(demo.data)
-    rows = []
     base = next((m.model for m in demo.members if m.scored and Path(m.model).name.startswith(BASE)), None)
     if base is None:
         raise KitError(f"{demo.source}: no member models/{BASE}*: give the demo's blend recipe (blends/demo*.yaml)")
-    base_alone = _fitted(_member_alone(demo, base, "gains-base"))
-    src = load_train_recipe(f"{base}/recipe.yaml", checkpoint=True)
     has_species = "species" in load_competition(data, check_images=False).train
-    for name, change in VARIANTS.items():
-        if "species_weight" in change.get("head", {}) and not has_species:
-            continue
-        out = Path(f"{base}-{name}")
-        raw = _deep(src.to_dict(), {**change, "name": out.name, "data": str(data)})
-        recipe = recipe_from_dict(raw, f"gains: {name}")
-        # this variant's own directory: resumed when its recipe is this one, else trained again (a kit
-        # whose variant changed, another demo's ResNet underneath)
-        resume = (out / "checkpoint.pt").is_file() and (out / "recipe.yaml").is_file() and \
-            load_train_recipe(out / "recipe.yaml", checkpoint=True) == recipe
-        echo(f"{out}: training" + (" (resumed)" if resume else ""))
-        train(recipe, out=out, resume=resume, force=not resume, progress=False)
-        export_member(out, progress=False, log=lambda line: None)
-        rows.append(_row(name, "the demo's ResNet alone", base_alone, _fitted(_member_alone(demo, str(out), f"gains-{name}"))))
+    rows = _variant_rows(demo, base, has_species, echo)
 
     echo("knn views: exporting the demo's members with --knn")
     for m in {m.model for m in demo.members if m.scored}:
@@ -145,6 +129,44 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     rows.append(_row("new_whale: P(new)", "one fitted threshold", _fitted(plain, "threshold"), by_p))
     rows.append(_row("new_whale: P(new)", "one fitted share", _fitted(plain, "share"), by_p))
 
+    rows += _local_rows(demo, plain, blend, base, blend_alone, echo)
+    if has_species:
+        grouped = _species(plain)
+        if grouped is None:
+            echo(f"new_whale per species: no species has {MIN_GROUP}+ validation images of its own; not measured")
+        else:
+            rows.append(_row("new_whale per species", "one fitted threshold", blend_alone, grouped))
+
+    rows += _pseudo_rows(demo, blend, base, echo)
+    return rows
+
+
+def _variant_rows(demo: BlendRecipe, base: str, has_species: bool, echo) -> list[Row]:
+    """Each training variant of the demo's ResNet (VARIANTS), trained and exported, against the ResNet alone."""
+    data = Path(demo.data)
+    rows = []
+    base_alone = _fitted(_member_alone(demo, base, "gains-base"))
+    src = load_train_recipe(f"{base}/recipe.yaml", checkpoint=True)
+    for name, change in VARIANTS.items():
+        if "species_weight" in change.get("head", {}) and not has_species:
+            continue
+        out = Path(f"{base}-{name}")
+        raw = _deep(src.to_dict(), {**change, "name": out.name, "data": str(data)})
+        recipe = recipe_from_dict(raw, f"gains: {name}")
+        # this variant's own directory: resumed when its recipe is this one, else trained again (a kit
+        # whose variant changed, another demo's ResNet underneath)
+        resume = (out / "checkpoint.pt").is_file() and (out / "recipe.yaml").is_file() and \
+            load_train_recipe(out / "recipe.yaml", checkpoint=True) == recipe
+        echo(f"{out}: training" + (" (resumed)" if resume else ""))
+        train(recipe, out=out, resume=resume, force=not resume, progress=False)
+        export_member(out, progress=False, log=lambda line: None)
+        rows.append(_row(name, "the demo's ResNet alone", base_alone, _fitted(_member_alone(demo, str(out), f"gains-{name}"))))
+    return rows
+
+
+def _local_rows(demo: BlendRecipe, plain: BlendRecipe, blend: str | Path, base: str, blend_alone, echo) -> list[Row]:
+    """The local matcher on the networks' shortlist: alone, added to the blend, selected, with P(new)."""
+    rows = []
     echo(f"the local matcher: the demo blend's top {LOCAL_IDENTITIES} identities of each query")
     shortlist = Path(blend).with_name("gains-plain.yaml")
     save_recipe(plain, shortlist, note=["the networks' blend, for kit/gains.py's local matcher shortlist"])
@@ -159,14 +181,12 @@ def measure(blend: str | Path, echo: Callable[[str], None] = print) -> list[Row]
     rows.append(_row("+ local matcher, weights: select", "the networks' blend", blend_alone, _fitted(selected)))
     rows.append(_row("+ local matcher, select, P(new)", "the same, one fitted threshold", _fitted(selected, "threshold"),
                      _fitted(selected, "probability")))
+    return rows
 
-    if has_species:
-        grouped = _species(plain)
-        if grouped is None:
-            echo(f"new_whale per species: no species has {MIN_GROUP}+ validation images of its own; not measured")
-        else:
-            rows.append(_row("new_whale per species", "one fitted threshold", blend_alone, grouped))
 
+def _pseudo_rows(demo: BlendRecipe, blend: str | Path, base: str, echo) -> list[Row]:
+    """One pseudo-label round of the demo's ResNet, by a fixed cut and gated by precision on validation."""
+    rows = []
     echo("one pseudo-label round of the demo's ResNet")
     resnet = demo.with_params({"name": "gains-resnet", "members": [
         {"model": base, "view": "logit"}, {"model": base, "view": "cosine", "calibration": {"method": "rank"}}],

@@ -100,6 +100,46 @@ def _trailing_edge(rng: np.random.Generator, a: np.ndarray) -> tuple[np.ndarray,
     return v - curl, {"tip": tip, "curl": curl}
 
 
+def _marks(rng: np.random.Generator, pattern: Image.Image, alpha: np.ndarray, pigment: np.ndarray) -> tuple:
+    """Spots (barnacles, healed marks) and scars drawn on `pattern`; returns the scars born later
+    in life (birth > 0), which only later photos show."""
+    draw = ImageDraw.Draw(pattern)
+    ys, xs = np.nonzero(alpha > 0.5)
+    n_spots = int(min(600, rng.lognormal(3.2, 1.2))) if len(xs) else 0
+    pick = rng.integers(0, len(xs), n_spots) if n_spots else np.zeros(0, int)
+    radius = np.clip(rng.lognormal(0.0, 0.5, n_spots), 0.5, 4)
+    for x, y, r in zip(xs[pick].tolist(), ys[pick].tolist(), radius.tolist()):
+        shade = pigment[y, x] > 0.5
+        value = int(rng.integers(10, 80) if shade else rng.integers(170, 245))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=value)
+    scars = []
+    for _ in range(int(rng.choice([0, 1, 1, 2, 2, 3, 4]))):  # rake marks: parallel lines
+        k = int(rng.integers(len(xs))) if len(xs) else 0
+        x0, y0 = (int(xs[k]), int(ys[k])) if len(xs) else (256, 100)
+        ang, length = rng.uniform(0, np.pi), rng.uniform(15, 70)
+        dx, dy = np.cos(ang), np.sin(ang)
+        gap = rng.uniform(3, 8)
+        value = int(rng.integers(180, 250) if rng.random() < 0.7 else rng.integers(10, 60))
+        birth = 0.0 if rng.random() < 0.6 else rng.uniform(0, 1)
+        for j in range(int(rng.integers(2, 5))):
+            ox, oy = -dy * gap * j, dx * gap * j
+            pts = [(x0 + ox, y0 + oy), (x0 + ox + dx * length, y0 + oy + dy * length)]
+            scars.append((birth, pts, int(rng.integers(1, 4)), value))
+    for _ in range(int(rng.choice([0, 0, 1, 2]))):  # single long lines
+        k = int(rng.integers(len(xs))) if len(xs) else 0
+        x0, y0 = (int(xs[k]), int(ys[k])) if len(xs) else (256, 100)
+        ang, length = rng.uniform(0, np.pi), rng.uniform(40, 160)
+        bend = rng.normal(0, 10)
+        pts = [(x0 + np.cos(ang) * length * t - np.sin(ang) * bend * np.sin(np.pi * t),
+                y0 + np.sin(ang) * length * t + np.cos(ang) * bend * np.sin(np.pi * t)) for t in np.linspace(0, 1, 6)]
+        value = int(rng.integers(5, 50) if pigment[y0, x0] > 0.5 else rng.integers(190, 250))
+        scars.append((0.0 if rng.random() < 0.7 else rng.uniform(0, 1), pts, int(rng.integers(1, 3)), value))
+    for birth, pts, width, value in scars:
+        if birth == 0.0:
+            draw.line(pts, fill=value, width=width)
+    return tuple(s for s in scars if s[0] > 0)
+
+
 @functools.lru_cache(maxsize=32)  # tasks come grouped by animal; ~1 MB each
 def _animal(seed: int, index: int) -> _Animal:
     rng = np.random.default_rng([seed, _ANIMAL, index])
@@ -151,42 +191,7 @@ def _animal(seed: int, index: int) -> _Animal:
     pigment = pigment * rng.uniform(0.8, 1.0) + 0.04  # whites are never quite white
     pattern = Image.fromarray(np.clip(pigment * 255, 0, 255).astype(np.uint8))
 
-    # Spots (barnacles, healed marks) and scars; scars with birth > 0 appear later in life.
-    draw = ImageDraw.Draw(pattern)
-    ys, xs = np.nonzero(alpha > 0.5)
-    n_spots = int(min(600, rng.lognormal(3.2, 1.2))) if len(xs) else 0
-    pick = rng.integers(0, len(xs), n_spots) if n_spots else np.zeros(0, int)
-    radius = np.clip(rng.lognormal(0.0, 0.5, n_spots), 0.5, 4)
-    for x, y, r in zip(xs[pick].tolist(), ys[pick].tolist(), radius.tolist()):
-        shade = pigment[y, x] > 0.5
-        value = int(rng.integers(10, 80) if shade else rng.integers(170, 245))
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=value)
-    scars = []
-    for _ in range(int(rng.choice([0, 1, 1, 2, 2, 3, 4]))):  # rake marks: parallel lines
-        k = int(rng.integers(len(xs))) if len(xs) else 0
-        x0, y0 = (int(xs[k]), int(ys[k])) if len(xs) else (256, 100)
-        ang, length = rng.uniform(0, np.pi), rng.uniform(15, 70)
-        dx, dy = np.cos(ang), np.sin(ang)
-        gap = rng.uniform(3, 8)
-        value = int(rng.integers(180, 250) if rng.random() < 0.7 else rng.integers(10, 60))
-        birth = 0.0 if rng.random() < 0.6 else rng.uniform(0, 1)
-        for j in range(int(rng.integers(2, 5))):
-            ox, oy = -dy * gap * j, dx * gap * j
-            pts = [(x0 + ox, y0 + oy), (x0 + ox + dx * length, y0 + oy + dy * length)]
-            scars.append((birth, pts, int(rng.integers(1, 4)), value))
-    for _ in range(int(rng.choice([0, 0, 1, 2]))):  # single long lines
-        k = int(rng.integers(len(xs))) if len(xs) else 0
-        x0, y0 = (int(xs[k]), int(ys[k])) if len(xs) else (256, 100)
-        ang, length = rng.uniform(0, np.pi), rng.uniform(40, 160)
-        bend = rng.normal(0, 10)
-        pts = [(x0 + np.cos(ang) * length * t - np.sin(ang) * bend * np.sin(np.pi * t),
-                y0 + np.sin(ang) * length * t + np.cos(ang) * bend * np.sin(np.pi * t)) for t in np.linspace(0, 1, 6)]
-        value = int(rng.integers(5, 50) if pigment[y0, x0] > 0.5 else rng.integers(190, 250))
-        scars.append((0.0 if rng.random() < 0.7 else rng.uniform(0, 1), pts, int(rng.integers(1, 3)), value))
-    for birth, pts, width, value in scars:
-        if birth == 0.0:
-            draw.line(pts, fill=value, width=width)
-    later = tuple(s for s in scars if s[0] > 0)
+    later = _marks(rng, pattern, alpha, pigment)
 
     dark = np.array([22, 24, 29], np.float32) * rng.uniform(0.7, 1.4)
     white = np.array([234, 237, 240], np.float32) - rng.uniform(0, 25)
@@ -348,18 +353,9 @@ def _caption(rng: np.random.Generator, image: Image.Image) -> None:
     draw.text((x, y), text, fill=colour if image.mode == "RGB" else colour[0], font=font)
 
 
-def _photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
-           widths: tuple[int, int], species: str | None = None) -> tuple[Image.Image, tuple[int, int, int, int], int]:
-    """Render one photo of an animal: the image, the fluke's (or fin's) box and a JPEG quality."""
-    rng = np.random.default_rng([seed, _PHOTO, index])
-    animal = _animal_of(seed, animal_index, species)
-    w = int(widths[1] if rng.random() < 0.6 else rng.integers(widths[0], widths[1] + 1))
-    r = rng.random()
-    aspect = 1.5 if r < 0.3 else rng.uniform(1.3, 2.6) if r < 0.93 else rng.uniform(2.6, 3.6)
-    h = max(64, int(round(w / aspect)))
-
-    # The animal as it is at this photo's date (later scars only after their birth), its lobes
-    # flexed as they are at this moment of the dive.
+def _at_this_moment(rng: np.random.Generator, animal: _Animal) -> tuple[Image.Image, Image.Image]:
+    """(mask, pattern) of the animal as it is at this photo's date (later scars only after their
+    birth), its lobes flexed as they are at this moment of the dive."""
     when = rng.random()
     pattern = animal.pattern
     if any(birth <= when for birth, *_ in animal.scars):
@@ -373,6 +369,46 @@ def _photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
     rows = np.clip(np.arange(TEX_H)[:, None] + np.round(flex).astype(int)[None, :], 0, TEX_H - 1)
     mask = Image.fromarray(np.take_along_axis(np.asarray(animal.mask), rows, axis=0))
     pattern = Image.fromarray(np.take_along_axis(np.asarray(pattern), rows, axis=0))
+    return mask, pattern
+
+
+def _light_and_lens(rng: np.random.Generator, img: np.ndarray, w: int, h: int) -> Image.Image:
+    """The scene as the camera saw it: light (contrast, exposure, haze, cast, grain, gamma), then
+    the lens (low-resolution originals, blur)."""
+    # Light: contrast and exposure, haze, a warm or cool cast: one affine map per channel.
+    contrast, exposure = rng.uniform(0.7, 1.3), rng.normal(0, 0.07)
+    haze = rng.uniform(0, 0.35) if rng.random() < 0.4 else 0.0
+    haze_level = rng.uniform(0.5, 0.85)
+    cast = 1 + rng.normal(0, 0.04) * np.array([0.5, 0.1, -0.5], np.float32)
+    scale = contrast * (1 - haze) * cast * 255
+    shift = ((0.5 - 0.5 * contrast + exposure) * (1 - haze) + haze * haze_level) * cast * 255 + 0.5
+    img = img * scale.astype(np.float32) + shift.astype(np.float32)
+    if rng.random() < 0.5:  # sensor grain
+        img += (rng.random((h, w, 1), dtype=np.float32) - 0.5) * np.float32(255 * rng.uniform(0.02, 0.1))
+    out = Image.fromarray(np.clip(img, 0, 255, out=img).astype(np.uint8), "RGB")
+    gamma = rng.uniform(0.8, 1.25)
+    out = out.point([round(255 * (i / 255) ** gamma) for i in range(256)] * 3)
+    # Lens: low-resolution originals and blur.
+    if rng.random() < 0.18:
+        f = rng.uniform(1.8, 3.5)
+        out = out.resize((max(8, int(w / f)), max(8, int(h / f))), Image.Resampling.BILINEAR).resize((w, h), Image.Resampling.BILINEAR)
+    radius = rng.choice([0, 0.5, 0.8, 1.2, 1.8], p=[0.35, 0.25, 0.2, 0.12, 0.08])
+    if radius:
+        out = out.filter(ImageFilter.GaussianBlur(float(radius)))
+    return out
+
+
+def _photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
+           widths: tuple[int, int], species: str | None = None) -> tuple[Image.Image, tuple[int, int, int, int], int]:
+    """Render one photo of an animal: the image, the fluke's (or fin's) box and a JPEG quality."""
+    rng = np.random.default_rng([seed, _PHOTO, index])
+    animal = _animal_of(seed, animal_index, species)
+    w = int(widths[1] if rng.random() < 0.6 else rng.integers(widths[0], widths[1] + 1))
+    r = rng.random()
+    aspect = 1.5 if r < 0.3 else rng.uniform(1.3, 2.6) if r < 0.93 else rng.uniform(2.6, 3.6)
+    h = max(64, int(round(w / aspect)))
+
+    mask, pattern = _at_this_moment(rng, animal)
 
     for _attempt in range(8):  # redraw a pose that leaves too little fluke in view
         forward, unit = _pose(rng, w, h)
@@ -422,26 +458,7 @@ def _photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
         sheet = np.clip(_noise(rng, (3, max(2, (x1 - x0) // 20)), (x1 - x0, y1 - y0)) - rng.uniform(0.5, 1.2), 0, 1)
         sheet = (sheet * visible[y0:y1, x0:x1] * rng.uniform(0.3, 0.7))[..., None]
         img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - sheet) + np.float32(0.85) * sheet
-    # Light: contrast and exposure, haze, a warm or cool cast: one affine map per channel.
-    contrast, exposure = rng.uniform(0.7, 1.3), rng.normal(0, 0.07)
-    haze = rng.uniform(0, 0.35) if rng.random() < 0.4 else 0.0
-    haze_level = rng.uniform(0.5, 0.85)
-    cast = 1 + rng.normal(0, 0.04) * np.array([0.5, 0.1, -0.5], np.float32)
-    scale = contrast * (1 - haze) * cast * 255
-    shift = ((0.5 - 0.5 * contrast + exposure) * (1 - haze) + haze * haze_level) * cast * 255 + 0.5
-    img = img * scale.astype(np.float32) + shift.astype(np.float32)
-    if rng.random() < 0.5:  # sensor grain
-        img += (rng.random((h, w, 1), dtype=np.float32) - 0.5) * np.float32(255 * rng.uniform(0.02, 0.1))
-    out = Image.fromarray(np.clip(img, 0, 255, out=img).astype(np.uint8), "RGB")
-    gamma = rng.uniform(0.8, 1.25)
-    out = out.point([round(255 * (i / 255) ** gamma) for i in range(256)] * 3)
-    # Lens: low-resolution originals and blur.
-    if rng.random() < 0.18:
-        f = rng.uniform(1.8, 3.5)
-        out = out.resize((max(8, int(w / f)), max(8, int(h / f))), Image.Resampling.BILINEAR).resize((w, h), Image.Resampling.BILINEAR)
-    radius = rng.choice([0, 0.5, 0.8, 1.2, 1.8], p=[0.35, 0.25, 0.2, 0.12, 0.08])
-    if radius:
-        out = out.filter(ImageFilter.GaussianBlur(float(radius)))
+    out = _light_and_lens(rng, img, w, h)
     if grey:
         out = out.convert("L")
     if caption:
