@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import types
@@ -154,9 +155,16 @@ def check_keys(raw: dict, valid, source: str, where: str) -> None:
                            f"valid keys{' in ' + where[:-1] if where else ''}: {', '.join(valid)}")
 
 
+@functools.cache
 def keys_of(cls: type) -> dict[str, dataclasses.Field]:
     """The fields of a config that are keys of its data (not `param(key=False)`)."""
     return {f.name: f for f in dataclasses.fields(cls) if f.init and f.metadata.get("key", True)}
+
+
+@functools.cache
+def hints_of(cls: type) -> dict[str, Any]:
+    """A config's field types, its string annotations evaluated once (the tuner edits in a loop)."""
+    return typing.get_type_hints(cls)
 
 
 def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None = None):
@@ -169,7 +177,7 @@ def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None =
     if not isinstance(raw, dict):
         raise KitError(f"{source}: {where[:-1] or 'the recipe'} must be a mapping of keys, got {show(raw)}")
     fields = keys_of(cls)
-    hints = typing.get_type_hints(cls)
+    hints = hints_of(cls)
     check_keys(raw, fields, source, where)
     values = dict(fill or {})
     for name, value in raw.items():
@@ -243,7 +251,7 @@ def _edit(obj: Any, parts: list[str], value: Any, source: str, where: str) -> An
     name = parts[0]
     if name not in fields:
         raise KitError(f"{source}: {full!r}: no key {name!r}{did_you_mean(name, fields)}")
-    tp = typing.get_type_hints(type(obj))[name]
+    tp = hints_of(type(obj))[name]
     if len(parts) == 2 and dict in [typing.get_origin(a) for a in (tp, *typing.get_args(tp))]:
         value, parts = {**(getattr(obj, name) or {}), parts[1]: value}, parts[:1]  # one value of a mapping
     if len(parts) > 1:

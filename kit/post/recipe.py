@@ -46,13 +46,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
-from kit.config import (Interval, Invalid, Rule, build, check_keys, checked, did_you_mean, dump_yaml, edit, keys_of,
-                        param, read_yaml, validate_all)
+from kit.config import (Interval, Invalid, Rule, build, check_keys, checked, did_you_mean, dump_yaml, edit, hints_of,
+                        keys_of, param, read_yaml, validate_all)
 from kit.data.folds import ALL_FOLDS  # `fold: all`: out-of-fold members
 from kit.errors import KitError
 from kit.io import Outputs, write_text
@@ -148,7 +147,7 @@ def _calibration_fields(method: str) -> dict[str, type]:
 
 
 def _calibration_value(params_cls: type, key: str, value: Any, source: str, where: str) -> Any:
-    return checked(keys_of(params_cls)[key], typing.get_type_hints(params_cls)[key], value, source, where + key)
+    return checked(keys_of(params_cls)[key], hints_of(params_cls)[key], value, source, where + key)
 
 
 @dataclass(frozen=True)
