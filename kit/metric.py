@@ -2,18 +2,17 @@
 
 One true label per image; an image scores 1/rank of the first correct label among its first
 five, else 0. The unknown label is scored like any other; a repeated label still uses up its
-rank. This is the one scorer: blend, tune and scripts/score.py all call `map5`.
+rank. This is the one MAP@5: blend, tune and training's validation all call it; scripts/score.py
+scores files by any registered metric (kit/metrics/, `score_files`).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from kit.data.competition import LAYOUTS
 from kit.errors import KitError
 from kit.io import read_csv
 
@@ -55,48 +54,6 @@ def read_labelled(path: str | Path, what: str) -> pd.DataFrame:
     if len(dup):
         raise KitError(f"{path}: image {dup.iloc[0]!r} appears more than once")
     return pd.DataFrame({"image": frame[image_col], "labels": frame[label_col].str.split()})
-
-
-def score_files(submission: str | Path, truth: str | Path, strict: bool = False) -> tuple[float, int]:
-    """MAP@5 of a submission CSV against a truth CSV (one label per image). Returns (map5, n), n the
-    truth's images. A header no layout uses, images the truth lacks, and truth images the
-    submission lacks (each scoring 0, as on Kaggle's board) are warnings on stderr; `strict`
-    refuses them, in one line. `score.py --check --data DIR` checks a submission fully."""
-    sub = read_labelled(submission, "submission")
-    tru = read_labelled(truth, "truth")
-    multi = tru[tru["labels"].map(len) != 1]
-    if len(multi):
-        raise KitError(f"{truth}: image {multi['image'].iloc[0]!r} has {len(multi['labels'].iloc[0])} labels; truth needs exactly one")
-    problems = []
-    header = tuple(read_csv(submission, (), "submission").columns[:2])
-    if header not in {layout.submission_columns for layout in LAYOUTS}:
-        known = " or ".join(",".join(layout.submission_columns) for layout in LAYOUTS)
-        problems.append(f"header is {','.join(header)}, expected {known}")
-    truth_images = set(tru["image"])
-    if len(tru) and truth_images.isdisjoint(sub["image"]):  # not a score of 0: files that do not go together
-        columns = lambda path, what: ",".join(read_csv(path, (), what).columns[:2])  # noqa: E731
-        raise KitError(f"{truth}: none of its {len(truth_images):,} images is in {submission} (truth header "
-                       f"{columns(truth, 'truth')}, submission header {columns(submission, 'submission')}): the "
-                       f"truth of another competition, or its columns in another order?")
-    extra = [im for im in sub["image"] if im not in truth_images]
-    if extra:
-        problems.append(f"{len(extra)} image(s) not in {truth} (not scored), e.g. {extra[0]!r}")
-    by_image = dict(zip(sub["image"], sub["labels"]))
-    missing = [im for im in tru["image"] if im not in by_image]
-    if missing:
-        problems.append(f"{len(missing)} image(s) of {truth} missing (scored 0), e.g. {missing[0]!r}")
-    long = int((sub["labels"].map(len) > K).sum())
-    if long:
-        problems.append(f"{long} row(s) have more than {K} labels; only the first {K} count")
-    if strict and problems:
-        raise KitError(f"{submission}: " + "; ".join(problems) + " (--strict)")
-    for problem in problems:
-        print(f"warning: {submission}: {problem}", file=sys.stderr)
-    truth_labels = [l[0] for l in tru["labels"]]
-    vocab = {lab: i for i, lab in enumerate(sorted(set(truth_labels)))}
-    top = encode([by_image.get(im, []) for im in tru["image"]], vocab)
-    codes = np.array([vocab[l] for l in truth_labels])
-    return map5(top, codes), len(codes)
 
 
 def check_submission(submission: str | Path, competition) -> list[str]:

@@ -1,4 +1,4 @@
-"""Score a submission with Kaggle's MAP@5, or check it against a competition."""
+"""Score a submission by a competition's metric (Kaggle's MAP@5 by default), or check it against a competition."""
 from __future__ import annotations
 
 import json
@@ -10,18 +10,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from kit import cli  # noqa: E402
 from kit.data import load_competition  # noqa: E402
 from kit.errors import KitError  # noqa: E402
-from kit.metric import check_submission, score_files  # noqa: E402
+from kit.metric import check_submission  # noqa: E402
+from kit.metrics import DEFAULT, METRICS, score_files  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
-        "MAP@5 of SUBMISSION against TRUTH (one true label per image), or --check a submission's format.",
+        "MAP@5 (or --metric) of SUBMISSION against TRUTH (one true label per image), or --check a submission's format.",
         "python scripts/score.py submissions/final.csv data/small/test_truth.csv --json\n"
+        "  python scripts/score.py submissions/final.csv data/small/test_truth.csv --metric top1\n"
         "  python scripts/score.py --check submissions/final.csv --data data/small",
     )
     p.add_argument("submission", help="submission CSV: image, space-separated labels (first 5 count)")
     p.add_argument("truth", nargs="?", help="truth CSV: image, one label (e.g. test_truth.csv)")
-    p.add_argument("--json", action="store_true", help='print {"map5": float, "n": int}')
+    p.add_argument("--json", action="store_true", help='print {"<metric>": float, "n": int}')
+    p.add_argument("--metric", default=DEFAULT,
+                   help=f"the competition's metric: {', '.join(sorted(METRICS))} (default {DEFAULT}; kit/metrics/)")
+    p.add_argument("--unknown", help="the unknown label (default: new_whale or new_individual, whichever TRUTH holds)")
     p.add_argument("--check", action="store_true", help="validate the submission against --data's test set and labels")
     p.add_argument("--data", help="competition directory, for --check")
     p.add_argument("--strict", action="store_true",
@@ -39,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.truth:
         raise KitError("give TRUTH (a CSV with one label per image), or use --check --data DIR")
-    value, n = score_files(args.submission, args.truth, strict=args.strict)
-    print(json.dumps({"map5": value, "n": n}) if args.json else f"MAP@5 {value:.5f} on {n} images")
+    value, n = score_files(args.submission, args.truth, strict=args.strict, name=args.metric, unknown=args.unknown)
+    what = "MAP@5" if args.metric == "map5" else args.metric
+    print(json.dumps({args.metric: value, "n": n}) if args.json else f"{what} {value:.5f} on {n} images")
     return 0
 
 

@@ -10,7 +10,7 @@ KIT = Path(__file__).resolve().parents[1] / "kit"
 LAYERS = [
     ("kit", "kit.errors", "kit.io", "kit.cli", "kit.progress"),  # shared helpers
     ("kit.data",),  # competitions, folds, images, crops, phash
-    ("kit.metric", "kit.ranking", "kit.predset"),  # MAP@5, submissions, top-5 lists; the prediction-set contract
+    ("kit.metric", "kit.metrics", "kit.ranking", "kit.predset"),  # MAP@5, the metric plug-ins, submissions, top-5 lists; the prediction-set contract
     ("kit.train",),
     ("kit.export",),  # runs what train made
     ("kit.post",),

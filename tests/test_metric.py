@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from kit.errors import KitError
-from kit.metric import average_precision, encode, map5, score_files
+from kit.metric import average_precision, encode, map5
+from kit.metrics import score_files
 
 
 def ap(pred, truth):

@@ -14,7 +14,8 @@ import slow
 from kit import predset
 from kit.data import load_competition
 from kit.errors import KitError
-from kit.metric import check_submission, score_files
+from kit.metric import check_submission
+from kit.metrics import score_files
 from kit.post.files import blend_files
 from kit.post.inputs import prepare
 from kit.post.evaluation import evaluate

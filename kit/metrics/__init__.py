@@ -1,0 +1,144 @@
+"""The competition's metric, a plug-in: one file each in this package, registered on import
+(`METRICS`, like the blend's steps and calibrations).
+
+Every metric scores label codes: `top` (N, k) predictions per image, best first (-1: an empty
+slot), against `truth` (N,), the unknown label a code like any other (`unknown`). A metric is
+*additive* when its score is the mean of a per-image value (`per_image`: MAP@5's AP@5, top-1's
+hit); then paired bootstrap intervals resample those values, and the exact unknown-label search
+(kit.ranking.position_table, `sweep`) works on them. A balanced metric (AnimalCLEF's) is not: its
+intervals resample images and recompute it (`resampled`), and its unknown-label search is its own
+exact sweep.
+
+- `map5`: Kaggle's MAP@5 (2018, 2019, Happywhale 2022), five labels per image.
+- `top1`: the share of images whose first label is right (the unknown label included).
+- `animalclef`: AnimalCLEF 2025's score, one label per image (kit/metrics/animalclef.py).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from kit.config import Registry, did_you_mean
+from kit.data.competition import LAYOUTS
+from kit.errors import KitError
+from kit.io import read_csv
+from kit.metric import encode, read_labelled
+
+METRICS = Registry("metric")
+DEFAULT = "map5"
+UNKNOWN_LABELS = ("new_whale", "new_individual")  # the unknown label of the 2019 layout, and Happywhale's and AnimalCLEF's
+
+
+@dataclass(frozen=True)
+class Groups:
+    """What a balanced metric groups images by (both optional; additive metrics ignore them).
+
+    individual: (N,) int, for an image whose truth is the unknown label, which unknown individual
+        it shows (AnimalCLEF's solution keeps them apart); -1 or None: all unknown images one group.
+    dataset: (N,) int, each image's dataset; the score is the mean of the datasets' scores.
+    """
+
+    individual: np.ndarray | None = None
+    dataset: np.ndarray | None = None
+
+    def rows(self, idx: np.ndarray) -> "Groups":
+        return Groups(None if self.individual is None else self.individual[idx],
+                      None if self.dataset is None else self.dataset[idx])
+
+
+class Metric:
+    """A competition's metric: subclass, set the class attributes, define `per_image` (additive)
+    or `score` and `resampled`, register."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]  # one line for the docs table
+    k: ClassVar[int]  # the labels per image a submission gives: 5 (a ranked list) or 1
+    additive: ClassVar[bool] = True  # the score is the mean of `per_image`
+
+    @staticmethod
+    def per_image(top: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """float64 (N,): each image's value, a multiple of 1/60 (the exact search sums them as integers)."""
+        raise NotImplementedError
+
+    @classmethod
+    def score(cls, top: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None = None) -> float:
+        """The metric over the N images."""
+        truth = np.asarray(truth)
+        return float(cls.per_image(np.asarray(top), truth).mean()) if len(truth) else 0.0
+
+    @classmethod
+    def resampled(cls, top: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None,
+                  idx: np.ndarray) -> np.ndarray:
+        """(R,) the metric on R bootstrap resamples of the images, `idx` (R, N) their indices."""
+        return cls.per_image(np.asarray(top), np.asarray(truth))[idx].mean(axis=1)
+
+
+def metric(name: str, where: str = "metric") -> type[Metric]:
+    """The registered metric `name`; one KitError with "did you mean" otherwise."""
+    if name not in METRICS:
+        raise KitError(f"{where}: {name!r} is not a metric{did_you_mean(name, METRICS)}; "
+                       f"the metrics: {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+def score_files(submission: str | Path, truth: str | Path, strict: bool = False, name: str = DEFAULT,
+                unknown: str | None = None) -> tuple[float, int]:
+    """The metric `name` of a submission CSV against a truth CSV (one label per image). Returns
+    (score, n), n the truth's images. A header no layout uses, images the truth lacks, and truth
+    images the submission lacks (each scoring 0, as on Kaggle's board) are warnings on stderr;
+    `strict` refuses them, in one line. `unknown`: the unknown label (a balanced metric needs it;
+    default: new_whale or new_individual, whichever the truth holds). `score.py --check --data DIR`
+    checks a submission fully."""
+    scorer = metric(name, "--metric")
+    sub = read_labelled(submission, "submission")
+    tru = read_labelled(truth, "truth")
+    multi = tru[tru["labels"].map(len) != 1]
+    if len(multi):
+        raise KitError(f"{truth}: image {multi['image'].iloc[0]!r} has {len(multi['labels'].iloc[0])} labels; truth needs exactly one")
+    problems = []
+    header = tuple(read_csv(submission, (), "submission").columns[:2])
+    if header not in {layout.submission_columns for layout in LAYOUTS}:
+        known = " or ".join(",".join(layout.submission_columns) for layout in LAYOUTS)
+        problems.append(f"header is {','.join(header)}, expected {known}")
+    truth_images = set(tru["image"])
+    if len(tru) and truth_images.isdisjoint(sub["image"]):  # not a score of 0: files that do not go together
+        columns = lambda path, what: ",".join(read_csv(path, (), what).columns[:2])  # noqa: E731
+        raise KitError(f"{truth}: none of its {len(truth_images):,} images is in {submission} (truth header "
+                       f"{columns(truth, 'truth')}, submission header {columns(submission, 'submission')}): the "
+                       f"truth of another competition, or its columns in another order?")
+    extra = [im for im in sub["image"] if im not in truth_images]
+    if extra:
+        problems.append(f"{len(extra)} image(s) not in {truth} (not scored), e.g. {extra[0]!r}")
+    by_image = dict(zip(sub["image"], sub["labels"]))
+    missing = [im for im in tru["image"] if im not in by_image]
+    if missing:
+        problems.append(f"{len(missing)} image(s) of {truth} missing (scored 0), e.g. {missing[0]!r}")
+    long = int((sub["labels"].map(len) > scorer.k).sum())
+    if long:
+        labels = f"{scorer.k} label" + ("s" if scorer.k > 1 else "")
+        problems.append(f"{long} row(s) have more than {labels}; only the first {scorer.k} count ({scorer.name})")
+    if strict and problems:
+        raise KitError(f"{submission}: " + "; ".join(problems) + " (--strict)")
+    for problem in problems:
+        print(f"warning: {submission}: {problem}", file=sys.stderr)
+    truth_labels = [l[0] for l in tru["labels"]]
+    if unknown is None:
+        unknown = next((u for u in UNKNOWN_LABELS if u in set(truth_labels)), UNKNOWN_LABELS[0])
+    vocab = {lab: i for i, lab in enumerate(sorted(set(truth_labels) | {unknown}))}
+    top = encode([by_image.get(im, []) for im in tru["image"]], vocab, width=scorer.k)
+    codes = np.array([vocab[l] for l in truth_labels], dtype=np.int64)
+    return scorer.score(top, codes, vocab[unknown]), len(codes)
+
+
+def _load() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_load()
