@@ -167,11 +167,14 @@ def hints_of(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None = None):
+def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None = None, validate: bool = True):
     """Plain data -> the dataclass `cls`, every key checked, then the class's `validate()` (rules
     across fields; it raises Invalid); `where` is the dotted prefix of the keys in messages
     ("head." ...). `fill`: values for keys the data does not give. A class whose data has another
-    shape (a registry's names as keys) parses itself: `from_config(raw, source, where)`."""
+    shape (a registry's names as keys) parses itself: `from_config(raw, source, where, validate)`.
+    A class with `NULL_IS_DEFAULT` reads `key: null` as the key left out (a blend recipe's
+    sections, as written by hand). `validate=False`: the rules across fields are left to one
+    `validate_all` later (an edit that sets a whole section)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -181,11 +184,18 @@ def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None =
     check_keys(raw, fields, source, where)
     values = dict(fill or {})
     for name, value in raw.items():
-        values[name] = checked(fields[name], hints[name], value, source, where + name)
+        if value is None and getattr(cls, "NULL_IS_DEFAULT", False) and not _takes_none(hints[name]):
+            continue
+        values[name] = checked(fields[name], hints[name], value, source, where + name, validate)
     for name, f in fields.items():
         if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise KitError(f"{source}: missing key {where + name!r}")
-    return validated(cls(**values), source, where)
+    obj = cls(**values)
+    return validated(obj, source, where) if validate else obj
+
+
+def _takes_none(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 def validated(obj: Any, source: str, where: str = ""):
@@ -199,9 +209,9 @@ def validated(obj: Any, source: str, where: str = ""):
     return obj
 
 
-def checked(f: dataclasses.Field, tp: Any, value: Any, source: str, key: str) -> Any:
+def checked(f: dataclasses.Field, tp: Any, value: Any, source: str, key: str, validate: bool = True) -> Any:
     """`value` converted to the field's type `tp` and held to its constraint."""
-    out = convert(tp, value, source, key)
+    out = convert(tp, value, source, key, validate)
     check = f.metadata.get("check")
     if check is not None and isinstance(out, dict):  # a mapping's constraint holds for each value
         for k, v in out.items():
@@ -239,6 +249,8 @@ def _edit(obj: Any, parts: list[str], value: Any, source: str, where: str) -> An
     if isinstance(obj, tuple):
         try:
             i = int(parts[0])
+            if i < 0:
+                raise IndexError(i)
             item = obj[i]
         except (ValueError, IndexError):
             raise KitError(f"{source}: {full!r}: no item {parts[0]!r} (there are {len(obj)})") from None
@@ -256,7 +268,7 @@ def _edit(obj: Any, parts: list[str], value: Any, source: str, where: str) -> An
         value, parts = {**(getattr(obj, name) or {}), parts[1]: value}, parts[:1]  # one value of a mapping
     if len(parts) > 1:
         return dataclasses.replace(obj, **{name: _edit(getattr(obj, name), parts[1:], value, source, f"{where}{name}.")})
-    new = {name: checked(fields[name], tp, value, source, where + name)}
+    new = {name: checked(fields[name], tp, value, source, where + name, validate=False)}
     if name in getattr(obj, "exclusive", ()):
         new.update({other: None for other in obj.exclusive if other != name})
     return dataclasses.replace(obj, **new)
@@ -268,28 +280,30 @@ def validate_all(obj: Any, source: str, where: str = "") -> Any:
         for i, item in enumerate(obj):
             validate_all(item, source, f"{where}{i}.")
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        for name in keys_of(type(obj)):
-            validate_all(getattr(obj, name), source, f"{where}{name}.")
+        # a registry-shaped section names its parts itself (`children`: (key, part) pairs)
+        parts = obj.children() if hasattr(obj, "children") else ((name, getattr(obj, name)) for name in keys_of(type(obj)))
+        for name, part in parts:
+            validate_all(part, source, f"{where}{name}.")
         validated(obj, source, where)
     return obj
 
 
-def convert(tp: Any, value: Any, source: str, key: str) -> Any:
+def convert(tp: Any, value: Any, source: str, key: str, validate: bool = True) -> Any:
     """Check `value` against the annotation `tp`; return it converted (lists to tuples...)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp) and hasattr(tp, "from_config"):
-        return tp.from_config(value, source, key + ".")
+        return tp.from_config(value, source, key + ".", validate)
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, source, key + ".")
+        return build(tp, value, source, key + ".", validate=validate)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:  # Optional[X]: X's own message says what is wrong
-            return convert(options[0], value, source, key)
+            return convert(options[0], value, source, key, validate)
         for option in (a for a in args if a is not type(None)):
             try:
-                return convert(option, value, source, key)
+                return convert(option, value, source, key, validate)
             except KitError:
                 pass
         words = [str(w) for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
@@ -305,12 +319,12 @@ def convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if origin is list:
         if not isinstance(value, list):
             raise KitError(f"{source}: {key} must be a list, got {show(value)}")
-        return [convert(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [convert(args[0], v, source, f"{key}[{i}]", validate) for i, v in enumerate(value)]
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             if not isinstance(value, (list, tuple)):
                 raise KitError(f"{source}: {key} must be a list, got {show(value)}")
-            return tuple(convert(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
+            return tuple(convert(args[0], v, source, f"{key}[{i}]", validate) for i, v in enumerate(value))
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise KitError(f"{source}: {key} = {show(value)} must be {describe(tp)}")
         return tuple(convert(a, v, source, key) for a, v in zip(args, value))

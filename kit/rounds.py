@@ -93,12 +93,15 @@ def pseudo_rounds(recipe_path: str | Path, rounds: int, *, force: bool = False, 
                  f"on validation; training on them would train on noise")
             break
         if pseudo.is_file() and out[-1].pseudo_labels_written == 0:
+            cut = gate["threshold"] if gate else base.pseudo.threshold
             echo(f"round {r}: not run: round {r - 1} selected no pseudo-label above its cut (pseudo.threshold "
-                 f"{gate['threshold'] if gate else base.pseudo.threshold:g}); there is nothing new to train on")
+                 f"{cut:g}); there is nothing new to train on")
             break
         if not pseudo.is_file():
+            cut = (f"pseudo.threshold {base.pseudo.threshold:g}" if base.pseudo.precision is None
+                   else f"the cut of pseudo.precision {base.pseudo.precision:g}")
             raise KitError(f"{pseudo}: round {r - 1} selected no pseudo-labels (no member gives probabilities, or "
-                           f"none above pseudo.threshold {base.pseudo.threshold:g})")
+                           f"none above {cut})")
         trained_with = max(sum(1 for _ in pseudo.open()) - 1, 0)
         echo(f"round {r}: retraining with {trained_with} pseudo-labels from {pseudo}")
         current = round_recipe(base, r)

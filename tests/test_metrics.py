@@ -147,3 +147,23 @@ def test_score_py_scores_by_any_metric(tmp_path):
                           "--metric", "top-1"], capture_output=True, text=True, cwd=root)
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: --metric: 'top-1' is not a metric (did you mean "
                                                           "'top1'?); the metrics: animalclef, map5, top1")
+
+
+def test_score_py_reads_the_organisers_solution_columns(tmp_path):
+    """A truth with AnimalCLEF's `new_identity` and `dataset` columns is scored per individual and per
+    dataset, as the organisers' scorer does."""
+    from kit.metrics import score_files
+
+    truth = pd.DataFrame({"image_id": list("abcdefgh"),
+                          "identity": ["L1", "L1", "L2", "N1", "N1", "N2", "S1", "S9"],
+                          "new_identity": [False, False, False, True, True, True, False, True],
+                          "dataset": ["lynx"] * 6 + ["salamander"] * 2})
+    sub = pd.DataFrame({"image_id": list("abcdefgh"),
+                        "identity": ["L1", "L2", "L2", "new_individual", "L1", "new_individual", "S1", "S1"]})
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    sub.to_csv(tmp_path / "sub.csv", index=False)
+    expected = organisers_score(truth["identity"].tolist(), sub["identity"].tolist(), truth["new_identity"].tolist(),
+                                truth["dataset"].tolist())
+    # lynx: BAKS (0.5 + 1) / 2, BAUS (0.5 + 1) / 2 -> 0.75; salamander: BAKS 1, BAUS 0 -> 0
+    assert expected == pytest.approx(0.375)
+    assert score_files(tmp_path / "sub.csv", tmp_path / "truth.csv", name="animalclef")[0] == pytest.approx(expected)

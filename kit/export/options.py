@@ -25,8 +25,8 @@ class ExportOptions:
     cosine: Literal[COSINE_MODES] = param("centre", help="the cosine view: to each identity's centre or nearest image")
     new_identities: bool = param(False, help="the cosine view: also gallery identities the member was not trained on")
     knn: int = param(0, check=Interval(0, None), help="neighbours of the knn view (0: no knn view)")
-    workers: int | None = param(None, check=Interval(1, None), help="image-reading threads (None: the cores)")
-    threads: int | None = param(None, check=Interval(1, None), help="onnxruntime's CPU threads (None: the cores)")
+    workers: int | None = param(None, check=Interval(0, None), help="image-reading threads (None or 0: the cores)")
+    threads: int | None = param(None, check=Interval(0, None), help="onnxruntime's CPU threads (None or 0: the cores)")
 
     @classmethod
     def of(cls, **settings) -> "ExportOptions":

@@ -93,7 +93,7 @@ def score_files(submission: str | Path, truth: str | Path, strict: bool = False,
     (score, n), n the truth's images. A header no layout uses, images the truth lacks, and truth
     images the submission lacks (each scoring 0, as on Kaggle's board) are warnings on stderr;
     `strict` refuses them, in one line. `unknown`: the unknown label (a balanced metric needs it;
-    default: new_whale or new_individual, whichever the truth holds). `score.py --check --data DIR`
+    default: new_whale or new_individual, whichever the truth, else the submission, holds). `score.py --check --data DIR`
     checks a submission fully."""
     scorer = metric(name, "--metric")
     sub = read_labelled(submission, "submission")
@@ -128,12 +128,34 @@ def score_files(submission: str | Path, truth: str | Path, strict: bool = False,
     for problem in problems:
         print(f"warning: {submission}: {problem}", file=sys.stderr)
     truth_labels = [l[0] for l in tru["labels"]]
-    if unknown is None:
-        unknown = next((u for u in UNKNOWN_LABELS if u in set(truth_labels)), UNKNOWN_LABELS[0])
+    if unknown is None:  # the one the files use: the truth's, else the submission's (AnimalCLEF's truth names individuals)
+        used = set(truth_labels) | {lab for labels in sub["labels"] for lab in labels[:1]}
+        unknown = next((u for u in UNKNOWN_LABELS if u in used), UNKNOWN_LABELS[0])
+    truth_labels, groups = _solution_groups(truth, truth_labels, unknown)
     vocab = {lab: i for i, lab in enumerate(sorted(set(truth_labels) | {unknown}))}
     top = encode([by_image.get(im, []) for im in tru["image"]], vocab, width=scorer.k)
     codes = np.array([vocab[l] for l in truth_labels], dtype=np.int64)
-    return scorer.score(top, codes, vocab[unknown]), len(codes)
+    return scorer.score(top, codes, vocab[unknown], groups), len(codes)
+
+
+def _solution_groups(truth: str | Path, labels: list[str], unknown: str) -> tuple[list[str], Groups | None]:
+    """AnimalCLEF's solution columns, when the truth CSV has them: `new_identity` (true: an animal new
+    to the gallery, its `identity` the individual's own label, scored as the unknown label) and
+    `dataset` (the score is the mean over datasets). Without them: the labels as they are, every
+    unknown image one individual, one dataset."""
+    frame = read_csv(truth, (), "truth")
+    if "new_identity" not in frame.columns and "dataset" not in frame.columns:
+        return labels, None
+    individual = None
+    if "new_identity" in frame.columns:
+        new = frame["new_identity"].astype(str).str.lower().isin(("true", "1", "yes"))
+        individual = np.unique(np.asarray(labels, dtype=object), return_inverse=True)[1].astype(np.int64)
+        individual = np.where(new, individual, -1)
+        labels = [unknown if n else lab for lab, n in zip(labels, new)]
+    dataset = None
+    if "dataset" in frame.columns:
+        dataset = np.unique(frame["dataset"].astype(str).to_numpy(), return_inverse=True)[1].astype(np.int64)
+    return labels, Groups(individual, dataset)
 
 
 def _load() -> None:

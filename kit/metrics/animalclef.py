@@ -164,8 +164,8 @@ def best_threshold(top1_scores: np.ndarray, top1_codes: np.ndarray, truth: np.nd
                     sum_k[parts.group_dataset_k[g]] += (now - parts.right[j]) / size_k[g]
             i += 1
         value = total()
-        if value > best + 1e-12:
-            best, best_at = value, s
+        if value >= best - 1e-12:  # of equal scores, the highest threshold (as kit.ranking.best_threshold)
+            best, best_at = max(value, best), s
     if best_at == -np.inf:
         return float(scores.min()), best  # at the lowest score: no image below it
     above = scores[scores > best_at]

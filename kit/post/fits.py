@@ -72,7 +72,9 @@ def fit_calibrations(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | Non
 
 def resolve(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
     """Everything the recipe fits on validation, fitted on `rows` of these inputs, in the order they
-    depend on each other: calibrations, automatic weights, the new_whale threshold."""
+    depend on each other: the data's defaults (on all of these inputs, as blend.py fills them),
+    calibrations, automatic weights, the new_whale threshold."""
+    recipe = with_data_defaults(recipe, inputs)
     recipe = with_weights(fit_calibrations(recipe, inputs, rows), inputs, rows)
     return fit_new_whale(recipe, inputs, rows)
 

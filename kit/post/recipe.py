@@ -87,7 +87,7 @@ class Calibration:
     values: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def from_config(cls, raw: Any, source: str, where: str) -> "Calibration":
+    def from_config(cls, raw: Any, source: str, where: str, validate: bool = True) -> "Calibration":
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -109,15 +109,15 @@ class Calibration:
         return cls(method, values)
 
     def edited(self, parts: list[str], value: Any, source: str, where: str) -> "Calibration":
+        """Set the method (its values kept, each checked against the new method) or one value."""
         if parts == ["method"]:
-            return Calibration.from_config({"method": value}, source, where)
+            return Calibration.from_config({"method": value, **dict(self.values)}, source, where)
         fields = _calibration_fields(self.method)
         if len(parts) != 1 or parts[0] not in fields:
             raise KitError(f"{source}: {where + '.'.join(parts)!r}: no key {parts[0]!r} of calibration {self.method}"
                            f"{did_you_mean(parts[0], fields)}")
-        key = parts[0]
-        number = _calibration_value(fields[key], key, value, source, where)
-        return Calibration(self.method, tuple((k, v) for k, v in self.values if k != key) + ((key, number),))
+        values = {**dict(self.values), parts[0]: _calibration_value(fields[parts[0]], parts[0], value, source, where)}
+        return Calibration(self.method, tuple((k, values[k]) for k in fields if k in values))  # the method's key order
 
     def resolved(self, auto_method: str) -> "Calibration":
         """The calibration with `auto` replaced by the prediction set's own method."""
@@ -164,6 +164,7 @@ class Member:
         None, check=Rule(lambda v: 1 <= len(v) <= 5 and min(v) >= 0, "a list of 1 to 5 numbers >= 0 (rank 1 first)"),
         help="a CSV member's vote per rank; omitted: 1, 1/2, ..., 1/5 (MAP@5's credit)")
 
+    NULL_IS_DEFAULT: ClassVar[bool] = True  # `weight:` left empty in a hand-written recipe: no weight
     SCORED_KEYS: ClassVar[tuple[str, ...]] = ("model", "view", "weight", "calibration")
     CSV_KEYS: ClassVar[tuple[str, ...]] = ("submission", "val_submission", "weight", "rank_weights")
 
@@ -223,15 +224,25 @@ class Steps:
     items: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def from_config(cls, raw: Any, source: str, where: str) -> "Steps":
+    def from_config(cls, raw: Any, source: str, where: str, validate: bool = True) -> "Steps":
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             raise KitError(f"{source}: {where[:-1]} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
         order = steps_in_order()
         check_keys(raw, [step.name for step in order], source, where)
-        return cls(tuple((step.name, _step(step, raw[step.name], source, where + step.name + "."))
+        return cls(tuple((step.name, _step(step, raw[step.name], source, where + step.name + ".", validate))
                          for step in order if step.name in raw))
+
+    def children(self):
+        """(name, parameters) of each step the recipe has: what `validate_all` walks."""
+        return self.items
+
+    def validate(self) -> None:
+        for name, params in self.items:  # edits may have set two of a step's exclusive keys
+            given = [k for k in STEPS[name].exclusive if getattr(params, k) is not None]
+            if len(given) > 1:
+                raise Invalid(f"{name}: give one of {', '.join(STEPS[name].exclusive)}, not more ({', '.join(given)})")
 
     def edited(self, parts: list[str], value: Any, source: str, where: str) -> "Steps":
         """Set a step's key ("new_whale", "threshold"): of its exclusive keys, the others are cleared;
@@ -242,12 +253,12 @@ class Steps:
         step = STEPS[name]
         items = dict(self.items)
         if len(parts) == 1:  # the whole step, from its mapping
-            items[name] = _step(step, value, source, f"{where}{name}.")
+            items[name] = _step(step, value, source, f"{where}{name}.", validate=False)
             return Steps(tuple((s.name, items[s.name]) for s in steps_in_order() if s.name in items))
         current = self.get(name)
         if current is None:
-            current = _step(step, {}, source, f"{where}{name}.", check=False)
-        if len(parts) == 2 and parts[1] in step.exclusive:
+            current = _step(step, {}, source, f"{where}{name}.", validate=False)
+        if parts[1] in step.exclusive and getattr(current, parts[1]) is None:  # another of them given: cleared
             current = dataclasses.replace(current, **{k: None for k in step.exclusive})
         items[name] = edit(current, ".".join(parts[1:]), value, source, f"{where}{name}.")
         return Steps(tuple((s.name, items[s.name]) for s in steps_in_order() if s.name in items))
@@ -273,7 +284,7 @@ class Steps:
         return out
 
 
-def _step(step, raw: Any, source: str, where: str, check: bool = True):
+def _step(step, raw: Any, source: str, where: str, validate: bool = True):
     """A step's section -> its Params: types and constraints from the dataclass; of its exclusive
     keys at most one given (the others None). None given is the step's to read (new_whale: the
     unknown share of validation, filled where the data is loaded: kit.post.fits.with_data_defaults)."""
@@ -286,9 +297,7 @@ def _step(step, raw: Any, source: str, where: str, check: bool = True):
         raise KitError(f"{source}: {where[:-1]}: give one of {', '.join(step.exclusive)}, not more")
     raw = {k: v for k, v in raw.items() if not (k in step.exclusive and v is None)}
     fill = {k: None for k in step.exclusive if k not in given}
-    if not check:  # a step an edit adds: its rules are checked with the whole recipe's, after the edits
-        return step.Params(**fill)
-    return build(step.Params, raw, source, where, fill=fill)
+    return build(step.Params, raw, source, where, fill=fill, validate=validate)
 
 
 @dataclass(frozen=True)
@@ -303,6 +312,7 @@ class Pseudo:
                                     help="the precision on validation the cut must reach, in place of threshold")
 
     exclusive: ClassVar[tuple[str, ...]] = ("threshold", "precision")
+    NULL_IS_DEFAULT: ClassVar[bool] = True
 
     def __post_init__(self):
         if self.threshold is None and self.precision is None:
@@ -338,6 +348,8 @@ class TuneCfg:
     accept: Literal["significant", "best"] = param("significant", help="when the best trial replaces the recipe's values")
     seed: int = param(0, help="the sampler's and the split's seed")
 
+    NULL_IS_DEFAULT: ClassVar[bool] = True  # `free:` left empty: nothing opened
+
     @property
     def range_of(self) -> dict[str, tuple[float, float]]:
         return dict(self.ranges)
@@ -363,6 +375,8 @@ class BlendRecipe:
                                                            "or an absolute path"))
     tune: TuneCfg = param(default_factory=TuneCfg)
     source: str = param("<recipe>", key=False)  # the file it came from (messages)
+
+    NULL_IS_DEFAULT: ClassVar[bool] = True  # `fold:`, `output:` left empty: their defaults
 
     def validate(self) -> None:
         seen: dict[str, int] = {}
@@ -434,6 +448,8 @@ class BlendRecipe:
                     out.update({f"steps.{name}.{key}.{k}": v for k, v in value.items()})
                 elif value is not None:  # of exclusive keys, the one given
                     out[f"steps.{name}.{key}"] = value
+            if name == "new_whale" and all(getattr(step, k) is None for k in STEPS[name].exclusive):
+                out[f"steps.{name}.proportion"] = None  # validation's share, filled where the data is loaded
             fit = getattr(step, "fit", None)  # new_whale fitted on validation: the key it fits, at its default
             if fit in ("threshold", "share"):  # (a P(new) model is fitted whole, not searched)
                 key = "threshold" if fit == "threshold" else "proportion"

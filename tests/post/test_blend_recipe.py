@@ -240,3 +240,45 @@ def test_a_recipe_that_is_not_utf8_is_one_line(tmp_path):
     for load in (load_recipe, load_train_recipe):
         with pytest.raises(KitError, match=r"latin1.yaml: not UTF-8 text \(byte 9: invalid continuation byte\); save the"):
             load(path)
+
+
+def test_typed_edits_keep_what_the_dict_round_trip_kept(tmp_path):
+    """with_params walks the dataclasses (issue 26); each behaviour the old dict round trip had, kept."""
+    r = load_text(tmp_path, GOOD)
+    # a calibration's method set: its values kept and checked against the new method; one value set: key order kept
+    assert r.with_params({"members.0.calibration.method": "softmax"}).members[0].calibration == r.members[0].calibration
+    with pytest.raises(KitError, match=r"calibration\.temperature does not apply to method affine"):
+        r.with_params({"members.0.calibration.method": "affine"})
+    affine = r.with_params({"members.1.calibration.scale": 3.0}).members[1].calibration
+    assert [k for k, _ in affine.values] == ["scale", "shift"] == [k for k, _ in r.members[1].calibration.values]
+    # a key under one of a step's exclusive keys replaces the others; two of them cannot stand together
+    model = r.with_params({"steps.new_whale.model.bias": 1.0}).steps.new_whale
+    assert model.model == {"bias": 1.0} and model.threshold is None
+    # a whole section, then a key of it: validated once, at the end (not when the section alone is set)
+    groups = {"steps.new_whale_groups": {"by": "species"}, "steps.new_whale_groups.shares.a": 0.2}
+    assert r.with_params(groups).steps.new_whale_groups.shares == {"a": 0.2}
+    with pytest.raises(KitError, match=r"r\.yaml: steps\.new_whale_groups: needs thresholds or shares"):
+        r.with_params({"steps.new_whale_groups.by": "species"})
+    with pytest.raises(KitError, match=r"no item '-1'"):
+        r.with_params({"members.-1.weight": 1.0})
+    # `key:` left empty in a hand-written recipe is the key left out
+    empty = load_text(tmp_path, "name: x\ndata: d\nfold:\nmembers: [{model: m, view: logit, weight:}]\n"
+                                "tune: {free: , pin: , ranges: }\npseudo: {threshold: }\n")
+    assert empty.fold == 0 and empty.tune.free == () and empty.pseudo.threshold == 0.96
+
+
+def test_an_empty_new_whale_is_searched_and_filled_wherever_a_recipe_is_fitted(project, tmp_path):
+    """new_whale: {} takes validation's share where the data is loaded: the tuner still searches it
+    (its space is built before the data), and every fit on validation fills it first."""
+    from kit.post.fits import resolve
+    from kit.post.inputs import prepare
+    from kit.tune.space import search_space
+
+    d = yaml.safe_load(project["recipe"].read_text())
+    d["steps"]["new_whale"] = {}
+    path = tmp_path / "share.yaml"
+    path.write_text(yaml.safe_dump(d))
+    recipe = load_recipe(path)
+    assert "steps.new_whale.proportion" in [p.name for p in search_space(recipe)]
+    filled = resolve(recipe, prepare(recipe, "val"))
+    assert filled.steps.new_whale.proportion is not None and filled.steps.new_whale.threshold is None
