@@ -39,6 +39,7 @@ How hard: on "small", a raw-pixel nearest neighbour (box crop, 32x64 grey, cosin
 from __future__ import annotations
 
 import ctypes
+import io
 import dataclasses
 import json
 import multiprocessing
@@ -51,7 +52,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from kit.data.synthetic_photos import _PLAN, _SPECIES, SPECIES, photo_bytes, recopy
+from kit.data.synthetic_photos import _COPY, _PLAN, _SPECIES, SPECIES, photo
 from kit.errors import KitError
 from kit.io import atomic_dir, cpu_count
 from kit.progress import progress as progress_bar
@@ -275,6 +276,39 @@ def _with_species(p: Plan, n_ids: int) -> Plan:
     ids = dict(zip(known, _hex_names(rng, len(known), 12)))
     species = np.array([names[k] for k in species_of[p.animal]], dtype=object)
     return dataclasses.replace(p, layout="happywhale", species=species, ids=ids)
+
+
+def _encode(image: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def recopy(seed: int, index: int, data: bytes, box: tuple[int, int, int, int]) -> tuple[bytes, tuple[int, int, int, int]]:
+    """Re-encode a picture as another file would hold it: re-cropped, resized, new quality."""
+    rng = np.random.default_rng([seed, _COPY, index])
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    w, h = image.size
+    l, t, r, b = 0, 0, w, h
+    if rng.random() < 0.5:
+        l, t = int(rng.uniform(0, 0.015) * w), int(rng.uniform(0, 0.015) * h)
+        r, b = w - int(rng.uniform(0, 0.015) * w), h - int(rng.uniform(0, 0.015) * h)
+        image = image.crop((l, t, r, b))
+    f = 1.0 if rng.random() < 0.3 else rng.uniform(0.7, 1.0)
+    nw, nh = max(8, int(round((r - l) * f))), max(8, int(round((b - t) * f)))
+    if (nw, nh) != image.size:
+        image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+    sx, sy = nw / (r - l), nh / (b - t)
+    x0, y0 = int(np.clip((box[0] - l) * sx, 0, nw - 1)), int(np.clip((box[1] - t) * sy, 0, nh - 1))
+    x1, y1 = int(np.clip(np.ceil((box[2] - l) * sx), x0 + 1, nw)), int(np.clip(np.ceil((box[3] - t) * sy), y0 + 1, nh))
+    return _encode(image, int(rng.integers(70, 97))), (x0, y0, x1, y1)
+
+
+def photo_bytes(seed: int, index: int, animal: int, grey: bool, caption: bool, widths,
+                  species: str | None = None) -> tuple[bytes, tuple]:
+    image, box, quality = photo(seed, index, animal, grey, caption, widths, species)
+    return _encode(image, quality), box
 
 
 def _render(task: tuple) -> tuple[int, tuple[int, int, int, int]]:

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-
-
 
 # Generator streams: each seeds its own generators, so adding draws to one never shifts another.
 _PLAN, _ANIMAL, _PHOTO, _COPY, _SPECIES = 0, 1, 2, 3, 4
@@ -398,7 +395,7 @@ def _light_and_lens(rng: np.random.Generator, img: np.ndarray, w: int, h: int) -
     return out
 
 
-def _photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
+def photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
            widths: tuple[int, int], species: str | None = None) -> tuple[Image.Image, tuple[int, int, int, int], int]:
     """Render one photo of an animal: the image, the fluke's (or fin's) box and a JPEG quality."""
     rng = np.random.default_rng([seed, _PHOTO, index])
@@ -470,36 +467,3 @@ def _photo(seed: int, index: int, animal_index: int, grey: bool, caption: bool,
     x0, y0 = int(np.clip(box[0] + jitter[0], 0, w - 2)), int(np.clip(box[1] + jitter[1], 0, h - 2))
     x1, y1 = int(np.clip(box[2] + jitter[2], x0 + 2, w)), int(np.clip(box[3] + jitter[3], y0 + 2, h))
     return out, (x0, y0, x1, y1), quality
-
-
-def _encode(image: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def recopy(seed: int, index: int, data: bytes, box: tuple[int, int, int, int]) -> tuple[bytes, tuple[int, int, int, int]]:
-    """Re-encode a picture as another file would hold it: re-cropped, resized, new quality."""
-    rng = np.random.default_rng([seed, _COPY, index])
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    w, h = image.size
-    l, t, r, b = 0, 0, w, h
-    if rng.random() < 0.5:
-        l, t = int(rng.uniform(0, 0.015) * w), int(rng.uniform(0, 0.015) * h)
-        r, b = w - int(rng.uniform(0, 0.015) * w), h - int(rng.uniform(0, 0.015) * h)
-        image = image.crop((l, t, r, b))
-    f = 1.0 if rng.random() < 0.3 else rng.uniform(0.7, 1.0)
-    nw, nh = max(8, int(round((r - l) * f))), max(8, int(round((b - t) * f)))
-    if (nw, nh) != image.size:
-        image = image.resize((nw, nh), Image.Resampling.BICUBIC)
-    sx, sy = nw / (r - l), nh / (b - t)
-    x0, y0 = int(np.clip((box[0] - l) * sx, 0, nw - 1)), int(np.clip((box[1] - t) * sy, 0, nh - 1))
-    x1, y1 = int(np.clip(np.ceil((box[2] - l) * sx), x0 + 1, nw)), int(np.clip(np.ceil((box[3] - t) * sy), y0 + 1, nh))
-    return _encode(image, int(rng.integers(70, 97))), (x0, y0, x1, y1)
-
-
-def photo_bytes(seed: int, index: int, animal: int, grey: bool, caption: bool, widths,
-                  species: str | None = None) -> tuple[bytes, tuple]:
-    image, box, quality = _photo(seed, index, animal, grey, caption, widths, species)
-    return _encode(image, quality), box

@@ -26,13 +26,9 @@ output: submissions
 tune: {free: [steps.balance.*], pin: [], ranges: {}, holdout: 0.3, parts: 5, seed: 0}
 ```
 
-Weights: all given, or none (`auto`: from how alike the members' errors are, kit/post/weights.py;
-with `weights: select` at the top, by ensemble selection on the validation MAP@5, kit/post/selection.py).
-A top-5 CSV member votes for every label it lists, the unknown label included (the 2nd place's
-vote): rank r earns `rank_weights[r]` times the member's weight. Its vote for the unknown label is
-a score like any label's: the unknown label enters each image's ranking where its blended vote
-falls among the identities' blended scores (before an identity of equal score: the unknown label is
-the commonest one), and the new_whale step can only move it earlier (kit/post/new_whale.py).
+Weights: all given, or none (`auto`, or `weights: select`). A top-5 CSV member votes for every
+label it lists, the unknown label included (the 2nd place's vote): rank r earns `rank_weights[r]`
+times the member's weight (docs/design.md, "The blend").
 
 Steps and calibrations are plug-ins (kit/post/plugins.py): `steps:` takes every registered step,
 run in the steps' order; a member's `calibration:` any registered method with its keys, or `auto`
