@@ -112,12 +112,20 @@ def _workers(pid: int) -> list[int]:
     return out
 
 
+def _as_a_terminal_starts_it() -> None:
+    """Ctrl-C not ignored, whatever the test runner inherited: a shell's `cmd &` without job control
+    starts its command with SIGINT ignored, a disposition every child keeps (tune.py then rightly
+    ignores Ctrl-C, and these tests would wait for it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _started(path: Path, url: str, jobs: int) -> subprocess.Popen:
     """tune.py with far more trials than it will run, in its own process group (a terminal's), once
     its study holds 4 finished trials (and its workers run)."""
     proc = subprocess.Popen([sys.executable, "scripts/tune.py", str(path), "--trials", "100000", "--storage", url,
                              "--jobs", str(jobs), "--no-report", "--quiet"], cwd=ROOT, env=script_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_a_terminal_starts_it)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
