@@ -147,6 +147,15 @@ class Invalid(Exception):
         return f"{source}: {where[:-1]}: {self.message}" if where else f"{source}: {self.message}"
 
 
+def mapping(raw: Any, source: str, where: str) -> dict:
+    """A section's data as a mapping (empty for a key left empty), or one KitError naming it."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise KitError(f"{source}: {where[:-1] or 'the recipe'} must be a mapping of keys, got {show(raw)}")
+    return raw
+
+
 def check_keys(raw: dict, valid, source: str, where: str) -> None:
     """Every key of `raw` one of `valid`, or one KitError with "did you mean" and the valid keys."""
     for key in raw:
@@ -175,10 +184,7 @@ def build(cls: type, raw: Any, source: str, where: str = "", fill: dict | None =
     A class with `NULL_IS_DEFAULT` reads `key: null` as the key left out (a blend recipe's
     sections, as written by hand). `validate=False`: the rules across fields are left to one
     `validate_all` later (an edit that sets a whole section)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise KitError(f"{source}: {where[:-1] or 'the recipe'} must be a mapping of keys, got {show(raw)}")
+    raw = mapping(raw, source, where)
     fields = keys_of(cls)
     hints = hints_of(cls)
     check_keys(raw, fields, source, where)

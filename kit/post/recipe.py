@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
 from kit.config import (Interval, Invalid, Rule, build, check_keys, checked, did_you_mean, dump_yaml, edit, hints_of,
-                        keys_of, param, read_yaml, validate_all)
+                        keys_of, mapping, param, read_yaml, validate_all)
 from kit.data.folds import ALL_FOLDS  # `fold: all`: out-of-fold members
 from kit.errors import KitError
 from kit.io import Outputs, write_text
@@ -84,10 +84,7 @@ class Calibration:
 
     @classmethod
     def from_config(cls, raw: Any, source: str, where: str, validate: bool = True) -> "Calibration":
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise KitError(f"{source}: {where[:-1]} must be a mapping of keys, got {raw!r}")
+        raw = mapping(raw, source, where)
         method = raw.get("method", AUTO)
         methods = (AUTO, *CALIBRATIONS)
         if method not in methods:
@@ -221,10 +218,7 @@ class Steps:
 
     @classmethod
     def from_config(cls, raw: Any, source: str, where: str, validate: bool = True) -> "Steps":
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise KitError(f"{source}: {where[:-1]} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
+        raw = mapping(raw, source, where)
         order = steps_in_order()
         check_keys(raw, [step.name for step in order], source, where)
         return cls(tuple((step.name, _step(step, raw[step.name], source, where + step.name + ".", validate))
@@ -284,10 +278,7 @@ def _step(step, raw: Any, source: str, where: str, validate: bool = True):
     """A step's section -> its Params: types and constraints from the dataclass; of its exclusive
     keys at most one given (the others None). None given is the step's to read (new_whale: the
     unknown share of validation, filled where the data is loaded: kit.post.fits.with_data_defaults)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise KitError(f"{source}: {where[:-1]} must be a mapping of keys to values, got {type(raw).__name__} {raw!r}")
+    raw = mapping(raw, source, where)
     given = [k for k in step.exclusive if raw.get(k) is not None]
     if len(given) > 1:
         raise KitError(f"{source}: {where[:-1]}: give one of {', '.join(step.exclusive)}, not more")

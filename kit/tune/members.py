@@ -184,7 +184,6 @@ def member_table_for(recipe: BlendRecipe | str | Path, tuned: BlendRecipe | None
     if tuned is not None:
         check_tuned(recipe, tuned)
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
-    recipe = fits.with_data_defaults(recipe, val)
     tune_idx, hold_idx = holdout_split(val.truth, val.unknown_code, recipe.tune.holdout, recipe.tune.seed)
     if not len(hold_idx) or not len(tune_idx):
         raise KitError(f"{recipe.source}: tune.holdout {recipe.tune.holdout:g} of {len(val.images)} validation images "

@@ -35,7 +35,6 @@ class Objective:
         # automatic weights come from the tuning part only: the held-out part judges them too
         # what the recipe fits on validation (calibrations, automatic weights, a fitted new_whale threshold):
         # fitted on the tuning part, as the untuned recipe, so that the held-out part judges them too
-        recipe = fits.with_data_defaults(recipe, self.inputs)
         self.recipe = fits.resolve(recipe, self.inputs, self.tune_idx)
         # a P(new) model is fitted again for each trial's weights, cross-fitted like the threshold
         self.probability = pipeline.fits_probability(recipe)
