@@ -39,8 +39,9 @@ from kit.errors import KitError
 from kit.export.member import export_member
 from kit.local.member import LocalCfg, build_local_member
 from kit.post import fits, pipeline
-from kit.post.compare import Gain, paired_gains
+from kit.post.compare import Gain
 from kit.post.inputs import prepare
+from kit.post.pipeline import Result, gain_over
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.rounds import pseudo_rounds
 from kit.train.loop import train
@@ -68,12 +69,12 @@ class Row:
     baseline: str
     val: Gain
     test: Gain | None
-    val_map5: tuple[float, float]  # (baseline, method)
-    test_map5: tuple[float, float] | None
+    val_score: tuple[float, float]  # (baseline, method), the recipe's metric
+    test_score: tuple[float, float] | None
 
 
-def _fitted(recipe: BlendRecipe, fit: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-image AP@5 on val and test of the recipe with its new_whale threshold fitted on all of val
+def _fitted(recipe: BlendRecipe, fit: str | None = None) -> tuple[Result, Result]:
+    """The runs on val and test of the recipe with its new_whale threshold fitted on all of val
     (`fit`: with `steps.new_whale.fit` threshold, share or probability instead)."""
     if fit is not None:
         recipe = recipe.with_params({"steps.new_whale": {"fit": fit}})
@@ -81,14 +82,15 @@ def _fitted(recipe: BlendRecipe, fit: str | None = None) -> tuple[np.ndarray, np
     recipe = fits.with_data_defaults(recipe, val)
     recipe = pipeline.with_weights(fits.fit_calibrations(recipe, val), val)
     fitted = fits.fit_new_whale(recipe, val) if fit is not None else with_own_threshold(recipe, val, np.arange(len(val.images)))
-    return pipeline.run(fitted, val).ap, pipeline.run(fitted, test).ap
+    return pipeline.run(fitted, val), pipeline.run(fitted, test)
 
 
-def _row(method: str, baseline: str, before, after) -> Row:
-    val = paired_gains([(after[0], before[0])])[0]
-    test = None if before[1] is None else paired_gains([(after[1], before[1])])[0]
-    return Row(method, baseline, val, test, (before[0].mean(), after[0].mean()),
-               None if before[1] is None else (before[1].mean(), after[1].mean()))
+def _row(method: str, baseline: str, before: tuple[Result, Result], after: tuple[Result, Result]) -> Row:
+    """`after` over `before` on val and test (where test has truth) under the recipe's metric."""
+    val = gain_over(before[0], after[0])
+    test = gain_over(before[1], after[1])
+    return Row(method, baseline, val, test, (before[0].score, after[0].score),
+               None if test is None else (before[1].score, after[1].score))
 
 
 def _deep(base: dict, over: dict) -> dict:
@@ -215,13 +217,12 @@ def _round_row(method: str, rounds) -> Row:
     val, test = last.val_gain, last.test_gain
     if len(rounds) == 1:  # round 0 against itself: exactly 0
         method += ": not run, no cut reached it"
-        val = paired_gains([(first.val_ap, first.val_ap)])[0]
-        test = None if first.test_ap is None else paired_gains([(first.test_ap, first.test_ap)])[0]
-    return Row(method, "round 0", val, test, (first.val_map5, last.val_map5),
-               None if first.test_ap is None else (first.test_map5, last.test_map5))
+        val, test = gain_over(first.val, first.val), gain_over(first.test, first.test)
+    return Row(method, "round 0", val, test, (first.val_score, last.val_score),
+               None if test is None else (first.test_score, last.test_score))
 
 
-def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None] | None:
+def _species(recipe: BlendRecipe) -> tuple[Result, Result] | None:
     """The recipe's fitted threshold, then a threshold per species fitted on the val images whose top-1 is of it
     (None: no species has MIN_GROUP of them)."""
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
@@ -235,11 +236,11 @@ def _species(recipe: BlendRecipe) -> tuple[np.ndarray, np.ndarray | None] | None
     for g in sorted(set(group) - {""}):
         rows = np.flatnonzero(group == g)
         if len(rows) >= MIN_GROUP:
-            thresholds[g] = ranking.best_threshold(table.rows(rows))[0]
+            thresholds[g] = ranking.best_threshold(table.rows(rows), None, val.scorer.rows(rows))[0]
     if not thresholds:
         return None
     grouped = recipe.with_params({"steps.new_whale_groups.thresholds": thresholds})
-    return pipeline.run(grouped, val).ap, pipeline.run(grouped, test).ap
+    return pipeline.run(grouped, val), pipeline.run(grouped, test)
 
 
 def format_gains(rows: list[Row], title: str) -> str:
@@ -251,5 +252,5 @@ def format_gains(rows: list[Row], title: str) -> str:
 
     lines = [title, "| method | over | validation (fitted there) | test truth |", "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.method} | {r.baseline} | {cell(r.val_map5, r.val)} | {cell(r.test_map5, r.test)} |")
+        lines.append(f"| {r.method} | {r.baseline} | {cell(r.val_score, r.val)} | {cell(r.test_score, r.test)} |")
     return "\n".join(lines)

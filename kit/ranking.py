@@ -7,13 +7,15 @@ rule); `top5_with_unknown` is that on raw scores, what training's validation and
 check score.
 
 Choosing t: a threshold only decides, per image, the unknown label's position among the first five
-(0 to 5, 5 = not in it), and the images' AP@5 for each position can be listed once
-(`PositionTable`). Lowering t from above every score moves one image one position at a time, at
-the image's top-5 scores; one sorted sweep over those 5N events gives MAP@5 at every distinct
-threshold (`sweep`), so the best threshold of a set of images is exact, not a grid point
-(`best_threshold`), and so is a cross-validated one (`cross_validated`: fitted on all parts but
-one, scored on that one, for each part). A chosen t sits midway between the two scores that bound
-its interval, so it does not hinge on one image's exact score.
+(0 to 5, 5 = not in it), and the images' marks under the metric for each position can be listed
+once (`PositionTable`; AP@5 under MAP@5, kit/metrics). Lowering t from above every score moves one
+image one position at a time, at the image's top-5 scores; one sorted sweep over those 5N events
+gives the metric at every distinct threshold (`sweep`: MAP@5's sums of marks; `scores_by_threshold`:
+any metric, a balanced one through its weighted sums, `Metric.buckets`), so the best threshold of a
+set of images is exact, not a grid point (`best_threshold`), and so is a cross-validated one
+(`cross_validated`: fitted on all parts but one, scored on that one, for each part). A chosen t
+sits midway between the two scores that bound its interval, so it does not hinge on one image's
+exact score. Without a `scorer` these functions score MAP@5 (training's validation and export's check).
 
 Choosing a share instead (`by_share=True`): the best threshold of the fitting images, expressed as
 the share of them that get the unknown label first, then applied to other images as that share of
@@ -29,11 +31,14 @@ import numpy as np
 from numba import njit
 
 from kit.metric import K, average_precision
+from kit.metrics import Scorer
 
 POSITIONS = 6  # the unknown label at 0..4 in the top-5, or 5: not in it
-# AP@5 is 0, 1, 1/2, 1/3, 1/4 or 1/5: in sixtieths every sum is a whole number, so equal scores
-# tie exactly and the choice among them does not hang on the order of a float sum
+# AP@5 is 0, 1, 1/2, 1/3, 1/4 or 1/5 (a hit 0 or 1): in sixtieths every sum of an additive metric's
+# marks is a whole number, so equal scores tie exactly and the choice among them does not hang on
+# the order of a float sum; a balanced metric's weighted sums are floats: ties within TIE
 UNIT = 60
+TIE = 1e-9
 
 
 @njit(cache=True, nogil=True)
@@ -118,38 +123,39 @@ def top5_with_unknown(scores: np.ndarray, threshold: float, unknown: int) -> np.
 
 def position_table(codes: np.ndarray, top: np.ndarray, truth: np.ndarray, unknown: int,
                    pinned: np.ndarray | None = None, swap: np.ndarray | None = None,
-                   cap: np.ndarray | None = None) -> "PositionTable":
-    """The PositionTable of a ranking (`codes`, `top` its scores, descending): AP@5 with the unknown
-    label at each position. `pinned`, `swap`: the leak's labels and the balance swaps, kept as
-    they are; `cap`: where a vote already put it (default: nowhere)."""
+                   cap: np.ndarray | None = None, per_image=average_precision) -> "PositionTable":
+    """The PositionTable of a ranking (`codes`, `top` its scores, descending): each image's mark
+    (`per_image`, a metric's; AP@5 by default) with the unknown label at each position. `pinned`,
+    `swap`: the leak's labels and the balance swaps, kept as they are; `cap`: where a vote already
+    put it (default: nowhere)."""
     n = len(codes)
     pinned = np.empty((n, 0), np.int64) if pinned is None else pinned
     swap = np.zeros(n, np.bool_) if swap is None else swap
-    ap = np.stack([average_precision(assemble(codes, pinned, np.full(n, p, np.int64), swap, unknown), truth)
-                   for p in range(POSITIONS)], axis=1)
+    marks = np.stack([per_image(assemble(codes, pinned, np.full(n, p, np.int64), swap, unknown), truth)
+                      for p in range(POSITIONS)], axis=1)
     scores = np.full((n, K), -np.inf, np.float32)  # fewer than 5 identities: the rest never rank
     scores[:, :min(K, top.shape[1])] = top[:, :K]
     cap = np.full(n, POSITIONS - 1, np.int64) if cap is None else cap
-    return PositionTable(ap, scores, cap)
+    return PositionTable(marks, scores, cap)
 
 
 @dataclass
 class PositionTable:
-    """What a threshold decides, image by image: AP@5 with the unknown label at each position
-    0..5 (`ap`), the blended top-5 scores that set its position (`scores`), and the position the
+    """What a threshold decides, image by image: its mark with the unknown label at each position
+    0..5 (`marks`), the blended top-5 scores that set its position (`scores`), and the position the
     vote already gives it (`cap`, 5 without a vote)."""
 
-    ap: np.ndarray  # float64 (N, 6)
+    marks: np.ndarray  # float64 (N, 6)
     scores: np.ndarray  # float32 (N, 5), descending
     cap: np.ndarray  # int64 (N,)
 
     def rows(self, idx: np.ndarray) -> "PositionTable":
-        return PositionTable(self.ap[idx], self.scores[idx], self.cap[idx])
+        return PositionTable(self.marks[idx], self.scores[idx], self.cap[idx])
 
-    def ap_at(self, threshold: float) -> np.ndarray:
-        """Per-image AP@5 with the step at `threshold`."""
+    def marks_at(self, threshold: float) -> np.ndarray:
+        """Each image's mark with the step at `threshold`."""
         at = np.minimum(insert_positions(self.scores, threshold), self.cap)
-        return self.ap[np.arange(len(at)), np.minimum(at, POSITIONS - 1)]
+        return self.marks[np.arange(len(at)), np.minimum(at, POSITIONS - 1)]
 
     def share_at(self, threshold: float) -> float:
         """The share of images with the unknown label first at `threshold` (the vote's included)."""
@@ -163,7 +169,7 @@ class PositionTable:
 
 
 @njit(cache=True, nogil=True)
-def _sweep(scores, ap, cap, part, n_parts):
+def _sweep(scores, marks, cap, part, n_parts):
     n, width = scores.shape
     flat = scores.ravel()
     order = np.argsort(-flat, kind="mergesort")
@@ -171,7 +177,7 @@ def _sweep(scores, ap, cap, part, n_parts):
     totals = np.zeros((n * width + 1, n_parts), np.int64)
     pos = np.zeros(n, np.int64)
     for i in range(n):
-        totals[0, part[i]] += ap[i, min(cap[i], 0)]
+        totals[0, part[i]] += marks[i, min(cap[i], 0)]
     values[0] = np.inf
     g, e = 1, 0
     while e < len(order):
@@ -183,23 +189,75 @@ def _sweep(scores, ap, cap, part, n_parts):
             i = order[e] // width
             old = min(cap[i], pos[i])
             pos[i] += 1
-            totals[g, part[i]] += ap[i, min(cap[i], pos[i])] - ap[i, old]
+            totals[g, part[i]] += marks[i, min(cap[i], pos[i])] - marks[i, old]
             e += 1
         values[g] = s
         g += 1
     return values[:g], totals[:g]
 
 
+def _caps(table: PositionTable) -> np.ndarray:
+    return np.minimum(np.where(table.cap < 0, POSITIONS - 1, table.cap), POSITIONS - 1).astype(np.int64)
+
+
 def sweep(table: PositionTable, part: np.ndarray | None = None, n_parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds (G,), AP@5 sums in sixtieths (G, n_parts), int64): every distinct outcome of a
+    """(thresholds (G,), sums of marks in sixtieths (G, n_parts), int64): every distinct outcome of a
     threshold over the images, from the highest threshold (the unknown label first everywhere) down,
-    and its AP@5 sum in each part (`part`: each image's part, 0..n_parts-1)."""
+    and its sum of an additive metric's marks in each part (`part`: each image's part, 0..n_parts-1)."""
     n = len(table.cap)
     part = np.zeros(n, np.int64) if part is None else np.asarray(part, np.int64)
-    cap = np.minimum(np.where(table.cap < 0, POSITIONS - 1, table.cap), POSITIONS - 1)
-    ap = np.rint(table.ap * UNIT).astype(np.int64)
-    values, totals = _sweep(np.ascontiguousarray(table.scores, np.float32), ap, cap.astype(np.int64), part, int(n_parts))
+    marks = np.rint(table.marks * UNIT).astype(np.int64)
+    values, totals = _sweep(np.ascontiguousarray(table.scores, np.float32), marks, _caps(table), part, int(n_parts))
     return _midpoints(values), totals
+
+
+@njit(cache=True, nogil=True)
+def _sweep_buckets(scores, marks, cap, bucket, weight, n_buckets):
+    n, width = scores.shape
+    flat = scores.ravel()
+    order = np.argsort(-flat, kind="mergesort")
+    values = np.empty(n * width + 1, np.float64)
+    sums = np.zeros((n * width + 1, n_buckets), np.float64)
+    pos = np.zeros(n, np.int64)
+    for i in range(n):
+        sums[0, bucket[i]] += weight[i] * marks[i, min(cap[i], 0)]
+    values[0] = np.inf
+    g, e = 1, 0
+    while e < len(order):
+        s = flat[order[e]]
+        if s == -np.inf:
+            break
+        sums[g] = sums[g - 1]
+        while e < len(order) and flat[order[e]] == s:
+            i = order[e] // width
+            old = min(cap[i], pos[i])
+            pos[i] += 1
+            sums[g, bucket[i]] += weight[i] * (marks[i, min(cap[i], pos[i])] - marks[i, old])
+            e += 1
+        values[g] = s
+        g += 1
+    return values[:g], sums[:g]
+
+
+def scores_by_threshold(table: PositionTable, scorer: Scorer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds (G,), the metric at each (G,)): every distinct outcome of a threshold, as `sweep`;
+    the scorer's metric (MAP@5 without one), a balanced one through its weighted sums."""
+    n = len(table.cap)
+    if scorer is None or scorer.metric.additive:
+        thresholds, totals = sweep(table)
+        return thresholds, totals[:, 0] / UNIT / max(n, 1)
+    bucket, weight, n_buckets = scorer.buckets()
+    values, sums = _sweep_buckets(np.ascontiguousarray(table.scores, np.float32), np.ascontiguousarray(table.marks),
+                                  _caps(table), bucket, weight, n_buckets)
+    return _midpoints(values), scorer.metric.combine(sums)
+
+
+def _best(scores: np.ndarray, allowed: np.ndarray, scorer: Scorer | None) -> int:
+    """The state of the best score among the allowed ones; ties: the first (the highest threshold),
+    within TIE for a balanced metric's float sums."""
+    score = np.where(allowed, scores, -1.0)
+    tie = 0.0 if scorer is None or scorer.metric.additive else TIE
+    return int(np.flatnonzero(score >= score.max() - tie)[0])
 
 
 def _midpoints(values: np.ndarray) -> np.ndarray:
@@ -228,26 +286,27 @@ def _allowed(thresholds: np.ndarray, bounds: tuple[float, float] | None) -> np.n
     return gap == gap.min()
 
 
-def best_threshold(table: PositionTable, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
-    """(threshold, MAP@5): the best threshold on these images, exactly, within `bounds` if given;
-    ties: the highest."""
+def best_threshold(table: PositionTable, bounds: tuple[float, float] | None = None,
+                   scorer: Scorer | None = None) -> tuple[float, float]:
+    """(threshold, score): the best threshold on these images under the scorer's metric (MAP@5
+    without one), exactly, within `bounds` if given; ties: the highest."""
     if len(table.cap) == 0:
         return 1.0, 0.0
-    thresholds, totals = sweep(table)
-    score = np.where(_allowed(thresholds, bounds), totals[:, 0], -1)
-    g = int(np.argmax(score))
-    return float(thresholds[g]), float(totals[g, 0] / UNIT / len(table.cap))
+    thresholds, scores = scores_by_threshold(table, scorer)
+    g = _best(scores, _allowed(thresholds, bounds), scorer)
+    return float(thresholds[g]), float(scores[g])
 
 
-def best_share(table: PositionTable, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
-    """(share, MAP@5): the best threshold on these images as the share of them it puts the unknown
+def best_share(table: PositionTable, bounds: tuple[float, float] | None = None,
+               scorer: Scorer | None = None) -> tuple[float, float]:
+    """(share, score): the best threshold on these images as the share of them it puts the unknown
     label first in, within `bounds` (of the share) if given; ties: the highest threshold."""
     if len(table.cap) == 0:
         return 0.0, 0.0
-    thresholds, totals = sweep(table)
+    thresholds, scores = scores_by_threshold(table, scorer)
     shares = _shares(table, thresholds)
-    g = int(np.argmax(np.where(_allowed(shares, bounds), totals[:, 0], -1)))
-    return float(shares[g]), float(totals[g, 0] / UNIT / len(table.cap))
+    g = _best(scores, _allowed(shares, bounds), scorer)
+    return float(shares[g]), float(scores[g])
 
 
 def _shares(table: PositionTable, thresholds: np.ndarray) -> np.ndarray:
@@ -270,22 +329,40 @@ def cv_parts(truth: np.ndarray, unknown: int, n_parts: int, seed: int) -> np.nda
 
 
 def cross_validated(table: PositionTable, part: np.ndarray, n_parts: int, bounds: tuple[float, float] | None = None,
-                    by_share: bool = False) -> tuple[float, np.ndarray]:
-    """(MAP@5, per-image AP@5): for each part, the best threshold on the other parts (within
-    `bounds`) scored on this one, or with `by_share` that threshold's share of the other parts
-    applied as the same share of this one; every image is scored by a rule it did not help choose.
-    Ties: the highest threshold."""
+                    by_share: bool = False, scorer: Scorer | None = None) -> tuple[float, np.ndarray]:
+    """(score, marks): for each part, the best threshold on the other parts (within `bounds`) scored
+    on this one, or with `by_share` that threshold's share of the other parts applied as the same
+    share of this one; every image is scored by a rule it did not help choose. The scorer's metric
+    (MAP@5 without one). Ties: the highest threshold."""
+    if scorer is not None and not scorer.metric.additive:
+        return _cross_validated_balanced(table, part, n_parts, bounds, by_share, scorer)
     thresholds, totals = sweep(table, part, n_parts)
     whole = totals.sum(axis=1)
-    ap = np.empty(len(part))
+    marks = np.empty(len(part))
     for k in range(n_parts):
         here, rest = np.flatnonzero(part == k), np.flatnonzero(part != k)
         fit = whole - totals[:, k]
         if by_share:
             shares = _shares(table.rows(rest), thresholds)
             g = int(np.argmax(np.where(_allowed(shares, bounds), fit, -1)))
-            ap[here] = table.rows(here).ap_at(table.rows(here).threshold_for_share(shares[g]))
+            marks[here] = table.rows(here).marks_at(table.rows(here).threshold_for_share(shares[g]))
         else:
             g = int(np.argmax(np.where(_allowed(thresholds, bounds), fit, -1)))
-            ap[here] = table.rows(here).ap_at(thresholds[g])
-    return float(ap.mean()) if len(ap) else 0.0, ap
+            marks[here] = table.rows(here).marks_at(thresholds[g])
+    return float(marks.mean()) if len(marks) else 0.0, marks
+
+
+def _cross_validated_balanced(table: PositionTable, part: np.ndarray, n_parts: int, bounds, by_share: bool,
+                              scorer: Scorer) -> tuple[float, np.ndarray]:
+    """cross_validated for a metric that is not a mean of marks: each part's rule fitted on the other
+    parts by its own sweep (their groups' weights are theirs), the metric taken over all parts' marks."""
+    marks = np.empty(len(part))
+    for k in range(n_parts):
+        here, rest = np.flatnonzero(part == k), np.flatnonzero(part != k)
+        mine = table.rows(here)
+        if by_share:
+            share, _ = best_share(table.rows(rest), bounds, scorer.rows(rest))
+            marks[here] = mine.marks_at(mine.threshold_for_share(share))
+        else:
+            marks[here] = mine.marks_at(best_threshold(table.rows(rest), bounds, scorer.rows(rest))[0])
+    return scorer.score(marks), marks

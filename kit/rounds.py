@@ -10,7 +10,7 @@ pseudo-labels round r-1 wrote (`<output>/<name>[-pl<r-1>].pseudo.csv`, the recip
 out is left out of that fold's training (kit.train.data.read_extra), so validation stays honest.
 Every stage resumes: a trained round is reused, a fresh export skipped; `--force` starts over.
 
-The table: each round's MAP@5 on validation and on the test truth (synthetic competitions), and
+The table: each round's score (the recipe's metric) on validation and on the test truth (synthetic competitions), and
 its gain over round 0 with the paired bootstrap interval; on a synthetic competition also the share
 of each round's pseudo-labels the test truth confirms, which is what the next round's gain follows.
 """
@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from kit.errors import KitError
 from kit.export.layout import member_recipe
 from kit.export.member import export_member
-from kit.post.compare import Gain, paired_gains
+from kit.post.compare import Gain
 from kit.post.files import blend_files
+from kit.post.pipeline import Result, gain_over
 from kit.post.recipe import BlendRecipe, load_recipe, save_recipe
 from kit.train.loop import train
 
@@ -40,8 +40,8 @@ class Round:
     recipe: Path
     pseudo_labels_trained: int  # the pseudo-labels this round's members trained with (0 for round 0)
     pseudo_labels_written: int  # what it selected for the next round
-    val_ap: np.ndarray | None  # per-image AP@5 on validation
-    test_ap: np.ndarray | None  # and on the test truth, where the competition has one
+    val: Result | None  # the round's blend on validation (its marks and metric)
+    test: Result  # and on test (scored where the competition has a test truth)
     val_gain: Gain | None = None  # over round 0
     test_gain: Gain | None = None
     pseudo_right: float | None = None  # the share of what it selected that the test truth confirms (synthetic)
@@ -53,12 +53,13 @@ class Round:
         return None if self.gate is None else self.gate.get("precision")
 
     @property
-    def val_map5(self) -> float | None:
-        return None if self.val_ap is None else float(self.val_ap.mean())
+    def val_score(self) -> float | None:
+        """The recipe's metric on validation."""
+        return None if self.val is None else self.val.score
 
     @property
-    def test_map5(self) -> float | None:
-        return None if self.test_ap is None else float(self.test_ap.mean())
+    def test_score(self) -> float | None:
+        return self.test.score
 
 
 def round_recipe(recipe: BlendRecipe, r: int) -> BlendRecipe:
@@ -113,8 +114,8 @@ def pseudo_rounds(recipe_path: str | Path, rounds: int, *, force: bool = False, 
         out.append(_measured(r, path, blend_files(path, echo=quiet, diagnostics=False), trained_with))
         previous = current
     for row in out[1:]:
-        row.val_gain = _gain(out[0].val_ap, row.val_ap)
-        row.test_gain = _gain(out[0].test_ap, row.test_ap)
+        row.val_gain = gain_over(out[0].val, row.val)
+        row.test_gain = gain_over(out[0].test, row.test)
     return out
 
 
@@ -134,18 +135,12 @@ def _retrain(source: Path, target: Path, pseudo: Path, force: bool, echo, progre
 
 def _measured(r: int, path: Path, run, trained_with: int) -> Round:
     return Round(r, path, trained_with, int(run.summary.get("pseudo_count", 0)),
-                 None if run.val is None else run.val[1].ap, run.test[1].ap, pseudo_right=run.summary.get("pseudo_right"),
+                 None if run.val is None else run.val[1], run.test[1], pseudo_right=run.summary.get("pseudo_right"),
                  gate=run.summary.get("pseudo_gate"))
 
 
-def _gain(before: np.ndarray | None, after: np.ndarray | None) -> Gain | None:
-    if before is None or after is None or len(before) != len(after):
-        return None
-    return paired_gains([(after, before)])[0]  # mean(after - before)
-
-
 def format_rounds(rows: list[Round]) -> str:
-    """The rounds table: MAP@5 on validation and test truth, each gain over round 0 with its interval."""
+    """The rounds table: the recipe's metric on validation and test truth, each gain over round 0 with its interval."""
     def cell(value: float | None, gain: Gain | None) -> str:
         if value is None:
             return f"{'—':>34}"
@@ -154,13 +149,15 @@ def format_rounds(rows: list[Round]) -> str:
         noise = "" if gain.significant else "*"
         return f"{value:7.4f} {gain.value:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]{noise}"
 
-    lines = [f"{'round':<6} {'trained on':>10} {'selected':>8} {'est.':>6} {'right':>6}  {'val MAP@5, gain over round 0':<34}  "
-             f"{'test MAP@5, gain over round 0':<34}"]
+    title = next((r.test.scorer.title for r in rows if r.test.scorer is not None),
+                 next((r.val.scorer.title for r in rows if r.val is not None and r.val.scorer is not None), "MAP@5"))
+    lines = [f"{'round':<6} {'trained on':>10} {'selected':>8} {'est.':>6} {'right':>6}  "
+             f"{f'val {title}, gain over round 0':<34}  {f'test {title}, gain over round 0':<34}"]
     for row in rows:
         right = "—" if row.pseudo_right is None else f"{row.pseudo_right:.0%}"
         est = "—" if row.pseudo_estimated is None else f"{row.pseudo_estimated:.0%}"
         lines.append(f"{row.round:<6} {row.pseudo_labels_trained:>10} {row.pseudo_labels_written:>8} {est:>6} {right:>6}  "
-                     f"{cell(row.val_map5, row.val_gain)}  {cell(row.test_map5, row.test_gain)}")
+                     f"{cell(row.val_score, row.val_gain)}  {cell(row.test_score, row.test_gain)}")
     lines.append("gains: paired bootstrap 95% intervals over the same images; * within the noise; est.: the selection's "
                  "precision as validation measured it (pseudo.precision), right: as the test truth has it (synthetic)")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Blend members by a recipe: local MAP@5 per step on val, then the test submission and pseudo-labels."""
+"""Blend members by a recipe: the local score (the recipe's metric) per step on val, then the test submission and pseudo-labels."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from kit.post.files import blend_files  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = cli.parser(
-        "Run a blend recipe (blends/<name>.yaml): prints the val ablation table (MAP@5 after blend, "
+        "Run a blend recipe (blends/<name>.yaml): prints the val ablation table (the recipe's metric, MAP@5 by default, after blend, "
         "+ leak, + new_whale, + balance), writes submissions/<name>.csv, submissions/<name>.pseudo.csv and the report submissions/<name>.html.",
         "python scripts/blend.py blends/final.yaml\n"
         "  python scripts/blend.py blends/final.yaml --members   # and the member table with its claims",

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.truth:
         raise KitError("give TRUTH (a CSV with one label per image), or use --check --data DIR")
     value, n = score_files(args.submission, args.truth, strict=args.strict, name=args.metric, unknown=args.unknown)
-    what = "MAP@5" if args.metric == "map5" else args.metric
-    print(json.dumps({args.metric: value, "n": n}) if args.json else f"{what} {value:.5f} on {n} images")
+    print(json.dumps({args.metric: value, "n": n}) if args.json else f"{METRICS[args.metric].title} {value:.5f} on {n} images")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Tune a blend recipe's weights and thresholds with Optuna against local MAP@5."""
+"""Tune a blend recipe's weights and thresholds with Optuna against the local score (the recipe's metric, MAP@5 by default)."""
 from __future__ import annotations
 
 import sys

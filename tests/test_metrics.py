@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from kit.errors import KitError
-from kit.metrics import METRICS, Groups, metric
-from kit.metrics.animalclef import best_threshold
+from kit import ranking
+from kit.metrics import METRICS, Groups, Scorer, metric
 
 U = 99  # the unknown label's code in these cases
 
@@ -96,30 +96,77 @@ def test_resamples_are_the_metric_recomputed_on_each():
     top = np.where(rng.random(n) < 0.6, truth, U)[:, None]
     idx = rng.integers(0, n, (25, n))
     m = metric("animalclef")
-    got = m.resampled(top, truth, U, groups, idx)
+    got = m.resampled(m.per_image(top, truth), truth, U, groups, idx)
     assert np.allclose(got, [m.score(top[i], truth[i], U, groups.rows(i)) for i in idx])
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_the_threshold_sweep_is_the_best_of_every_threshold(seed):
-    """Brute force: the score of every distinct threshold (between each pair of scores, and beyond)."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(2, 50))
-    truth = np.where(rng.random(n) < 0.35, U, rng.integers(0, 5, n))
+def _ranking_case(rng, n):
+    """n images: truth (a third unknown), groups, a ranking of five distinct identities (the truth in it
+    for most known images), tied scores, and a vote's cap for a few."""
+    truth = np.where(rng.random(n) < 0.35, U, rng.integers(0, 8, n))
     groups = Groups(np.where(truth == U, rng.integers(0, 3, n), -1), rng.integers(0, 2, n))
-    top1 = np.where(rng.random(n) < 0.6, truth, rng.integers(0, 5, n))
-    top1 = np.where(top1 == U, rng.integers(0, 5, n), top1)  # the ranking's first identity
-    score = np.round(rng.random(n), 1)  # ties
-    m = metric("animalclef")
+    codes = np.stack([rng.permutation(8)[:5] for _ in range(n)]).astype(np.int64)
+    for i in np.flatnonzero((truth != U) & (rng.random(n) < 0.6)):
+        if truth[i] not in codes[i]:
+            codes[i, rng.integers(0, 5)] = truth[i]
+    scores = -np.sort(-np.round(rng.random((n, 5)), 1), axis=1).astype(np.float32)
+    cap = np.where(rng.random(n) < 0.2, rng.integers(0, 6, n), 5).astype(np.int64)
+    return truth, groups, codes, scores, cap
+
+
+@pytest.mark.parametrize("name", ["map5", "top1", "animalclef"])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_fitted_unknown_decision_is_the_best_of_every_threshold(name, seed):
+    """Brute force, for each metric: the score of every distinct threshold (between each pair of
+    scores, and beyond), the unknown label inserted and the metric recomputed from scratch."""
+    rng = np.random.default_rng([seed, len(name)])
+    n = int(rng.integers(2, 40))
+    truth, groups, codes, scores, cap = _ranking_case(rng, n)
+    m = metric(name)
+    scorer = Scorer(m, truth, U, groups)
+    table = ranking.position_table(codes, scores, truth, U, cap=cap, per_image=m.per_image)
 
     def at(t):
-        return m.score(np.where(score < t, U, top1)[:, None], truth, U, groups)
+        where = np.minimum(ranking.insert_positions(scores, t), cap)
+        top = ranking.assemble(codes, np.empty((n, 0), np.int64), where, np.zeros(n, np.bool_), U)
+        return m.score(top[:, :m.k], truth, U, groups)
 
-    edges = np.unique(score)
-    candidates = np.concatenate([[edges[0] - 1], (edges[:-1] + edges[1:]) / 2, [edges[-1] + 1]])
-    best = max(at(t) for t in candidates)
-    t, value = best_threshold(score, top1, truth, U, groups)
+    edges = np.unique(scores)
+    best = max(at(t) for t in np.concatenate([[edges[0] - 1], (edges[:-1] + edges[1:]) / 2, [edges[-1] + 1]]))
+    t, value = ranking.best_threshold(table, None, scorer)
     assert value == pytest.approx(best) and at(t) == pytest.approx(best)
+    assert ranking.best_share(table, None, scorer)[1] == pytest.approx(best)
+    assert scorer.score(table.marks_at(t)) == pytest.approx(best)
+
+
+def test_a_balanced_metric_is_cross_validated_part_by_part():
+    """AnimalCLEF's cross-validated rule: each part's marks are those of the threshold fitted on the
+    other parts alone (their own groups), the score the metric over every part's marks."""
+    rng = np.random.default_rng(5)
+    truth, groups, codes, scores, cap = _ranking_case(rng, 60)
+    scorer = Scorer(metric("animalclef"), truth, U, groups)
+    table = ranking.position_table(codes, scores, truth, U, cap=cap, per_image=scorer.metric.per_image)
+    part = ranking.cv_parts(truth, U, 3, 0)
+    value, marks = ranking.cross_validated(table, part, 3, scorer=scorer)
+    for k in range(3):
+        rest, here = part != k, part == k
+        t = ranking.best_threshold(table.rows(np.flatnonzero(rest)), None, scorer.rows(np.flatnonzero(rest)))[0]
+        np.testing.assert_array_equal(marks[here], table.rows(np.flatnonzero(here)).marks_at(t))
+    assert value == pytest.approx(scorer.score(marks))
+
+
+def test_balanced_paired_gains_recompute_the_metric_on_each_resample():
+    """A balanced metric's paired interval: the same resamples for both, the metric recomputed."""
+    from kit.post.compare import paired_gain, resamples_of
+    rng = np.random.default_rng(2)
+    truth, groups, codes, scores, cap = _ranking_case(rng, 80)
+    scorer = Scorer(metric("animalclef"), truth, U, groups)
+    a, b = (rng.random(80) < 0.7).astype(float), (rng.random(80) < 0.5).astype(float)
+    gain = paired_gain(a, b, scorer, resamples=300, seed=4)
+    assert gain.value == pytest.approx(scorer.score(a) - scorer.score(b))
+    diffs = np.concatenate([[scorer.rows(i).score(a[i]) - scorer.rows(i).score(b[i]) for i in idx]
+                            for _, idx in resamples_of(80, 300, 4)])
+    assert gain.low == pytest.approx(np.percentile(diffs, 2.5)) and gain.high == pytest.approx(np.percentile(diffs, 97.5))
 
 
 def test_score_py_scores_by_any_metric(tmp_path):

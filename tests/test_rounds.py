@@ -45,13 +45,13 @@ def test_two_rounds_each_trained_on_the_last_rounds_pseudo_labels(blend):
     assert second["name"] == "final-pl2" and [m["model"] for m in second["members"]] == ["models/m-pl2"] * 2
     assert Path("submissions/final-pl2.csv").is_file() and Path("models/m-pl2/preds/logit/val").is_dir()
     assert all(r.val_gain is not None for r in rows[1:])  # the validation images: the same every round
-    assert rows[0].test_ap is not None and all(r.test_gain is not None for r in rows[1:])  # the test truth
+    assert rows[0].test.marks is not None and all(r.test_gain is not None for r in rows[1:])  # the test truth
     assert all(0 <= r.pseudo_right <= 1 for r in rows)  # synthetic tiny has its test truth
     table = format_rounds(rows).splitlines()
     assert len(table) == 5 and table[1].startswith("0 ") and table[3].startswith("2 ")
     # again: every round is reused (trained, exported), the numbers the same
     again = pseudo_rounds(blend, 2, echo=said.append)
-    assert [r.val_map5 for r in again] == [r.val_map5 for r in rows]
+    assert [r.val_score for r in again] == [r.val_score for r in rows]
     assert any("(resumed)" in line for line in said)
     assert sum("models/m-pl1: training" in line for line in said) == 2  # once a run, though the blend has two views
 
@@ -84,9 +84,16 @@ def test_rounds_need_pseudo_labels(tmp_path):
 def test_a_gain_is_after_minus_before():
     import numpy as np
 
-    from kit.rounds import _gain
+    from kit.metrics import Scorer, metric
+    from kit.post.pipeline import Result, gain_over
 
-    assert _gain(np.zeros(50), np.ones(50)).value == 1.0
+    def result(marks, n=50):
+        return Result([], [], 0, np.zeros((n, 5), np.int64), np.zeros((n, 1), np.int64), np.zeros((n, 1), np.float32),
+                      np.empty((n, 0), np.int64), np.zeros(n, bool), None, marks=marks,
+                      scorer=Scorer(metric("map5"), np.zeros(n, np.int64), 0))
+
+    assert gain_over(result(np.zeros(50)), result(np.ones(50))).value == 1.0
+    assert gain_over(result(np.zeros(50)), result(None)) is None
 
 
 def test_a_round_that_cannot_reach_its_precision_is_not_run(blend):

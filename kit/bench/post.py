@@ -141,7 +141,7 @@ def bench_post() -> Table:
         t_run_test = timed(lambda: run(r, inputs_test), repeat=5)
         inputs_val = prepare(r, "val", leak_search_distance=8)
         t_run_val = timed(lambda: run(r, inputs_val), repeat=30, warmup=3)
-        val_map = run(r, inputs_val).map5_by_step
+        val_map = run(r, inputs_val).score_by_step
         inputs_test = None  # freed before the validation runs
 
         threshold = float(run(r, inputs_val).threshold)

@@ -1,13 +1,17 @@
 """The competition's metric, a plug-in: one file each in this package, registered on import
-(`METRICS`, like the blend's steps and calibrations).
+(`METRICS`, like the blend's steps and calibrations). A blend recipe names its own (`metric:`,
+default `map5`); blend, tune, the member table, gains.py and the report score by it.
 
 Every metric scores label codes: `top` (N, k) predictions per image, best first (-1: an empty
-slot), against `truth` (N,), the unknown label a code like any other (`unknown`). A metric is
-*additive* when its score is the mean of a per-image value (`per_image`: MAP@5's AP@5, top-1's
-hit); then paired bootstrap intervals resample those values, and the exact unknown-label search
-(kit.ranking.position_table, `sweep`) works on them. A balanced metric (AnimalCLEF's) is not: its
-intervals resample images and recompute it (`resampled`), and its unknown-label search is its own
-exact sweep.
+slot), against `truth` (N,), the unknown label a code like any other (`unknown`), in two steps:
+each image's *mark* (`per_image`: MAP@5's AP@5; top-1's and AnimalCLEF's hit, the first label
+right), then the marks' `aggregate`, the score. An *additive* metric's aggregate is the marks'
+mean (MAP@5, top-1): its paired bootstrap intervals resample the marks' differences and its exact
+unknown-label search sums marks (kit.ranking.sweep). A balanced metric (AnimalCLEF's) weighs each
+image by its group: its aggregate is a function of a few weighted sums of the marks (`buckets`,
+`combine`), which the exact search sweeps just as well, and its intervals resample images and
+recompute it (`resampled`). `Scorer` binds a metric to a set of images (truth, unknown label,
+groups): what the pipeline carries.
 
 - `map5`: Kaggle's MAP@5 (2018, 2019, Happywhale 2022), five labels per image.
 - `top1`: the share of images whose first label is right (the unknown label included).
@@ -53,30 +57,90 @@ class Groups:
 
 
 class Metric:
-    """A competition's metric: subclass, set the class attributes, define `per_image` (additive)
-    or `score` and `resampled`, register."""
+    """A competition's metric: subclass, set the class attributes, define `per_image` (and for a
+    metric that is not the marks' mean: `aggregate`, `resampled`, `buckets`, `combine`), register."""
 
     name: ClassVar[str]
+    title: ClassVar[str]  # what tables and messages call it: "MAP@5"
     help: ClassVar[str]  # one line for the docs table
     k: ClassVar[int]  # the labels per image a submission gives: 5 (a ranked list) or 1
-    additive: ClassVar[bool] = True  # the score is the mean of `per_image`
+    additive: ClassVar[bool] = True  # the score is the mean of the marks
+    # an image's mark when its right label sits at rank 0, 1, ... (where P(new) puts the unknown
+    # label: kit/post/new_whale_model.py maximises the expected mark)
+    credit: ClassVar[tuple[float, ...]]
 
     @staticmethod
     def per_image(top: np.ndarray, truth: np.ndarray) -> np.ndarray:
-        """float64 (N,): each image's value, a multiple of 1/60 (the exact search sums them as integers)."""
+        """float64 (N,): each image's mark, a multiple of 1/60 (the exact search sums them as integers)."""
         raise NotImplementedError
+
+    @classmethod
+    def aggregate(cls, marks: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None = None) -> float:
+        """The metric of N images from their marks."""
+        marks = np.asarray(marks, np.float64)
+        return float(marks.mean()) if len(marks) else 0.0
 
     @classmethod
     def score(cls, top: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None = None) -> float:
         """The metric over the N images."""
         truth = np.asarray(truth)
-        return float(cls.per_image(np.asarray(top), truth).mean()) if len(truth) else 0.0
+        return cls.aggregate(cls.per_image(np.asarray(top), truth), truth, unknown, groups)
 
     @classmethod
-    def resampled(cls, top: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None,
+    def resampled(cls, marks: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None,
                   idx: np.ndarray) -> np.ndarray:
         """(R,) the metric on R bootstrap resamples of the images, `idx` (R, N) their indices."""
-        return cls.per_image(np.asarray(top), np.asarray(truth))[idx].mean(axis=1)
+        return np.asarray(marks, np.float64)[idx].mean(axis=1)
+
+    @classmethod
+    def buckets(cls, truth: np.ndarray, unknown: int, groups: Groups | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """(bucket (N,), weight (N,), B): the score is `combine` of the B sums of weight * mark by bucket."""
+        n = len(truth)
+        return np.zeros(n, np.int64), np.full(n, 1.0 / max(n, 1)), 1
+
+    @staticmethod
+    def combine(sums: np.ndarray) -> np.ndarray:
+        """The score of each row of bucket sums (..., B)."""
+        return sums[..., 0]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A metric bound to a set of images: their truth codes, the unknown label's code, their groups."""
+
+    metric: type[Metric]
+    truth: np.ndarray
+    unknown: int
+    groups: Groups | None = None
+
+    def __len__(self) -> int:
+        return len(self.truth)
+
+    @property
+    def name(self) -> str:
+        return self.metric.name
+
+    @property
+    def title(self) -> str:
+        return self.metric.title
+
+    def marks(self, top: np.ndarray) -> np.ndarray:
+        """Each image's mark for the predictions `top` (N, k)."""
+        return self.metric.per_image(top, self.truth)
+
+    def score(self, marks: np.ndarray) -> float:
+        """The metric of these images from their marks."""
+        return self.metric.aggregate(marks, self.truth, self.unknown, self.groups)
+
+    def rows(self, idx: np.ndarray) -> "Scorer":
+        idx = np.asarray(idx)
+        return Scorer(self.metric, self.truth[idx], self.unknown, None if self.groups is None else self.groups.rows(idx))
+
+    def resampled(self, marks: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return self.metric.resampled(marks, self.truth, self.unknown, self.groups, idx)
+
+    def buckets(self) -> tuple[np.ndarray, np.ndarray, int]:
+        return self.metric.buckets(self.truth, self.unknown, self.groups)
 
 
 def metric(name: str, where: str = "metric") -> type[Metric]:
@@ -95,7 +159,7 @@ def score_files(submission: str | Path, truth: str | Path, strict: bool = False,
     `strict` refuses them, in one line. `unknown`: the unknown label (a balanced metric needs it;
     default: new_whale or new_individual, whichever the truth, else the submission, holds). `score.py --check --data DIR`
     checks a submission fully."""
-    scorer = metric(name, "--metric")
+    chosen = metric(name, "--metric")
     sub = read_labelled(submission, "submission")
     tru = read_labelled(truth, "truth")
     multi = tru[tru["labels"].map(len) != 1]
@@ -119,10 +183,10 @@ def score_files(submission: str | Path, truth: str | Path, strict: bool = False,
     missing = [im for im in tru["image"] if im not in by_image]
     if missing:
         problems.append(f"{len(missing)} image(s) of {truth} missing (scored 0), e.g. {missing[0]!r}")
-    long = int((sub["labels"].map(len) > scorer.k).sum())
+    long = int((sub["labels"].map(len) > chosen.k).sum())
     if long:
-        labels = f"{scorer.k} label" + ("s" if scorer.k > 1 else "")
-        problems.append(f"{long} row(s) have more than {labels}; only the first {scorer.k} count ({scorer.name})")
+        labels = f"{chosen.k} label" + ("s" if chosen.k > 1 else "")
+        problems.append(f"{long} row(s) have more than {labels}; only the first {chosen.k} count ({chosen.name})")
     if strict and problems:
         raise KitError(f"{submission}: " + "; ".join(problems) + " (--strict)")
     for problem in problems:
@@ -133,9 +197,9 @@ def score_files(submission: str | Path, truth: str | Path, strict: bool = False,
         unknown = next((u for u in UNKNOWN_LABELS if u in used), UNKNOWN_LABELS[0])
     truth_labels, groups = _solution_groups(truth, truth_labels, unknown)
     vocab = {lab: i for i, lab in enumerate(sorted(set(truth_labels) | {unknown}))}
-    top = encode([by_image.get(im, []) for im in tru["image"]], vocab, width=scorer.k)
+    top = encode([by_image.get(im, []) for im in tru["image"]], vocab, width=chosen.k)
     codes = np.array([vocab[l] for l in truth_labels], dtype=np.int64)
-    return scorer.score(top, codes, vocab[unknown], groups), len(codes)
+    return chosen.score(top, codes, vocab[unknown], groups), len(codes)
 
 
 def _solution_groups(truth: str | Path, labels: list[str], unknown: str) -> tuple[list[str], Groups | None]:

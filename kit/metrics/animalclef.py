@@ -12,8 +12,11 @@ Kaggle scorer `score`), for one label per image, an identity or the unknown labe
   the scorer turns the NaN into 0), and the score is the mean over the datasets.
 
 Labelling every image unknown gives BAKS 0 and scores 0 (an arithmetic mean would give 0.5).
-Not additive: its bootstrap intervals resample images and recompute it; its unknown-label
-threshold is found by an exact sweep (`best_threshold`).
+An image's mark is whether its label is right (its identity, or the unknown label for a new
+animal): the score weighs each mark by 1 / (its group's images x its dataset's groups) into its
+dataset's BAKS or BAUS sum (`buckets`), then takes the geometric means (`combine`): so the exact
+unknown-label search sweeps it like an additive metric (kit.ranking). Not additive: its bootstrap
+intervals resample images and recompute it (a resample changes the groups' sizes).
 """
 from __future__ import annotations
 
@@ -25,60 +28,83 @@ from kit.metrics import METRICS, Groups, Metric
 @METRICS.register
 class AnimalCLEF(Metric):
     name = "animalclef"
+    title = "AnimalCLEF"
     help = ("AnimalCLEF 2025: per dataset sqrt(BAKS x BAUS), balanced accuracies on known identities and on "
             "unknown individuals, averaged over datasets; one label per image")
     k = 1
     additive = False
+    credit = (1.0, 0.0, 0.0, 0.0, 0.0)
+
+    @staticmethod
+    def per_image(top: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        top = np.asarray(top)
+        first = top[:, 0] if top.shape[1] else np.full(len(top), -1, np.int64)
+        return (first == np.asarray(truth)).astype(np.float64)
 
     @classmethod
-    def score(cls, top: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None = None) -> float:
+    def aggregate(cls, marks: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None = None) -> float:
         truth = np.asarray(truth)
         if not len(truth):
             return 0.0
-        return float(cls.resampled(top, truth, unknown, groups, np.arange(len(truth))[None, :])[0])
+        return float(cls.resampled(marks, truth, unknown, groups, np.arange(len(truth))[None, :])[0])
 
     @classmethod
-    def resampled(cls, top: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None,
+    def resampled(cls, marks: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None,
                   idx: np.ndarray) -> np.ndarray:
-        parts = _Parts.of(_first(top), np.asarray(truth), unknown, groups)
-        return parts.scores(idx)
+        return _Parts.of(np.asarray(truth), unknown, groups).scores(np.asarray(marks, np.float64), idx)
 
+    @classmethod
+    def buckets(cls, truth: np.ndarray, unknown: int, groups: Groups | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """Bucket 2d: dataset d's BAKS sum, 2d + 1: its BAUS sum."""
+        parts = _Parts.of(np.asarray(truth), unknown, groups)
+        n, d = len(truth), parts.n_datasets
+        bucket, weight = np.zeros(n, np.int64), np.zeros(n)
+        for side, (group, n_groups, group_dataset) in enumerate(
+                ((parts.known_group, parts.n_known, parts.group_dataset_k),
+                 (parts.unknown_group, parts.n_unknown, parts.group_dataset_u))):
+            rows = group >= 0
+            size = np.bincount(group[rows], minlength=n_groups).astype(np.float64)
+            per_dataset = np.bincount(group_dataset, minlength=d).astype(np.float64)
+            g = group[rows]
+            bucket[rows] = 2 * group_dataset[g] + side
+            weight[rows] = 1.0 / (size[g] * per_dataset[group_dataset[g]])
+        return bucket, weight, 2 * d
 
-def _first(top: np.ndarray) -> np.ndarray:
-    top = np.asarray(top)
-    return top[:, 0] if top.shape[1] else np.full(len(top), -1, np.int64)
+    @staticmethod
+    def combine(sums: np.ndarray) -> np.ndarray:
+        """Every dataset of the images is present: the mean of sqrt(BAKS x BAUS) over them (a side
+        without images sums to 0, the scorer's NaN -> 0)."""
+        return np.sqrt(np.maximum(sums[..., 0::2] * sums[..., 1::2], 0.0)).mean(axis=-1)
 
 
 class _Parts:
     """The images' groups: each known image's (dataset, identity), each unknown image's
-    (dataset, individual), and whether its label is right."""
+    (dataset, individual)."""
 
-    def __init__(self, known_group, n_known, unknown_group, n_unknown, right, group_dataset_k, group_dataset_u,
+    def __init__(self, known_group, n_known, unknown_group, n_unknown, group_dataset_k, group_dataset_u,
                  dataset, n_datasets):
         self.known_group, self.n_known = known_group, n_known
         self.unknown_group, self.n_unknown = unknown_group, n_unknown
-        self.right = right
         self.group_dataset_k, self.group_dataset_u = group_dataset_k, group_dataset_u
         self.dataset, self.n_datasets = dataset, n_datasets
 
     @classmethod
-    def of(cls, pred: np.ndarray, truth: np.ndarray, unknown: int, groups: Groups | None) -> "_Parts":
+    def of(cls, truth: np.ndarray, unknown: int, groups: Groups | None) -> "_Parts":
         n = len(truth)
         dataset = np.zeros(n, np.int64) if groups is None or groups.dataset is None else np.asarray(groups.dataset)
         individual = np.full(n, -1, np.int64) if groups is None or groups.individual is None else np.asarray(groups.individual)
-        dataset = np.unique(dataset, return_inverse=True)[1].astype(np.int64)
+        dataset = np.unique(dataset, return_inverse=True)[1].astype(np.int64).ravel()
         is_new = truth == unknown
-        right = np.where(is_new, pred == unknown, pred == truth).astype(np.float64)
         known_group, gd_k = _factorise(dataset, truth, ~is_new)
         unknown_group, gd_u = _factorise(dataset, individual, is_new)
-        return cls(known_group, len(gd_k), unknown_group, len(gd_u), right, gd_k, gd_u, dataset,
+        return cls(known_group, len(gd_k), unknown_group, len(gd_u), gd_k, gd_u, dataset,
                    int(dataset.max()) + 1 if n else 0)
 
-    def scores(self, idx: np.ndarray) -> np.ndarray:
-        """(R,) the score on each resample (`idx`: (R, N) image indices)."""
-        baks = _per_dataset(_group_means(idx, self.known_group, self.n_known, self.right), self.group_dataset_k,
+    def scores(self, right: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """(R,) the score on each resample (`idx`: (R, N) image indices), `right` each image's mark."""
+        baks = _per_dataset(_group_means(idx, self.known_group, self.n_known, right), self.group_dataset_k,
                             self.n_datasets)
-        baus = _per_dataset(_group_means(idx, self.unknown_group, self.n_unknown, self.right), self.group_dataset_u,
+        baus = _per_dataset(_group_means(idx, self.unknown_group, self.n_unknown, right), self.group_dataset_u,
                             self.n_datasets)
         present = _group_means(idx, self.dataset, self.n_datasets, np.ones(len(self.dataset))) > 0  # NaN > 0: False
         normalised = np.sqrt(baks * baus)
@@ -119,54 +145,3 @@ def _per_dataset(means: np.ndarray, group_dataset: np.ndarray, n_datasets: int) 
     total, count = np.where(present, means, 0.0) @ onehot, present.astype(np.float64) @ onehot
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
-
-def best_threshold(top1_scores: np.ndarray, top1_codes: np.ndarray, truth: np.ndarray, unknown: int,
-                   groups: Groups | None = None) -> tuple[float, float]:
-    """(threshold, score): the unknown label first on every image whose top-1 score is below the
-    threshold, the threshold that maximises the score, found exactly by one sweep over the images
-    sorted by score (each step moves one image to the unknown label: one group's count changes).
-    Of equal scores, the highest threshold's interval is kept, its midpoint returned."""
-    scores = np.asarray(top1_scores, np.float64)
-    parts = _Parts.of(np.asarray(top1_codes), np.asarray(truth), unknown, groups)
-    n = len(scores)
-    if n == 0:
-        return 0.0, 0.0
-    is_new = np.asarray(truth) == unknown
-    hits_k = np.bincount(parts.known_group[~is_new], weights=parts.right[~is_new], minlength=parts.n_known)
-    size_k = np.bincount(parts.known_group[~is_new], minlength=parts.n_known).astype(np.float64)
-    hits_u = np.bincount(parts.unknown_group[is_new], weights=parts.right[is_new], minlength=parts.n_unknown)
-    size_u = np.bincount(parts.unknown_group[is_new], minlength=parts.n_unknown).astype(np.float64)
-    d = parts.n_datasets
-    groups_k = np.bincount(parts.group_dataset_k, minlength=d).astype(np.float64)
-    groups_u = np.bincount(parts.group_dataset_u, minlength=d).astype(np.float64)
-    sum_k = np.bincount(parts.group_dataset_k, weights=hits_k / np.maximum(size_k, 1), minlength=d)
-    sum_u = np.bincount(parts.group_dataset_u, weights=hits_u / np.maximum(size_u, 1), minlength=d)
-
-    def total() -> float:
-        baks = np.divide(sum_k, groups_k, out=np.zeros(d), where=groups_k > 0)
-        baus = np.divide(sum_u, groups_u, out=np.zeros(d), where=groups_u > 0)
-        return float(np.sqrt(np.maximum(baks * baus, 0.0)).mean())  # a float sum may end a hair below 0
-
-    order = np.argsort(scores, kind="mergesort")
-    best, best_at = total(), -np.inf  # threshold at or below every score: no image moves
-    i = 0
-    while i < n:
-        s = scores[order[i]]
-        while i < n and scores[order[i]] == s:  # every image of this score moves to the unknown label
-            j = order[i]
-            now = 1.0 if is_new[j] else 0.0
-            if now != parts.right[j]:
-                if is_new[j]:
-                    g = parts.unknown_group[j]
-                    sum_u[parts.group_dataset_u[g]] += (now - parts.right[j]) / size_u[g]
-                else:
-                    g = parts.known_group[j]
-                    sum_k[parts.group_dataset_k[g]] += (now - parts.right[j]) / size_k[g]
-            i += 1
-        value = total()
-        if value >= best - 1e-12:  # of equal scores, the highest threshold (as kit.ranking.best_threshold)
-            best, best_at = max(value, best), s
-    if best_at == -np.inf:
-        return float(scores.min()), best  # at the lowest score: no image below it
-    above = scores[scores > best_at]
-    return float((best_at + above.min()) / 2 if len(above) else best_at + 1.0), best

@@ -12,8 +12,10 @@ from kit.metrics import METRICS, Metric
 @METRICS.register
 class MAP5(Metric):
     name = "map5"
+    title = "MAP@5"
     help = "Kaggle's MAP@5: 1/rank of the first right label among five, averaged over images"
     k = 5
+    credit = (1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5)
 
     @staticmethod
     def per_image(top: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -11,8 +11,10 @@ from kit.metrics import METRICS, Metric
 @METRICS.register
 class Top1(Metric):
     name = "top1"
+    title = "top-1"
     help = "the share of images whose first label is right, the unknown label included"
     k = 1
+    credit = (1.0, 0.0, 0.0, 0.0, 0.0)
 
     @staticmethod
     def per_image(top: np.ndarray, truth: np.ndarray) -> np.ndarray:

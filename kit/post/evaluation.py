@@ -40,12 +40,14 @@ def pseudo_confidence(recipe: BlendRecipe, inputs: Inputs, codes: np.ndarray) ->
 
 
 def _summary(result: Result, inputs: Inputs) -> dict:
+    """The numbers of one split; its scores keyed by the metric's name (`map5`, `map5_by_step`), as score.py's."""
     out = {"images": len(inputs.images), "new_whale_share": result.new_whale_share,
            "threshold": result.threshold, "leaked": result.n_leaked, "swapped": result.n_swapped}
-    if result.map5_by_step:
-        out["map5_by_step"] = dict(result.map5_by_step)
+    if result.score_by_step:
+        name = result.scorer.name
+        out[f"{name}_by_step"] = dict(result.score_by_step)
         out["gain_by_step"] = {step: gain.to_dict() for step, _, gain in result.step_gains() if gain is not None}
-        out["map5"] = result.map5
+        out[name] = result.score
     return out
 
 
@@ -73,14 +75,14 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> 
 
 @dataclass
 class MemberAlone:
-    """One member blended alone on validation, without and with the recipe's steps."""
+    """One member blended alone on validation, without and with the recipe's steps, under its metric."""
 
     name: str
     kind: str
     weight: float
-    map5_bare: float
-    map5_with_steps: float
-    ap_bare: np.ndarray  # per-image AP@5 without steps
+    score_bare: float
+    score_with_steps: float
+    marks_bare: np.ndarray  # each image's mark without steps
     reliability: Reliability | None = None  # when its calibration gives probabilities
 
 
@@ -90,8 +92,8 @@ class Diagnostics:
 
     members: list[MemberAlone]
     blend_bare: float  # the blend without steps
-    ap_correlation: np.ndarray | None  # the members' per-image AP@5 correlation (blend alone), two or more members
-    # MAP@5 and the new_whale-first share at each threshold, everything else as the recipe has it
+    marks_correlation: np.ndarray | None  # the members' per-image marks' correlation (blend alone), two or more members
+    # the metric and the new_whale-first share at each threshold, everything else as the recipe has it
     threshold_curve: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     # a P(new) model's cross-fitted P(new) against how often the animal is new (new_whale: fit: probability)
     new_whale_reliability: Reliability | None = None
@@ -114,12 +116,12 @@ def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics
             probs = blend_matrix(recipe.only_member(i), inputs)
             top1 = probs.argmax(axis=1)
             curve = reliability(probs[np.arange(len(top1)), top1], top1 == inputs.truth)
-        members.append(MemberAlone(m.name, mi.kind, m.weight, alone_bare.map5,
-                                   run(recipe.only_member(i), inputs).map5, alone_bare.ap, curve))
+        members.append(MemberAlone(m.name, mi.kind, m.weight, alone_bare.score,
+                                   run(recipe.only_member(i), inputs).score, alone_bare.marks, curve))
     correlation = None
     if len(members) > 1:
         with np.errstate(invalid="ignore", divide="ignore"):
-            correlation = np.nan_to_num(np.corrcoef(np.vstack([a.ap_bare for a in members])), nan=0.0)
+            correlation = np.nan_to_num(np.corrcoef(np.vstack([a.marks_bare for a in members])), nan=0.0)
     curve = None
     if recipe.steps.active("new_whale"):
         table = position_table(recipe, inputs)
@@ -130,16 +132,17 @@ def diagnose(recipe: BlendRecipe, inputs: Inputs, result: Result) -> Diagnostics
         grouped_first = result.fixed & (result.new_whale_at == 0)  # new_whale_groups placed these, whatever t
         for t in grid:
             first = np.where(result.fixed, grouped_first, np.minimum(ranking.insert_positions(table.scores, t), table.cap) == 0)
-            maps.append(table.ap_at(t).mean())
+            maps.append(inputs.scorer.score(table.marks_at(t)))
             shares.append(np.where(pinned >= 0, pinned == inputs.unknown_code, first).mean())
         curve = (grid, np.array(maps), np.array(shares))
-    out = Diagnostics(members, run(bare, inputs).map5, correlation, curve)
+    out = Diagnostics(members, run(bare, inputs).score, correlation, curve)
     step = recipe.steps.active("new_whale")
     if step is not None and step.model is not None and inputs.truth is not None:
         d = new_whale_data(recipe, inputs)
         n_parts = max(1, min(recipe.tune.parts, len(inputs.truth)))
         part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
-        q = new_whale_model.cross_fit(d.x, d.is_new, d.bare.top_scores, d.truth_column, part, n_parts)[1]
+        q = new_whale_model.cross_fit(d.x, d.is_new, d.bare.top_scores, d.truth_column, part, n_parts,
+                                      inputs.metric.credit)[1]
         out.new_whale_reliability = reliability(q, d.is_new)
     if recipe.pseudo.enabled and recipe.pseudo.precision is not None and inputs.truth is not None:
         confidence, eligible, correct = pseudo_evidence(recipe, inputs, result)
@@ -191,14 +194,15 @@ def evaluate(recipe: BlendRecipe | str | Path, diagnostics: bool = True) -> Blen
     out = BlendRun(recipe, weights, (test_inputs, run(recipe, test_inputs)), val, skip,
                    diagnostics=None if val is None or not diagnostics else diagnose(recipe, *val), bars=bars,
                    warnings=bars.lines() if bars is not None else [])
-    out.summary = {"recipe": recipe.source, "name": recipe.name}
+    out.summary = {"recipe": recipe.source, "name": recipe.name, "metric": recipe.metric}
     if weights is not None:
         out.summary["weights"] = {"basis": weights.basis, **{n: float(w) for n, w in zip(weights.names, weights.weights)}}
     if val is not None:
         out.summary["val"] = _summary(val[1], val[0])
         if fitted is not None:
             value = recipe.steps.new_whale.model if fitted.endswith("model") else recipe.tunable_params()[fitted]
-            out.summary["val"]["fitted"] = {"key": fitted, "value": value, "cross_validated_map5": float(bars.blend.mean())}
+            out.summary["val"]["fitted"] = {"key": fitted, "value": value,
+                                            f"cross_validated_{bars.scorer.name}": bars.score}
         if bars is not None:
             out.summary["val"]["bars"] = bars.to_dict()
     out.summary["test"] = _summary(out.test[1], test_inputs)

@@ -25,16 +25,16 @@ COSTS_ON_TEST = "  costs here (the test truth: measured, not for deciding; valid
 
 
 def format_ablation(result: Result, title: str, on_test: bool = False) -> str:
-    """The ablation table: MAP@5 after each step, its gain and the gain's paired bootstrap 95% interval;
-    `on_test`: scored on the test truth (a step that costs there is said so, not advised against)."""
+    """The ablation table: the recipe's metric after each step, its gain and the gain's paired bootstrap
+    95% interval; `on_test`: scored on the test truth (a step that costs there is said so, not advised against)."""
     costs = COSTS_ON_TEST if on_test else COSTS
-    lines = [title, f"  {'step':<12} {'MAP@5':>7} {'gain':>8}  {'95% interval':<18}"]
+    lines = [title, f"  {'step':<12} {result.scorer.title:>10} {'gain':>8}  {'95% interval':<18}"]
     for step, value, gain in result.step_gains():
         if gain is None:
-            lines.append(f"  {step:<12} {value:7.4f}")
+            lines.append(f"  {step:<12} {value:10.4f}")
         else:
             note = "  (within the noise)" if not gain.significant else costs if gain.high < 0 else ""
-            lines.append(f"  {step:<12} {value:7.4f} {gain.value:+8.4f}  [{gain.low:+.4f}, {gain.high:+.4f}]{note}")
+            lines.append(f"  {step:<12} {value:10.4f} {gain.value:+8.4f}  [{gain.low:+.4f}, {gain.high:+.4f}]{note}")
     extra = [f"new_whale first in {result.new_whale_share:.1%} of images, at ranks 2-5 in "
              f"{result.new_whale_later_share:.1%}"]
     if result.threshold is not None:
@@ -91,7 +91,7 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
 
     inputs, result = blend_run.test
     comp = inputs.competition
-    if result.map5_by_step:
+    if result.score_by_step:
         echo(format_ablation(result, f"test: {len(inputs.images)} images, scored against {comp.root / 'test_truth.csv'}",
                              on_test=True))
     note = _conflict_note(inputs, recipe)  # train duplicates with different labels: told once, from test's reference (all train)
@@ -102,7 +102,7 @@ def blend_files(recipe_path: str | Path, echo: Callable[[str], None] = print, ou
 
     rows, threshold = _pseudo_labels(blend_run, echo)
 
-    submission = comp.submission_frame(inputs.images, result.labels)
+    submission = comp.submission_frame(inputs.images, [labels[:inputs.metric.k] for labels in result.labels])
     write_csv(recipe.submission_path, submission, out, note=f"wrote {recipe.submission_path} ({len(submission)} images)")
     problems = check_submission(out.staged(recipe.submission_path), comp)
     if problems:
@@ -132,18 +132,19 @@ def _echo_validation(blend_run: BlendRun, echo: Callable[[str], None]) -> None:
     where = "out-of-fold, every fold" if recipe.fold == ALL_FOLDS else f"fold {recipe.fold}"
     echo(format_ablation(result, f"val: {where}, {len(inputs.images)} images, {len(recipe.members)} member(s)"))
     fitted = summary["val"].get("fitted")
+    title, key = inputs.metric.title, f"cross_validated_{inputs.metric.name}"
     if fitted is not None:
         if fitted["key"].endswith("model"):
             m = fitted["value"]
             echo(f"  new_whale by P(new), fitted on these {len(inputs.images)} images: logit = {m['bias']:+.3g}"
                  + "".join(f" {m[f]:+.3g} {f}" for f in new_whale_model.FEATURES)
                  + f"; P(identity) logit = {m['id_bias']:+.3g}" + "".join(f" {m[f]:+.3g} {f[3:]}" for f in new_whale_model.ID_FEATURES)
-                 + f"; cross-fitted MAP@5 {fitted['cross_validated_map5']:.4f} (each part placed by a model "
+                 + f"; cross-fitted {title} {fitted[key]:.4f} (each part placed by a model "
                  f"fitted on the others: what to expect on new images)")
         else:
             what = "threshold" if fitted["key"].endswith("threshold") else "share"
             echo(f"  new_whale {what} {fitted['value']:.4g} fitted on these {len(inputs.images)} images; "
-                 f"cross-validated MAP@5 {fitted['cross_validated_map5']:.4f} (each part scored by the {what} "
+                 f"cross-validated {title} {fitted[key]:.4f} (each part scored by the {what} "
                  f"fitted on the others: what to expect on new images)")
     for line in blend_run.warnings:
         echo(line)

@@ -2,7 +2,7 @@
 values written in, out: the data's defaults (`with_data_defaults`: new_whale's unknown share),
 calibrations that learn from validation (`fit_calibrations`), the automatic weights once for both
 splits (`resolve_weights`), the new_whale threshold, share or P(new) model (`fit_new_whale`, exact;
-`cross_fitted_ap` scores it on images it did not see), and the bars a blend is judged by (`judge`).
+`cross_fitted_marks` scores it on images it did not see), and the bars a blend is judged by (`judge`).
 Nothing here reads the test truth: a fit asked of the test split is refused.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ import numpy as np
 
 from kit import ranking
 from kit.errors import KitError
-from kit.metric import average_precision
 from kit.post import baseline, blend, new_whale, new_whale_model
 from kit.post import weights as auto
 from kit.post.compare import paired_gain
@@ -98,28 +97,34 @@ def new_whale_data(recipe: BlendRecipe, inputs: Inputs) -> NewWhaleData:
     return NewWhaleData(x, is_new, np.where(hit.any(axis=1), hit.argmax(axis=1), -1), bare)
 
 
-def _ap_at(data: NewWhaleData, at: np.ndarray, inputs: Inputs) -> np.ndarray:
-    """Per-image AP@5 with the unknown label at `at` (the vote's place where earlier; a
+def _marks_at(data: NewWhaleData, at: np.ndarray, inputs: Inputs) -> np.ndarray:
+    """Each image's mark with the unknown label at `at` (the vote's place where earlier; a
     new_whale_groups row where that step put it)."""
     b = data.bare
     at = np.where(b.fixed, b.new_whale_at, new_whale.combine(b.new_whale_at, at))
-    return average_precision(assemble(b.top_codes, b.pinned, at, b.swapped, inputs.unknown_code), inputs.truth)
+    return inputs.scorer.marks(assemble(b.top_codes, b.pinned, at, b.swapped, inputs.unknown_code))
 
 
-def cross_fitted_ap(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray, part: np.ndarray, n_parts: int) -> np.ndarray:
-    """Per-image AP@5 of `rows` (part: each row's part) with the unknown label placed by a P(new)
-    model fitted on the other parts only: no image is scored by a model that saw it."""
+def cross_fitted_marks(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray, part: np.ndarray,
+                       n_parts: int) -> np.ndarray:
+    """The marks of `rows` (part: each row's part) with the unknown label placed by a P(new) model
+    fitted on the other parts only: no image is scored by a model that saw it."""
     d = new_whale_data(recipe, inputs)
     x, is_new, scores, column = d.x[rows], d.is_new[rows], d.bare.top_scores[rows], d.truth_column[rows]
     at = np.zeros(len(inputs.images), np.int64)
-    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts)[0]
-    return _ap_at(d, at, inputs)[rows]
+    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts, _credit(inputs))[0]
+    return _marks_at(d, at, inputs)[rows]
+
+
+def _credit(inputs: Inputs) -> tuple[float, ...]:
+    """Each rank's mark for the right label under the recipe's metric: where P(new) puts the unknown label."""
+    return inputs.metric.credit
 
 
 def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
-    """The recipe with `steps.new_whale.fit` resolved: the threshold (or share) that scores best on
-    `rows` of these inputs (default: all), found exactly (kit.ranking.best_threshold / best_share),
-    or the P(new) model fitted there; the recipe itself when it fits nothing. Like automatic weights:
+    """The recipe with `steps.new_whale.fit` resolved: the threshold (or share) that scores best under
+    the recipe's metric on `rows` of these inputs (default: all), found exactly
+    (kit.ranking.best_threshold / best_share), or the P(new) model fitted there; the recipe itself when it fits nothing. Like automatic weights:
     resolved once on validation, then carried to test. Resolve the weights first."""
     key = fitted_key(recipe)
     if key is None and not fits_probability(recipe):
@@ -132,25 +137,26 @@ def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
     if key is None:
         d = new_whale_data(recipe, inputs)
         idx = np.arange(len(inputs.images)) if rows is None else np.asarray(rows)
-        model = new_whale_model.fit(d.x[idx], d.is_new[idx], d.bare.top_scores[idx], d.truth_column[idx])
+        model = new_whale_model.fit(d.x[idx], d.is_new[idx], d.bare.top_scores[idx], d.truth_column[idx],
+                                    _credit(inputs))
         return recipe.with_params({"steps.new_whale.model": model})
-    table = position_table(unfitted(recipe), inputs)
+    table, scorer = position_table(unfitted(recipe), inputs), inputs.scorer
     if rows is not None:
-        table = table.rows(np.asarray(rows))
+        table, scorer = table.rows(np.asarray(rows)), scorer.rows(rows)
     fit = ranking.best_threshold if key.endswith("threshold") else ranking.best_share
-    return recipe.with_params({key: fit(table)[0]})
+    return recipe.with_params({key: fit(table, None, scorer)[0]})
 
 
-def rule_ap(recipe: BlendRecipe, inputs: Inputs, part: np.ndarray, n_parts: int) -> tuple[np.ndarray, bool]:
-    """(per-image AP@5 of the recipe's new_whale rule, whether it was cross-validated): a fitted
-    threshold or share scored on each part by the value fitted on the others; else as it runs."""
+def rule_marks(recipe: BlendRecipe, inputs: Inputs, part: np.ndarray, n_parts: int) -> tuple[np.ndarray, bool]:
+    """(each image's mark under the recipe's new_whale rule, whether it was cross-validated): a
+    fitted threshold or share scored on each part by the value fitted on the others; else as it runs."""
     key = fitted_key(recipe)
     if fits_probability(recipe):
-        return cross_fitted_ap(recipe, inputs, np.arange(len(inputs.images)), part, n_parts), True
+        return cross_fitted_marks(recipe, inputs, np.arange(len(inputs.images)), part, n_parts), True
     if key is None:
-        return run(recipe, inputs).ap, False
+        return run(recipe, inputs).marks, False
     table = position_table(unfitted(recipe), inputs)
-    return ranking.cross_validated(table, part, n_parts, by_share=key.endswith("proportion"))[1], True
+    return ranking.cross_validated(table, part, n_parts, by_share=key.endswith("proportion"), scorer=inputs.scorer)[1], True
 
 
 def judge(recipe: BlendRecipe, inputs: Inputs) -> baseline.Bars | None:
@@ -160,9 +166,11 @@ def judge(recipe: BlendRecipe, inputs: Inputs) -> baseline.Bars | None:
         return None
     n_parts = max(1, min(recipe.tune.parts, len(inputs.truth)))
     part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
-    blend, cross_validated = rule_ap(recipe, inputs, part, n_parts)
-    trivial = (inputs.truth == inputs.unknown_code).astype(float)
-    bars = baseline.Bars(blend, trivial, paired_gain(blend, trivial), cross_validated, inputs.labels[inputs.unknown_code])
+    scorer = inputs.scorer
+    blend, cross_validated = rule_marks(recipe, inputs, part, n_parts)
+    trivial = scorer.marks(np.full((len(inputs.truth), 1), inputs.unknown_code, np.int64))
+    bars = baseline.Bars(blend, trivial, paired_gain(blend, trivial, scorer), cross_validated,
+                         inputs.labels[inputs.unknown_code], scorer)
     present = [i for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)) if mi is not None and m.weight > 0]
     if len(present) > 1:
         alone = {}
@@ -172,10 +180,10 @@ def judge(recipe: BlendRecipe, inputs: Inputs) -> baseline.Bars | None:
             if m.scored:  # in its own calibration, so that its top-1 score means something
                 solo = fit_calibrations(solo.with_params({f"members.{i}.calibration": {"method": "auto"}}), inputs)
             solo = solo.with_params({"steps.new_whale.fit": "threshold", "steps.new_whale.enabled": True})
-            alone[m.name] = rule_ap(solo, inputs, part, n_parts)[0]
-        bars.best_member = max(alone, key=lambda name: alone[name].mean())
+            alone[m.name] = rule_marks(solo, inputs, part, n_parts)[0]
+        bars.best_member = max(alone, key=lambda name: scorer.score(alone[name]))
         bars.member = alone[bars.best_member]
-        bars.over_member = paired_gain(blend, bars.member)
+        bars.over_member = paired_gain(blend, bars.member, scorer)
     return bars
 
 
@@ -190,6 +198,6 @@ def resolve_weights(recipe: BlendRecipe, val: Inputs | None, test: Inputs) -> tu
                        + ("there is no validation split" if val is None else
                           f"{recipe.members[[mi is None for mi in val.members].index(True)].name} has no validation predictions"))
     if basis is test:  # the members' agreement there, never the test truth a synthetic competition carries
-        basis = dataclasses.replace(test, truth=None)
+        basis = dataclasses.replace(test, truth=None, scorer=None)
     report = weight_report(recipe, basis)
     return recipe.with_params({f"members.{i}.weight": float(w) for i, w in enumerate(report.weights)}), report

@@ -27,6 +27,8 @@ from kit.errors import KitError
 from kit.io import settle
 from kit.metric import K as TOP
 from kit.metric import read_labelled
+from kit.metrics import DEFAULT as DEFAULT_METRIC
+from kit.metrics import METRICS, Groups, Metric, Scorer, metric
 from kit.post import blend, leak
 from kit.post.plugins import auto_calibration
 from kit.post.recipe import ALL_FOLDS, BlendRecipe, Member
@@ -108,6 +110,8 @@ class Inputs:
     members: list[MemberInput | None]  # per recipe member; None: absent from this split
     member_keys: tuple
     truth: np.ndarray | None = None  # int64 codes (N,), or None
+    metric: type[Metric] = METRICS[DEFAULT_METRIC]  # the recipe's: where P(new) places the unknown label
+    scorer: Scorer | None = None  # the metric on these images (with truth): what every score here is
     leak: LeakCandidates | None = None
     notes: list[str] = field(default_factory=list)
     keep_calibrated: bool = False  # members keep their calibrated scores (MemberInput.calibrated): for tuners
@@ -128,7 +132,7 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
         raise KitError(f"split must be one of {predset.SPLITS}, got {split!r}")
     src = recipe.source
     comp = load_competition(recipe.data, check_images=False)
-    images, truth_labels, ref, where = _split_images(recipe, comp, split)
+    images, truth_labels, individuals, ref, where = _split_images(recipe, comp, split)
 
     # members
     loaded: list[tuple[int, Member, predset.PredictionSet | None]] = []
@@ -170,8 +174,11 @@ def prepare(recipe: BlendRecipe, split: str, leak_search_distance: int | None = 
     if truth_labels is not None:
         truth = np.fromiter((code.get(t, -2) for t in truth_labels), dtype=np.int64, count=len(truth_labels))
 
+    chosen = metric(recipe.metric, f"{src}: metric")
+    scorer = None if truth is None else Scorer(chosen, truth, unknown_code,
+                                               _groups(comp, images, truth, unknown_code, individuals))
     inputs = Inputs(split, comp, images, labels, len(classes), unknown_code, members,
-                    tuple(member_key(m) for m in recipe.members), truth)
+                    tuple(member_key(m) for m in recipe.members), truth, chosen, scorer)
     inputs.leak = _leak_candidates(recipe, split, images, ref, code, leak_search_distance)
     return inputs
 
@@ -187,9 +194,26 @@ class _Reference:
     fold: np.ndarray | None = None
 
 
-def _split_images(recipe: BlendRecipe, comp: Competition, split: str) -> tuple[list[str], list[str] | None, _Reference, str]:
-    """(the split's images, their truth or None, the leak's reference images, the words for where
-    they come from)."""
+def _groups(comp: Competition, images: list[str], truth: np.ndarray, unknown_code: int,
+            individuals: list[str] | None) -> Groups | None:
+    """What a balanced metric groups these images by: each unknown image's individual (its own
+    identity where the data knows it: an identity new to its fold, a synthetic test truth's), each
+    image's dataset (AnimalCLEF's metadata); None when the data has neither."""
+    individual = dataset = None
+    if individuals is not None:
+        codes = np.unique(np.asarray(individuals, dtype=object), return_inverse=True)[1].astype(np.int64).ravel()
+        individual = np.where(truth == unknown_code, codes, -1)
+    datasets = getattr(comp, "datasets", None)  # FIXME(helper lands): comp.datasets
+    if datasets is not None:
+        names = np.asarray([datasets.get(n, "") for n in images], dtype=object)
+        dataset = np.unique(names, return_inverse=True)[1].astype(np.int64).ravel()
+    return None if individual is None and dataset is None else Groups(individual, dataset)
+
+
+def _split_images(recipe: BlendRecipe, comp: Competition, split: str
+                  ) -> tuple[list[str], list[str] | None, list[str] | None, _Reference, str]:
+    """(the split's images, their truth or None, each one's individual (its identity, also where the
+    truth is the unknown label) or None, the leak's reference images, the words for where they come from)."""
     data = Path(recipe.data)
     if split == "val":
         if recipe.fold == -1:
@@ -205,17 +229,20 @@ def _split_images(recipe: BlendRecipe, comp: Competition, split: str) -> tuple[l
         truth_labels = fold_truth(folds, val_rows, comp.unknown)  # new to the fold: unknown
         ref = _Reference(ref_rows["image"].tolist(), ref_rows["label"].tolist(), val_rows["fold"].to_numpy(),
                          ref_rows["fold"].to_numpy())
-        return val_rows["image"].tolist(), truth_labels, ref, where
+        return val_rows["image"].tolist(), truth_labels, val_rows["label"].tolist(), ref, where
     images = list(comp.test_images)
-    truth_labels = None
+    truth_labels = individuals = None
     if comp.truth is not None:
         by_image = dict(zip(comp.truth["image"], comp.truth["label"]))
         missing = [n for n in images if n not in by_image]
         if missing:
             raise KitError(f"{data / 'test_truth.csv'}: {len(missing)} test image(s) have no truth, e.g. {missing[0]!r}")
         truth_labels = [by_image[n] for n in images]
+        if "individual" in comp.truth.columns:
+            individual = dict(zip(comp.truth["image"], comp.truth["individual"]))
+            individuals = [individual[n] for n in images]
     ref = _Reference(comp.train["image"].tolist(), comp.train["label"].tolist())
-    return images, truth_labels, ref, f"the test images of {data}"
+    return images, truth_labels, individuals, ref, f"the test images of {data}"
 
 
 def _leak_candidates(recipe: BlendRecipe, split: str, images: list[str], ref: _Reference, code: dict,

@@ -1,5 +1,6 @@
 """P(new): a calibrated probability that an image's animal is new, and the unknown label where it
-maximises the expected AP@5 (`steps.new_whale: {fit: probability}`).
+maximises the expected mark under the recipe's metric (`steps.new_whale: {fit: probability}`):
+AP@5 under MAP@5, a hit at rank 1 under top-1 and AnimalCLEF.
 
 The threshold rule uses one feature, the blended top-1 score. Whether an animal is new shows in
 more: how far the top-1 stands above the second (margin), how flat the top-K is (entropy), and
@@ -9,9 +10,12 @@ regression on those four, fitted on validation images (new or known), gives q = 
 The identities get calibrated probabilities too: a second logistic regression, fitted on the known
 validation images' top-K, gives pi_r = P(the identity at rank r is the animal | known) from its
 blended score, its share of the top-K's scores and log(r + 1). So P(label at r) = (1 - q) pi_r, and
-the expected AP@5 of a top-5 is the sum over ranks of P(label there) / (rank + 1): `positions` puts
-the unknown label where that is largest, exactly, among the six places it can take (with pi
-decreasing: before the first identity with (1 - q) pi_r < q). Measured on the demo's blend against
+the expected mark of a top-5 is the sum over ranks of P(label there) x the metric's credit there
+(`Metric.credit`: 1 / (rank + 1) for MAP@5; 1 at rank 1, else 0, for a one-label metric): `positions`
+puts the unknown label where that is largest, exactly, among the six places it can take (MAP@5,
+pi decreasing: before the first identity with (1 - q) pi_r < q; one label: first when q > (1 - q) pi_0).
+AnimalCLEF weighs images by their groups; the expected hit leaves those weights out (they are not
+known for a test image): its threshold rules are exact under that metric, P(new) is not. Measured on the demo's blend against
 one fitted threshold: README, "What each method gains here".
 
 Fitted on validation like a threshold and carried to test as numbers in the recipe
@@ -26,6 +30,7 @@ from scipy.optimize import minimize
 FEATURES = ("top1", "margin", "entropy", "agreement")  # of an image: P(new)
 ID_FEATURES = ("id_score", "id_share", "id_rank")  # of an identity at a rank: P(it is the animal | known)
 KEYS = ("bias", *FEATURES, "id_bias", *ID_FEATURES)  # what a fitted model holds
+MAP5_CREDIT = (1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5)  # kit.metrics' map5 (what training's and export's checks score)
 L2 = 1.0  # ridge on the standardised coefficients: a few hundred images, a handful of features
 
 
@@ -66,30 +71,33 @@ def probability_new(model: dict[str, float], x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def place(q: np.ndarray, pi: np.ndarray) -> np.ndarray:
+def place(q: np.ndarray, pi: np.ndarray, credit: tuple[float, ...] = MAP5_CREDIT) -> np.ndarray:
     """Per image, the place (0-5, 5: not in the top-5) of the unknown label that maximises the
-    expected AP@5 when it is the answer with probability q and the identity at rank r with
-    (1 - q) pi_r, the identities kept in their order; ties: the earlier place."""
+    expected mark (`credit[r]`: the mark of the right label at rank r) when it is the answer with
+    probability q and the identity at rank r with (1 - q) pi_r, the identities kept in their order;
+    ties: the earlier place."""
     p = (1.0 - q)[:, None] * pi[:, :5]
     if p.shape[1] < 5:
         p = np.pad(p, ((0, 0), (0, 5 - p.shape[1])))
-    before = np.cumsum(np.c_[np.zeros(len(p)), p / np.arange(1, 6)], axis=1)  # ranks < r as they are
-    shifted = p / np.arange(2, 7)  # rank j pushed one down
-    after = np.cumsum(shifted[:, ::-1], axis=1)[:, ::-1]  # ranks r..4 pushed down (the last falls out)
-    after = np.c_[after[:, :5] - shifted[:, 4:5], np.zeros(len(p))]
-    expected = before + np.c_[q[:, None] / np.arange(1, 6), np.zeros(len(p))] + after
+    c = np.append(np.asarray(credit, np.float64)[:5], 0.0)  # rank 5: out of the list
+    before = np.cumsum(np.c_[np.zeros(len(p)), p * c[:5]], axis=1)  # ranks < r as they are
+    shifted = p * c[1:]  # rank j pushed one down (from rank 4: out)
+    after = np.c_[np.cumsum(shifted[:, ::-1], axis=1)[:, ::-1], np.zeros(len(p))]  # ranks r..4 pushed down
+    expected = before + np.c_[q[:, None] * c[:5], np.zeros(len(p))] + after
     return expected.argmax(axis=1).astype(np.int64)
 
 
-def positions(model: dict[str, float], x: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def positions(model: dict[str, float], x: np.ndarray, scores: np.ndarray,
+              credit: tuple[float, ...] = MAP5_CREDIT) -> np.ndarray:
     """Per image, how many ranked identities go before the unknown label (`place`)."""
-    return place(probability_new(model, x), identity_probabilities(model, scores))
+    return place(probability_new(model, x), identity_probabilities(model, scores), credit)
 
 
-def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray) -> dict[str, float]:
+def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray,
+        credit: tuple[float, ...] = MAP5_CREDIT) -> dict[str, float]:
     """The model from validation images: features x (N, 4), whether each image's animal is new, the
     blended top-K scores (N, K), and the top-K column of each image's true identity (-1: not in the
-    top-K, or new)."""
+    top-K, or new). The model is the same whatever the metric (`credit` only places by it)."""
     is_new = np.asarray(is_new, bool)
     model = dict(zip(("bias", *FEATURES), _logistic(x, is_new)))
     known = ~is_new
@@ -100,7 +108,7 @@ def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.
 
 
 def cross_fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray,
-              part: np.ndarray, n_parts: int) -> tuple[np.ndarray, np.ndarray]:
+              part: np.ndarray, n_parts: int, credit: tuple[float, ...] = MAP5_CREDIT) -> tuple[np.ndarray, np.ndarray]:
     """Per image, the unknown label's position and P(new), by a model fitted on the other parts only."""
     at, q = np.zeros(len(x), np.int64), np.zeros(len(x))
     for k in range(n_parts):
@@ -108,7 +116,7 @@ def cross_fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_colum
         if not rows.any():
             continue
         model = fit(x[rest], is_new[rest], scores[rest], truth_column[rest])
-        at[rows] = positions(model, x[rows], scores[rows])
+        at[rows] = positions(model, x[rows], scores[rows], credit)
         q[rows] = probability_new(model, x[rows])
     return at, q
 

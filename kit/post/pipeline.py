@@ -2,7 +2,7 @@
 
     inputs = prepare(recipe, "val")      # kit/post/inputs.py: loads, aligns, checks; heavy, once
     result = run(recipe, inputs)         # blend -> leak -> new_whale -> balance -> top-5; ms
-    result.map5_by_step                  # {"blend": .., "+ leak": .., "+ new_whale": .., "+ balance": ..}
+    result.score_by_step                 # the recipe's metric: {"blend": .., "+ leak": .., "+ new_whale": .., ...}
     run(recipe.with_params({"steps.new_whale.threshold": 0.4}), inputs)   # same inputs, new params
 
 Also here, because a run needs them: the blend itself (`blend_top`), the automatic weights it
@@ -27,9 +27,9 @@ import numpy as np
 from kit import ranking
 from kit.errors import KitError
 from kit.metric import K as TOP
-from kit.metric import average_precision
 from kit.post import blend, new_whale, selection
 from kit.post import weights as auto
+from kit.metrics import Scorer
 from kit.post.compare import Gain, paired_gains
 from kit.post.inputs import Inputs, member_key
 from kit.post.plugins import steps_in_order
@@ -72,16 +72,19 @@ class Result:
     new_whale_at: np.ndarray | None = None  # int64 (N,) where the unknown label went in the ranking (-1: not)
     vote: np.ndarray | None = None  # float32 (N,) the unknown label's blended vote
     fixed: np.ndarray | None = None  # bool (N,) State.fixed: placed by a step the threshold does not move
-    map5_by_step: dict[str, float] = field(default_factory=dict)  # empty without truth
-    ap_by_step: dict[str, np.ndarray] = field(default_factory=dict)  # per-image AP@5 after each step
-    ap: np.ndarray | None = None  # per-image AP@5 of the final top-5
+    # the recipe's metric (inputs.scorer) after each step, and each image's mark there; empty without truth
+    score_by_step: dict[str, float] = field(default_factory=dict)
+    marks_by_step: dict[str, np.ndarray] = field(default_factory=dict)
+    marks: np.ndarray | None = None  # each image's mark for the final top-5 (AP@5 under MAP@5)
+    scorer: Scorer | None = None
     truth: np.ndarray | None = None
     blended: np.ndarray | None = None  # float32 (N, C), only with run(..., keep_scores=True)
     recipe: BlendRecipe | None = None  # the recipe run, weights resolved
 
     @property
-    def map5(self) -> float | None:
-        return None if self.ap is None else float(self.ap.mean()) if len(self.ap) else 0.0
+    def score(self) -> float | None:
+        """The recipe's metric of the final top-5 (None without truth)."""
+        return None if self.marks is None else self.scorer.score(self.marks)
 
     @property
     def labels(self) -> list[list[str]]:
@@ -106,10 +109,20 @@ class Result:
         return int(self.swapped.sum())
 
     def step_gains(self) -> list[tuple[str, float, Gain | None]]:
-        """(step, MAP@5 after it, its gain over the step before with the paired bootstrap interval)."""
-        names = list(self.ap_by_step)
-        gains = paired_gains([(self.ap_by_step[b], self.ap_by_step[a]) for a, b in zip(names, names[1:])])
-        return [(n, self.map5_by_step[n], None if k == 0 else gains[k - 1]) for k, n in enumerate(names)]
+        """(step, the metric after it, its gain over the step before with the paired bootstrap interval)."""
+        names = list(self.marks_by_step)
+        gains = paired_gains([(self.marks_by_step[b], self.marks_by_step[a]) for a, b in zip(names, names[1:])],
+                             self.scorer)
+        return [(n, self.score_by_step[n], None if k == 0 else gains[k - 1]) for k, n in enumerate(names)]
+
+
+def gain_over(before: Result | None, after: Result | None) -> Gain | None:
+    """after - before under the recipe's metric, with its paired interval, over the same images;
+    None where either has no truth."""
+    if before is None or after is None or before.marks is None or after.marks is None \
+            or len(before.marks) != len(after.marks):
+        return None
+    return paired_gains([(after.marks, before.marks)], before.scorer)[0]
 
 
 def _blend_parts(recipe: BlendRecipe, inputs: Inputs, only: Callable[[str, str], bool] | None = None):
@@ -216,14 +229,14 @@ def weight_report(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
         score = {}
         for name, w in (("aware", report.weights), ("equal", np.full(len(report.weights), 1 / len(report.weights)))):
             resolved = recipe.with_params({f"members.{i}.weight": float(x) for i, x in enumerate(w)})
-            score[name] = run(resolved.without_steps(), inputs).ap[rows].mean()
+            score[name] = inputs.scorer.rows(rows).score(run(resolved.without_steps(), inputs).marks[rows])
         if score["equal"] > score["aware"]:
             report = auto.equal(report)
     return report
 
 
 def _select(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) -> selection.Selection:
-    """Ensemble selection (kit/post/selection.py) on `rows`: a weight vector scores the MAP@5 of the
+    """Ensemble selection (kit/post/selection.py) on `rows`: a weight vector scores the metric of the
     recipe's steps on a resample of them, its new_whale threshold (or share) fitted there when the
     recipe fits it, as fit_new_whale would (a fitted threshold stands in for a P(new) model, which
     would be refitted for every candidate on every resample)."""
@@ -232,15 +245,15 @@ def _select(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) -> selection.
     key = fitted_key(recipe)
     base = unfitted(recipe)
     fit = None if key is None else ranking.best_threshold if key.endswith("threshold") else ranking.best_share
-    memo: dict[tuple, Any] = {}  # weights -> the position table (or per-image AP) on every image
+    memo: dict[tuple, Any] = {}  # weights -> the position table (or marks) on every image
 
     def score(w: np.ndarray, sample: np.ndarray) -> float:
         k = tuple(np.round(w, 9))
         if k not in memo:
             r = base.with_params({f"members.{i}.weight": float(x) for i, x in enumerate(w)})
-            memo[k] = run(r, inputs).ap if fit is None else position_table(r, inputs)
-        got = memo[k]
-        return float(got[rows[sample]].mean()) if fit is None else fit(got.rows(rows[sample]))[1]
+            memo[k] = run(r, inputs).marks if fit is None else position_table(r, inputs)
+        got, scorer = memo[k], inputs.scorer.rows(rows[sample])
+        return scorer.score(got[rows[sample]]) if fit is None else fit(got.rows(rows[sample]), None, scorer)[1]
 
     return selection.select(score, len(recipe.members), len(rows))
 
@@ -276,8 +289,8 @@ def fits_probability(recipe: BlendRecipe) -> bool:
 
 
 def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Result:
-    """blend -> leak -> new_whale -> balance -> top-5 on prepared inputs; MAP@5 after each step
-    when the split has truth. A few milliseconds at Kaggle validation scale. Automatic weights are
+    """blend -> leak -> new_whale -> balance -> top-5 on prepared inputs; the recipe's metric after
+    each step when the split has truth (inputs.scorer). A few milliseconds at Kaggle validation scale. Automatic weights are
     resolved from these inputs (resolve them once with `with_weights` to carry them to another split)."""
     keys = tuple(member_key(m) for m in recipe.members)
     if keys != inputs.member_keys:
@@ -293,22 +306,23 @@ def run(recipe: BlendRecipe, inputs: Inputs, keep_scores: bool = False) -> Resul
     def top5() -> np.ndarray:
         return assemble(state.top, state.pinned, state.new_whale_at, state.swap, inputs.unknown_code)
 
-    if truth is not None:
-        by_step["blend"] = average_precision(top5(), truth)
+    scorer = inputs.scorer
+    if scorer is not None:
+        by_step["blend"] = scorer.marks(top5())
     for step in steps_in_order():
         params = recipe.steps.active(step.name)
         if params is None:
             continue
         step.apply(state, params, inputs)
-        if truth is not None:
-            by_step[f"+ {step.name}"] = average_precision(top5(), truth)
+        if scorer is not None:
+            by_step[f"+ {step.name}"] = scorer.marks(top5())
     final = top5()
     return Result(
         images=inputs.images, vocabulary=inputs.labels, unknown_code=inputs.unknown_code, top5=final,
         top_codes=top, top_scores=scores, pinned=state.pinned, swapped=state.swap, threshold=state.threshold,
         new_whale_at=state.new_whale_at, vote=vote, fixed=state.fixed,
-        map5_by_step={k: float(v.mean()) if len(v) else 0.0 for k, v in by_step.items()}, ap_by_step=by_step,
-        ap=None if truth is None else average_precision(final, truth), truth=truth, blended=blended, recipe=recipe,
+        score_by_step={k: scorer.score(v) for k, v in by_step.items()}, marks_by_step=by_step,
+        marks=None if scorer is None else scorer.marks(final), scorer=scorer, truth=truth, blended=blended, recipe=recipe,
     )
 
 
@@ -333,17 +347,17 @@ def member_firsts(recipe: BlendRecipe, inputs: Inputs) -> tuple[np.ndarray, np.n
 
 def position_table(recipe: BlendRecipe, inputs: Inputs) -> ranking.PositionTable:
     """Everything the recipe does but the new_whale step's threshold, as a table of what any
-    threshold would score (kit.ranking.PositionTable); needs truth."""
+    threshold would score under the recipe's metric (kit.ranking.PositionTable); needs truth."""
     if inputs.truth is None:
         raise KitError(f"{recipe.source}: the {inputs.split} images have no truth to choose a threshold on")
     bare = run(recipe.with_params({"steps.new_whale.enabled": False}), inputs)
     last = ranking.POSITIONS - 1
     cap = np.where(bare.new_whale_at < 0, last, np.minimum(bare.new_whale_at, last))
     table = ranking.position_table(bare.top_codes, bare.top_scores, inputs.truth, inputs.unknown_code,
-                                   bare.pinned, bare.swapped, cap)
+                                   bare.pinned, bare.swapped, cap, inputs.scorer.metric.per_image)
     fixed = np.flatnonzero(bare.fixed)
-    if len(fixed):  # placed by new_whale_groups: the same AP at any threshold; the vote's place for shares
-        table.ap[fixed] = table.ap[fixed, cap[fixed]][:, None]
+    if len(fixed):  # placed by new_whale_groups: the same mark at any threshold; the vote's place for shares
+        table.marks[fixed] = table.marks[fixed, cap[fixed]][:, None]
         vote = new_whale.vote_positions(bare.top_scores, bare.vote)[fixed]
         table.cap[fixed] = np.where(vote < 0, last, np.minimum(vote, last))
     return table

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kit.config import Registry, param, tuning_of
+from kit.metrics import METRICS
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ def load_plugins() -> None:
 
 # ------------------------------------------------------------------------------------ the docs
 def docs_table() -> str:
-    """The markdown tables of every step and calibration with their keys (docs/recipes.md holds it)."""
+    """The markdown tables of every step and calibration with their keys, and of the metrics a
+    recipe's `metric:` names (docs/recipes.md holds them)."""
     def row(prefix: str, params_cls: type) -> list[str]:
         out = []
         for f in dataclasses.fields(params_cls):
@@ -157,6 +159,10 @@ def docs_table() -> str:
     for cal in CALIBRATIONS.values():
         lines.append(f"| **{cal.name}** | | | | | {cal.help} |")
         lines += row("", cal.Params)
+    lines += ["", "| metric | labels per image | intervals | what it scores |", "|---|---|---|---|"]
+    for m in METRICS.values():
+        lines.append(f"| **{m.name}** ({m.title}) | {m.k} | {'the marks resampled' if m.additive else 'recomputed per resample'} "
+                     f"| {m.help} |")
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 ```yaml
 name: final                      # submissions/<name>.csv, submissions/<name>.pseudo.csv
+metric: map5                     # the competition's metric (kit/metrics): map5 | top1 | animalclef
 data: data/small                 # competition dir (train.csv, folds.csv, hashes.csv, ...)
 fold: 0                          # the fold the members held out (their `val` prediction sets);
                                  # `all`: out-of-fold members (their `oof` sets: every fold's images)
@@ -46,11 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
-from kit.config import (Interval, Invalid, Rule, build, check_keys, checked, did_you_mean, dump_yaml, edit, hints_of,
+from kit.config import (Interval, Invalid, OneOf, Rule, build, check_keys, checked, did_you_mean, dump_yaml, edit, hints_of,
                         keys_of, mapping, param, read_yaml, validate_all)
 from kit.data.folds import ALL_FOLDS  # `fold: all`: out-of-fold members
 from kit.errors import KitError
 from kit.io import Outputs, write_text
+from kit.metrics import DEFAULT as DEFAULT_METRIC
+from kit.metrics import METRICS
 from kit.post.plugins import AUTO_BY_VIEW, CALIBRATIONS, STEPS, steps_in_order, tunable_fields
 
 VIEWS = ("logit", "cosine", "knn", "local")  # knn: export --knn K (kit/export/infer.py), cosines like the cosine view;
@@ -356,6 +359,8 @@ class BlendRecipe:
                                         help="the fold the members held out; all: out-of-fold members")
     weights: Literal["auto", "select"] = param(
         "auto", help="members' weights omitted: auto (sqrt(skill) / near-copies) or select (ensemble selection)")
+    metric: str = param(DEFAULT_METRIC, check=OneOf(lambda: METRICS),
+                        help="the competition's metric (kit/metrics): what every fit, trial and table scores")
     steps: Steps = param(default_factory=Steps)
     pseudo: Pseudo = param(default_factory=Pseudo)
     output: str = param("submissions", check=Rule(_inside, "a folder under the one blend.py runs in (no '..'), "
@@ -412,6 +417,8 @@ class BlendRecipe:
         }
         if self.weights != "auto":
             out["weights"] = self.weights
+        if self.metric != DEFAULT_METRIC:
+            out["metric"] = self.metric
         if self.tune != TuneCfg():
             out["tune"] = self.tune.to_dict()
         return out

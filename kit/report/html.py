@@ -1,7 +1,7 @@
 """The blend report: one self-contained HTML file (inline SVG and images, no script, no network).
 
 On top, where there is one, the line that says the blend is not above the unknown label alone or
-its best member on validation (kit/post/baseline.py). Sections: the members' MAP@5, their weights and how their errors correlate; each member's
+its best member on validation (kit/post/baseline.py). Sections: the members' scores (the recipe's metric), their weights and how their errors correlate; each member's
 reliability (top-1 probability against top-1 accuracy) and expected calibration error; the ablation of the
 steps with each gain's paired bootstrap interval; what the recipe fitted on validation (the ensemble
 selection's picks, P(new)'s reliability, the pseudo-label gate's precision curve); MAP@5 and the new_whale share against the
@@ -59,9 +59,9 @@ def _section(anchor: str, title: str, body: str) -> str:
 
 def members_section(run: evaluation.BlendRun) -> str:
     d = run.diagnostics
-    rows = [[a.name, a.kind, a.weight, a.map5_bare, a.map5_with_steps] for a in d.members]
-    rows.append(["blend", "", 1.0, d.blend_bare, run.val[1].map5])
-    body = _table(["member", "kind", "weight", "MAP@5 alone", "alone + steps"], rows, left=2)
+    rows = [[a.name, a.kind, a.weight, a.score_bare, a.score_with_steps] for a in d.members]
+    rows.append(["blend", "", 1.0, d.blend_bare, run.val[1].score])
+    body = _table(["member", "kind", "weight", f"{run.val[1].scorer.title} alone", "alone + steps"], rows, left=2)
     w = run.weights
     if w is not None:
         body += (f"<p>Automatic weights ({escape(w.basis)}), {escape(w.choice)}. Correlation-aware: weight ∝ "
@@ -72,9 +72,9 @@ def members_section(run: evaluation.BlendRun) -> str:
                  "weight.</p>"
                  + _table(["member", "weight", "skill", "near-copies"],
                           [[n, float(x), float(q), float(c)] for n, x, q, c in zip(w.names, w.weights, w.skill, w.copies)]))
-    if d.ap_correlation is not None:
-        body += ("<p>Correlation of the members' per-image AP@5 (blend alone, no steps): members that fail on "
-                 "different images blend best.</p>" + svg.heatmap(d.ap_correlation, [a.name for a in d.members]))
+    if d.marks_correlation is not None:
+        body += (f"<p>Correlation of the members' per-image {escape(run.val[1].scorer.title)} marks (blend alone, no steps): members that fail on "
+                 "different images blend best.</p>" + svg.heatmap(d.marks_correlation, [a.name for a in d.members]))
     return _section("members", "Members", body)
 
 
@@ -136,14 +136,15 @@ def decisions_section(run: evaluation.BlendRun) -> str:
 def ablation_section(results: dict[str, pipeline.Result]) -> str:
     parts = []
     for split, r in results.items():
-        if not r.map5_by_step:
+        if not r.score_by_step:
             continue
+        title = r.scorer.title
         rows = [[s, v, "", ""] if g is None else
                 [s, v, f"{g.value:+.4f}", f"[{g.low:+.4f}, {g.high:+.4f}]" + (" (noise)" if not g.significant else " (costs)" if g.high < 0 else "")]
                 for s, v, g in r.step_gains()]
         parts.append(f"<figure><figcaption>{escape(split)} ({len(r.images)} images)</figcaption>"
-                     + svg.bar_chart(list(r.map5_by_step), list(r.map5_by_step.values()), "MAP@5")
-                     + _table(["step", "MAP@5", "gain", "95% interval"], rows) + "</figure>")
+                     + svg.bar_chart(list(r.score_by_step), list(r.score_by_step.values()), title)
+                     + _table(["step", title, "gain", "95% interval"], rows) + "</figure>")
     body = ("<p>Each gain is over the step before, on the same images, with its paired bootstrap 95% interval; "
             "an interval that holds 0 is within the noise; one wholly below 0 is a step that costs.</p>" + "".join(parts)) if parts else "<p>No split with truth.</p>"
     return _section("ablation", "Ablation of the steps", body)
@@ -154,17 +155,18 @@ def threshold_section(run: evaluation.BlendRun) -> str:
         return _section("threshold", "new_whale threshold", "<p>The recipe has no new_whale step.</p>")
     grid, maps, shares = run.diagnostics.threshold_curve
     result = run.val[1]
+    title = result.scorer.title
     best = int(np.argmax(maps))
     if result.threshold is None:  # placed by a P(new) model: the sweep is what one threshold would do instead
-        recipe_s, marker = (f"placed by P(new), no threshold: MAP@5 {result.map5:.4f} (in-sample), new_whale first in "
+        recipe_s, marker = (f"placed by P(new), no threshold: {title} {result.score:.4f} (in-sample), new_whale first in "
                             f"{result.new_whale_share:.1%}"), None
     else:
-        recipe_s = f"{result.threshold:.3g} (MAP@5 {result.map5:.4f}, {result.new_whale_share:.1%})"
-        marker = (result.threshold, result.map5, f"chosen {result.threshold:.3g}: MAP@5 {result.map5:.4f}")
+        recipe_s = f"{result.threshold:.3g} ({title} {result.score:.4f}, {result.new_whale_share:.1%})"
+        marker = (result.threshold, result.score, f"chosen {result.threshold:.3g}: {title} {result.score:.4f}")
     body = (f"<p>Sweeping the threshold with everything else as in the recipe. Best on this split: "
-            f"{grid[best]:.3g} (MAP@5 {maps[best]:.4f}, new_whale first in {shares[best]:.1%}); the recipe's: "
+            f"{grid[best]:.3g} ({title} {maps[best]:.4f}, new_whale first in {shares[best]:.1%}); the recipe's: "
             f"{recipe_s}.</p>"
-            + svg.line_chart({"MAP@5": (grid, list(maps)), "new_whale share": (grid, list(shares))}, "threshold", "value",
+            + svg.line_chart({title: (grid, list(maps)), "new_whale share": (grid, list(shares))}, "threshold", "value",
                              marker=marker))
     return _section("threshold", "new_whale threshold", body)
 
@@ -201,7 +203,7 @@ def optuna_section(summary) -> str:
                      [["untuned", summary.untuned["tune"], summary.untuned["holdout"], summary.untuned["all"]],
                       ["tuned", summary.best["tune"], summary.best["holdout"], summary.best["all"]]])
             + f"<p><b>On the held-out part</b>: {escape(summary.verdict())}.</p>"
-            + svg.line_chart({"trial": (x, y), "best so far": (x, np.maximum.accumulate(y))}, "trial", "MAP@5 (tuning part)"))
+            + svg.line_chart({"trial": (x, y), "best so far": (x, np.maximum.accumulate(y))}, "trial", "score (tuning part)"))
     if summary.importances:
         top = max(summary.importances.values()) or 1.0
         rows = "".join(
@@ -226,18 +228,18 @@ def _thumb(path: Path, cls: str = "") -> str:
 
 
 def gallery_section(inputs: Inputs, result: pipeline.Result) -> str:
-    if result.ap is None:
+    if result.marks is None:
         return _section("gallery", "Worst validation errors", "<p>No truth for this split.</p>")
     comp = inputs.competition
     examples: dict[str, str] = {}
     for image, label in zip(comp.train["image"], comp.train["label"]):
         examples.setdefault(label, image)
-    order = np.lexsort((-result.top_scores[:, 0], result.ap))[:GALLERY_ROWS]
+    order = np.lexsort((-result.top_scores[:, 0], result.marks))[:GALLERY_ROWS]
     rows = []
     for i in order:
         truth = inputs.labels[result.truth[i]] if result.truth[i] >= 0 else "?"
         cells = [f"<td>{_thumb(comp.image_path(inputs.images[i], 'train'))}<b>{escape(inputs.images[i])}</b><br>"
-                 f"AP {result.ap[i]:.2f}, top-1 score {result.top_scores[i, 0]:.3f}</td>"]
+                 f"mark {result.marks[i]:.2f}, top-1 score {result.top_scores[i, 0]:.3f}</td>"]
         for code in result.top5[i]:
             if code < 0:
                 cells.append("<td></td>")
@@ -251,7 +253,7 @@ def gallery_section(inputs: Inputs, result: pipeline.Result) -> str:
         cells.append(f"<td>{picture}<b>{escape(truth)}</b></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     header = "<tr><th>query</th>" + "".join(f"<th>#{k + 1}</th>" for k in range(5)) + "<th>truth</th></tr>"
-    body = ("<p>The validation images with the lowest AP@5, most confident first: the query, one train "
+    body = (f"<p>The validation images with the lowest marks ({escape(result.scorer.title)}), most confident first: the query, one train "
             "image of each predicted identity, and of the true one.</p>"
             f'<div class="scroll"><table class="gallery">{header}{"".join(rows)}</table></div>')
     return _section("gallery", "Worst validation errors", body)

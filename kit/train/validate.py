@@ -27,7 +27,7 @@ def evaluate_probs(probs: np.ndarray, targets: np.ndarray) -> dict:
     return {
         "map5": round(best, 5),
         "threshold": None if never else round(threshold, 5),
-        "map5_without_unknown": round(float(table.ap[:, -1].mean()) if len(truth) else 0.0, 5),
+        "map5_without_unknown": round(float(table.marks[:, -1].mean()) if len(truth) else 0.0, 5),
         "images": int(len(targets)),
     }
 

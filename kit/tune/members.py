@@ -36,9 +36,10 @@ def with_own_threshold(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray) ->
     step = recipe.steps.new_whale
     if step is None or step.proportion is None:
         recipe = recipe.with_params({"steps.new_whale.threshold": 0.5, "steps.new_whale.enabled": True})
-        threshold, _ = ranking.best_threshold(pipeline.position_table(recipe, inputs).rows(rows))
+        threshold, _ = ranking.best_threshold(pipeline.position_table(recipe, inputs).rows(rows), None,
+                                              inputs.scorer.rows(rows))
         return recipe.with_params({"steps.new_whale.threshold": threshold})
-    share, _ = ranking.best_share(pipeline.position_table(recipe, inputs).rows(rows))
+    share, _ = ranking.best_share(pipeline.position_table(recipe, inputs).rows(rows), None, inputs.scorer.rows(rows))
     return recipe.with_params({"steps.new_whale.proportion": share, "steps.new_whale.enabled": True})
 
 
@@ -51,11 +52,13 @@ def member_table(recipe: BlendRecipe, val: Inputs, test: Inputs | None, tune_idx
     if test is not None and test.truth is not None:
         parts[TEST] = (test, np.arange(len(test.images)))
 
-    def ap_of(r: BlendRecipe) -> dict[str, np.ndarray]:
-        return {p: pipeline.run(r, inputs).ap[idx] for p, (inputs, idx) in parts.items()}
+    scorers = {p: inputs.scorer.rows(idx) for p, (inputs, idx) in parts.items()}
 
-    rows = [Row("trivial: new_whale alone",
-                {p: (inputs.truth[idx] == inputs.unknown_code).astype(float) for p, (inputs, idx) in parts.items()})]
+    def row(what: str, r: BlendRecipe) -> Row:
+        return Row(what, {p: pipeline.run(r, inputs).marks[idx] for p, (inputs, idx) in parts.items()}, scorers)
+
+    alone = {p: np.full((len(idx), 1), inputs.unknown_code, np.int64) for p, (inputs, idx) in parts.items()}
+    rows = [Row("trivial: new_whale alone", {p: scorers[p].marks(alone[p]) for p in parts}, scorers)]
     members = []
     for i, m in enumerate(recipe.members):
         if val.members[i] is None or (test is not None and test.members[i] is None):
@@ -64,14 +67,14 @@ def member_table(recipe: BlendRecipe, val: Inputs, test: Inputs | None, tune_idx
         if m.scored:  # in its own calibration, fitted on the tuning part where it is fitted
             alone = fits.fit_calibrations(alone.with_params({f"members.{i}.calibration": {"method": "auto"}}),
                                               val, tune_idx)
-        members.append(Row(f"member {m.name} (own threshold)", ap_of(with_own_threshold(alone, val, tune_idx))))
+        members.append(row(f"member {m.name} (own threshold)", with_own_threshold(alone, val, tune_idx)))
     rows += members
-    untuned = Row("blend, untuned recipe", ap_of(recipe))
+    untuned = row("blend, untuned recipe", recipe)
     blends = [untuned]
     if threshold_row:
-        blends.append(Row("blend, threshold only", ap_of(with_own_threshold(recipe, val, tune_idx))))
+        blends.append(row("blend, threshold only", with_own_threshold(recipe, val, tune_idx)))
     if tuned is not None:
-        blends.append(Row("blend, tuned by Optuna", ap_of(tuned)))
+        blends.append(row("blend, tuned by Optuna", tuned))
     rows += blends
 
     # the claims: the recipe one submits (the tuned one, else the untuned) against the best member
@@ -79,16 +82,16 @@ def member_table(recipe: BlendRecipe, val: Inputs, test: Inputs | None, tune_idx
     final = blends[-1] if tuned is not None else untuned
     pairs = []
     if members:
-        best_member = max(members, key=lambda r: r.map5(TEST if TEST in parts else HELD_OUT))
+        best_member = max(members, key=lambda r: r.score(TEST if TEST in parts else HELD_OUT))
         pairs += [(final, best_member, part) for part in parts]
     if tuned is not None:
         pairs += [(final, untuned, part) for part in parts]
     claims = []
     for part in parts:
         mine = [(b, w) for b, w, p in pairs if p == part]
-        for (b, w), gain in zip(mine, paired_gains([(b.ap[part], w.ap[part]) for b, w in mine])):
+        for (b, w), gain in zip(mine, paired_gains([(b.marks[part], w.marks[part]) for b, w in mine], scorers[part])):
             claims.append(Claim(b.what, w.what, part, gain))
-    return MemberTable(rows, {p: len(idx) for p, (_, idx) in parts.items()}, claims)
+    return MemberTable(rows, {p: len(idx) for p, (_, idx) in parts.items()}, claims, val.scorer.title)
 
 
 # ------------------------------------------------------------------------ from a recipe (blend.py --members)

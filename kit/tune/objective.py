@@ -21,7 +21,7 @@ FITTED = ("steps.new_whale.threshold", "steps.new_whale.proportion")
 
 
 class Objective:
-    """Cross-validated MAP@5 of a trial's recipe on the tuning part of the validation images."""
+    """The cross-validated metric (the recipe's) of a trial's recipe on the tuning part of the validation images."""
 
     def __init__(self, recipe: BlendRecipe, space: list[Param], holdout: float, seed: int, parts: int | None = None):
         # leak candidates up to the largest distance a trial may ask for (a range may widen it)
@@ -47,6 +47,7 @@ class Objective:
         self.space = [p for p in space if p.name not in FITTED]  # what the sampler proposes
         self.n_parts = min(recipe.tune.parts if parts is None else parts, max(len(self.tune_idx), 1))
         self.part = ranking.cv_parts(self.inputs.truth[self.tune_idx], self.inputs.unknown_code, self.n_parts, seed)
+        self.scorer = self.inputs.scorer.rows(self.tune_idx)  # the tuning part's: what a trial scores
 
     @property
     def fit_threshold(self) -> bool:
@@ -64,15 +65,16 @@ class Objective:
 
     @property
     def note(self) -> str:
+        title = self.scorer.title
         if self.probability:
-            return (f": {self.n_parts}-fold cross-fitted MAP@5, the P(new) model fitted on the other parts of each"
-                    if self.n_parts > 1 else ": MAP@5 with the P(new) model fitted on them")
+            return (f": {self.n_parts}-fold cross-fitted {title}, the P(new) model fitted on the other parts of each"
+                    if self.n_parts > 1 else f": {title} with the P(new) model fitted on them")
         what = "share" if self.by_share else "threshold"
         if self.fit_threshold and self.n_parts > 1:
-            return f": {self.n_parts}-fold cross-validated MAP@5, the new_whale {what} fitted on the other parts of each"
+            return f": {self.n_parts}-fold cross-validated {title}, the new_whale {what} fitted on the other parts of each"
         if self.fit_threshold:
-            return f": MAP@5 with the new_whale {what} fitted on them"
-        return ": MAP@5"
+            return f": {title} with the new_whale {what} fitted on them"
+        return f": {title}"
 
     def recipe_for(self, values: dict[str, Any]) -> BlendRecipe:
         return self.recipe.with_params(to_recipe_values(self.recipe, values)) if values else self.recipe
@@ -83,37 +85,35 @@ class Objective:
         return {p.name: min(max(current[p.name], p.low), p.high) for p in self.space}
 
     def _fit(self, recipe: BlendRecipe) -> tuple[ranking.PositionTable, float, float]:
-        """(the tuning part's position table, the threshold or share fitted on all of it, its MAP@5)."""
+        """(the tuning part's position table, the threshold or share fitted on all of it, its score)."""
         table = pipeline.position_table(recipe, self.inputs).rows(self.tune_idx)
         fit = ranking.best_share if self.by_share else ranking.best_threshold
-        return (table, *fit(table, self.bounds))
+        return (table, *fit(table, self.bounds, self.scorer))
 
-    def left_out_ap(self, recipe: BlendRecipe) -> np.ndarray:
-        """Per-image AP@5 on the tuning part, each image scored by a threshold (or share) it did not
-        help choose (the objective is their mean)."""
+    def left_out_marks(self, recipe: BlendRecipe) -> np.ndarray:
+        """Each tuning image's mark, scored by a threshold (or share) it did not help choose (the
+        objective is their metric, `self.scorer`)."""
         if self.probability:
             recipe = recipe.with_params({"steps.new_whale.fit": "probability"})  # a fitted model: fitted again per part
             if self.n_parts == 1:
-                return pipeline.run(fits.fit_new_whale(recipe, self.inputs, self.tune_idx), self.inputs).ap[self.tune_idx]
-            return fits.cross_fitted_ap(recipe, self.inputs, self.tune_idx, self.part, self.n_parts)
+                return pipeline.run(fits.fit_new_whale(recipe, self.inputs, self.tune_idx), self.inputs).marks[self.tune_idx]
+            return fits.cross_fitted_marks(recipe, self.inputs, self.tune_idx, self.part, self.n_parts)
         if not self.fit_threshold:
-            return pipeline.run(recipe, self.inputs).ap[self.tune_idx]
+            return pipeline.run(recipe, self.inputs).marks[self.tune_idx]
         table, value, _ = self._fit(recipe)
         if self.n_parts == 1:
-            return table.ap_at(table.threshold_for_share(value) if self.by_share else value)
-        return ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[1]
+            return table.marks_at(table.threshold_for_share(value) if self.by_share else value)
+        return ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share, self.scorer)[1]
 
     def evaluate(self, recipe: BlendRecipe) -> tuple[float, float | None]:
         """(objective, the threshold or share fitted on the whole tuning part, or None if not fitted)."""
         if self.probability:
-            ap = self.left_out_ap(recipe)
-            return float(ap.mean()) if len(ap) else 0.0, None
+            return self.scorer.score(self.left_out_marks(recipe)), None
         if not self.fit_threshold:
-            ap = pipeline.run(recipe, self.inputs).ap
-            return float(ap[self.tune_idx].mean()) if len(self.tune_idx) else 0.0, None
+            return self.scorer.score(pipeline.run(recipe, self.inputs).marks[self.tune_idx]), None
         table, value, whole = self._fit(recipe)
         if self.n_parts > 1:
-            whole = ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share)[0]
+            whole = ranking.cross_validated(table, self.part, self.n_parts, self.bounds, self.by_share, self.scorer)[0]
         return whole, value
 
     def finish(self, values: dict[str, Any], fitted: float | None) -> BlendRecipe:
@@ -124,13 +124,13 @@ class Objective:
         return recipe if fitted is None else recipe.with_params({self.fit_key: fitted})
 
     def scores(self, recipe: BlendRecipe) -> dict[str, float]:
-        ap = pipeline.run(recipe, self.inputs).ap
-        part = lambda idx: float(ap[idx].mean()) if len(idx) else float("nan")
-        return {"tune": part(self.tune_idx), "holdout": part(self.hold_idx), "all": float(ap.mean())}
+        marks, scorer = pipeline.run(recipe, self.inputs).marks, self.inputs.scorer
+        part = lambda idx: scorer.rows(idx).score(marks[idx]) if len(idx) else float("nan")  # noqa: E731
+        return {"tune": part(self.tune_idx), "holdout": part(self.hold_idx), "all": scorer.score(marks)}
 
     def holdout_gain(self, tuned: BlendRecipe, untuned: BlendRecipe) -> Gain:
-        a, b = pipeline.run(tuned, self.inputs).ap, pipeline.run(untuned, self.inputs).ap
-        return paired_gain(a[self.hold_idx], b[self.hold_idx])
+        a, b = pipeline.run(tuned, self.inputs).marks, pipeline.run(untuned, self.inputs).marks
+        return paired_gain(a[self.hold_idx], b[self.hold_idx], self.inputs.scorer.rows(self.hold_idx))
 
     def __call__(self, trial) -> float:
         values = {p.name: p.suggest(trial) for p in self.space}

@@ -5,7 +5,8 @@ and a held-out part that no trial sees. The summary shows the untuned recipe and
 both, and the tuned - untuned gain on the held-out part with its paired bootstrap 95% interval,
 in words when it is not significant.
 
-The objective is cross-validated MAP@5 on the tuning part, through `kit.post.pipeline`, the very
+The objective is the recipe's metric (`metric:`, MAP@5 by default), cross-validated on the tuning
+part, through `kit.post.pipeline`, the very
 code `blend.py` runs. Optuna proposes the weights (and whatever `tune.free` opens); the new_whale
 threshold, the number that overfits most, is not proposed but fitted exactly inside each trial
 (kit.ranking.cross_validated): the tuning images are split into `tune.parts` parts, the
@@ -13,8 +14,8 @@ threshold is chosen on all parts but one and scores that one, for each part. A t
 scored only on images its threshold never saw, and weights that merely suit one lucky threshold
 lose. A `proportion:` step gets its share fitted the same way (the best threshold's share of the
 fitting parts, applied as that share of the part scored). The untuned recipe's values are the
-study's first trial. With the threshold pinned nothing is fitted, and the objective is plain MAP@5
-on the tuning part.
+study's first trial. With the threshold pinned nothing is fitted, and the objective is the plain
+metric on the tuning part.
 
 The tuned recipe takes the best trial's values and the threshold fitted on the whole tuning part,
 if the evidence is there (`tune.accept: significant`, the default): the best trial's per-image
@@ -71,7 +72,7 @@ class TuneSummary:
     storage: str
     n_trials: int
     best_params: dict[str, Any]
-    untuned: dict[str, float]  # part ("tune", "holdout", "all") -> MAP@5
+    untuned: dict[str, float]  # part ("tune", "holdout", "all") -> the recipe's metric
     best: dict[str, float]
     importances: dict[str, float] = field(default_factory=dict)
     trials_per_second: float = 0.0
@@ -376,8 +377,8 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     untuned = objective.untuned
     fitted = objective.evaluate(objective.recipe_for(best.params))[1]
     best_recipe = objective.finish(best.params, fitted)
-    evidence = paired_gain(objective.left_out_ap(objective.recipe_for(best.params)),
-                           pipeline.run(untuned, objective.inputs).ap[objective.tune_idx])
+    evidence = paired_gain(objective.left_out_marks(objective.recipe_for(best.params)),
+                           pipeline.run(untuned, objective.inputs).marks[objective.tune_idx], objective.scorer)
     kept = cfg.accept == "significant" and not evidence.low > 0
     tuned = (untuned if kept else best_recipe).with_params(name=f"{recipe.name}_tuned")
     gain = objective.holdout_gain(tuned, untuned)
@@ -389,10 +390,12 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
         best_params[objective.fit_key] = fitted
     # what the tuned recipe scores where its threshold was fitted (left-out scores), against new_whale alone
     inputs, idx = objective.inputs, objective.tune_idx
-    tuned_ap, trivial = objective.left_out_ap(tuned), (inputs.truth[idx] == inputs.unknown_code).astype(float)
+    scorer = objective.scorer
+    tuned_marks = objective.left_out_marks(tuned)
+    trivial = scorer.marks(np.full((len(idx), 1), inputs.unknown_code, np.int64))
     first = pipeline.run(tuned, inputs).top5[idx, 0] == inputs.unknown_code
-    bars = Bars(tuned_ap, trivial, paired_gain(tuned_ap, trivial), objective.cross_fits,
-                inputs.labels[inputs.unknown_code], first_share=float(first.mean()) if len(first) else None)
+    bars = Bars(tuned_marks, trivial, paired_gain(tuned_marks, trivial, scorer), objective.cross_fits,
+                inputs.labels[inputs.unknown_code], scorer, first_share=float(first.mean()) if len(first) else None)
     summary = TuneSummary(
         recipe=recipe, tuned=tuned, tuned_path=tuned_path, study_name=study_name, storage=storage,
         n_trials=len(complete), best_params=best_params,

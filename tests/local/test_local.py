@@ -170,7 +170,7 @@ def test_the_local_member_never_matches_a_query_against_its_own_fold_and_blends(
     run = evaluation.evaluate(blend, diagnostics=False)
     cal = run.recipe.members[1].calibration
     assert cal.method == "inliers" and cal.params.scale > 0  # fitted, monotone increasing
-    assert run.test[1].map5 is not None
+    assert run.test[1].score is not None
 
 
 def test_the_calibration_is_fitted_on_validation_only_and_monotone(tiny, tmp_path, monkeypatch):

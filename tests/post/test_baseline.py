@@ -39,14 +39,14 @@ def test_the_fitted_rule_never_scores_below_new_whale_alone_on_validation(tmp_pa
     run = evaluation.evaluate(path, diagnostics=False)
     inputs, result = run.val
     trivial = float((inputs.truth == inputs.unknown_code).mean())
-    assert result.map5 >= trivial - 1e-12
+    assert result.score >= trivial - 1e-12
     key = "threshold" if fit == "threshold" else "proportion"
     step = run.recipe.steps.new_whale
     assert step.fit is None and getattr(step, key) is not None  # resolved: a number, carried to test
     # the exact best: no threshold on a grid of them does better on these images
     table = pipeline.position_table(run.recipe, inputs)
     if fit == "threshold":
-        assert max(table.ap_at(t).mean() for t in np.linspace(0, 1, 101)) <= result.map5 + 1e-12
+        assert max(table.marks_at(t).mean() for t in np.linspace(0, 1, 101)) <= result.score + 1e-12
 
 
 def test_too_weak_members_get_one_line_in_blend_py_and_the_report(tmp_path):
@@ -96,7 +96,7 @@ def test_the_cross_validated_score_is_each_part_scored_by_the_others_threshold(t
     for k in range(n_parts):  # slow: fit on the other parts, score this one
         threshold, _ = ranking.best_threshold(table.rows(np.flatnonzero(part != k)))
         here = np.flatnonzero(part == k)
-        assert np.allclose(bars.blend[here], table.rows(here).ap_at(threshold))
+        assert np.allclose(bars.blend[here], table.rows(here).marks_at(threshold))
 
 
 def test_a_fit_without_validation_is_one_clear_error(tmp_path):

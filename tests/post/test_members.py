@@ -40,7 +40,7 @@ def same_table(a, b):
     assert a.sizes == b.sizes
     assert [r.what for r in a.rows] == [r.what for r in b.rows]
     for ra, rb in zip(a.rows, b.rows):
-        assert ra.ap.keys() == rb.ap.keys() and all(np.array_equal(ra.ap[p], rb.ap[p]) for p in ra.ap)
+        assert ra.marks.keys() == rb.marks.keys() and all(np.array_equal(ra.marks[p], rb.marks[p]) for p in ra.marks)
     assert [(c.better, c.worse, c.part, c.gain) for c in a.claims] == [(c.better, c.worse, c.part, c.gain) for c in b.claims]
 
 

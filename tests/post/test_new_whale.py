@@ -75,7 +75,7 @@ def brute_force(table, rows, grid):
     out = []
     for t in grid:
         at = np.minimum((table.scores[rows] >= np.float32(t)).sum(axis=1), table.cap[rows])
-        out.append(np.rint(60 * table.ap[rows, np.minimum(at, 5)]).sum())
+        out.append(np.rint(60 * table.marks[rows, np.minimum(at, 5)]).sum())
     return np.array(out)
 
 
@@ -92,10 +92,10 @@ def test_best_threshold_is_exact(seed):
     grid = fine_grid(table)
     best = brute_force(table, np.arange(40), grid).max()
     assert value == pytest.approx(best / 60 / 40, abs=1e-12)
-    assert table.ap_at(t).mean() == pytest.approx(value, abs=1e-12)  # the threshold it names scores it
+    assert table.marks_at(t).mean() == pytest.approx(value, abs=1e-12)  # the threshold it names scores it
     lo, hi = 0.3, 0.6
     t_in, v_in = best_threshold(table, (lo, hi))
-    assert lo <= t_in <= hi and v_in == pytest.approx(table.ap_at(t_in).mean(), abs=1e-12)
+    assert lo <= t_in <= hi and v_in == pytest.approx(table.marks_at(t_in).mean(), abs=1e-12)
     inside = grid[(grid >= lo) & (grid <= hi)]
     assert v_in * 60 * 40 == pytest.approx(brute_force(table, np.arange(40), inside).max(), abs=1e-9)
 
@@ -113,7 +113,7 @@ def test_cross_validated_is_exact(seed):
         fit = brute_force(table, np.flatnonzero(part != p), grid)
         t = grid[int(np.argmax(fit))]
         total += brute_force(table, np.flatnonzero(part == p), [t])[0]
-        assert ap[part == p].sum() == pytest.approx(table.ap_at(t)[part == p].sum())
+        assert ap[part == p].sum() == pytest.approx(table.marks_at(t)[part == p].sum())
     assert value == pytest.approx(total / 60 / n, abs=1e-12) == pytest.approx(ap.mean())
     assert value <= best_threshold(table)[1] + 1e-12  # never above the in-sample optimum
 
@@ -135,7 +135,7 @@ def test_cross_validated_by_share_is_exact(seed):
         share = first.mean()
         sub = table.rows(here)
         t_here = sub.threshold_for_share(share)
-        assert ap[here].tolist() == pytest.approx(sub.ap_at(t_here).tolist())
+        assert ap[here].tolist() == pytest.approx(sub.marks_at(t_here).tolist())
         # the share, applied: the images of this part with the unknown label first (the vote's at least)
         assert sub.share_at(t_here) <= max(share + 1 / len(here), (sub.cap == 0).mean()) + 1e-9
     share, best = best_share(table)

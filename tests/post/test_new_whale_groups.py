@@ -95,7 +95,7 @@ def test_in_the_pipeline_one_threshold_for_every_group_is_the_new_whale_step(pro
     inputs = prepare(base, "val")
     plain = run(base, inputs)
     same = run(base.with_params({"steps.new_whale_groups.thresholds": {"beluga": 0.5, "humpback_whale": 0.5}}), inputs)
-    assert np.array_equal(same.top5, plain.top5) and "+ new_whale_groups" in same.map5_by_step
+    assert np.array_equal(same.top5, plain.top5) and "+ new_whale_groups" in same.score_by_step
     apart = run(base.with_params({"steps.new_whale_groups.thresholds": {"beluga": 0.0}}), inputs)
     species = dict(zip(train["Id"], train["species"]))
     beluga = np.array([species.get(inputs.labels[c]) == "beluga" for c in plain.top_codes[:, 0]])
@@ -108,7 +108,7 @@ def test_in_the_pipeline_one_threshold_for_every_group_is_the_new_whale_step(pro
     table = position_table(base.with_params({"steps.new_whale_groups.thresholds": {"beluga": 0.3}}), inputs)
     for t in (0.0, 0.2, 0.45, 0.7, 1.0):
         at_t = base.with_params({"steps.new_whale.threshold": t, "steps.new_whale_groups.thresholds": {"beluga": 0.3}})
-        assert np.allclose(table.ap_at(t), run(at_t, inputs).ap, atol=1e-12), t
+        assert np.allclose(table.marks_at(t), run(at_t, inputs).marks, atol=1e-12), t
     grouped = base.with_params({"steps.new_whale_groups.thresholds": {"beluga": 0.5}, "tune": {"free": ["steps.*"]}})
     space = {p.name: (p.low, p.high) for p in search_space(grouped)}
     assert space["steps.new_whale_groups.thresholds.beluga"] == (0.0, 1.0)

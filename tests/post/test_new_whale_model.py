@@ -107,7 +107,7 @@ def test_fit_probability_is_fitted_on_validation_and_carried_to_test(project):
     val = run.val[0]
     cfg = load_recipe(path).tune
     part = cv_parts(val.truth, val.unknown_code, cfg.parts, cfg.seed)
-    ap = fits.cross_fitted_ap(run.recipe.with_params({"steps.new_whale.fit": "probability"}), val,
+    ap = fits.cross_fitted_marks(run.recipe.with_params({"steps.new_whale.fit": "probability"}), val,
                                   np.arange(len(val.truth)), part, cfg.parts)
     assert fitted["cross_validated_map5"] == pytest.approx(float(ap.mean()))
     # the model as written in a recipe places the test images as the fitted run did
@@ -118,7 +118,7 @@ def test_fit_probability_is_fitted_on_validation_and_carried_to_test(project):
     test, result = run.test
     data = fits.new_whale_data(run.recipe, test)
     at = nm.positions(model, data.x, data.bare.top_scores)
-    np.testing.assert_array_equal(fits._ap_at(data, at, test), result.ap)
+    np.testing.assert_array_equal(fits._marks_at(data, at, test), result.marks)
 
 
 def test_a_broken_model_is_one_line(project):
@@ -141,7 +141,7 @@ def test_the_tuner_refits_the_model_for_each_trial(project, tmp_path):
     values = {f"members.{i}.weight": w for i, w in enumerate((0.2, 0.5, 0.3))}
     trial = objective.recipe_for(values)
     # the objective: cross-fitted on the tuning part, a model fitted for these weights on the other parts
-    expected = fits.cross_fitted_ap(trial, objective.inputs, objective.tune_idx, objective.part, objective.n_parts)
+    expected = fits.cross_fitted_marks(trial, objective.inputs, objective.tune_idx, objective.part, objective.n_parts)
     assert objective.evaluate(trial)[0] == pytest.approx(float(expected.mean()))
     finished = objective.finish(values, None)
     assert finished.steps.new_whale.model == fits.fit_new_whale(trial, objective.inputs, objective.tune_idx).steps.new_whale.model

@@ -45,13 +45,13 @@ def test_ablation_shows_each_step(project):
     recipe = load_recipe(project["recipe"])
     inputs = prepare(recipe, "val")
     result = run(recipe, inputs)
-    steps = result.map5_by_step
+    steps = result.score_by_step
     assert list(steps) == ["blend", "+ leak", "+ new_whale", "+ balance"]
     assert steps["+ leak"] >= steps["blend"]  # planted duplicates of val images in train
-    weak = run(recipe.with_params({"members.1.weight": 0, "members.2.weight": 0}), inputs).map5_by_step
+    weak = run(recipe.with_params({"members.1.weight": 0, "members.2.weight": 0}), inputs).score_by_step
     assert weak["+ leak"] > weak["blend"]  # one member alone misses some of them: the leak finds them
     assert steps["+ new_whale"] > steps["+ leak"] + 0.05  # ~30% unknown images score 0 without it
-    assert result.map5 == pytest.approx(steps["+ balance"]) == pytest.approx(result.ap.mean())
+    assert result.score == pytest.approx(steps["+ balance"]) == pytest.approx(result.marks.mean())
     assert result.top5.shape == (len(inputs.images), 5) and (result.top5 >= 0).all()
     assert all(len(labels) == len(set(labels)) == 5 for labels in result.labels)
     assert 0 < result.new_whale_share < 1 and result.n_leaked >= 3
@@ -111,7 +111,7 @@ def test_new_params_on_the_same_inputs(project):
     inputs = prepare(recipe, "val")
     base = run(recipe, inputs)
     off = run(recipe.with_params({"members.1.weight": 0.0, "members.2.weight": 0.0}), inputs)
-    assert off.map5_by_step["blend"] != base.map5_by_step["blend"]
+    assert off.score_by_step["blend"] != base.score_by_step["blend"]
     prop = run(recipe.with_params({"steps.new_whale.proportion": 0.25}), inputs)
     assert prop.threshold is not None
     first_unknown_model = (prop.top5[:, 0] == inputs.unknown_code) & (prop.pinned[:, 0] < 0)
@@ -120,7 +120,7 @@ def test_new_params_on_the_same_inputs(project):
     hot = run(recipe.with_params({"members.0.calibration.temperature": 5.0}), inputs)
     assert not np.array_equal(hot.top_scores, base.top_scores)
     none = run(recipe.with_params({"steps.leak.enabled": False, "steps.balance.enabled": False}), inputs)
-    assert list(none.map5_by_step) == ["blend", "+ new_whale"]
+    assert list(none.score_by_step) == ["blend", "+ new_whale"]
     with pytest.raises(KitError, match="exceeds the distance the inputs were prepared for"):
         run(recipe.with_params({"steps.leak.max_distance": 20}), inputs)
 
@@ -136,7 +136,7 @@ def test_rank_calibration_and_a_submission_member(project, tmp_path):
     recipe = load_recipe(path)
     val, test = prepare(recipe, "val"), prepare(recipe, "test")
     assert val.members[3] is None and test.members[3] is not None
-    assert run(recipe, val).map5_by_step["blend"] > 0.3
+    assert run(recipe, val).score_by_step["blend"] > 0.3
     # the teammate's identities win where the truth is known
     res = run(recipe, test)
     known = comp.test["label"].to_numpy() != "new_whale"
@@ -255,7 +255,7 @@ def test_leak_needs_hashes(tmp_path):
     with pytest.raises(KitError, match=r"steps.leak needs .*hashes.csv"):
         prepare(load_recipe(path), "val")
     r = load_recipe(path).with_params({"steps.leak.enabled": False})
-    assert "+ leak" not in run(r, prepare(r, "val")).map5_by_step
+    assert "+ leak" not in run(r, prepare(r, "val")).score_by_step
 
 
 def test_inputs_belong_to_their_recipe(project, tmp_path):
@@ -331,7 +331,7 @@ def test_out_of_fold_members_validate_on_every_fold(project, tmp_path):
     ref_fold = np.array([fold_of[im] for im in val.leak.ref_images])[m.index]
     assert len(m.index) > 0 and (query_fold != ref_fold).all()
     result = run(recipe, val)
-    assert result.map5_by_step["+ new_whale"] > result.map5_by_step["blend"] and result.recipe.members[0].weight > 0
+    assert result.score_by_step["+ new_whale"] > result.score_by_step["blend"] and result.recipe.members[0].weight > 0
     out = blend_files(path, echo=lambda line: None)
     assert out.summary["val"]["images"] == len(held) and out.weights is not None
     # a member without out-of-fold sets is named
@@ -427,13 +427,13 @@ def test_the_reports_diagnostics_equal_running_the_pipeline_again(project):
     recipe, (inputs, _) = blend_run.recipe, blend_run.val
     d = blend_run.diagnostics
     for i, alone in enumerate(d.members):
-        assert alone.map5_bare == run(recipe.without_steps().only_member(i), inputs).map5
-        assert alone.map5_with_steps == run(recipe.only_member(i), inputs).map5
-    assert d.blend_bare == run(recipe.without_steps(), inputs).map5
+        assert alone.score_bare == run(recipe.without_steps().only_member(i), inputs).score
+        assert alone.score_with_steps == run(recipe.only_member(i), inputs).score
+    assert d.blend_bare == run(recipe.without_steps(), inputs).score
     grid, maps, shares = d.threshold_curve
     for k in range(0, len(grid), 7):
         again = run(recipe.with_params({"steps.new_whale.threshold": float(grid[k])}), inputs)
-        assert maps[k] == pytest.approx(again.map5, abs=1e-12) and shares[k] == pytest.approx(again.new_whale_share)
+        assert maps[k] == pytest.approx(again.score, abs=1e-12) and shares[k] == pytest.approx(again.new_whale_share)
 
 
 def test_an_identity_new_to_the_fold_is_scored_as_the_unknown_label(project):

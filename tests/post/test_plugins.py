@@ -93,11 +93,11 @@ def test_a_registered_step_is_parsed_tuned_run_in_order_and_documented(plugins, 
     inputs = prepare(recipe, "val")
     result = run(recipe, inputs)
     assert CALLS == ["noop 0.25 after new_whale: True"]
-    assert list(result.map5_by_step) == ["blend", "+ leak", "+ new_whale", "+ noop", "+ balance"]
-    assert result.map5_by_step["+ noop"] == result.map5_by_step["+ new_whale"]  # it did nothing
+    assert list(result.score_by_step) == ["blend", "+ leak", "+ new_whale", "+ noop", "+ balance"]
+    assert result.score_by_step["+ noop"] == result.score_by_step["+ new_whale"]  # it did nothing
     assert "+ noop" in format_ablation(result, "val")
     without = run(recipe.with_params({"steps.noop.enabled": False}), inputs)
-    assert np.array_equal(without.top5, result.top5) and "+ noop" not in without.map5_by_step
+    assert np.array_equal(without.top5, result.top5) and "+ noop" not in without.score_by_step
     assert "| **noop** (27) |" in docs_table() and "| `strength` | 0.5 | in [0, 1] | [0, 1] | unused |" in docs_table()
 
 
@@ -140,6 +140,7 @@ def test_the_docs_table_is_current():
 
 def test_a_step_that_costs_is_said():
     """An ablation row whose whole interval lies below 0 says so, in blend.py's table and the report's."""
+    from kit.metrics import Scorer, metric
     from kit.post.pipeline import Result
     from kit.report.html import ablation_section
 
@@ -148,8 +149,9 @@ def test_a_step_that_costs_is_said():
     result = Result(images=[f"{i}.jpg" for i in range(n)], vocabulary=["a"], unknown_code=0,
                     top5=np.zeros((n, 5), np.int64), top_codes=np.zeros((n, 1), np.int64),
                     top_scores=np.zeros((n, 1), np.float32), pinned=np.empty((n, 0), np.int64),
-                    swapped=np.zeros(n, bool), threshold=None, ap_by_step=ap,
-                    map5_by_step={k: float(v.mean()) for k, v in ap.items()}, ap=ap["+ balance"])
+                    swapped=np.zeros(n, bool), threshold=None, marks_by_step=ap,
+                    score_by_step={k: float(v.mean()) for k, v in ap.items()}, marks=ap["+ balance"],
+                    scorer=Scorer(metric("map5"), np.zeros(n, np.int64), 0))
     table = format_ablation(result, "val").splitlines()
     assert "COSTS" in next(line for line in table if "+ balance" in line)
     on_test = next(line for line in format_ablation(result, "test", on_test=True).splitlines() if "+ balance" in line)

@@ -108,7 +108,7 @@ def test_the_vote_counts_the_unknown_label_like_any_other(competition, tmp_path)
     want = plain_vote(lists)
     assert got == want
     truth = competition["test"].Id.tolist()
-    assert result.map5 == pytest.approx(map5_of(want, truth), abs=1e-12)
+    assert result.score == pytest.approx(map5_of(want, truth), abs=1e-12)
     assert (result.top5[:, 0] == result.unknown_code).mean() > 0.3  # the unknown label is voted first where it should
 
 
@@ -139,10 +139,10 @@ def test_an_untuned_csv_blend_holds_its_best_member_and_the_plain_vote(competiti
     truth = competition["test"].Id.tolist()
     best = max(map5_of(member, truth) for member in lists)
     plain = per_image(plain_vote(lists), truth)
-    assert result.map5 >= best - 0.002, (result.map5, best, report.lines())
-    assert paired_gain(result.ap, plain).high >= 0, (result.map5, plain.mean(), report.lines())
+    assert result.score >= best - 0.002, (result.score, best, report.lines())
+    assert paired_gain(result.marks, plain).high >= 0, (result.score, plain.mean(), report.lines())
     equal = resolved.with_params({f"members.{i}.weight": 1.0 for i in range(len(members))})
-    assert run(resolved.without_steps(), val).map5 >= run(equal.without_steps(), val).map5
+    assert run(resolved.without_steps(), val).score >= run(equal.without_steps(), val).score
     if scenario == "six near-copies and one different":
         w = report.weights
-        assert w[6] > 2.5 * w[:6].mean() and plain.mean() < best < result.map5  # the plain vote is drowned; the weights are not
+        assert w[6] > 2.5 * w[:6].mean() and plain.mean() < best < result.score  # the plain vote is drowned; the weights are not

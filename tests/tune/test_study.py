@@ -50,25 +50,26 @@ def quiet(_line: str) -> None:
 
 
 # ------------------------------------------------------------------------- objective == blend.py
-def test_the_objective_is_blend_map5(project):
-    """With nothing held out and one part, a trial's value is blend.py's val MAP@5 of the recipe made
-    from its parameters and its fitted threshold, to 1e-12: the tuned yaml through blend_files, and
-    every trial through prepare/run."""
-    path = project.recipe(holdout=0, parts=1, accept="best")
-    s = tune(path, 15, storage=project.sqlite(), progress=False)
-    trials = complete(trials_of(project.sqlite(), s.study_name))
+@pytest.mark.parametrize("metric", ["map5", "top1", "animalclef"])
+def test_the_objective_is_blend_score(project, metric):
+    """With nothing held out and one part, a trial's value is blend.py's val score under the recipe's
+    metric, of the recipe made from its parameters and its fitted threshold, to 1e-12: the tuned yaml
+    through blend_files, and every trial through prepare/run."""
+    path = edit_yaml(project.recipe(holdout=0, parts=1, accept="best"), lambda d: d.update(metric=metric))
+    s = tune(path, 15, storage=project.sqlite(metric), progress=False)
+    trials = complete(trials_of(project.sqlite(metric), s.study_name))
     assert len(trials) == s.n_trials == 15
     best = max(trials, key=lambda t: t.value)
     assert s.tuned_path == path.with_name("final.tuned.yaml") and s.tuned_path.is_file()
 
     report = blend_files(s.tuned_path, echo=quiet).summary
-    assert abs(report["val"]["map5"] - best.value) <= 1e-12
-    assert abs(s.best["all"] - report["val"]["map5"]) <= 1e-12 and abs(s.best["tune"] - best.value) <= 1e-12
+    assert abs(report["val"][metric] - best.value) <= 1e-12
+    assert abs(s.best["all"] - report["val"][metric]) <= 1e-12 and abs(s.best["tune"] - best.value) <= 1e-12
     assert s.sizes == (report["val"]["images"], 0)
     # the script on the tuned yaml, as a user runs it
     out = script("blend.py", str(s.tuned_path), "--json")
     assert out.returncode == 0, out.stderr
-    assert abs(json.loads(out.stdout.splitlines()[-1])["val"]["map5"] - best.value) <= 1e-12
+    assert abs(json.loads(out.stdout.splitlines()[-1])["val"][metric] - best.value) <= 1e-12
 
     # every trial: its parameters into the recipe, fresh inputs, blend.py's code path
     recipe = load_recipe(path)
@@ -76,11 +77,11 @@ def test_the_objective_is_blend_map5(project):
     assert {t.value for t in trials} != {best.value}  # the trials differ: the check below means something
     for t in trials:
         r = objective.finish(t.params, objective.evaluate(objective.recipe_for(t.params))[1])
-        assert abs(run(r, prepare(r, "val")).map5 - t.value) <= 1e-12, t.number
+        assert abs(run(r, prepare(r, "val")).score - t.value) <= 1e-12, t.number
         # the fitted threshold is the best one: no grid point beats it
-        grid = [run(r.with_params({FITTED: float(x)}), objective.inputs).map5 for x in np.linspace(0, 1, 41)]
+        grid = [run(r.with_params({FITTED: float(x)}), objective.inputs).score for x in np.linspace(0, 1, 41)]
         assert max(grid) <= t.value + 1e-12
-    untuned = blend_files(path, echo=quiet).summary["val"]["map5"]
+    untuned = blend_files(path, echo=quiet).summary["val"][metric]
     assert abs(objective.scores(recipe)["all"] - untuned) <= 1e-12 and abs(s.untuned["all"] - untuned) <= 1e-12
     # the untuned recipe is the first trial: the best is never below it
     assert trials[0].params == pytest.approx(objective.start_values()) and best.value >= trials[0].value
@@ -94,7 +95,7 @@ def slow_cross_validated(objective: Objective, recipe) -> float:
     scores = np.unique(bare.top_scores[rows, :5])[::-1]
     candidates = [float(scores[0]) + 1.0] + [float(x) for x in scores]  # above every score, then each score
     # in sixtieths (AP@5 is 0, 1, 1/2, ..., 1/5): whole numbers, so equal totals tie exactly
-    ap = np.stack([np.rint(60 * run(recipe.with_params({FITTED: t}), objective.inputs).ap[rows]) for t in candidates])
+    ap = np.stack([np.rint(60 * run(recipe.with_params({FITTED: t}), objective.inputs).marks[rows]) for t in candidates])
     total = 0.0
     for k in range(objective.n_parts):
         here = objective.part == k
@@ -115,7 +116,29 @@ def test_the_cross_validated_objective_equals_a_slow_reference(project):
         value, threshold = objective.evaluate(r)
         assert value == pytest.approx(slow_cross_validated(objective, r), abs=1e-12)
         # honest: below the in-sample optimum of the same weights
-        assert value <= run(r.with_params({FITTED: threshold}), objective.inputs).ap[objective.tune_idx].mean() + 1e-12
+        assert value <= run(r.with_params({FITTED: threshold}), objective.inputs).marks[objective.tune_idx].mean() + 1e-12
+
+
+def test_a_balanced_metric_is_cross_validated_the_long_way(project):
+    """Under AnimalCLEF's score (not a mean over images) the objective fits each part's threshold on the
+    other parts alone, their groups their own: every midpoint between their scores through blend.py's
+    code, the metric recomputed from scratch on them, then the chosen threshold scores the part."""
+    path = edit_yaml(project.recipe(holdout=0.3, parts=3, seed=2), lambda d: d.update(metric="animalclef"))
+    recipe = load_recipe(path)
+    objective = Objective(recipe, search_space(recipe), holdout=0.3, seed=2)
+    rows, inputs = objective.tune_idx, objective.inputs
+    r = objective.recipe_for(objective.start_values())
+    bare = run(r.with_params({"steps.new_whale.enabled": False}), inputs)
+    marks = np.zeros(len(rows))
+    for k in range(objective.n_parts):
+        rest, here = rows[objective.part != k], objective.part == k
+        edges = np.unique(bare.top_scores[rest, :5].astype(np.float64))[::-1]
+        candidates = [edges[0] + 1.0] + [float(x) for x in (edges[:-1] + edges[1:]) / 2] + [edges[-1] - 1.0]
+        scorer = inputs.scorer.rows(rest)
+        value = [scorer.score(run(r.with_params({FITTED: t}), inputs).marks[rest]) for t in candidates]
+        best = candidates[int(np.flatnonzero(np.array(value) >= max(value) - 1e-9)[0])]  # ties: the highest
+        marks[here] = run(r.with_params({FITTED: best}), inputs).marks[rows[here]]
+    assert objective.evaluate(r)[0] == pytest.approx(inputs.scorer.rows(rows).score(marks), abs=1e-12)
 
 
 def test_the_summary_carries_the_held_out_gain(project):
@@ -138,8 +161,8 @@ def test_with_a_holdout_the_study_sees_the_tuning_part_only(project):
     result = run(tuned, prepare(tuned, "val"))
     objective = Objective(load_recipe(path), search_space(load_recipe(path)), holdout=0.3, seed=4)
     n_tune, n_hold = len(objective.tune_idx), len(objective.hold_idx)
-    assert (n_tune, n_hold) == s.sizes and n_tune + n_hold == len(result.ap) and 0.25 < n_hold / len(result.ap) < 0.35
-    assert sorted(set(objective.tune_idx) | set(objective.hold_idx)) == list(range(len(result.ap)))
+    assert (n_tune, n_hold) == s.sizes and n_tune + n_hold == len(result.marks) and 0.25 < n_hold / len(result.marks) < 0.35
+    assert sorted(set(objective.tune_idx) | set(objective.hold_idx)) == list(range(len(result.marks)))
     # the best trial's value is its cross-validated score on the tuning part, nothing held out in it
     assert abs(objective.evaluate(objective.recipe_for(best.params))[0] - best.value) <= 1e-12
     assert tuned.steps.new_whale.threshold == pytest.approx(objective.evaluate(objective.recipe_for(best.params))[1])
@@ -363,7 +386,7 @@ def test_kept_untuned_recipe_keeps_what_it_fits(project):
     # blend.py --members fits it on the tuning part, like the untuned recipe: the same row
     from kit.tune.members import member_table_for, tuned_beside
 
-    rows = {r.what: r.ap for r in member_table_for(path, tuned_beside(path)[0]).rows}
+    rows = {r.what: r.marks for r in member_table_for(path, tuned_beside(path)[0]).rows}
     assert all(np.array_equal(rows["blend, tuned by Optuna"][p], rows["blend, untuned recipe"][p])
                for p in rows["blend, untuned recipe"])
 

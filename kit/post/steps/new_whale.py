@@ -64,7 +64,8 @@ class NewWhale(Step):
             firsts, weights = state.member_firsts()
             x = new_whale_model.features(state.scores, state.top[:, 0], firsts, weights)
             state.new_whale_at = new_whale.combine(state.new_whale_at,
-                                                   new_whale_model.positions(params.model, x, state.scores))
+                                                   new_whale_model.positions(params.model, x, state.scores,
+                                                                             inputs.metric.credit))
             return
         state.threshold = new_whale.threshold_of(params, state.scores[:, 0], state.new_whale_at == 0)
         state.new_whale_at = new_whale.combine(state.new_whale_at,
