@@ -79,9 +79,11 @@ def check_submission(submission: str | Path, competition) -> list[str]:
         problems.append(f"{len(absent)} test image(s) missing, e.g. {absent[0]!r}")
     labels = frame[label_col].str.split()
     n = labels.map(len)
-    if ((n < 1) | (n > K)).any():
-        bad = frame[image_col][(n < 1) | (n > K)]
-        problems.append(f"{len(bad)} row(s) without 1-{K} labels, e.g. {bad.iloc[0]!r}")
+    k = competition.layout.labels_per_row  # five for MAP@5, AnimalCLEF's one
+    if ((n < 1) | (n > k)).any():
+        bad = frame[image_col][(n < 1) | (n > k)]
+        wanted = "exactly 1 label" if k == 1 else f"1-{k} labels"
+        problems.append(f"{len(bad)} row(s) without {wanted}, e.g. {bad.iloc[0]!r}")
     valid = set(competition.train["label"]) | {competition.unknown}
     strange = sorted({lab for ls in labels for lab in ls} - valid)
     if strange:

@@ -1,7 +1,7 @@
 """Fabricated competitions and members, small and seeded, for the tests and the CI checks.
 
 - `make_competition`: a competition directory with image files (random noise, or drawn flukes a
-  network can learn: `LEARNABLE`), in any Kaggle layout, optionally with boxes and folds.csv.
+  network can learn: `LEARNABLE`), in any Kaggle layout or AnimalCLEF's, optionally with boxes and folds.csv.
 - `make_label_competition` / `make_tuning_competition`: a humpback-layout directory without image
   files (prepare() never opens them): labels, the test truth, folds.csv and hashes.csv with planted
   duplicates; `write_predictions` adds members' prediction sets made from noisy copies of the truth.
@@ -26,12 +26,14 @@ from PIL import Image, ImageDraw
 from kit.config import dump_yaml
 from kit.data.competition import LAYOUTS, load_competition
 from kit.data.folds import make_folds, read_folds, split, write_folds
+from kit.data.synthetic_animalclef import DATASETS
 from kit.io import write_text
 from kit.predset import PredictionSet
 from kit.train.recipe import ALL_FOLDS, fold_dir, load_recipe, recipe_from_dict, save_recipe
 
 UNKNOWN = "new_whale"
 LAYOUT = {layout.name: layout for layout in LAYOUTS}
+CLEF_DATASETS = tuple(DATASETS)  # make_competition's AnimalCLEF datasets
 
 
 # ------------------------------------------------------------------- competitions with image files
@@ -62,33 +64,54 @@ def make_competition(root: Path, layout: str = "humpback", *, n_ids: int = 6, pe
     shows identity i mod n_ids), else random noise. `boxes`: every image's box is the photo less
     `box_margins` (left, top, right, bottom). `folds` > 0 also writes folds.csv. Names: images
     tr00000.jpg (`image_digits` wide), identities `label_format` of 0, 1, .... Happywhale layout:
-    identity i (and unknown image i) of `species[i % len(species)]`."""
+    identity i (and unknown image i) of `species[i % len(species)]`. AnimalCLEF layout (metadata.csv):
+    image ids 0, 1, ... (train, then test) at images/<dataset>/<database|query>/<the file name>, the
+    unknown images identities seen once (`label_format` of n_ids, n_ids + 1, ...), identity i (and test
+    image i) of dataset `CLEF_DATASETS[i % 3]`."""
     spec = LAYOUT[layout]
+    clef = spec.listing == "metadata.csv"
     rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / spec.train_dir).mkdir(exist_ok=True)
-    (root / spec.test_dir).mkdir(exist_ok=True)
     labels = [label_format.format(i) for i in range(n_ids) for _ in range(per_id)] + [spec.unknown] * n_unknown
     train_idents = [i for i in range(n_ids) for _ in range(per_id)] + [None] * n_unknown
     train_images = [f"tr{i:0{image_digits}d}.jpg" for i in range(len(labels))]
     test_images = [f"te{i:0{image_digits}d}.jpg" for i in range(n_test)]
+    test_idents = [i % n_ids for i in range(n_test)]
+    if clef:  # the unknown train images: identities of their own; image ids for names, files in sub-folders
+        labels[n_ids * per_id:] = [label_format.format(n_ids + k) for k in range(n_unknown)]
+        groups = [i for i in range(n_ids) for _ in range(per_id)] + [n_ids + k for k in range(n_unknown)] + test_idents
+        dataset = [CLEF_DATASETS[g % len(CLEF_DATASETS)] for g in groups]
+        names = [str(i) for i in range(len(train_images) + n_test)]
+        files = [f"images/{d}/{'database' if i < len(train_images) else 'query'}/{n}"
+                 for i, (d, n) in enumerate(zip(dataset, train_images + test_images))]
+    else:
+        names = train_images + test_images
+        files = [f"{spec.train_dir}/{n}" for n in train_images] + [f"{spec.test_dir}/{n}" for n in test_images]
+    root.mkdir(parents=True, exist_ok=True)
+    if not clef:
+        (root / spec.train_dir).mkdir(exist_ok=True)
+        (root / spec.test_dir).mkdir(exist_ok=True)
     h, w = size
-    for folder, names, idents in ((spec.train_dir, train_images, train_idents),
-                                  (spec.test_dir, test_images, [i % n_ids for i in range(n_test)])):
-        for name, ident in zip(names, idents):
-            im = draw_whale(rng, ident, size) if drawn else Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-            (im.convert("L") if grey else im).save(root / folder / name)
-    image_col, label_col = spec.train_columns
-    train = pd.DataFrame({image_col: train_images, label_col: labels})
-    if layout == "happywhale":
-        ranks = [i for i in range(n_ids) for _ in range(per_id)] + list(range(n_unknown))
-        train.insert(1, "species", [species[i % len(species)] for i in ranks])
-    train.to_csv(root / "train.csv", index=False)
+    for file, ident in zip(files, train_idents + test_idents):
+        im = draw_whale(rng, ident, size) if drawn else Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        (root / file).parent.mkdir(parents=True, exist_ok=True)
+        (im.convert("L") if grey else im).save(root / file)
+    n_train = len(train_images)
+    if clef:
+        split = ["database"] * n_train + ["query"] * n_test
+        pd.DataFrame({"image_id": names, "identity": labels + [""] * n_test, "path": files, "split": split,
+                      "species": [DATASETS[d] for d in dataset], "dataset": dataset}).to_csv(root / "metadata.csv", index=False)
+    else:
+        image_col, label_col = spec.train_columns
+        train = pd.DataFrame({image_col: train_images, label_col: labels})
+        if layout == "happywhale":
+            ranks = [i for i in range(n_ids) for _ in range(per_id)] + list(range(n_unknown))
+            train.insert(1, "species", [species[i % len(species)] for i in ranks])
+        train.to_csv(root / "train.csv", index=False)
     sub_image, sub_pred = spec.submission_columns
-    pd.DataFrame({sub_image: test_images, sub_pred: spec.unknown}).to_csv(root / "sample_submission.csv", index=False)
+    pd.DataFrame({sub_image: names[n_train:], sub_pred: spec.unknown}).to_csv(root / "sample_submission.csv", index=False)
     if boxes:
         left, top, right, bottom = box_margins
-        pd.DataFrame({"Image": train_images + test_images, "x0": left, "y0": top, "x1": w - right,
+        pd.DataFrame({"Image": names, "x0": left, "y0": top, "x1": w - right,
                       "y1": h - bottom}).to_csv(root / "bounding_boxes.csv", index=False)
     if folds:
         comp = load_competition(root)

@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("data", nargs="?", help="competition directory (Kaggle layout) to prepare")
     p.add_argument("--synthetic", metavar="SIZE", help="generate a synthetic competition: tiny, small, medium or kaggle")
     p.add_argument("--out", help="where --synthetic writes the competition")
-    p.add_argument("--layout", default="humpback", choices=("humpback", "happywhale"),
-                   help="--synthetic: Kaggle 2019's flukes (default), or Happywhale 2022's shape: species with their "
-                        "own flukes and dorsal fins, image,species,individual_id, new_individual")
+    p.add_argument("--layout", default="humpback", choices=("humpback", "happywhale", "animalclef"),
+                   help="--synthetic: Kaggle 2019's flukes (default); Happywhale 2022's shape: species with their "
+                        "own flukes and dorsal fins, image,species,individual_id, new_individual; or AnimalCLEF 2025's: "
+                        "three datasets, metadata.csv, images/<dataset>/<database|query>/, one label per query")
     p.add_argument("--seed", type=int, default=0, help="seed for the generator and the folds (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress display (a log or a pipe gets lines, never bars)")
     p.add_argument("--init", metavar="WORKDIR", help="also write starter recipes fitted to the data and this machine "

@@ -9,8 +9,9 @@ what the training augmentation zooms out, shifts and rotates into.
 
 On disk, `<competition>/cache/crops-<H>x<W>-<grey|rgb>-<box margin|photo>/`:
 - `pixels.npy`: (N, H + 2 ph, W + 2 pw, C) uint8, every train and test image (C = 1 for grey);
-- `index.json`: the spec, each image's key (`train/<name>`), file size, mtime and box, and the
-  images that could not be decoded, with the reason (their rows are zeros).
+- `index.json`: the spec, each image's key (its file relative to the competition: `train/<name>`,
+  AnimalCLEF's `images/<dataset>/<split>/<file>`), file size, mtime and box, and the images that
+  could not be decoded, with the reason (their rows are zeros).
 
 `open_crops` rebuilds the whole cache when the image list or the spec changes, and decodes an
 image again when its file or its box changed. It decodes on a thread per core (Pillow's decode
@@ -119,7 +120,7 @@ class CropCache:
 
     directory: Path
     spec: CropSpec
-    keys: list[str]  # "<train or test directory>/<image name>", in row order
+    keys: list[str]  # each image's file relative to the competition (image_keys), in row order
     pixels: np.ndarray  # (N, Hc, Wc, C) uint8, memory-mapped read-only
     bad: np.ndarray  # (N,) bool: could not be decoded (zeros in pixels)
     reasons: dict[str, str]  # key -> why, for the bad ones
@@ -135,24 +136,19 @@ class CropCache:
 
 
 def image_keys(comp) -> tuple[list[str], list[Path], list[Box]]:
-    """Every train and test image of a competition: (keys, paths, boxes)."""
+    """Every train and test image of a competition: (keys, paths, boxes). A key is the image's file
+    relative to the competition ('/'-separated: `train/<name>`, or AnimalCLEF's `images/<dataset>/...`)."""
     keys, paths, boxes = [], [], []
     box_of = {}
     if comp.boxes is not None:
         box_of = {n: (int(a), int(b), int(c), int(d)) for n, a, b, c, d in
                   zip(comp.boxes.index, comp.boxes["x0"], comp.boxes["y0"], comp.boxes["x1"], comp.boxes["y1"])}
-    for directory, names in ((comp.layout.train_dir, comp.train["image"]), (comp.layout.test_dir, comp.test_images)):
+    for split, names in (("train", comp.train["image"]), ("test", comp.test_images)):
         for name in names:
-            keys.append(f"{directory}/{name}")
-            paths.append(comp.root / directory / name)
+            keys.append(comp.relative_path(name, split))
+            paths.append(comp.image_path(name, split))
             boxes.append(box_of.get(name))
     return keys, paths, boxes
-
-
-def key_of(path: str | os.PathLike) -> str:
-    """The cache key of an image path inside a competition: `<its directory>/<its name>`."""
-    path = Path(path)
-    return f"{path.parent.name}/{path.name}"
 
 
 def stamp(path: Path, box: Box, use_boxes: bool) -> list:

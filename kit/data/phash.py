@@ -116,7 +116,7 @@ def write_directory_hashes(directory: str | os.PathLike, out_csv: str | os.PathL
 def competition_hashes(comp, workers: int | None = None, fast: bool = False) -> pd.DataFrame:
     """`Image,phash` rows for the train and test images of a loaded kit.data.Competition."""
     train, test = list(comp.train["image"]), list(comp.test_images)
-    paths = [comp.train_dir / n for n in train] + [comp.test_dir / n for n in test]
+    paths = [comp.image_path(n, "train") for n in train] + [comp.image_path(n, "test") for n in test]
     return pd.DataFrame({HASH_COLUMNS[0]: train + test, HASH_COLUMNS[1]: phash_files(paths, workers, fast)})
 
 

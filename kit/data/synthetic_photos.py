@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 # Generator streams: each seeds its own generators, so adding draws to one never shifts another.
-_PLAN, _ANIMAL, _PHOTO, _COPY, _SPECIES = 0, 1, 2, 3, 4
+_PLAN, _ANIMAL, _PHOTO, _COPY, _SPECIES, _DATASETS = 0, 1, 2, 3, 4, 5
 
 # Happywhale 2022's shape (`layout="happywhale"`): 51,033 train images of 15,587 individuals of 30
 # species, the unknown label `new_individual`. The ten commonest species, by their share of the
@@ -47,6 +47,20 @@ SPECIES = {
     "minke_whale": Species(0.04, "fin", 1.5, height=(0.15, 0.3), tone=(0.3, 0.45), notches=(0, 2)),
     "gray_whale": Species(0.03, "fluke", 1.3, tone=(0.3, 0.55)),
 }
+
+# AnimalCLEF 2025's three species (`layout="animalclef"`), one per dataset: its share of the gallery's
+# animals and how often a query shows a new one. Apart from SPECIES, whose shares draw the happywhale
+# layout. Drawn with the same two shapes (a lynx's spotted flank is no fin, but identities told apart
+# by marks on an outline, some new to the gallery, are what the kit is tested on).
+CLEF_SPECIES = {
+    "lynx": Species(0.3, "fin", 1.0, height=(0.3, 0.5), falcate=(1.0, 1.5), tone=(0.45, 0.6), notches=(2, 6)),
+    "salamander": Species(0.15, "fluke", 2.0, tone=(0.1, 0.2)),
+    "loggerhead turtle": Species(0.55, "fluke", 0.6, tone=(0.35, 0.5)),
+}
+
+
+def species_look(name: str) -> Species:
+    return SPECIES[name] if name in SPECIES else CLEF_SPECIES[name]
 
 # --------------------------------------------------------------------------------------------
 # Animals: a fluke outline and ventral pattern in a canonical frame, drawn once per animal.
@@ -201,7 +215,7 @@ def _fin(seed: int, index: int, species: str) -> _Animal:
     """A dorsal fin above a curved back, in the fluke's canonical frame: a convex leading edge up to
     the apex, a hooked (falcate) trailing edge down to the base with nicks in it (the animal's
     fingerprint, as a fluke's trailing edge is), skin of the species' tone with scars and spots."""
-    sp = SPECIES[species]
+    sp = species_look(species)
     rng = np.random.default_rng([seed, _ANIMAL, index])
     u = (np.arange(TEX_W, dtype=np.float32) + 0.5 - ORIGIN[0]) / UNIT
     v = ((np.arange(TEX_H, dtype=np.float32) + 0.5 - ORIGIN[1]) / UNIT)[:, None]
@@ -254,7 +268,7 @@ def _animal_of(seed: int, index: int, species: str | None) -> _Animal:
     """The animal of a photo: a humpback fluke (the 2019 layout), or its species' fluke or fin."""
     if species is None:
         return _animal(seed, index)
-    sp = SPECIES[species]
+    sp = species_look(species)
     if sp.shape == "fin":
         return _fin(seed, index, species)
     animal = _animal(seed, index)

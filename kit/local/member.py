@@ -140,8 +140,7 @@ def _plan(recipe: BlendRecipe, ranker: BlendRecipe, inputs: Inputs, comp, folds,
 
     # the gallery: train photos of known identities (columns), their fold
     code_of = {lab: c for c, lab in enumerate(inputs.labels[:n_columns])}
-    directory = comp.layout.train_dir
-    rows_of = features.rows(f"{directory}/{name}" for name in folds["image"])
+    rows_of = features.rows(comp.relative_path(name, "train") for name in folds["image"])
     col = np.array([code_of.get(lab, -1) for lab in folds["label"]], np.int64)
     fold = folds["fold"].to_numpy()
     usable = (col >= 0) & ~features.bad[rows_of]
@@ -151,11 +150,11 @@ def _plan(recipe: BlendRecipe, ranker: BlendRecipe, inputs: Inputs, comp, folds,
     if inputs.split == "val":
         split = "oof" if recipe.fold == ALL_FOLDS else "val"
         query_fold = dict(zip(folds["image"], fold))
-        query_rows = features.rows(f"{directory}/{name}" for name in inputs.images)
+        query_rows = features.rows(comp.relative_path(name, "train") for name in inputs.images)
     else:
         split = "test"
         query_fold = {}
-        query_rows = features.rows(f"{comp.layout.test_dir}/{name}" for name in inputs.images)
+        query_rows = features.rows(comp.relative_path(name, "test") for name in inputs.images)
     gallery, owners = [], []
     for q, name in enumerate(inputs.images):
         own = query_fold.get(name)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kit.data.crops import BadImage, CropCache, CropSpec, centre, crop, key_of
+from kit.data.crops import BadImage, CropCache, CropSpec, centre, crop
 from kit.data.folds import read_folds, split
 from kit.errors import KitError
 from kit.io import read_csv
@@ -61,6 +61,7 @@ class ImageTable:
     """Images with their box and target: a class index, or -1 for the unknown label."""
 
     paths: list[Path]
+    keys: list[str]  # rows of the crop cache: each image's file relative to the competition (comp.relative_path)
     boxes: list[Box]
     targets: np.ndarray  # (N,) int64
     names: list[str] = field(default_factory=list)  # the label file's image names (for messages)
@@ -71,17 +72,14 @@ class ImageTable:
     def __len__(self) -> int:
         return len(self.paths)
 
-    @property
-    def keys(self) -> list[str]:
-        """Rows of the crop cache: `<train or test directory>/<name>`."""
-        return [key_of(p) for p in self.paths]
 
-
-def _table(frame: pd.DataFrame, directory: Path, boxes: dict, classes: dict[str, int],
+def _table(frame: pd.DataFrame, comp, split: str, boxes: dict, classes: dict[str, int],
            species: list[str] | None = None) -> ImageTable:
+    """The rows of `frame` (image, label): `split` "train" or "test" says where their files are."""
     images, labels = frame["image"].tolist(), frame["label"].tolist()
     table = ImageTable(
-        paths=[directory / n for n in images], boxes=[boxes.get(n) for n in images],
+        paths=[comp.image_path(n, split) for n in images], keys=[comp.relative_path(n, split) for n in images],
+        boxes=[boxes.get(n) for n in images],
         targets=np.array([classes.get(l, -1) for l in labels], dtype=np.int64), names=images, labels=labels,
     )
     if species is not None:
@@ -119,15 +117,15 @@ def build_tables(recipe: Recipe, comp, data_dir: Path) -> tuple[ImageTable, Imag
     index = {c: i for i, c in enumerate(classes)}
     boxes = {} if comp.boxes is None else {n: tuple(int(v) for v in row) for n, row in
                                          zip(comp.boxes.index, comp.boxes[["x0", "y0", "x1", "y1"]].to_numpy())}
-    train = _table(train_rows, comp.train_dir, boxes, index, species)
+    train = _table(train_rows, comp, "train", boxes, index, species)
     if recipe.extra_train:
         extra = read_extra(Path(recipe.extra_train), comp, set(classes))
-        more = _table(extra if species is None else _with_species(extra, comp), comp.test_dir, boxes, index, species)
-        train = ImageTable(train.paths + more.paths, train.boxes + more.boxes,
+        more = _table(extra if species is None else _with_species(extra, comp), comp, "test", boxes, index, species)
+        train = ImageTable(train.paths + more.paths, train.keys + more.keys, train.boxes + more.boxes,
                            np.concatenate([train.targets, more.targets]), train.names + more.names,
                            train.labels + more.labels,
                            None if species is None else np.concatenate([train.species, more.species]), train.species_names)
-    val = _table(val_rows, comp.train_dir, boxes, index, species)
+    val = _table(val_rows, comp, "train", boxes, index, species)
     return train, val, classes
 
 

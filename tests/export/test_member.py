@@ -239,3 +239,18 @@ def test_the_knn_view_exports_and_blends(tmp_path, tiny_data):
     run = evaluate(recipe)
     assert run.val is not None and run.recipe.members[0].calibration.method == "auto"
     assert "members.0.calibration.scale" in recipe.tunable_params()  # a cosine view: affine's parameters
+
+
+def test_an_animalclef_member_exports_from_the_sub_folder_images(tmp_path):
+    """AnimalCLEF's layout (metadata.csv, images at their paths): the prediction sets' rows are the
+    image ids, test images the query rows."""
+    from kit.testing import make_competition
+
+    data = make_competition(tmp_path / "clef", "animalclef", n_ids=8, per_id=3, n_unknown=4, n_test=7, boxes=True,
+                            folds=2, seed=1)
+    member = make_member(tmp_path / "models" / "clef", data, head="softmax", flip="twin")
+    export_member(member, batch=5, provider="cpu", progress=False, log=lambda s: None)
+    rows, comp, _ = expected_rows(data, 0)
+    for split in ("val", "test"):
+        assert (member / "preds" / "logit" / split / "images.txt").read_text().splitlines() == rows[split]
+    assert rows["test"] == [str(i) for i in range(28, 35)]

@@ -175,3 +175,21 @@ def test_for_a_species_head_every_row_carries_its_species_and_a_pseudo_label_its
     assert train.species[-2:].tolist() == [1, -1]  # w_0001 is a humpback; an unknown's species is not known
     plain, _, _ = tables(data, tiny_recipe(data))  # no species head: no species read
     assert plain.species is None and plain.species_names == []
+
+
+def test_animalclef_tables_read_the_sub_folder_files_through_the_crop_cache(new_competition, tiny_recipe, tmp_path):
+    """AnimalCLEF's images lie at metadata.csv's paths (images/<dataset>/<split>/...): the tables point
+    there, and the feeder finds each row in the crop cache by that path."""
+    data = new_competition(layout="animalclef")
+    comp = load_competition(data)
+    (tmp_path / "pseudo.csv").write_text(f"Image,Id\n{comp.test_images[0]},w_0000\n")
+    recipe = tiny_recipe(data, extra_train=str(tmp_path / "pseudo.csv"))
+    train, val, classes = build_tables(recipe, comp, data)
+    assert all(p.is_file() and p.parent.name == "database" for p in train.paths[:-1] + val.paths)
+    assert train.paths[-1] == data / comp.paths[comp.test_images[0]] and train.keys[-1] == comp.paths[comp.test_images[0]]
+    assert train.keys[0].startswith("images/") and set(classes) <= set(comp.known_labels)
+    assert (val.targets < 0).any()  # identities seen once, held out: new to the fold, as new individuals are to the test
+    feeder, info = feeder_for(data, recipe, classes, val)
+    plain = next(feeder.plain(4))
+    for x, row in zip(plain.x, range(len(plain.ok))):
+        assert np.array_equal(x.numpy(), load_image(val.paths[row], val.boxes[row], info))
