@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from kit.data.competition import LAYOUTS, detect_layout
 from kit.data.prepare import prepare
 from kit.data.synthetic import generate
 from kit.errors import KitError
 from kit.export.layout import data_dir_of, oof_children
 from kit.export.member import export_member
 from kit.io import cpu_count, outputs, write_text
+from kit.metrics import DEFAULT as DEFAULT_METRIC
+from kit.metrics import METRICS
 from kit.post.compare import format_claims, format_table
 from kit.post.files import blend_files
 from kit.post.recipe import load_recipe, recipe_from_dict, save_recipe
@@ -120,7 +123,9 @@ def member_dir(name: str, data: Path) -> Path:
 def demo_blend_for(data: Path) -> Path:
     """blends/demo.yaml, or for a competition elsewhere (demo.py --data DIR) its copy pointing there,
     blends/demo-<DIR's name>.yaml, over that competition's members (models/<name>-<DIR's name>),
-    whose outputs are named after it too."""
+    whose outputs are named after it too, scored by the competition's own metric (its layout's:
+    AnimalCLEF's for its layout). Under a metric that is not a mean over images the unknown label is
+    placed by a threshold fitted exactly to it, not by P(new) (whose expected mark is per image)."""
     suffix = _elsewhere(data)
     if not suffix:
         return DEMO_BLEND
@@ -129,8 +134,15 @@ def demo_blend_for(data: Path) -> Path:
     raw = blend.to_dict()
     members = [{**m, "model": str(member_dir(Path(m["model"]).name, data))} if m.get("model") else m for m in raw["members"]]
     raw = {**raw, "name": name, "data": str(data), "members": members}
-    return save_recipe(recipe_from_dict(raw, str(DEMO_BLEND)), DEMO_BLEND.parent / f"{name}.yaml",
-                       note=[f"{DEMO_BLEND} on {data}: written by scripts/demo.py --data {data}"])
+    note = [f"{DEMO_BLEND} on {data}: written by scripts/demo.py --data {data}"]
+    own = detect_layout(data).metric
+    if own != raw.get("metric", DEFAULT_METRIC):
+        raw["metric"] = own
+        note.append(f"metric: {own}, the competition's own")
+        if not METRICS[own].additive and raw["steps"].get("new_whale", {}).get("fit") == "probability":
+            raw["steps"]["new_whale"] = {**raw["steps"]["new_whale"], "fit": "threshold"}
+            note.append(f"new_whale: fit: threshold, fitted exactly to {own} (P(new) maximises a per-image mark)")
+    return save_recipe(recipe_from_dict(raw, str(DEMO_BLEND)), DEMO_BLEND.parent / f"{name}.yaml", note=note)
 
 
 def _trained(model_dir: Path, recipe) -> bool:
@@ -166,8 +178,6 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
     from kit.train.loop import train_tasks
 
     data = Path(data)
-    blend_path = demo_blend_for(data)
-    blend = load_recipe(blend_path)
     seconds: dict[str, float] = {}
     files: list[str] = []
     clock = time.perf_counter()
@@ -180,6 +190,8 @@ def run_demo(data: str | Path = "data/small", size: str = "small", seed: int = 0
 
     echo(f"== 1/6 competition: synthetic {size} (seed {seed}{', ' + layout if layout != 'humpback' else ''}) in {data}")
     _competition(data, size, seed, layout, force, progress, echo)
+    blend_path = demo_blend_for(data)  # after the competition: it scores by the competition's metric
+    blend = load_recipe(blend_path)
     lap("competition")
 
     members, tasks = _training_tasks(data, force, echo)
@@ -232,7 +244,7 @@ def _competition(data: Path, size: str, seed: int, layout: str, force: bool, pro
     holds another size, seed or layout is refused, never reported as this one."""
     if force and data.exists():
         shutil.rmtree(data)
-    if not (data / "train.csv").is_file():
+    if not any((data / listing).is_file() for listing in {lay.listing for lay in LAYOUTS}):
         generate(data, size=size, seed=seed, progress=progress, layout=layout)
     made = json.loads((data / "synthetic.json").read_text()) if (data / "synthetic.json").is_file() else None
     if made is None:

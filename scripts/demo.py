@@ -29,9 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data", default="data/small", help="where the synthetic competition lives (default data/small)")
     p.add_argument("--size", default="small", help="synthetic size when it must be generated (default small)")
-    p.add_argument("--layout", default="humpback", choices=("humpback", "happywhale"),
-                   help="the synthetic competition's shape: Kaggle 2019's flukes (default), or Happywhale 2022's "
-                        "species (use another --data, e.g. data/happywhale)")
+    p.add_argument("--layout", default="humpback", choices=("humpback", "happywhale", "animalclef"),
+                   help="the synthetic competition's shape: Kaggle 2019's flukes (default), Happywhale 2022's "
+                        "species, or AnimalCLEF 2025's metadata.csv and datasets, scored by its balanced metric "
+                        "(use another --data, e.g. data/happywhale, data/animalclef)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--trials", type=int, default=150, help="Optuna trials (default 150)")
     p.add_argument("--jobs", type=int, help="trainings at once on the CPU, the cores split among them (default: all "

@@ -88,12 +88,20 @@ def test_the_demo_on_another_directory_gets_its_own_blend_recipe(tmp_path, monke
     (tmp_path / "blends").mkdir()
     (tmp_path / "blends" / "demo.yaml").write_text((ROOT / DEMO_BLEND).read_text())
     assert demo_blend_for(Path("data/small")) == DEMO_BLEND
+    (tmp_path / "elsewhere" / "faces").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "faces" / "train.csv").write_text("Image,Id\n")  # the 2019 layout: MAP@5
     path = demo_blend_for(Path("elsewhere/faces"))
     assert path == Path("blends/demo-faces.yaml")
     mine, theirs = load_recipe(path), load_recipe(DEMO_BLEND)
     assert (mine.data, mine.name) == ("elsewhere/faces", "demo-faces")
     assert [m.model for m in mine.members] == [f"{m.model}-faces" for m in theirs.members]
     assert [m.view for m in mine.members] == [m.view for m in theirs.members]
+    assert mine.metric == theirs.metric == "map5" and mine.steps.new_whale == theirs.steps.new_whale
+    # AnimalCLEF's layout: scored by its own metric, the unknown label by a threshold fitted exactly to it
+    (tmp_path / "clef").mkdir()
+    (tmp_path / "clef" / "metadata.csv").write_text("image_id,identity,path,split,dataset\n")
+    clef = load_recipe(demo_blend_for(Path("clef")))
+    assert clef.metric == "animalclef" and clef.steps.new_whale.fit == "threshold"
     assert member_dir("resnet18_tiny", Path("elsewhere/faces")) == Path("models/resnet18_tiny-faces")
     assert member_dir("resnet18_tiny", Path("data/small")) == Path("models/resnet18_tiny")
     member = tmp_path / "models" / "resnet18_tiny"

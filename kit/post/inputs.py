@@ -203,9 +203,8 @@ def _groups(comp: Competition, images: list[str], truth: np.ndarray, unknown_cod
     if individuals is not None:
         codes = np.unique(np.asarray(individuals, dtype=object), return_inverse=True)[1].astype(np.int64).ravel()
         individual = np.where(truth == unknown_code, codes, -1)
-    datasets = getattr(comp, "datasets", None)  # FIXME(helper lands): comp.datasets
-    if datasets is not None:
-        names = np.asarray([datasets.get(n, "") for n in images], dtype=object)
+    if comp.datasets is not None:
+        names = np.asarray([comp.datasets.get(n, "") for n in images], dtype=object)
         dataset = np.unique(names, return_inverse=True)[1].astype(np.int64).ravel()
     return None if individual is None and dataset is None else Groups(individual, dataset)
 
