@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kit.data.competition import load_competition
+from kit.data.competition import LAYOUTS, load_competition
 from kit.data.folds import held_unknown_share, read_folds
 from kit.data.images import BadImage, open_image
 from kit.data.mirror import FlipMeasure, measure_flip
 from kit.errors import KitError
 from kit.io import write_text
+from kit.metrics import DEFAULT as DEFAULT_METRIC
 from kit.pretrained import Weights, resolve_weights
 from kit.train.recipe import recipe_from_dict
 
@@ -305,6 +306,10 @@ def _flip_lines(plan: MemberPlan, flip: FlipMeasure | None) -> list[str]:
     return lines
 
 
+def _metric_of(layout: str) -> str:
+    return next((lay.metric for lay in LAYOUTS if lay.name == layout), DEFAULT_METRIC)
+
+
 def _blend_text(name: str, s: Survey, families: list[str], local: bool = False) -> str:
     members = []
     for f in families:
@@ -319,6 +324,7 @@ def _blend_text(name: str, s: Survey, families: list[str], local: bool = False) 
         "# No weights: ensemble selection picks them on validation (weights: select; `auto` is sqrt(skill) /",
         "# near-copies, which under-weights a member far ahead of the others, as a matcher can be). tune.py searches them.",
         f"name: {name}",
+        f"metric: {_metric_of(s.layout)}  # the competition's own (kit/metrics/): what every fit, trial and table scores",
         "weights: select",
         f"data: {s.root}",
         "fold: 0",

@@ -11,7 +11,7 @@ from kit import cli  # noqa: E402
 from kit.data import load_competition  # noqa: E402
 from kit.errors import KitError  # noqa: E402
 from kit.metric import check_submission  # noqa: E402
-from kit.metrics import DEFAULT, METRICS, score_files  # noqa: E402
+from kit.metrics import METRICS, metric_of_truth, score_files  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("submission", help="submission CSV: image, space-separated labels (first 5 count)")
     p.add_argument("truth", nargs="?", help="truth CSV: image, one label (e.g. test_truth.csv)")
     p.add_argument("--json", action="store_true", help='print {"<metric>": float, "n": int}')
-    p.add_argument("--metric", default=DEFAULT,
-                   help=f"the competition's metric: {', '.join(sorted(METRICS))} (default {DEFAULT}; kit/metrics/)")
+    p.add_argument("--metric",
+                   help=f"the competition's metric: {', '.join(sorted(METRICS))} (kit/metrics/); default: animalclef for a truth in the organisers' "
+                        "solution columns (new_identity), else map5")
     p.add_argument("--unknown", help="the unknown label (default: new_whale or new_individual, whichever TRUTH holds)")
     p.add_argument("--check", action="store_true", help="validate the submission against --data's test set and labels")
     p.add_argument("--data", help="competition directory, for --check")
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.truth:
         raise KitError("give TRUTH (a CSV with one label per image), or use --check --data DIR")
-    value, n = score_files(args.submission, args.truth, strict=args.strict, name=args.metric, unknown=args.unknown)
-    print(json.dumps({args.metric: value, "n": n}) if args.json else f"{METRICS[args.metric].title} {value:.5f} on {n} images")
+    name = args.metric or metric_of_truth(args.truth)
+    value, n = score_files(args.submission, args.truth, strict=args.strict, name=name, unknown=args.unknown)
+    print(json.dumps({name: value, "n": n}) if args.json else f"{METRICS[name].title} {value:.5f} on {n} images")
     return 0
 
 

@@ -214,3 +214,12 @@ def test_score_py_reads_the_organisers_solution_columns(tmp_path):
     # lynx: BAKS (0.5 + 1) / 2, BAUS (0.5 + 1) / 2 -> 0.75; salamander: BAKS 1, BAUS 0 -> 0
     assert expected == pytest.approx(0.375)
     assert score_files(tmp_path / "sub.csv", tmp_path / "truth.csv", name="animalclef")[0] == pytest.approx(expected)
+    # score.py without --metric: the solution's own columns say AnimalCLEF
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / "score.py"),
+                          str(tmp_path / "sub.csv"), str(tmp_path / "truth.csv"), "--json"], capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"animalclef": pytest.approx(expected), "n": 8}, out.stderr

@@ -4,8 +4,9 @@ salamanders and sea turtles of WildlifeReID-10k, one dataset each, in one compet
 The same draw as the 2019 layout of the seed (kit/data/synthetic.py's `plan`: the same animals,
 photos, planted duplicates and conflicting labels, so the same difficulty), with AnimalCLEF's shape
 on top, from a stream of its own:
-- the database (the gallery) is the 2019 train set, every image with an identity: an animal the
-  2019 layout calls new_whale is an identity of its own, seen once;
+- the database (the gallery) is the 2019 train set's labelled photos: AnimalCLEF names the identity
+  of every database image, and its individuals have several images each, so the 2019 new_whale
+  photos (and copies of them) are left out, not made into a gallery of singletons;
 - the queries are the 2019 test images; the photos of never-seen animals are grouped into new
   individuals of one to five images each, so that BAUS, which averages over unknown individuals,
   weighs them as the real score does;
@@ -20,7 +21,7 @@ on top, from a stream of its own:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -143,9 +144,30 @@ def _group_new(rng: np.random.Generator, p: Plan, animal: np.ndarray) -> np.ndar
     return animal
 
 
+def _labelled_only(p: Plan) -> Plan:
+    """The plan without its train new_whale photos, nor copies of them: AnimalCLEF's database names
+    the identity of every image, and its individuals have several images each (a 2019 new_whale
+    photo kept as an identity seen once would be a gallery of singletons no member can learn)."""
+    drop = np.zeros(len(p.image), bool)
+    drop[:p.n_train] = p.label[:p.n_train] == UNKNOWN
+    while True:  # and whatever re-encodes a dropped photo, however far down the chain
+        more = drop | ((p.source >= 0) & drop[np.maximum(p.source, 0)])
+        if (more == drop).all():
+            break
+        drop = more
+    keep = np.flatnonzero(~drop)
+    index = np.full(len(drop), -1, np.int64)
+    index[keep] = np.arange(len(keep))
+    changes = {f.name: getattr(p, f.name)[keep] for f in fields(p)
+               if isinstance(getattr(p, f.name), np.ndarray) and len(getattr(p, f.name)) == len(drop)}
+    changes["source"] = np.where(p.source[keep] >= 0, index[np.maximum(p.source[keep], 0)], -1)
+    return replace(p, **changes, n_train=int((keep < p.n_train).sum()))
+
+
 def with_datasets(p: Plan, n_ids: int, n_new: int) -> ClefPlan:
     """The 2019 plan `p` (its first `n_ids` animals the known ids, the next `n_new` train new_whales)
     in AnimalCLEF's shape; see the module's docstring."""
+    p = _labelled_only(p)
     rng = np.random.default_rng([p.seed, _DATASETS])
     n, n_train = len(p.image), p.n_train
     names = list(DATASETS)

@@ -151,6 +151,12 @@ def metric(name: str, where: str = "metric") -> type[Metric]:
     return METRICS[name]
 
 
+def metric_of_truth(truth: str | Path) -> str:
+    """The metric a truth file's own columns name: AnimalCLEF's for its solution columns
+    (`new_identity`), else MAP@5 (score.py without --metric)."""
+    return "animalclef" if "new_identity" in read_csv(truth, (), "truth").columns else DEFAULT
+
+
 def score_files(submission: str | Path, truth: str | Path, strict: bool = False, name: str = DEFAULT,
                 unknown: str | None = None) -> tuple[float, int]:
     """The metric `name` of a submission CSV against a truth CSV (one label per image). Returns

@@ -169,14 +169,16 @@ def synthetic(tmp_path_factory) -> Path:
 def test_the_synthetic_competition_loads(synthetic):
     assert sorted(p.name for p in synthetic.iterdir()) == ["images", "metadata.csv", "sample_submission.csv",
                                                           "synthetic.json", "test_truth.csv"]
+    drawn = plan("tiny", 0, "animalclef")
+    n, n_train = len(drawn.image), drawn.n_train
     meta = pd.read_csv(synthetic / "metadata.csv", dtype=str, keep_default_na=False)
-    assert list(meta.columns) == METADATA_COLUMNS and meta["image_id"].tolist() == [str(i) for i in range(263)]
+    assert list(meta.columns) == METADATA_COLUMNS and meta["image_id"].tolist() == [str(i) for i in range(n)]
     assert (meta[meta.split == "query"].identity == "").all() and set(meta.dataset) == set(DATASETS)
     assert all(p == f"images/{d}/{s}/{p.rsplit('/', 1)[1]}" for p, d, s in zip(meta.path, meta.dataset, meta.split))
     database = meta[meta.split == "database"]
     assert all(i.startswith(f"{d}_") for i, d in zip(database.identity, database.dataset))  # an identity is one dataset's
     comp = load_competition(synthetic)
-    assert comp.layout.name == "animalclef" and (len(comp.train), len(comp.test_images)) == (200, 63)
+    assert comp.layout.name == "animalclef" and (len(comp.train), len(comp.test_images)) == (n_train, n - n_train)
     assert set(comp.datasets) == set(comp.train["image"]) | set(comp.test_images)
     assert list(pd.read_csv(synthetic / "test_truth.csv").columns) == ["image_id", "identity", "new_identity", "dataset"]
     truth = comp.truth.set_index("image")
@@ -186,20 +188,23 @@ def test_the_synthetic_competition_loads(synthetic):
     assert set(truth.label[truth.label != CLEF_UNKNOWN]) <= set(comp.known_labels)
     info = json.loads((synthetic / "synthetic.json").read_text())
     assert info["layout"] == "animalclef" and info["unknown"] == CLEF_UNKNOWN and set(info["datasets"]) == set(DATASETS)
-    assert info["counts"]["query_new"] == len(new) and info["counts"]["database"] == 200
+    assert info["counts"]["query_new"] == len(new) and info["counts"]["database"] == n_train
 
 
 def test_the_same_draw_as_the_2019_layout():
-    """The same photos, duplicates and database partition as the humpback plan of the seed."""
+    """The same photos, duplicates and identities as the humpback plan of the seed, less its train
+    new_whale photos (and their copies): AnimalCLEF's database names every image's identity."""
     a, b = plan("tiny", 0), plan("tiny", 0, "animalclef")
-    assert list(a.image) == list(b.image) and np.array_equal(a.source, b.source) and np.array_equal(a.grey, b.grey)
-    train = slice(0, a.n_train)
-    known = a.label[train] != "new_whale"
-    pairs = set(zip(a.label[train][known], b.identity[train][known]))
-    assert len(pairs) == len(set(a.label[train][known])) == len({p[1] for p in pairs})  # the same identities, renamed
-    assert len(set(b.identity[train][~known])) == int((~known).sum())  # a 2019 new_whale: an identity seen once
-    again = plan("tiny", 0, "animalclef")
-    assert list(again.identity) == list(b.identity) and list(again.date) == list(b.date)
+    where = {name: i for i, name in enumerate(a.image)}
+    kept = np.array([where[name] for name in b.image])
+    assert np.all(np.diff(kept) > 0) and np.array_equal(a.grey[kept], b.grey)  # a subsequence, in order
+    train = kept[:b.n_train]
+    assert (a.label[train] != "new_whale").all() and b.n_train < a.n_train  # no unlabelled photo in the database
+    assert (a.label[:a.n_train] != "new_whale").sum() - b.n_train <= 2  # only copies of a dropped photo go too
+    pairs = set(zip(a.label[train], b.identity[:b.n_train]))
+    assert len(pairs) == len(set(a.label[train])) == len({p[1] for p in pairs})  # the same identities, renamed
+    copies = b.source >= 0
+    assert np.array_equal(kept[b.source[copies]], a.source[kept[copies]])  # duplicates point at the same photos
 
 
 @pytest.mark.slow
@@ -208,7 +213,7 @@ def test_prepare_and_a_checked_submission(synthetic, tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare.py"), "--synthetic", "tiny", "--out", str(data),
                           "--layout", "animalclef", "--seed", "0", "--quiet"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "animalclef layout, 200 train / 63 test images" in run.stdout
+    assert "animalclef layout, 123 train / 62 test images" in run.stdout
     comp = load_competition(data)
     for image in ("metadata.csv", "test_truth.csv", comp.paths["0"], comp.paths[comp.test_images[-1]]):
         assert (data / image).read_bytes() == (synthetic / image).read_bytes(), image  # a seed's bytes, whatever the workers
