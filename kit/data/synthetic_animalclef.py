@@ -15,8 +15,9 @@ on top, from a stream of its own:
   in how often a query is new); its images are drawn with the species' look;
 - files: `images/<dataset>/<database|query>/<name>.jpg`, `metadata.csv` in the published columns
   (integer image ids, a plausible date and orientation), `sample_submission.csv` (every query
-  `new_individual`), `test_truth.csv` in the organisers' solution columns and `synthetic.json`.
-  No bounding_boxes.csv: AnimalCLEF publishes none.
+  `new_individual`), `test_truth.csv` in the organisers' solution columns, `synthetic.json`, and
+  `bounding_boxes.csv` by image_id: AnimalCLEF publishes none, but its photos are framed on the
+  animal and ours are not, so a detector's boxes stand in for that framing (`write_labels`).
 """
 from __future__ import annotations
 
@@ -115,9 +116,14 @@ class ClefPlan(Plan):
         return out
 
     def write_labels(self, root: Path, boxes: dict, widths: tuple[int, int]) -> None:
-        """metadata.csv, sample_submission.csv, test_truth.csv and synthetic.json into `root` (the
-        boxes the photos were drawn with are not published: AnimalCLEF has none)."""
+        """metadata.csv, sample_submission.csv, test_truth.csv, bounding_boxes.csv (by image_id) and
+        synthetic.json into `root`. AnimalCLEF publishes no boxes, but its photos are framed on the
+        animal; ours are seascapes with the animal somewhere in them, so the boxes a detector would
+        give stand in for that framing (bounding_boxes.csv, as a user's detector would write it)."""
         _write_csv(root / "metadata.csv", self.metadata())
+        order = np.argsort(self.image_id, kind="stable")
+        _write_csv(root / "bounding_boxes.csv", pd.DataFrame(
+            [(str(self.image_id[i]), *boxes[int(i)]) for i in order], columns=["Image", "x0", "y0", "x1", "y1"]))
         truth = self.frame("test")
         _write_csv(root / "test_truth.csv", truth)
         _write_csv(root / "sample_submission.csv", pd.DataFrame({"image_id": truth["image_id"], "identity": CLEF_UNKNOWN}))

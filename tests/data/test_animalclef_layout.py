@@ -167,8 +167,8 @@ def synthetic(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_the_synthetic_competition_loads(synthetic):
-    assert sorted(p.name for p in synthetic.iterdir()) == ["images", "metadata.csv", "sample_submission.csv",
-                                                          "synthetic.json", "test_truth.csv"]
+    assert sorted(p.name for p in synthetic.iterdir()) == ["bounding_boxes.csv", "images", "metadata.csv",
+                                                          "sample_submission.csv", "synthetic.json", "test_truth.csv"]
     drawn = plan("tiny", 0, "animalclef")
     n, n_train = len(drawn.image), drawn.n_train
     meta = pd.read_csv(synthetic / "metadata.csv", dtype=str, keep_default_na=False)
