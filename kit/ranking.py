@@ -168,56 +168,20 @@ class PositionTable:
         return threshold_for_proportion(self.scores[~voted, 0], share, int(voted.sum()))
 
 
-@njit(cache=True, nogil=True)
-def _sweep(scores, marks, cap, part, n_parts):
-    n, width = scores.shape
-    flat = scores.ravel()
-    order = np.argsort(-flat, kind="mergesort")
-    values = np.empty(n * width + 1, np.float64)  # states[g] holds for t in (values[g + 1], values[g]]
-    totals = np.zeros((n * width + 1, n_parts), np.int64)
-    pos = np.zeros(n, np.int64)
-    for i in range(n):
-        totals[0, part[i]] += marks[i, min(cap[i], 0)]
-    values[0] = np.inf
-    g, e = 1, 0
-    while e < len(order):
-        s = flat[order[e]]
-        if s == -np.inf:  # padding of a ranking shorter than 5: never ahead of any threshold
-            break
-        totals[g] = totals[g - 1]
-        while e < len(order) and flat[order[e]] == s:
-            i = order[e] // width
-            old = min(cap[i], pos[i])
-            pos[i] += 1
-            totals[g, part[i]] += marks[i, min(cap[i], pos[i])] - marks[i, old]
-            e += 1
-        values[g] = s
-        g += 1
-    return values[:g], totals[:g]
-
-
 def _caps(table: PositionTable) -> np.ndarray:
     return np.minimum(np.where(table.cap < 0, POSITIONS - 1, table.cap), POSITIONS - 1).astype(np.int64)
 
 
-def sweep(table: PositionTable, part: np.ndarray | None = None, n_parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(thresholds (G,), sums of marks in sixtieths (G, n_parts), int64): every distinct outcome of a
-    threshold over the images, from the highest threshold (the unknown label first everywhere) down,
-    and its sum of an additive metric's marks in each part (`part`: each image's part, 0..n_parts-1)."""
-    n = len(table.cap)
-    part = np.zeros(n, np.int64) if part is None else np.asarray(part, np.int64)
-    marks = np.rint(table.marks * UNIT).astype(np.int64)
-    values, totals = _sweep(np.ascontiguousarray(table.scores, np.float32), marks, _caps(table), part, int(n_parts))
-    return _midpoints(values), totals
-
-
 @njit(cache=True, nogil=True)
-def _sweep_buckets(scores, marks, cap, bucket, weight, n_buckets):
+def _sweep(scores, marks, cap, bucket, weight, n_buckets):
+    """(values, sums): the states of a threshold lowered over every top-5 score, sums[g, b] the sum
+    of weight * mark over bucket b's images in state g (integers for sixtieths, exact; floats for a
+    balanced metric's weights); state g holds for t in (values[g + 1], values[g]]."""
     n, width = scores.shape
     flat = scores.ravel()
     order = np.argsort(-flat, kind="mergesort")
     values = np.empty(n * width + 1, np.float64)
-    sums = np.zeros((n * width + 1, n_buckets), np.float64)
+    sums = np.zeros((n * width + 1, n_buckets), marks.dtype)
     pos = np.zeros(n, np.int64)
     for i in range(n):
         sums[0, bucket[i]] += weight[i] * marks[i, min(cap[i], 0)]
@@ -225,7 +189,7 @@ def _sweep_buckets(scores, marks, cap, bucket, weight, n_buckets):
     g, e = 1, 0
     while e < len(order):
         s = flat[order[e]]
-        if s == -np.inf:
+        if s == -np.inf:  # padding of a ranking shorter than 5: never ahead of any threshold
             break
         sums[g] = sums[g - 1]
         while e < len(order) and flat[order[e]] == s:
@@ -239,6 +203,18 @@ def _sweep_buckets(scores, marks, cap, bucket, weight, n_buckets):
     return values[:g], sums[:g]
 
 
+def sweep(table: PositionTable, part: np.ndarray | None = None, n_parts: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds (G,), sums of marks in sixtieths (G, n_parts), int64): every distinct outcome of a
+    threshold over the images, from the highest threshold (the unknown label first everywhere) down,
+    and its sum of an additive metric's marks in each part (`part`: each image's part, 0..n_parts-1)."""
+    n = len(table.cap)
+    part = np.zeros(n, np.int64) if part is None else np.asarray(part, np.int64)
+    marks = np.rint(table.marks * UNIT).astype(np.int64)
+    values, totals = _sweep(np.ascontiguousarray(table.scores, np.float32), marks, _caps(table), part,
+                            np.ones(n, np.int64), int(n_parts))
+    return _midpoints(values), totals
+
+
 def scores_by_threshold(table: PositionTable, scorer: Scorer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(thresholds (G,), the metric at each (G,)): every distinct outcome of a threshold, as `sweep`;
     the scorer's metric (MAP@5 without one), a balanced one through its weighted sums."""
@@ -247,8 +223,8 @@ def scores_by_threshold(table: PositionTable, scorer: Scorer | None = None) -> t
         thresholds, totals = sweep(table)
         return thresholds, totals[:, 0] / UNIT / max(n, 1)
     bucket, weight, n_buckets = scorer.buckets()
-    values, sums = _sweep_buckets(np.ascontiguousarray(table.scores, np.float32), np.ascontiguousarray(table.marks),
-                                  _caps(table), bucket, weight, n_buckets)
+    values, sums = _sweep(np.ascontiguousarray(table.scores, np.float32), np.ascontiguousarray(table.marks, np.float64),
+                          _caps(table), bucket, np.asarray(weight, np.float64), n_buckets)
     return _midpoints(values), scorer.metric.combine(sums)
 
 
