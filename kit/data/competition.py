@@ -283,16 +283,22 @@ def _read_metadata(path: Path) -> pd.DataFrame:
     return frame
 
 
+def new_identity(column: pd.Series, path: Path) -> pd.Series:
+    """The solution's `new_identity` column as booleans (True/False, 1/0); anything else is one
+    KitError naming the file and the row."""
+    flag = column.astype(str).str.strip().str.lower()
+    odd = ~flag.isin(("true", "false", "1", "0"))
+    if odd.any():
+        row = int(column.index[odd.to_numpy()][0]) + 2
+        raise KitError(f"{path}: row {row}: new_identity {column[odd].iloc[0]!r} is not True or False")
+    return flag.isin(("true", "1"))
+
+
 def _read_solution(path: Path, unknown: str) -> pd.DataFrame:
     """AnimalCLEF's solution (image_id, identity, new_identity, dataset) → image, label (the unknown
     label for a new individual), individual (the identity as given)."""
     t = read_csv(path, TRUTH_COLUMNS, "test truth")
-    new = t["new_identity"].str.strip().str.lower()
-    odd = ~new.isin(("true", "false", "1", "0"))
-    if odd.any():
-        row = int(t.index[odd.to_numpy()][0]) + 2
-        raise KitError(f"{path}: row {row}: new_identity {t['new_identity'][odd].iloc[0]!r} is not True or False")
-    is_new = new.isin(("true", "1"))
+    is_new = new_identity(t["new_identity"], path)
     return pd.DataFrame({"image": t["image_id"], "label": t["identity"].where(~is_new, unknown),
                          "individual": t["identity"]})
 

@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from kit.config import Registry, did_you_mean
-from kit.data.competition import LAYOUTS
+from kit.data.competition import LAYOUTS, new_identity
 from kit.errors import KitError
 from kit.io import read_csv
 from kit.metric import encode, read_labelled
@@ -51,9 +51,22 @@ class Groups:
     individual: np.ndarray | None = None
     dataset: np.ndarray | None = None
 
+    @classmethod
+    def of_names(cls, individuals, unknown: np.ndarray, datasets) -> "Groups | None":
+        """From names: each image's individual (counted only where `unknown`: the truth is the unknown
+        label) and dataset, either None; None when both are."""
+        individual = None if individuals is None else np.where(unknown, _codes(individuals), -1)
+        dataset = None if datasets is None else _codes(datasets)
+        return None if individual is None and dataset is None else cls(individual, dataset)
+
     def rows(self, idx: np.ndarray) -> "Groups":
         return Groups(None if self.individual is None else self.individual[idx],
                       None if self.dataset is None else self.dataset[idx])
+
+
+def _codes(names) -> np.ndarray:
+    """Each name's index among the sorted distinct names."""
+    return np.unique(np.asarray(names, dtype=object), return_inverse=True)[1].astype(np.int64).ravel()
 
 
 class Metric:
@@ -94,14 +107,15 @@ class Metric:
 
     @classmethod
     def buckets(cls, truth: np.ndarray, unknown: int, groups: Groups | None) -> tuple[np.ndarray, np.ndarray, int]:
-        """(bucket (N,), weight (N,), B): the score is `combine` of the B sums of weight * mark by bucket."""
-        n = len(truth)
-        return np.zeros(n, np.int64), np.full(n, 1.0 / max(n, 1)), 1
+        """(bucket (N,), weight (N,), B): the score is `combine` of the B sums of weight * mark by
+        bucket. A metric that is not additive defines it (the threshold sweep reads it); an additive
+        one is swept on its integer sums of marks (kit.ranking.sweep)."""
+        raise NotImplementedError(f"{cls.name} is additive: kit.ranking sweeps its marks' sums")
 
     @staticmethod
     def combine(sums: np.ndarray) -> np.ndarray:
-        """The score of each row of bucket sums (..., B)."""
-        return sums[..., 0]
+        """The score of each row of bucket sums (..., B) (see `buckets`)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,10 @@ class Scorer:
     def marks(self, top: np.ndarray) -> np.ndarray:
         """Each image's mark for the predictions `top` (N, k)."""
         return self.metric.per_image(top, self.truth)
+
+    def unknown_everywhere(self) -> np.ndarray:
+        """The marks of the trivial answer, the unknown label alone in every image (the bar a blend must clear)."""
+        return self.marks(np.full((len(self.truth), 1), self.unknown, np.int64))
 
     def score(self, marks: np.ndarray) -> float:
         """The metric of these images from their marks."""
@@ -214,18 +232,11 @@ def _solution_groups(truth: str | Path, labels: list[str], unknown: str) -> tupl
     `dataset` (the score is the mean over datasets). Without them: the labels as they are, every
     unknown image one individual, one dataset."""
     frame = read_csv(truth, (), "truth")
-    if "new_identity" not in frame.columns and "dataset" not in frame.columns:
-        return labels, None
-    individual = None
-    if "new_identity" in frame.columns:
-        new = frame["new_identity"].astype(str).str.lower().isin(("true", "1", "yes"))
-        individual = np.unique(np.asarray(labels, dtype=object), return_inverse=True)[1].astype(np.int64)
-        individual = np.where(new, individual, -1)
-        labels = [unknown if n else lab for lab, n in zip(labels, new)]
-    dataset = None
-    if "dataset" in frame.columns:
-        dataset = np.unique(frame["dataset"].astype(str).to_numpy(), return_inverse=True)[1].astype(np.int64)
-    return labels, Groups(individual, dataset)
+    has_new = "new_identity" in frame.columns
+    new = new_identity(frame["new_identity"], Path(truth)).to_numpy() if has_new else np.zeros(len(labels), bool)
+    groups = Groups.of_names(labels if has_new else None, new,
+                             frame["dataset"].astype(str).tolist() if "dataset" in frame.columns else None)
+    return [unknown if n else lab for lab, n in zip(labels, new)], groups
 
 
 def _load() -> None:

@@ -112,13 +112,8 @@ def cross_fitted_marks(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray, pa
     d = new_whale_data(recipe, inputs)
     x, is_new, scores, column = d.x[rows], d.is_new[rows], d.bare.top_scores[rows], d.truth_column[rows]
     at = np.zeros(len(inputs.images), np.int64)
-    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts, _credit(inputs))[0]
+    at[rows] = new_whale_model.cross_fit(x, is_new, scores, column, part, n_parts, inputs.metric.credit)[0]
     return _marks_at(d, at, inputs)[rows]
-
-
-def _credit(inputs: Inputs) -> tuple[float, ...]:
-    """Each rank's mark for the right label under the recipe's metric: where P(new) puts the unknown label."""
-    return inputs.metric.credit
 
 
 def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None = None) -> BlendRecipe:
@@ -137,8 +132,7 @@ def fit_new_whale(recipe: BlendRecipe, inputs: Inputs, rows: np.ndarray | None =
     if key is None:
         d = new_whale_data(recipe, inputs)
         idx = np.arange(len(inputs.images)) if rows is None else np.asarray(rows)
-        model = new_whale_model.fit(d.x[idx], d.is_new[idx], d.bare.top_scores[idx], d.truth_column[idx],
-                                    _credit(inputs))
+        model = new_whale_model.fit(d.x[idx], d.is_new[idx], d.bare.top_scores[idx], d.truth_column[idx])
         return recipe.with_params({"steps.new_whale.model": model})
     table, scorer = position_table(unfitted(recipe), inputs), inputs.scorer
     if rows is not None:
@@ -168,7 +162,7 @@ def judge(recipe: BlendRecipe, inputs: Inputs) -> baseline.Bars | None:
     part = ranking.cv_parts(inputs.truth, inputs.unknown_code, n_parts, recipe.tune.seed)
     scorer = inputs.scorer
     blend, cross_validated = rule_marks(recipe, inputs, part, n_parts)
-    trivial = scorer.marks(np.full((len(inputs.truth), 1), inputs.unknown_code, np.int64))
+    trivial = scorer.unknown_everywhere()
     bars = baseline.Bars(blend, trivial, paired_gain(blend, trivial, scorer), cross_validated,
                          inputs.labels[inputs.unknown_code], scorer)
     present = [i for i, (m, mi) in enumerate(zip(recipe.members, inputs.members)) if mi is not None and m.weight > 0]

@@ -199,14 +199,8 @@ def _groups(comp: Competition, images: list[str], truth: np.ndarray, unknown_cod
     """What a balanced metric groups these images by: each unknown image's individual (its own
     identity where the data knows it: an identity new to its fold, a synthetic test truth's), each
     image's dataset (AnimalCLEF's metadata); None when the data has neither."""
-    individual = dataset = None
-    if individuals is not None:
-        codes = np.unique(np.asarray(individuals, dtype=object), return_inverse=True)[1].astype(np.int64).ravel()
-        individual = np.where(truth == unknown_code, codes, -1)
-    if comp.datasets is not None:
-        names = np.asarray([comp.datasets.get(n, "") for n in images], dtype=object)
-        dataset = np.unique(names, return_inverse=True)[1].astype(np.int64).ravel()
-    return None if individual is None and dataset is None else Groups(individual, dataset)
+    datasets = None if comp.datasets is None else [comp.datasets.get(n, "") for n in images]
+    return Groups.of_names(individuals, truth == unknown_code, datasets)
 
 
 def _split_images(recipe: BlendRecipe, comp: Competition, split: str

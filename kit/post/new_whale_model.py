@@ -27,10 +27,12 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
+from kit.metrics import METRICS
+
 FEATURES = ("top1", "margin", "entropy", "agreement")  # of an image: P(new)
 ID_FEATURES = ("id_score", "id_share", "id_rank")  # of an identity at a rank: P(it is the animal | known)
 KEYS = ("bias", *FEATURES, "id_bias", *ID_FEATURES)  # what a fitted model holds
-MAP5_CREDIT = (1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 5)  # kit.metrics' map5 (what training's and export's checks score)
+MAP5_CREDIT = METRICS["map5"].credit  # the default: what the 2019 and 2022 competitions score
 L2 = 1.0  # ridge on the standardised coefficients: a few hundred images, a handful of features
 
 
@@ -93,11 +95,10 @@ def positions(model: dict[str, float], x: np.ndarray, scores: np.ndarray,
     return place(probability_new(model, x), identity_probabilities(model, scores), credit)
 
 
-def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray,
-        credit: tuple[float, ...] = MAP5_CREDIT) -> dict[str, float]:
+def fit(x: np.ndarray, is_new: np.ndarray, scores: np.ndarray, truth_column: np.ndarray) -> dict[str, float]:
     """The model from validation images: features x (N, 4), whether each image's animal is new, the
     blended top-K scores (N, K), and the top-K column of each image's true identity (-1: not in the
-    top-K, or new). The model is the same whatever the metric (`credit` only places by it)."""
+    top-K, or new). The model is the same whatever the metric (`positions` places by its credit)."""
     is_new = np.asarray(is_new, bool)
     model = dict(zip(("bias", *FEATURES), _logistic(x, is_new)))
     known = ~is_new

@@ -57,9 +57,8 @@ def member_table(recipe: BlendRecipe, val: Inputs, test: Inputs | None, tune_idx
     def row(what: str, r: BlendRecipe) -> Row:
         return Row(what, {p: pipeline.run(r, inputs).marks[idx] for p, (inputs, idx) in parts.items()}, scorers)
 
-    alone = {p: np.full((len(idx), 1), inputs.unknown_code, np.int64) for p, (inputs, idx) in parts.items()}
     unknown = val.labels[val.unknown_code]
-    rows = [Row(f"trivial: {unknown} alone", {p: scorers[p].marks(alone[p]) for p in parts}, scorers)]
+    rows = [Row(f"trivial: {unknown} alone", {p: scorers[p].unknown_everywhere() for p in parts}, scorers)]
     members = []
     for i, m in enumerate(recipe.members):
         if val.members[i] is None or (test is not None and test.members[i] is None):

@@ -392,7 +392,7 @@ def _tune(recipe_path: Path, recipe: BlendRecipe, space: list[Param], objective:
     inputs, idx = objective.inputs, objective.tune_idx
     scorer = objective.scorer
     tuned_marks = objective.left_out_marks(tuned)
-    trivial = scorer.marks(np.full((len(idx), 1), inputs.unknown_code, np.int64))
+    trivial = scorer.unknown_everywhere()
     first = pipeline.run(tuned, inputs).top5[idx, 0] == inputs.unknown_code
     bars = Bars(tuned_marks, trivial, paired_gain(tuned_marks, trivial, scorer), objective.cross_fits,
                 inputs.labels[inputs.unknown_code], scorer, first_share=float(first.mean()) if len(first) else None)
